@@ -1,0 +1,270 @@
+#include "core/config.h"
+
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "core/log.h"
+
+namespace hearth {
+namespace {
+
+struct Binding {
+  std::string_view key;
+  std::string_view default_value;
+  std::string_view description;
+  // Returns an error message (empty on success). `node` is the TOML value.
+  std::function<std::string(const toml::node&, Config&)> set;
+};
+
+std::string type_error(std::string_view want) { return fmt::format("expected {}", want); }
+
+auto int_field(int Config::*field, std::int64_t min, std::int64_t max) {
+  return [field, min, max](const toml::node& n, Config& c) -> std::string {
+    auto v = n.value<std::int64_t>();
+    if (!n.is_integer() || !v) return type_error("an integer");
+    if (*v < min || *v > max) return fmt::format("must be between {} and {}", min, max);
+    c.*field = static_cast<int>(*v);
+    return {};
+  };
+}
+
+auto int64_field(std::int64_t Config::*field, std::int64_t min, std::int64_t max) {
+  return [field, min, max](const toml::node& n, Config& c) -> std::string {
+    auto v = n.value<std::int64_t>();
+    if (!n.is_integer() || !v) return type_error("an integer");
+    if (*v < min || *v > max) return fmt::format("must be between {} and {}", min, max);
+    c.*field = *v;
+    return {};
+  };
+}
+
+auto double_field(double Config::*field, double min, double max) {
+  return [field, min, max](const toml::node& n, Config& c) -> std::string {
+    if (!n.is_number()) return type_error("a number");
+    double v = *n.value<double>();
+    if (v < min || v > max) return fmt::format("must be between {} and {}", min, max);
+    c.*field = v;
+    return {};
+  };
+}
+
+auto string_field(std::string Config::*field, std::vector<std::string_view> allowed = {}) {
+  return [field, allowed](const toml::node& n, Config& c) -> std::string {
+    if (!n.is_string()) return type_error("a string");
+    std::string v = *n.value<std::string>();
+    if (!allowed.empty()) {
+      bool found = false;
+      for (auto a : allowed) found |= (a == v);
+      if (!found) {
+        std::string list;
+        for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        return fmt::format("must be one of: {}", list);
+      }
+    }
+    c.*field = std::move(v);
+    return {};
+  };
+}
+
+auto string_list_field(std::vector<std::string> Config::*field) {
+  return [field](const toml::node& n, Config& c) -> std::string {
+    const auto* arr = n.as_array();
+    if (!arr) return type_error("an array of strings");
+    std::vector<std::string> out;
+    for (const auto& e : *arr) {
+      if (!e.is_string()) return type_error("an array of strings");
+      out.push_back(*e.value<std::string>());
+    }
+    if (out.empty()) return "must not be empty";
+    c.*field = std::move(out);
+    return {};
+  };
+}
+
+const std::vector<Binding>& bindings() {
+  static const std::vector<Binding> list = {
+      {"server.data_dir", "\"./data\"", "Directory for the database, blobs, TLS material and the admin socket.",
+       string_field(&Config::data_dir)},
+      {"server.shards", "0", "Event-loop threads; 0 means one per CPU core.",
+       int_field(&Config::shards, 0, 256)},
+      {"server.drain_seconds", "10", "On SIGTERM, how long in-flight requests may take before connections are closed.",
+       int_field(&Config::drain_seconds, 0, 3600)},
+
+      {"domain[].name", "\"localhost\"", "A domain (virtual host) served by this instance; the first is the primary domain.", nullptr},
+      {"domain[].registration", "\"invite\"", "Who may create accounts: `closed`, `invite` (an invitation is required) or `open`.", nullptr},
+      {"domain[].tls_cert", "\"\"", "PEM certificate chain for the domain; empty: a self-signed certificate generated once in `<data_dir>/tls/`.", nullptr},
+      {"domain[].tls_key", "\"\"", "PEM private key for `tls_cert`.", nullptr},
+
+      {"http.bind", "[\"127.0.0.1\"]", "Addresses the HTTP listeners bind to.",
+       string_list_field(&Config::http_bind)},
+      {"http.port", "8008", "Plain HTTP port (Matrix, WebSocket, uploads, /health, /metrics); 0 picks a free port, -1 disables.",
+       int_field(&Config::http_port, -1, 65535)},
+      {"http.https_port", "8443", "HTTP over TLS port (SNI selects the domain's certificate, ALPN `http/1.1`); 0 picks a free port, -1 disables.",
+       int_field(&Config::https_port, -1, 65535)},
+      {"http.max_body_bytes", "1048576", "Largest request body accepted; larger bodies get 413.",
+       int64_field(&Config::http_max_body_bytes, 0, std::int64_t{1} << 40)},
+      {"http.max_header_bytes", "16384", "Largest request head (request line and headers); larger gets 431.",
+       int64_field(&Config::http_max_header_bytes, 1024, 1 << 20)},
+      {"http.idle_timeout_seconds", "60", "Keep-alive connections idle this long are closed.",
+       int_field(&Config::http_idle_timeout_seconds, 1, 86400)},
+      {"http.public_url", "\"\"", "Base URL users reach this server at (printed links, invitations); empty: derived from the first listener.",
+       string_field(&Config::public_url)},
+
+      {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
+       int_field(&Config::max_connections, 1, 10'000'000)},
+      {"limits.max_connections_per_ip", "100", "Connections open at once from one IP address.",
+       int_field(&Config::max_connections_per_ip, 1, 10'000'000)},
+      {"limits.requests_per_second_per_ip", "50", "Sustained HTTP requests per second per IP address (token bucket); past it: 429 with Retry-After.",
+       double_field(&Config::requests_per_second_per_ip, 0.001, 1e9)},
+      {"limits.request_burst_per_ip", "100", "Requests one IP address may send in a burst before the per-second rate applies.",
+       int_field(&Config::request_burst_per_ip, 1, 10'000'000)},
+      {"limits.max_inflight_requests", "1000", "Requests being worked on at once; past it: 503 with Retry-After at once (never queued). /health and /metrics are exempt.",
+       int_field(&Config::max_inflight_requests, 1, 10'000'000)},
+      {"limits.fd_reserve", "128", "File descriptors kept beyond `max_connections` for storage, health checks and the admin socket.",
+       int_field(&Config::fd_reserve, 16, 1'000'000)},
+
+      {"store.readers", "4", "SQLite reader connections (each on its own thread).",
+       int_field(&Config::store_readers, 1, 64)},
+      {"store.max_batch", "256", "Most writes committed together in one transaction (group commit).",
+       int_field(&Config::store_max_batch, 1, 100000)},
+      {"store.queue_limit", "10000", "Writes or reads waiting at once; past it storage answers `unavailable` at once.",
+       int_field(&Config::store_queue_limit, 1, 10'000'000)},
+
+      {"accounts.scram_iterations", "4096", "PBKDF2 iterations for the SCRAM-SHA-1 and SCRAM-SHA-256 stored keys.",
+       int_field(&Config::scram_iterations, 4096, 10'000'000)},
+      {"accounts.invite_ttl_hours", "168", "Lifetime of a new invitation.",
+       int_field(&Config::invite_ttl_hours, 1, 24 * 365 * 10)},
+      {"accounts.token_ttl_days", "0", "Lifetime of access tokens; 0 means they do not expire.",
+       int_field(&Config::token_ttl_days, 0, 36500)},
+
+      {"ops.admin_socket", "\"\"", "Unix socket for hearthctl (mode 0600); empty: `<data_dir>/hearthd.sock`.",
+       string_field(&Config::admin_socket)},
+      {"ops.health_interval_seconds", "10", "How often health checks (disk, paths, database, descriptors) run.",
+       int_field(&Config::health_interval_seconds, 1, 3600)},
+      {"ops.disk_warning_percent", "80", "Disk use (bytes or inodes) at which /health reports a warning.",
+       int_field(&Config::disk_warning_percent, 1, 100)},
+      {"ops.disk_high_percent", "90", "Disk use at which the warning is raised to high (still a warning, logged each check).",
+       int_field(&Config::disk_high_percent, 1, 100)},
+      {"ops.disk_critical_percent", "95", "Disk use at which /health reports critical.",
+       int_field(&Config::disk_critical_percent, 1, 100)},
+
+      {"log.level", "\"info\"", "`debug`, `info`, `warn` or `error`.",
+       string_field(&Config::log_level, {"debug", "info", "warn", "error"})},
+      {"log.format", "\"text\"", "`text` (logfmt) or `json` (one object per line).",
+       string_field(&Config::log_format, {"text", "json"})},
+  };
+  return list;
+}
+
+std::string where(std::string_view origin, const toml::node& n) {
+  const auto& src = n.source();
+  if (src.begin.line == 0) return std::string(origin);
+  return fmt::format("{}:{}:{}", origin, src.begin.line, src.begin.column);
+}
+
+tl::unexpected<Error> config_error(std::string_view origin, const toml::node& n, std::string_view key,
+                                   std::string_view what) {
+  return fail(Errc::invalid_argument, fmt::format("{}: key '{}': {}", where(origin, n), key, what));
+}
+
+Result<DomainConfig> parse_domain(const toml::table& t, std::string_view origin, std::size_t index) {
+  DomainConfig d;
+  for (const auto& [k, v] : t) {
+    std::string key = fmt::format("domain[{}].{}", index, k.str());
+    if (!v.is_string()) return config_error(origin, v, key, "expected a string");
+    std::string s = *v.value<std::string>();
+    if (k == "name") d.name = s;
+    else if (k == "registration") {
+      if (s != "closed" && s != "invite" && s != "open")
+        return config_error(origin, v, key, "must be one of: closed, invite, open");
+      d.registration = s;
+    } else if (k == "tls_cert") d.tls_cert = s;
+    else if (k == "tls_key") d.tls_key = s;
+    else return config_error(origin, v, key, "unknown key");
+  }
+  if (d.name.empty())
+    return fail(Errc::invalid_argument, fmt::format("{}: key 'domain[{}].name': is required", where(origin, t), index));
+  if (d.tls_cert.empty() != d.tls_key.empty())
+    return fail(Errc::invalid_argument, fmt::format("{}: key 'domain[{}].tls_cert': tls_cert and tls_key must be set together", where(origin, t), index));
+  return d;
+}
+
+}  // namespace
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> out;
+    for (const auto& b : bindings()) out.push_back({b.key, b.default_value, b.description});
+    return out;
+  }();
+  return keys;
+}
+
+Config default_config() {
+  Config c;
+  c.domains.push_back(DomainConfig{"localhost"});
+  return c;
+}
+
+Result<Config> parse_config(std::string_view text, std::string_view origin) {
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    return fail(Errc::invalid_argument,
+                fmt::format("{}:{}:{}: {}", origin, e.source().begin.line, e.source().begin.column,
+                            e.description()));
+  }
+  Config c;
+  for (const auto& [section, node] : root) {
+    if (section == "domain") {
+      const auto* arr = node.as_array();
+      if (!arr) return config_error(origin, node, "domain", "expected [[domain]] tables");
+      std::size_t i = 0;
+      for (const auto& e : *arr) {
+        const auto* t = e.as_table();
+        if (!t) return config_error(origin, e, "domain", "expected [[domain]] tables");
+        auto d = parse_domain(*t, origin, i++);
+        if (!d) return tl::unexpected(d.error());
+        c.domains.push_back(std::move(*d));
+      }
+      continue;
+    }
+    const auto* table = node.as_table();
+    if (!table) return config_error(origin, node, section.str(), "unknown key (expected a [section])");
+    for (const auto& [k, v] : *table) {
+      std::string key = fmt::format("{}.{}", section.str(), k.str());
+      const Binding* found = nullptr;
+      for (const auto& b : bindings())
+        if (b.key == key && b.set) found = &b;
+      if (!found) return config_error(origin, v, key, "unknown key");
+      if (auto msg = found->set(v, c); !msg.empty()) return config_error(origin, v, key, msg);
+    }
+  }
+  if (c.domains.empty()) c.domains.push_back(DomainConfig{"localhost"});
+  std::set<std::string> names;
+  for (const auto& d : c.domains)
+    if (!names.insert(d.name).second)
+      return fail(Errc::invalid_argument, fmt::format("{}: key 'domain[].name': '{}' is listed twice", origin, d.name));
+  if (!(c.disk_warning_percent <= c.disk_high_percent && c.disk_high_percent <= c.disk_critical_percent))
+    return fail(Errc::invalid_argument,
+                fmt::format("{}: key 'ops.disk_warning_percent': thresholds must satisfy warning <= high <= critical", origin));
+  if (c.max_connections_per_ip > c.max_connections)
+    c.max_connections_per_ip = c.max_connections;
+  return c;
+}
+
+Result<Config> load_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(Errc::not_found, fmt::format("{}: cannot open configuration file", path));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace hearth

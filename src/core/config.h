@@ -1,0 +1,95 @@
+// hearthd configuration: TOML (toml++) parsed into a plain struct.
+//
+// Every key has a default, so an empty or missing file is a valid configuration (domain
+// `localhost`, data in `./data`). `config_keys()` is the single list of keys with their
+// defaults and descriptions; docs/configuration.md documents the same list and a unit test
+// checks that the two agree. Unknown keys and wrong types are errors that name the file,
+// the line and the key: a typo must never silently fall back to a default.
+//
+// Modules never read Config: main() copies what each module needs into that module's own
+// options struct, so a module can be tested without a configuration file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+
+namespace hearth {
+
+struct DomainConfig {
+  std::string name;                    // e.g. "example.org"
+  std::string registration = "invite";  // closed | invite | open
+  std::string tls_cert;                // PEM chain; empty: self-signed, generated once
+  std::string tls_key;
+};
+
+struct Config {
+  // [server]
+  std::string data_dir = "./data";
+  int shards = 0;  // 0: one per core
+  int drain_seconds = 10;
+
+  // [[domain]] (at least one; the first is the primary domain)
+  std::vector<DomainConfig> domains;
+
+  // [http]
+  std::vector<std::string> http_bind = {"127.0.0.1"};
+  int http_port = 8008;      // plain HTTP; 0 picks a free port, -1 disables
+  int https_port = 8443;     // HTTP over TLS; 0 picks a free port, -1 disables
+  std::int64_t http_max_body_bytes = 1 << 20;
+  std::int64_t http_max_header_bytes = 16 << 10;
+  int http_idle_timeout_seconds = 60;
+  std::string public_url;    // base URL printed and used in links; empty: derived
+
+  // [limits]
+  int max_connections = 10000;
+  int max_connections_per_ip = 100;
+  double requests_per_second_per_ip = 50;
+  int request_burst_per_ip = 100;
+  int max_inflight_requests = 1000;
+  int fd_reserve = 128;  // descriptors kept for health, admin and storage
+
+  // [store]
+  int store_readers = 4;
+  int store_max_batch = 256;
+  int store_queue_limit = 10000;
+
+  // [accounts]
+  int scram_iterations = 4096;
+  int invite_ttl_hours = 168;
+  int token_ttl_days = 0;  // 0: access tokens do not expire
+
+  // [ops]
+  std::string admin_socket;  // empty: <data_dir>/hearthd.sock
+  int health_interval_seconds = 10;
+  int disk_warning_percent = 80;
+  int disk_high_percent = 90;
+  int disk_critical_percent = 95;
+
+  // [log]
+  std::string log_level = "info";
+  std::string log_format = "text";  // text | json
+
+  const DomainConfig& primary_domain() const { return domains.front(); }
+};
+
+struct ConfigKey {
+  std::string_view key;           // dotted, e.g. "http.port"; "domain[].name" for arrays
+  std::string_view default_value; // as written in TOML
+  std::string_view description;
+};
+
+// The documented keys, in documentation order.
+const std::vector<ConfigKey>& config_keys();
+
+// Parses TOML text; `origin` names the file in error messages.
+Result<Config> parse_config(std::string_view toml_text, std::string_view origin);
+// Reads and parses a file.
+Result<Config> load_config_file(const std::string& path);
+// Defaults only (what hearthd runs with when given no file).
+Config default_config();
+
+}  // namespace hearth
