@@ -1,0 +1,255 @@
+// hearthctl: administers hearthd. Talks to the running daemon over its admin socket;
+// when no daemon runs on the data directory, runs the same commands on it directly.
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+#include <CLI/CLI.hpp>
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include "accounts/accounts.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "ops/account_commands.h"
+#include "ops/admin.h"
+#include "ops/system.h"
+#include "store/store.h"
+
+namespace hearth {
+namespace {
+
+// Nagios plugin exit codes, also used for every other command: 0 ok, 2 failed.
+constexpr int kOk = 0;
+constexpr int kCritical = 2;
+constexpr int kUnknown = 3;
+
+struct Target {
+  Config config;
+  std::string data_dir;
+  std::string socket;
+};
+
+// Reads a password: from stdin when it is not a terminal (scripts), otherwise prompted
+// twice without echo.
+Result<std::string> read_password(bool confirm) {
+  std::string pw;
+  if (!::isatty(STDIN_FILENO)) {
+    if (!std::getline(std::cin, pw) || pw.empty()) return fail(Errc::invalid_argument, "no password on standard input");
+    return pw;
+  }
+  auto prompt = [](const char* text, std::string& out) {
+    fmt::print(stderr, "{}", text);
+    termios old{};
+    ::tcgetattr(STDIN_FILENO, &old);
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::getline(std::cin, out);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    fmt::print(stderr, "\n");
+  };
+  prompt("Password: ", pw);
+  if (pw.empty()) return fail(Errc::invalid_argument, "empty password");
+  if (confirm) {
+    std::string again;
+    prompt("Again: ", again);
+    if (again != pw) return fail(Errc::invalid_argument, "the passwords differ");
+  }
+  return pw;
+}
+
+// Runs one admin command: over the socket if the daemon runs, else in-process.
+Result<ops::AdminReply> call(const Target& t, const std::string& command, const ops::AdminArgs& args, bool daemon_only) {
+  auto reply = ops::admin_call(t.socket, command, args);
+  if (reply || reply.error().code != Errc::unavailable) return reply;
+  if (daemon_only) return reply;
+  if (ops::DataDirLock::is_held_by_other(t.data_dir))
+    return fail(Errc::unavailable, fmt::format("hearthd holds {} but does not answer on {}", t.data_dir, t.socket));
+  // No daemon: work on the data directory directly, holding its lock meanwhile.
+  if (!std::filesystem::exists(t.data_dir))
+    return fail(Errc::not_found, fmt::format("no data directory at {} (start hearthd once, or pass --data-dir)", t.data_dir));
+  auto lock = ops::DataDirLock::acquire(t.data_dir);
+  if (!lock) return tl::unexpected(lock.error());
+  Logger log(LogLevel::warn, LogFormat::text);
+  MetricsRegistry metrics;
+  SystemClock clock;
+  store::StoreOptions so;
+  so.path = t.data_dir + "/hearth.db";
+  so.readers = 1;
+  auto store = store::Store::open_sqlite(so, log, metrics);
+  if (!store) return tl::unexpected(store.error());
+  accounts::AccountsOptions ao;
+  ao.scram_iterations = t.config.scram_iterations;
+  ao.invite_ttl_ms = std::int64_t{t.config.invite_ttl_hours} * 3600 * 1000;
+  ao.token_ttl_ms = std::int64_t{t.config.token_ttl_days} * 24 * 3600 * 1000;
+  auto accounts = accounts::Accounts::open(**store, clock, log, ao);
+  if (!accounts) return tl::unexpected(accounts.error());
+  for (const auto& d : t.config.domains) {
+    auto policy = d.registration == "open" ? accounts::RegistrationPolicy::open
+                  : d.registration == "closed" ? accounts::RegistrationPolicy::closed
+                                               : accounts::RegistrationPolicy::invite;
+    if (auto r = (*accounts)->ensure_domain(d.name, policy); !r) return tl::unexpected(r.error());
+  }
+  ops::AdminCommands commands;
+  ops::add_account_commands(commands, **accounts, {t.config.primary_domain().name, t.config.public_url});
+  auto it = commands.find(command);
+  if (it == commands.end()) return fail(Errc::unavailable, fmt::format("'{}' needs a running hearthd", command));
+  auto result = it->second(args);
+  ops::AdminReply out;
+  out.ok = static_cast<bool>(result);
+  if (result) out.result_json = *result;
+  else {
+    out.code = result.error().code;
+    out.message = result.error().message;
+  }
+  accounts->reset();
+  (*store)->close();
+  return out;
+}
+
+int report(const Result<ops::AdminReply>& reply, const std::function<void(const std::string&)>& on_ok) {
+  if (!reply) {
+    fmt::print(stderr, "hearthctl: {}\n", reply.error().message);
+    return kCritical;
+  }
+  if (!reply->ok) {
+    fmt::print(stderr, "hearthctl: {}: {}\n", errc_name(reply->code), reply->message);
+    return kCritical;
+  }
+  on_ok(reply->result_json);
+  return kOk;
+}
+
+}  // namespace
+}  // namespace hearth
+
+int main(int argc, char** argv) {
+  using namespace hearth;
+  CLI::App app{"hearthctl: administer a hearth server"};
+  app.require_subcommand(1);
+  std::string config_path, data_dir, socket;
+  app.add_option("-c,--config", config_path, "hearthd's configuration file (to find the data directory and socket)");
+  app.add_option("-d,--data-dir", data_dir, "Data directory (default: the configuration's, else ./data)");
+  app.add_option("-s,--socket", socket, "Admin socket (default: <data-dir>/hearthd.sock)");
+
+  auto* check = app.add_subcommand("check", "Health as one Nagios/Icinga plugin line; exit 0 ok, 1 warning, 2 critical, 3 unknown");
+  bool fresh = false;
+  check->add_flag("--fresh", fresh, "Run every check now instead of reading the last result");
+
+  auto* user = app.add_subcommand("user", "Manage accounts");
+  user->require_subcommand(1);
+  std::string jid, invite, domain;
+  bool admin = false;
+  auto* user_add = user->add_subcommand("add", "Create an account (password from stdin, or prompted)");
+  user_add->add_option("jid", jid, "name@domain, or a name on the primary domain")->required();
+  user_add->add_flag("--admin", admin, "Make the account an administrator");
+  user_add->add_option("--invite", invite, "Redeem this invitation (applies the domain's registration policy)");
+  auto* user_passwd = user->add_subcommand("passwd", "Set an account's password (from stdin, or prompted)");
+  user_passwd->add_option("jid", jid, "name@domain")->required();
+  auto* user_del = user->add_subcommand("del", "Delete an account with its devices and tokens");
+  user_del->add_option("jid", jid, "name@domain")->required();
+  auto* user_list = user->add_subcommand("list", "List accounts");
+  user_list->add_option("domain", domain, "Only this domain");
+
+  auto* inv = app.add_subcommand("invite", "Manage invitations");
+  inv->require_subcommand(1);
+  auto* inv_create = inv->add_subcommand("create", "Create a single-use invitation and print its token and link");
+  int ttl_hours = 0;
+  inv_create->add_option("--domain", domain, "Domain (default: the primary domain)");
+  inv_create->add_flag("--admin", admin, "The account created with it is an administrator");
+  inv_create->add_option("--ttl-hours", ttl_hours, "Lifetime in hours (default: accounts.invite_ttl_hours)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  Target t;
+  if (!config_path.empty()) {
+    auto c = load_config_file(config_path);
+    if (!c) {
+      fmt::print(stderr, "hearthctl: configuration error: {}\n", c.error().message);
+      return kUnknown;
+    }
+    t.config = *c;
+  } else {
+    t.config = default_config();
+  }
+  t.data_dir = std::filesystem::absolute(data_dir.empty() ? t.config.data_dir : data_dir).lexically_normal().string();
+  t.socket = !socket.empty() ? socket : !t.config.admin_socket.empty() ? t.config.admin_socket : t.data_dir + "/hearthd.sock";
+
+  if (check->parsed()) {
+    ops::AdminArgs args;
+    if (fresh) args["fresh"] = "true";
+    auto reply = call(t, "health", args, /*daemon_only=*/true);
+    if (!reply) {
+      // The service is down or unreachable: that is the most critical state of all.
+      fmt::print("HEARTH CRITICAL - {}\n", reply.error().message);
+      return kCritical;
+    }
+    if (!reply->ok) {
+      fmt::print("HEARTH UNKNOWN - {}\n", reply->message);
+      return kUnknown;
+    }
+    fmt::print("{}\n", ops::json_field(reply->result_json, "line"));
+    auto code = ops::json_field(reply->result_json, "exit_code");
+    return code.empty() ? kUnknown : std::atoi(code.c_str());
+  }
+
+  if (user_add->parsed() || user_passwd->parsed()) {
+    auto pw = read_password(::isatty(STDIN_FILENO));
+    if (!pw) {
+      fmt::print(stderr, "hearthctl: {}\n", pw.error().message);
+      return kCritical;
+    }
+    ops::AdminArgs args{{"jid", jid}, {"password", *pw}};
+    if (user_add->parsed()) {
+      if (admin) args["admin"] = "true";
+      if (!invite.empty()) args["invite"] = invite;
+    }
+    bool adding = user_add->parsed();
+    return report(call(t, adding ? "user.add" : "user.passwd", args, false), [&](const std::string& r) {
+      fmt::print("{} {}{}\n", adding ? "created" : "password changed for", ops::json_field(r, "jid"),
+                 ops::json_field(r, "admin") == "true" && adding ? " (admin)" : "");
+    });
+  }
+  if (user_del->parsed()) {
+    return report(call(t, "user.del", {{"jid", jid}}, false),
+                  [](const std::string& r) { fmt::print("deleted {}\n", ops::json_field(r, "jid")); });
+  }
+  if (user_list->parsed()) {
+    ops::AdminArgs args;
+    if (!domain.empty()) args["domain"] = domain;
+    return report(call(t, "user.list", args, false), [](const std::string& r) {
+      // {"users":[{"jid":..,"admin":..},...]}: print one per line
+      std::string users = ops::json_field(r, "users");
+      std::size_t pos = 0;
+      while ((pos = users.find('{', pos)) != std::string::npos) {
+        auto end = users.find('}', pos);
+        std::string obj = users.substr(pos, end - pos + 1);
+        fmt::print("{}{}\n", ops::json_field(obj, "jid"), ops::json_field(obj, "admin") == "true" ? " admin" : "");
+        pos = end;
+      }
+    });
+  }
+  if (inv_create->parsed()) {
+    ops::AdminArgs args;
+    if (!domain.empty()) args["domain"] = domain;
+    if (admin) args["admin"] = "true";
+    if (ttl_hours > 0) args["ttl_hours"] = std::to_string(ttl_hours);
+    return report(call(t, "invite.create", args, false), [](const std::string& r) {
+      fmt::print("token: {}\n", ops::json_field(r, "token"));
+      auto url = ops::json_field(r, "url");
+      if (!url.empty()) fmt::print("link:  {}\n", url);
+      auto ms = std::atoll(ops::json_field(r, "expires_ms").c_str());
+      fmt::print("valid until {:%Y-%m-%d %H:%M} UTC, single use{}\n", fmt::gmtime(static_cast<std::time_t>(ms / 1000)),
+                 ops::json_field(r, "admin") == "true" ? ", grants admin" : "");
+    });
+  }
+  return kUnknown;
+}

@@ -1,0 +1,275 @@
+// hearthd: wires the modules together. Everything interesting lives in src/.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include "accounts/accounts.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/net.h"
+#include "ops/account_commands.h"
+#include "ops/admin.h"
+#include "ops/health.h"
+#include "ops/http_routes.h"
+#include "ops/system.h"
+#include "store/store.h"
+
+namespace hearth {
+namespace {
+
+constexpr int kExitConfig = 2;
+constexpr int kExitStartup = 1;
+
+accounts::RegistrationPolicy policy_from(const std::string& s) {
+  if (s == "open") return accounts::RegistrationPolicy::open;
+  if (s == "closed") return accounts::RegistrationPolicy::closed;
+  return accounts::RegistrationPolicy::invite;
+}
+
+std::string absolute(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::absolute(path, ec);
+  return ec ? path : p.lexically_normal().string();
+}
+
+std::string url_host(const std::string& address) {
+  return address.find(':') != std::string::npos ? "[" + address + "]" : address;
+}
+
+std::string format_time_utc(std::int64_t ms) {
+  return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(static_cast<std::time_t>(ms / 1000)));
+}
+
+int run(const Config& config, bool print_banner) {
+  LogLevel level = LogLevel::info;
+  parse_log_level(config.log_level, level);
+  Logger log(level, config.log_format == "json" ? LogFormat::json : LogFormat::text);
+  MetricsRegistry metrics;
+  SystemClock clock;
+
+  const std::string data_dir = absolute(config.data_dir);
+  if (auto r = ops::ensure_private_dir(data_dir); !r) {
+    fmt::print(stderr, "hearthd: {}\n", r.error().message);
+    return kExitStartup;
+  }
+  auto lock = ops::DataDirLock::acquire(data_dir);
+  if (!lock) {
+    fmt::print(stderr, "hearthd: {}\n", lock.error().message);
+    return kExitStartup;
+  }
+  std::uint64_t fds_needed = static_cast<std::uint64_t>(config.max_connections) + config.fd_reserve;
+  auto fd_limit = ops::ensure_open_files_limit(fds_needed);
+  if (!fd_limit) {
+    fmt::print(stderr, "hearthd: refusing to start: {}\n", fd_limit.error().message);
+    return kExitStartup;
+  }
+  log.info("hearthd.starting", {{"version", "0.1.0"}, {"data_dir", data_dir}, {"open_files_limit", fd_limit->soft},
+                                {"raised", fd_limit->raised}});
+
+  // TLS identities: configured files, or a self-signed certificate generated once.
+  std::vector<net::TlsIdentity> identities;
+  std::vector<std::string> generated;
+  for (const auto& d : config.domains) {
+    net::TlsIdentity id{d.name, d.tls_cert, d.tls_key};
+    if (id.cert_file.empty()) {
+      id.cert_file = fmt::format("{}/tls/{}.crt", data_dir, d.name);
+      id.key_file = fmt::format("{}/tls/{}.key", data_dir, d.name);
+      if (auto r = net::ensure_self_signed_certificate({d.name}, id.cert_file, id.key_file); !r) {
+        fmt::print(stderr, "hearthd: {}\n", r.error().message);
+        return kExitStartup;
+      }
+      generated.push_back(id.cert_file);
+    }
+    identities.push_back(std::move(id));
+  }
+
+  store::StoreOptions store_options;
+  store_options.path = data_dir + "/hearth.db";
+  store_options.readers = config.store_readers;
+  store_options.max_batch = config.store_max_batch;
+  store_options.queue_limit = config.store_queue_limit;
+  auto store = store::Store::open_sqlite(store_options, log, metrics);
+  if (!store) {
+    fmt::print(stderr, "hearthd: cannot open the database: {}\n", store.error().describe());
+    return kExitStartup;
+  }
+  accounts::AccountsOptions account_options;
+  account_options.scram_iterations = config.scram_iterations;
+  account_options.invite_ttl_ms = std::int64_t{config.invite_ttl_hours} * 3600 * 1000;
+  account_options.token_ttl_ms = std::int64_t{config.token_ttl_days} * 24 * 3600 * 1000;
+  auto accounts = accounts::Accounts::open(**store, clock, log, account_options);
+  if (!accounts) {
+    fmt::print(stderr, "hearthd: cannot prepare accounts: {}\n", accounts.error().describe());
+    return kExitStartup;
+  }
+  for (const auto& d : config.domains) {
+    if (auto r = (*accounts)->ensure_domain(d.name, policy_from(d.registration)); !r) {
+      fmt::print(stderr, "hearthd: {}\n", r.error().describe());
+      return kExitStartup;
+    }
+  }
+
+  ops::HealthMonitor health(log, metrics, std::chrono::seconds(config.health_interval_seconds));
+  health.add_check("disk", ops::disk_space_check(data_dir, {config.disk_warning_percent, config.disk_high_percent,
+                                                            config.disk_critical_percent}));
+  health.add_check("data_dir", ops::path_writable_check(data_dir));
+  health.add_check("open_files", ops::open_files_check());
+  store::Store* db = store->get();
+  health.add_check("database", [db]() -> ops::CheckResult {
+    if (auto r = db->ping(); !r) return {ops::HealthStatus::critical, "", r.error().describe(), {}};
+    return {ops::HealthStatus::ok, "responding", "", {}};
+  });
+
+  net::Router router;
+  ops::install_health_routes(router, health, metrics);
+  ops::install_invite_routes(router, **accounts, log);
+  router.add("GET", "/", [](net::HttpRequest&&, net::Respond respond) {
+    respond(net::HttpResponse::text(200, "hearth 0.1.0\n"));
+  });
+
+  net::ServerOptions server_options;
+  server_options.shards = config.shards;
+  server_options.max_connections = config.max_connections;
+  server_options.max_connections_per_ip = config.max_connections_per_ip;
+  server_options.requests_per_second_per_ip = config.requests_per_second_per_ip;
+  server_options.request_burst_per_ip = config.request_burst_per_ip;
+  server_options.max_inflight_requests = config.max_inflight_requests;
+  server_options.max_body_bytes = config.http_max_body_bytes;
+  server_options.max_header_bytes = config.http_max_header_bytes;
+  server_options.idle_timeout_seconds = config.http_idle_timeout_seconds;
+  server_options.drain_seconds = config.drain_seconds;
+  auto server = net::HttpServer::create(server_options, std::move(router), identities, log, metrics);
+  if (!server) {
+    fmt::print(stderr, "hearthd: {}\n", server.error().describe());
+    return kExitStartup;
+  }
+  std::vector<net::ListenerSpec> specs;
+  for (const auto& addr : config.http_bind) {
+    if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
+    if (config.https_port >= 0) specs.push_back({addr, config.https_port, true});
+  }
+  auto bound = (*server)->listen(specs);
+  if (!bound) {
+    fmt::print(stderr, "hearthd: {}\n", bound.error().message);
+    return kExitStartup;
+  }
+
+  std::string public_url = config.public_url;
+  if (public_url.empty()) {
+    const net::BoundEndpoint* pick = nullptr;
+    for (const auto& e : *bound)
+      if (!pick || (e.tls && !pick->tls)) pick = &e;
+    if (pick) {
+      std::string host = config.primary_domain().name;
+      public_url = fmt::format("{}://{}:{}", pick->tls ? "https" : "http", host, pick->port);
+    }
+  }
+
+  const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
+  ops::AdminServer admin(socket_path, log);
+  ops::AdminCommands commands;
+  ops::add_account_commands(commands, **accounts, {config.primary_domain().name, public_url});
+  commands["health"] = [&health](const ops::AdminArgs& args) -> Result<std::string> {
+    auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
+    return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
+                       json_quote(snap.to_nagios_line()), snap.to_json());
+  };
+  for (auto& [name, fn] : commands) admin.add_command(name, fn);
+  if (auto r = admin.start(); !r) {
+    fmt::print(stderr, "hearthd: {}\n", r.error().message);
+    return kExitStartup;
+  }
+  health.start();
+
+  if (print_banner) {
+    std::string out = fmt::format("hearth 0.1.0 is serving {}\n", config.primary_domain().name);
+    for (std::size_t i = 1; i < config.domains.size(); ++i) out += fmt::format("  also serving {}\n", config.domains[i].name);
+    for (const auto& e : *bound) {
+      std::string base = fmt::format("{}://{}:{}", e.tls ? "https" : "http", url_host(e.address), e.port);
+      out += fmt::format("  {:<6} {}/   (health {}/health, metrics {}/metrics)\n", e.tls ? "HTTPS" : "HTTP", base, base, base);
+    }
+    for (const auto& cert : generated) out += fmt::format("  self-signed certificate: {}\n", cert);
+    out += fmt::format("  data directory: {}\n  admin socket:   {}\n", data_dir, socket_path);
+    auto invite = (*accounts)->bootstrap_admin_invite(config.primary_domain().name);
+    if (invite) {
+      out += fmt::format("\nNo administrator yet. First admin invitation (single use, valid until {}):\n",
+                         format_time_utc(invite->expires_ms));
+      out += fmt::format("  open   {}\n", ops::invite_url(public_url, invite->token));
+      out += fmt::format("  or run hearthctl --data-dir {} user add admin@{} --invite {}\n", data_dir,
+                         config.primary_domain().name, invite->token);
+    }
+    out += "Press Ctrl-C to stop.\n";
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fflush(stdout);
+  }
+
+  // SIGTERM/SIGINT were blocked in main() before any thread started; one thread waits for
+  // them and starts the drain.
+  std::thread signal_waiter([&] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR2);  // internal: wakes this thread when run() returned by itself
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (sig != SIGUSR2) log.info("hearthd.draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    (*server)->stop();
+  });
+  log.info("hearthd.ready", {{"public_url", public_url}});
+  (*server)->run();
+  pthread_kill(signal_waiter.native_handle(), SIGUSR2);
+  signal_waiter.join();
+  admin.stop();
+  health.stop();
+  server->reset();
+  accounts->reset();
+  (*store)->close();
+  log.info("hearthd.stopped", {});
+  return 0;
+}
+
+}  // namespace
+}  // namespace hearth
+
+int main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"hearthd: XMPP, Matrix and encrypted documents for a community, in one server"};
+  std::string config_path;
+  bool check_only = false;
+  bool quiet = false;
+  app.add_option("-c,--config", config_path, "TOML configuration file (docs/configuration.md); default: built-in defaults");
+  app.add_flag("--check-config", check_only, "Validate the configuration and exit");
+  app.add_flag("-q,--quiet", quiet, "Do not print the start-up banner on stdout");
+  app.set_version_flag("--version", "hearthd 0.1.0");
+  CLI11_PARSE(app, argc, argv);
+
+  auto config = config_path.empty() ? hearth::Result<hearth::Config>(hearth::default_config())
+                                    : hearth::load_config_file(config_path);
+  if (!config) {
+    fmt::print(stderr, "hearthd: configuration error: {}\n", config.error().message);
+    return hearth::kExitConfig;
+  }
+  if (check_only) {
+    fmt::print("{}: ok\n", config_path.empty() ? "built-in defaults" : config_path);
+    return 0;
+  }
+  return hearth::run(*config, !quiet);
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12 packages only, everything hearth needs to build, run and test.
+# Safe to run again: it does nothing when every package is already installed.
+set -euo pipefail
+
+packages=(
+  # build
+  cmake ninja-build ccache g++ pkg-config mold
+  # libraries (reasons: docs/dependencies.md)
+  libboost1.81-dev libssl-dev libsodium-dev libsqlite3-dev libfmt-dev libtomlplusplus-dev
+  libcli11-dev libexpected-dev libsimdjson-dev libzstd-dev libexpat1-dev
+  # runtime tools
+  openssl ca-certificates
+  # tests
+  libgtest-dev libgmock-dev python3 sqlite3 procps curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q >/dev/null
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
