@@ -14,6 +14,7 @@
 #include "accounts/accounts.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/net.h"

@@ -70,6 +70,12 @@ int status_for(Errc code) {
   }
 }
 
+// An invitation that was used or expired is gone for good; an unknown one was never there.
+int invite_status_for(Errc code) {
+  if (code == Errc::permission_denied || code == Errc::expired) return 410;
+  return status_for(code);
+}
+
 std::string token_from_path(std::string_view path) {
   constexpr std::string_view prefix = "/invite/";
   auto token = path.substr(prefix.size());
@@ -134,7 +140,7 @@ void install_invite_routes(net::Router& router, accounts::Accounts& accounts, Lo
   router.add_prefix("GET", "/invite/", [acc](net::HttpRequest&& req, net::Respond respond) {
     auto invite = acc->check_invite(token_from_path(req.path));
     if (!invite) {
-      respond(html(status_for(invite.error().code), "Invitation not valid",
+      respond(html(invite_status_for(invite.error().code), "Invitation not valid",
                    fmt::format("<p>{}</p>", html_escape(invite.error().message))));
       return;
     }
@@ -144,7 +150,7 @@ void install_invite_routes(net::Router& router, accounts::Accounts& accounts, Lo
     std::string token = token_from_path(req.path);
     auto invite = acc->check_invite(token);
     if (!invite) {
-      respond(html(status_for(invite.error().code), "Invitation not valid",
+      respond(html(invite_status_for(invite.error().code), "Invitation not valid",
                    fmt::format("<p>{}</p>", html_escape(invite.error().message))));
       return;
     }

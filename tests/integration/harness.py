@@ -52,6 +52,7 @@ class Hearth:
                 + config_extra
             )
         self.proc = None
+        self.pumps = []
         self.stdout_lines = []
         self.stderr_lines = []
         self.http_port = None
@@ -67,8 +68,10 @@ class Hearth:
             text=True,
             preexec_fn=self.preexec_fn,
         )
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines), daemon=True).start()
+        self.pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines), daemon=True),
+                      threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines), daemon=True)]
+        for t in self.pumps:
+            t.start()
         if expect_ready:
             wait_until(lambda: self.proc.poll() is not None or any("Press Ctrl-C" in l for l in self.stdout_lines),
                        what="hearthd banner")
@@ -95,10 +98,22 @@ class Hearth:
 
     def wait_exit(self, timeout=30):
         try:
-            return self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
             raise AssertionError("hearthd did not exit in time")
+        finally:
+            self._close_pipes()
+        return code
+
+    def _close_pipes(self):
+        # The pump threads read until EOF; wait for them so no line is lost.
+        for t in self.pumps:
+            t.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
 
     def stop(self, timeout=30):
         if self.proc and self.proc.poll() is None:
@@ -110,6 +125,7 @@ class Hearth:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            self._close_pipes()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

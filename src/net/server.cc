@@ -1,0 +1,393 @@
+// HttpServer: shards, acceptors, TLS contexts, stop and drain. Sessions live in
+// http_session.h (instantiated by session_plain.cc and session_tls.cc).
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <array>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/ssl.hpp>
+
+#include "net/server_internal.h"
+
+namespace hearth::net {
+namespace {
+
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+
+bool domain_matches(std::string_view pattern, std::string_view name) {
+  auto iequal = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) ==
+                    std::tolower(static_cast<unsigned char>(y));
+           });
+  };
+  if (pattern.substr(0, 2) == "*.") {
+    auto dot = name.find('.');
+    return dot != std::string_view::npos && dot > 0 && iequal(pattern.substr(1), name.substr(dot));
+  }
+  return iequal(pattern, name);
+}
+std::string ip_string(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  return a.to_string();
+}
+}  // namespace
+
+int alpn_ex_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+void HttpServer::Impl::spawn(Shard& shard, awaitable<void> a, const char* what) {
+  asio::co_spawn(*shard.ctx, std::move(a), [this, what](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log.error("http.bug", {{"where", what}, {"error", ex.what()}});
+    } catch (...) {
+      log.error("http.bug", {{"where", what}});
+    }
+  });
+}
+
+namespace {
+
+using Impl = HttpServer::Impl;
+
+// ---------------------------------------------------------------------------------------
+// TLS callbacks.
+
+int select_server_name(SSL* ssl, int*, void* arg) {
+  auto* impl = static_cast<Impl*>(arg);
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!name) return SSL_TLSEXT_ERR_OK;
+  for (std::size_t i = 0; i < impl->tls_domains.size(); ++i) {
+    if (domain_matches(impl->tls_domains[i], name)) {
+      SSL_CTX* ctx = impl->tls[i]->native_handle();
+      if (SSL_get_SSL_CTX(ssl) != ctx) SSL_set_SSL_CTX(ssl, ctx);
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
+  return SSL_TLSEXT_ERR_OK;  // unknown name: keep the first identity
+}
+
+int select_alpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned inlen, void*) {
+  auto* server = static_cast<const std::string*>(SSL_get_ex_data(ssl, alpn_ex_index()));
+  if (!server) return SSL_TLSEXT_ERR_NOACK;
+  for (std::size_t i = 0; i < server->size();) {
+    std::size_t len = static_cast<unsigned char>((*server)[i]);
+    std::string_view want(server->data() + i + 1, len);
+    for (unsigned j = 0; j < inlen;) {
+      unsigned clen = in[j];
+      if (j + 1 + clen > inlen) break;
+      if (std::string_view(reinterpret_cast<const char*>(in + j + 1), clen) == want) {
+        *out = in + j + 1;
+        *outlen = static_cast<unsigned char>(clen);
+        return SSL_TLSEXT_ERR_OK;
+      }
+      j += 1 + clen;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+awaitable<void> refuse_connection(tcp::socket socket, bool tls) {
+  error_code ec;
+  if (tls) {
+    socket.close(ec);
+    co_return;
+  }
+  static const std::string kBusy =
+      "HTTP/1.1 503 Service Unavailable\r\nServer: hearth\r\nRetry-After: 1\r\n"
+      "Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\n\r\n"
+      "server busy\n";
+  asio::steady_timer deadline(socket.get_executor());
+  deadline.expires_after(kLingerTime);
+  deadline.async_wait([&socket](error_code e) {
+    if (!e) socket.close(e);  // a client that neither reads nor closes
+  });
+  co_await asio::async_write(socket, asio::buffer(kBusy), ec_token(ec));
+  if (!ec) {
+    socket.shutdown(tcp::socket::shutdown_send, ec);
+    std::array<char, 1024> scratch;
+    std::size_t total = 0;
+    while (!ec && total < kLingerBytes) total += co_await socket.async_read_some(asio::buffer(scratch), ec_token(ec));
+  }
+  deadline.cancel();
+  socket.close(ec);
+}
+
+bool is_resource_error(const error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory || ec.value() == ENFILE;
+}
+
+}  // namespace
+
+
+// ---------------------------------------------------------------------------------------
+// Accepting.
+
+void HttpServer::Impl::start_accepting(Listener& l) {
+  spawn(*shards[static_cast<std::size_t>(l.home)], accept_loop(l), "http.accept");
+}
+
+awaitable<void> HttpServer::Impl::accept_loop(Listener& l) {
+  asio::steady_timer backoff(*shards[static_cast<std::size_t>(l.home)]->ctx);
+  for (;;) {
+    Shard& target = *shards[l.next_shard++ % shards.size()];
+    error_code ec;
+    tcp::socket socket = co_await l.acceptor->async_accept(*target.ctx, ec_token(ec));
+    if (stopping.load() || !l.acceptor->is_open()) co_return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      metrics.accept_errors->inc();
+      if (!l.in_error_burst) {
+        l.in_error_burst = true;
+        log.warn("http.accept_error", {{"addr", l.bound.address}, {"port", l.bound.port},
+                                       {"error", ec.message()}});
+      }
+      if (ec == asio::error::connection_aborted) continue;
+      backoff.expires_after(is_resource_error(ec) ? kAcceptBackoff : kAcceptBackoff / 2);
+      co_await backoff.async_wait(ec_token(ec));
+      continue;
+    }
+    if (l.in_error_burst) {
+      l.in_error_burst = false;
+      log.info("http.accept_recovered", {{"addr", l.bound.address}, {"port", l.bound.port}});
+    }
+    hand_off(l, target, std::move(socket));
+  }
+}
+
+void HttpServer::Impl::hand_off(Listener& l, Shard& shard, tcp::socket socket) {
+  error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  if (ec) return;  // already gone
+  std::string ip = ip_string(endpoint.address());
+  socket.set_option(tcp::no_delay(true), ec);
+
+  ConnectionTable::Admit admit;
+  {
+    std::lock_guard lock(connections_mutex);
+    admit = connections.try_open(ip);
+    if (admit == ConnectionTable::Admit::ok) metrics.open->add(1);
+  }
+  if (admit != ConnectionTable::Admit::ok) {
+    (admit == ConnectionTable::Admit::global_cap ? metrics.rejected_connection_cap : metrics.rejected_ip_cap)->inc();
+    asio::post(*shard.ctx, [this, &shard, s = std::move(socket), tls = l.spec.tls]() mutable {
+      spawn(shard, refuse_connection(std::move(s), tls), "http.refuse");
+    });
+    return;
+  }
+  asio::post(*shard.ctx, [this, &shard, &l, s = std::move(socket), ip = std::move(ip)]() mutable {
+    if (l.spec.tls) start_tls_session(*this, shard, l, std::move(s), std::move(ip));
+    else start_plain_session(*this, shard, l, std::move(s), std::move(ip));
+  });
+
+}
+
+// ---------------------------------------------------------------------------------------
+// HttpServer.
+
+HttpServer::Impl::~Impl() {
+  for (auto& s : shards) {
+    std::lock_guard lock(s->poster->mutex);
+    s->poster->ctx = nullptr;
+  }
+  pool.stop();
+  for (auto& l : listeners) l->acceptor.reset();
+  // Destroying an io_context destroys pending handlers and with them the sessions, which
+  // still use this object's members.
+  for (auto& s : shards) s->ctx.reset();
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpServer::~HttpServer() = default;
+
+Result<std::unique_ptr<HttpServer>> HttpServer::create(ServerOptions options, Router router,
+                                                       std::vector<TlsIdentity> identities, Logger& log,
+                                                       MetricsRegistry& metrics) {
+  int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.shards <= 0) options.shards = cores;
+  if (options.worker_threads <= 0) options.worker_threads = 2 * cores;
+  if (options.max_body_bytes < 0) options.max_body_bytes = 0;
+  try {
+    auto impl = std::make_unique<Impl>(options, std::move(router), log, metrics);
+    for (const auto& id : identities) {
+      auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+      ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use);
+      error_code ec;
+      ctx->use_certificate_chain_file(id.cert_file, ec);
+      if (ec) return fail(Errc::invalid_argument, fmt::format("TLS certificate {}: {}", id.cert_file, ec.message()));
+      ctx->use_private_key_file(id.key_file, ssl::context::pem, ec);
+      if (ec) return fail(Errc::invalid_argument, fmt::format("TLS key {}: {}", id.key_file, ec.message()));
+      SSL_CTX* native = ctx->native_handle();
+      if (SSL_CTX_check_private_key(native) != 1)
+        return fail(Errc::invalid_argument, fmt::format("TLS key {} does not match {}", id.key_file, id.cert_file));
+      SSL_CTX_set_tlsext_servername_callback(native, select_server_name);
+      SSL_CTX_set_tlsext_servername_arg(native, impl.get());
+      SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
+      impl->tls.push_back(std::move(ctx));
+      impl->tls_domains.push_back(id.domain);
+    }
+    for (int i = 0; i < options.shards; ++i) {
+      auto shard = std::make_unique<Shard>();
+      shard->index = i;
+      shard->poster->ctx = shard->ctx.get();
+      impl->shards.push_back(std::move(shard));
+    }
+    return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+  } catch (const std::exception& e) {
+    return fail(Errc::internal, fmt::format("http server: {}", e.what()));
+  }
+}
+
+Result<std::vector<BoundEndpoint>> HttpServer::listen(const std::vector<ListenerSpec>& specs) {
+  Impl& s = *impl_;
+  std::vector<std::unique_ptr<Listener>> created;
+  std::vector<BoundEndpoint> bound;
+  std::lock_guard lock(s.listeners_mutex);
+  for (const auto& spec : specs) {
+    error_code ec;
+    auto address = asio::ip::make_address(spec.address, ec);
+    if (ec) return fail(Errc::invalid_argument, fmt::format("bad listen address '{}'", spec.address));
+    if (spec.port < 0 || spec.port > 65535) return fail(Errc::invalid_argument, fmt::format("bad port {}", spec.port));
+    if (spec.tls && s.tls.empty()) return fail(Errc::invalid_argument, "TLS listener without a TLS identity");
+
+    auto l = std::make_unique<Listener>();
+    l->spec = spec;
+    l->home = static_cast<int>((s.listeners.size() + created.size()) % s.shards.size());
+    for (const auto& p : spec.alpn) {
+      if (p.empty() || p.size() > 255) return fail(Errc::invalid_argument, "bad ALPN protocol name");
+      l->alpn_wire += static_cast<char>(p.size());
+      l->alpn_wire += p;
+    }
+    l->acceptor = std::make_unique<tcp::acceptor>(*s.shards[static_cast<std::size_t>(l->home)]->ctx);
+    tcp::endpoint endpoint(address, static_cast<unsigned short>(spec.port));
+    auto where = fmt::format("{}:{}", spec.address, spec.port);
+    l->acceptor->open(endpoint.protocol(), ec);
+    if (!ec) l->acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) l->acceptor->bind(endpoint, ec);
+    if (ec) return fail(Errc::unavailable, fmt::format("cannot bind {}: {}", where, ec.message()));
+    l->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return fail(Errc::unavailable, fmt::format("cannot listen on {}: {}", where, ec.message()));
+    auto local = l->acceptor->local_endpoint(ec);
+    l->bound = BoundEndpoint{spec.address, ec ? spec.port : local.port(), spec.tls};
+    bound.push_back(l->bound);
+    created.push_back(std::move(l));
+  }
+  bool running;
+  {
+    std::lock_guard run_lock(s.run_mutex);
+    running = s.running && !s.stop_requested;
+  }
+  for (auto& l : created) {
+    s.log.info("http.listening", {{"addr", l->bound.address}, {"port", l->bound.port}, {"tls", l->bound.tls}});
+    if (running) s.start_accepting(*l);
+    s.listeners.push_back(std::move(l));
+  }
+  return bound;
+}
+
+void HttpServer::run() {
+  Impl& s = *impl_;
+  {
+    std::lock_guard lock(s.run_mutex);
+    if (s.running || s.finished) return;
+    s.running = true;
+  }
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  for (auto& shard : s.shards) guards.emplace_back(shard->ctx->get_executor());
+  {
+    std::lock_guard lock(s.listeners_mutex);
+    for (auto& l : s.listeners) s.start_accepting(*l);
+  }
+  for (auto& shard : s.shards) {
+    shard->thread = std::thread([&s, ctx = shard->ctx.get()] {
+      for (;;) {
+        try {
+          ctx->run();
+          return;
+        } catch (const std::exception& e) {
+          s.log.error("http.bug", {{"where", "shard"}, {"error", e.what()}});
+        }
+      }
+    });
+  }
+
+  {
+    std::unique_lock lock(s.run_mutex);
+    s.run_cv.wait(lock, [&] { return s.stop_requested; });
+  }
+  s.stopping.store(true);
+  s.log.info("http.draining", {{"connections", s.open_connections()}, {"inflight", s.inflight->inflight()}});
+
+  {
+    std::lock_guard lock(s.listeners_mutex);
+    for (auto& l : s.listeners) {
+      asio::post(*s.shards[static_cast<std::size_t>(l->home)]->ctx, [acceptor = l->acceptor.get()] {
+        error_code ignored;
+        acceptor->close(ignored);
+      });
+    }
+  }
+  auto for_each_connection = [&](auto fn) {
+    for (auto& shard : s.shards) {
+      asio::post(*shard->ctx, [shard = shard.get(), fn] {
+        std::vector<std::shared_ptr<Connection>> live;
+        for (auto& [id, weak] : shard->connections)
+          if (auto c = weak.lock()) live.push_back(std::move(c));
+        for (auto& c : live) fn(*c);
+      });
+    }
+  };
+  for_each_connection([](Connection& c) { c.begin_drain(); });
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(0, s.options.drain_seconds));
+  bool drained;
+  {
+    std::unique_lock lock(s.connections_mutex);
+    drained = s.connections_cv.wait_until(lock, deadline, [&] { return s.connections.total() == 0; });
+  }
+  if (!drained) {
+    s.log.warn("http.drain_timeout", {{"connections", s.open_connections()}});
+    for_each_connection([](Connection& c) { c.force_close(); });
+    std::unique_lock lock(s.connections_mutex);
+    s.connections_cv.wait_for(lock, std::chrono::seconds(2), [&] { return s.connections.total() == 0; });
+  }
+
+  s.pool.stop();
+  guards.clear();
+  for (auto& shard : s.shards) shard->ctx->stop();
+  for (auto& shard : s.shards)
+    if (shard->thread.joinable()) shard->thread.join();
+  {
+    std::lock_guard lock(s.run_mutex);
+    s.finished = true;
+  }
+  s.log.info("http.stopped");
+}
+
+void HttpServer::stop() {
+  Impl& s = *impl_;
+  {
+    std::lock_guard lock(s.run_mutex);
+    s.stop_requested = true;
+  }
+  s.stopping.store(true);
+  s.run_cv.notify_all();
+}
+
+bool HttpServer::offload(std::function<void()> fn) { return impl_->pool.try_post(std::move(fn)); }
+
+}  // namespace hearth::net
