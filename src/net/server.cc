@@ -178,17 +178,19 @@ void HttpServer::Impl::hand_off(Listener& l, Shard& shard, tcp::socket socket) {
   {
     std::lock_guard lock(connections_mutex);
     admit = connections.try_open(ip);
-    if (admit == ConnectionTable::Admit::ok) metrics.open->add(1);
+    if (admit == ConnectionTable::Admit::ok) (l.stream_open ? l.stream_open : metrics.open)->add(1);
   }
   if (admit != ConnectionTable::Admit::ok) {
     (admit == ConnectionTable::Admit::global_cap ? metrics.rejected_connection_cap : metrics.rejected_ip_cap)->inc();
-    asio::post(*shard.ctx, [this, &shard, s = std::move(socket), tls = l.spec.tls]() mutable {
+    // TLS and stream listeners: just close (no HTTP 503 to send).
+    asio::post(*shard.ctx, [this, &shard, s = std::move(socket), tls = l.spec.tls || l.stream_acceptor]() mutable {
       spawn(shard, refuse_connection(std::move(s), tls), "http.refuse");
     });
     return;
   }
   asio::post(*shard.ctx, [this, &shard, &l, s = std::move(socket), ip = std::move(ip)]() mutable {
-    if (l.spec.tls) start_tls_session(*this, shard, l, std::move(s), std::move(ip));
+    if (l.stream_acceptor) start_stream_session(*this, shard, l, std::move(s), std::move(ip));
+    else if (l.spec.tls) start_tls_session(*this, shard, l, std::move(s), std::move(ip));
     else start_plain_session(*this, shard, l, std::move(s), std::move(ip));
   });
 
@@ -203,9 +205,11 @@ HttpServer::Impl::~Impl() {
     s->poster->ctx = nullptr;
   }
   pool.stop();
+  // Destroying pending handlers destroys the sessions and accept loops, which still use
+  // this object's members and may own sockets of another shard: all handlers first, then
+  // the acceptors and contexts.
+  for (auto& s : shards) s->ctx->destroy_pending_handlers();
   for (auto& l : listeners) l->acceptor.reset();
-  // Destroying an io_context destroys pending handlers and with them the sessions, which
-  // still use this object's members.
   for (auto& s : shards) s->ctx.reset();
 }
 
@@ -252,51 +256,89 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(ServerOptions options, Ro
   }
 }
 
-Result<std::vector<BoundEndpoint>> HttpServer::listen(const std::vector<ListenerSpec>& specs) {
-  Impl& s = *impl_;
-  std::vector<std::unique_ptr<Listener>> created;
+namespace {
+// A listener for `spec`, not yet bound; `stream` is set for stream listeners.
+Result<std::unique_ptr<Listener>> make_listener(Impl& s, const ListenerSpec& spec) {
+  if (spec.port < 0 || spec.port > 65535) return fail(Errc::invalid_argument, fmt::format("bad port {}", spec.port));
+  if (spec.tls && s.tls.empty()) return fail(Errc::invalid_argument, "TLS listener without a TLS identity");
+  auto l = std::make_unique<Listener>();
+  l->spec = spec;
+  for (const auto& p : spec.alpn) {
+    if (p.empty() || p.size() > 255) return fail(Errc::invalid_argument, "bad ALPN protocol name");
+    l->alpn_wire += static_cast<char>(p.size());
+    l->alpn_wire += p;
+  }
+  return l;
+}
+}  // namespace
+
+// Binds `created` (none stays open on error), then registers them and, if the server runs,
+// starts accepting.
+Result<std::vector<BoundEndpoint>> HttpServer::Impl::add_listeners(std::vector<std::unique_ptr<Listener>> created) {
   std::vector<BoundEndpoint> bound;
-  std::lock_guard lock(s.listeners_mutex);
-  for (const auto& spec : specs) {
+  std::lock_guard lock(listeners_mutex);
+  for (std::size_t i = 0; i < created.size(); ++i) {
+    Listener& l = *created[i];
+    const ListenerSpec& spec = l.spec;
     error_code ec;
     auto address = asio::ip::make_address(spec.address, ec);
     if (ec) return fail(Errc::invalid_argument, fmt::format("bad listen address '{}'", spec.address));
-    if (spec.port < 0 || spec.port > 65535) return fail(Errc::invalid_argument, fmt::format("bad port {}", spec.port));
-    if (spec.tls && s.tls.empty()) return fail(Errc::invalid_argument, "TLS listener without a TLS identity");
-
-    auto l = std::make_unique<Listener>();
-    l->spec = spec;
-    l->home = static_cast<int>((s.listeners.size() + created.size()) % s.shards.size());
-    for (const auto& p : spec.alpn) {
-      if (p.empty() || p.size() > 255) return fail(Errc::invalid_argument, "bad ALPN protocol name");
-      l->alpn_wire += static_cast<char>(p.size());
-      l->alpn_wire += p;
-    }
-    l->acceptor = std::make_unique<tcp::acceptor>(*s.shards[static_cast<std::size_t>(l->home)]->ctx);
+    l.home = static_cast<int>((listeners.size() + i) % shards.size());
+    l.acceptor = std::make_unique<tcp::acceptor>(*shards[static_cast<std::size_t>(l.home)]->ctx);
     tcp::endpoint endpoint(address, static_cast<unsigned short>(spec.port));
     auto where = fmt::format("{}:{}", spec.address, spec.port);
-    l->acceptor->open(endpoint.protocol(), ec);
-    if (!ec) l->acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) l->acceptor->bind(endpoint, ec);
+    l.acceptor->open(endpoint.protocol(), ec);
+    if (!ec) l.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) l.acceptor->bind(endpoint, ec);
     if (ec) return fail(Errc::unavailable, fmt::format("cannot bind {}: {}", where, ec.message()));
-    l->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    l.acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return fail(Errc::unavailable, fmt::format("cannot listen on {}: {}", where, ec.message()));
-    auto local = l->acceptor->local_endpoint(ec);
-    l->bound = BoundEndpoint{spec.address, ec ? spec.port : local.port(), spec.tls};
-    bound.push_back(l->bound);
-    created.push_back(std::move(l));
+    auto local = l.acceptor->local_endpoint(ec);
+    l.bound = BoundEndpoint{spec.address, ec ? spec.port : local.port(), spec.tls};
+    bound.push_back(l.bound);
   }
-  bool running;
+  bool is_running;
   {
-    std::lock_guard run_lock(s.run_mutex);
-    running = s.running && !s.stop_requested;
+    std::lock_guard run_lock(run_mutex);
+    is_running = running && !stop_requested;
   }
   for (auto& l : created) {
-    s.log.info("http.listening", {{"addr", l->bound.address}, {"port", l->bound.port}, {"tls", l->bound.tls}});
-    if (running) s.start_accepting(*l);
-    s.listeners.push_back(std::move(l));
+    if (l->stream_acceptor)
+      log.info("stream.listening", {{"name", l->stream_spec.name}, {"addr", l->bound.address},
+                                    {"port", l->bound.port}, {"tls", l->bound.tls}});
+    else
+      log.info("http.listening", {{"addr", l->bound.address}, {"port", l->bound.port}, {"tls", l->bound.tls}});
+    if (is_running) start_accepting(*l);
+    listeners.push_back(std::move(l));
   }
   return bound;
+}
+
+Result<std::vector<BoundEndpoint>> HttpServer::listen(const std::vector<ListenerSpec>& specs) {
+  std::vector<std::unique_ptr<Listener>> created;
+  for (const auto& spec : specs) {
+    auto l = make_listener(*impl_, spec);
+    if (!l) return tl::unexpected(l.error());
+    created.push_back(std::move(*l));
+  }
+  return impl_->add_listeners(std::move(created));
+}
+
+Result<std::vector<BoundEndpoint>> HttpServer::listen_stream(const std::vector<StreamListenerSpec>& specs,
+                                                             StreamAcceptor acceptor) {
+  if (!acceptor) return fail(Errc::invalid_argument, "stream listener without an acceptor");
+  auto shared = std::make_shared<StreamAcceptor>(std::move(acceptor));
+  std::vector<std::unique_ptr<Listener>> created;
+  for (const auto& spec : specs) {
+    auto l = make_listener(*impl_, ListenerSpec{spec.address, spec.port, spec.direct_tls, spec.alpn});
+    if (!l) return tl::unexpected(l.error());
+    (*l)->stream_spec = spec;
+    (*l)->stream_acceptor = shared;
+    (*l)->stream_open = &impl_->metrics_registry.gauge(
+        "hearth_stream_connections_open", "Open raw stream (XMPP) connections", {{"listener", spec.name}});
+    created.push_back(std::move(*l));
+  }
+  return impl_->add_listeners(std::move(created));
 }
 
 void HttpServer::run() {
@@ -389,5 +431,23 @@ void HttpServer::stop() {
 }
 
 bool HttpServer::offload(std::function<void()> fn) { return impl_->pool.try_post(std::move(fn)); }
+
+void HttpServer::run_after(std::chrono::milliseconds delay, std::function<void()> fn) {
+  Impl& s = *impl_;
+  Shard& shard = *s.shards[s.next_timer_shard.fetch_add(1) % s.shards.size()];
+  shard.poster->post([&s, &shard, delay, fn = std::move(fn)]() mutable {
+    auto timer = std::make_shared<asio::steady_timer>(*shard.ctx, delay);
+    timer->async_wait([&s, timer, fn = std::move(fn)](error_code ec) {
+      if (ec) return;
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        s.log.error("http.bug", {{"where", "run_after"}, {"error", e.what()}});
+      } catch (...) {
+        s.log.error("http.bug", {{"where", "run_after"}});
+      }
+    });
+  });
+}
 
 }  // namespace hearth::net

@@ -1,5 +1,5 @@
 // Private to net/: the server state shared by server.cc (listeners, shards, stop) and the
-// two session translation units (session_plain.cc, session_tls.cc). Unlike net.h this
+// session translation units (session_plain.cc, session_tls.cc, stream_session.cc). Unlike net.h this
 // header includes Asio; nothing outside src/net/ may include it.
 #pragma once
 
@@ -61,16 +61,28 @@ class Connection {
   virtual void force_close() = 0;
 };
 
+// An io_context whose pending handlers can be destroyed separately from its services.
+// Handlers of one shard can own sockets of another shard (an accept in flight targets the
+// next shard), so every shard's handlers must go before any shard's services do.
+struct ShardContext : asio::io_context {
+  using asio::io_context::io_context;
+  void destroy_pending_handlers() { shutdown(); }
+};
+
 struct Shard {
   int index = 0;
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;  // shard thread
   std::shared_ptr<ShardPost> poster = std::make_shared<ShardPost>();
-  std::unique_ptr<asio::io_context> ctx = std::make_unique<asio::io_context>(1);
+  std::unique_ptr<ShardContext> ctx = std::make_unique<ShardContext>(1);
   std::thread thread;
 };
 
 struct Listener {
-  ListenerSpec spec;
+  ListenerSpec spec;  // for stream listeners: address, port and tls = direct_tls
+  // Stream listeners only (acceptor set): the spec, the shared acceptor and the gauge.
+  StreamListenerSpec stream_spec;
+  std::shared_ptr<StreamAcceptor> stream_acceptor;
+  Gauge* stream_open = nullptr;
   BoundEndpoint bound;
   int home = 0;  // shard whose thread runs the accept loop
   std::string alpn_wire;  // length-prefixed ALPN list in server preference order
@@ -154,6 +166,7 @@ struct HttpServer::Impl {
       : options(o),
         router(std::move(r)),
         log(l),
+        metrics_registry(m),
         metrics(m),
         connections(o.max_connections, o.max_connections_per_ip),
         rate(o.requests_per_second_per_ip, o.request_burst_per_ip, clock),
@@ -164,6 +177,7 @@ struct HttpServer::Impl {
   ServerOptions options;
   Router router;
   Logger& log;
+  MetricsRegistry& metrics_registry;
   Metrics metrics;
 
   std::mutex connections_mutex;
@@ -186,6 +200,7 @@ struct HttpServer::Impl {
 
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> next_connection_id{1};
+  std::atomic<std::size_t> next_timer_shard{0};
 
   std::mutex run_mutex;
   std::condition_variable run_cv;
@@ -198,10 +213,12 @@ struct HttpServer::Impl {
   void start_accepting(Listener& l);
   awaitable<void> accept_loop(Listener& l);
   void hand_off(Listener& l, Shard& shard, tcp::socket socket);
-  void release_connection(const std::string& ip) {
+  Result<std::vector<BoundEndpoint>> add_listeners(std::vector<std::unique_ptr<Listener>> created);
+  // `gauge`: the listener's open-connections gauge (nullptr: the HTTP one).
+  void release_connection(const std::string& ip, Gauge* gauge = nullptr) {
     std::lock_guard lock(connections_mutex);
     connections.close(ip);
-    metrics.open->add(-1);
+    (gauge ? gauge : metrics.open)->add(-1);
     connections_cv.notify_all();
   }
   int open_connections() {
@@ -217,5 +234,8 @@ void start_plain_session(HttpServer::Impl& impl, Shard& shard, const Listener& l
                          std::string ip);
 void start_tls_session(HttpServer::Impl& impl, Shard& shard, const Listener& listener, tcp::socket socket,
                        std::string ip);
+// stream_session.cc: a raw byte-stream connection on a stream listener.
+void start_stream_session(HttpServer::Impl& impl, Shard& shard, const Listener& listener, tcp::socket socket,
+                          std::string ip);
 
 }  // namespace hearth::net
