@@ -8,11 +8,11 @@ packages=(
   cmake ninja-build ccache g++ pkg-config mold
   # libraries (reasons: docs/dependencies.md)
   libboost1.81-dev libssl-dev libsodium-dev libsqlite3-dev libfmt-dev libtomlplusplus-dev
-  libcli11-dev libexpected-dev libsimdjson-dev libzstd-dev libexpat1-dev
+  libcli11-dev libexpected-dev libsimdjson-dev libzstd-dev libexpat1-dev libicu-dev libidn2-dev
   # runtime tools
   openssl ca-certificates
   # tests
-  libgtest-dev libgmock-dev python3 sqlite3 procps curl
+  libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp
 )
 
 missing=()

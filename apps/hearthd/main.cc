@@ -24,6 +24,7 @@
 #include "ops/http_routes.h"
 #include "ops/system.h"
 #include "store/store.h"
+#include "xmpp/xmpp.h"
 
 namespace hearth {
 namespace {
@@ -165,6 +166,39 @@ int run(const Config& config, bool print_banner) {
     return kExitStartup;
   }
 
+  std::vector<std::string> domain_names;
+  for (const auto& d : config.domains) domain_names.push_back(d.name);
+  xmpp::XmppOptions xmpp_options;
+  xmpp_options.domains = domain_names;
+  xmpp_options.max_stanza_bytes = static_cast<std::size_t>(config.xmpp_max_stanza_bytes);
+  xmpp_options.read_bytes_per_second = static_cast<std::size_t>(config.xmpp_read_bytes_per_second);
+  xmpp_options.read_burst_bytes = static_cast<std::size_t>(config.xmpp_read_bytes_per_second) * 8;
+  xmpp_options.max_offline_messages = config.xmpp_max_offline_messages;
+  xmpp_options.max_roster_items = config.xmpp_max_roster_items;
+  xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
+  xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
+  net::HttpServer* http_server = server->get();
+  xmpp::XmppService xmpp_service(xmpp_options, **accounts, **store, clock, log, metrics,
+                                 [http_server](std::function<void()> job) { return http_server->offload(std::move(job)); });
+  if (auto r = xmpp_service.migrate(); !r) {
+    fmt::print(stderr, "hearthd: cannot prepare XMPP storage: {}\n", r.error().describe());
+    return kExitStartup;
+  }
+  std::vector<net::BoundEndpoint> xmpp_bound;
+  for (bool direct_tls : {false, true}) {
+    int port = direct_tls ? config.xmpp_c2s_tls_port : config.xmpp_c2s_port;
+    if (port < 0) continue;
+    std::vector<net::StreamListenerSpec> xmpp_specs;
+    for (const auto& addr : config.xmpp_bind)
+      xmpp_specs.push_back({addr, port, direct_tls, {"xmpp-client"}, direct_tls ? "xmpp-client-tls" : "xmpp-client"});
+    auto r = (*server)->listen_stream(xmpp_specs, xmpp_service.acceptor(direct_tls));
+    if (!r) {
+      fmt::print(stderr, "hearthd: {}\n", r.error().message);
+      return kExitStartup;
+    }
+    xmpp_bound.insert(xmpp_bound.end(), r->begin(), r->end());
+  }
+
   std::string public_url = config.public_url;
   if (public_url.empty()) {
     const net::BoundEndpoint* pick = nullptr;
@@ -199,6 +233,9 @@ int run(const Config& config, bool print_banner) {
       std::string base = fmt::format("{}://{}:{}", e.tls ? "https" : "http", url_host(e.address), e.port);
       out += fmt::format("  {:<6} {}/   (health {}/health, metrics {}/metrics)\n", e.tls ? "HTTPS" : "HTTP", base, base, base);
     }
+    for (const auto& e : xmpp_bound)
+      out += fmt::format("  {:<6} {}:{}   ({})\n", e.tls ? "XMPPS" : "XMPP", url_host(e.address), e.port,
+                         e.tls ? "client, direct TLS" : "client, STARTTLS");
     for (const auto& cert : generated) out += fmt::format("  self-signed certificate: {}\n", cert);
     out += fmt::format("  data directory: {}\n  admin socket:   {}\n", data_dir, socket_path);
     auto invite = (*accounts)->bootstrap_admin_invite(config.primary_domain().name);

@@ -43,6 +43,14 @@ auto int64_field(std::int64_t Config::*field, std::int64_t min, std::int64_t max
   };
 }
 
+auto bool_field(bool Config::*field) {
+  return [field](const toml::node& n, Config& c) -> std::string {
+    if (!n.is_boolean()) return type_error("true or false");
+    c.*field = *n.value<bool>();
+    return {};
+  };
+}
+
 auto double_field(double Config::*field, double min, double max) {
   return [field, min, max](const toml::node& n, Config& c) -> std::string {
     if (!n.is_number()) return type_error("a number");
@@ -114,6 +122,25 @@ const std::vector<Binding>& bindings() {
        int_field(&Config::http_idle_timeout_seconds, 1, 86400)},
       {"http.public_url", "\"\"", "Base URL users reach this server at (printed links, invitations); empty: derived from the first listener.",
        string_field(&Config::public_url)},
+
+      {"xmpp.bind", "[\"127.0.0.1\"]", "Addresses the XMPP client listeners bind to.",
+       string_list_field(&Config::xmpp_bind)},
+      {"xmpp.c2s_port", "5222", "XMPP client port (RFC 6120; STARTTLS is required before authentication); 0 picks a free port, -1 disables.",
+       int_field(&Config::xmpp_c2s_port, -1, 65535)},
+      {"xmpp.c2s_tls_port", "5223", "XMPP client port with TLS from the first byte (XEP-0368, ALPN `xmpp-client`); 0 picks a free port, -1 disables.",
+       int_field(&Config::xmpp_c2s_tls_port, -1, 65535)},
+      {"xmpp.max_stanza_bytes", "262144", "Largest stanza a client may send; larger closes the stream with `policy-violation`.",
+       int64_field(&Config::xmpp_max_stanza_bytes, 10000, 64 << 20)},
+      {"xmpp.read_bytes_per_second", "65536", "Per-connection read rate after authentication (token bucket, 8 s of burst).",
+       int64_field(&Config::xmpp_read_bytes_per_second, 1024, std::int64_t{1} << 32)},
+      {"xmpp.max_offline_messages", "500", "Messages kept per account while it is offline; past it senders get `resource-constraint`.",
+       int_field(&Config::xmpp_max_offline_messages, 0, 1'000'000)},
+      {"xmpp.max_roster_items", "1000", "Contacts per account.",
+       int_field(&Config::xmpp_max_roster_items, 1, 1'000'000)},
+      {"xmpp.idle_timeout_seconds", "600", "A client connection that sends nothing (not even a whitespace keepalive) this long is closed.",
+       int_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
+      {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
+       bool_field(&Config::xmpp_strict_channel_binding)},
 
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
        int_field(&Config::max_connections, 1, 10'000'000)},

@@ -44,6 +44,17 @@ struct Config {
   int http_idle_timeout_seconds = 60;
   std::string public_url;    // base URL printed and used in links; empty: derived
 
+  // [xmpp]
+  std::vector<std::string> xmpp_bind = {"127.0.0.1"};
+  int xmpp_c2s_port = 5222;      // STARTTLS required; 0 picks a free port, -1 disables
+  int xmpp_c2s_tls_port = 5223;  // direct TLS (XEP-0368); 0 picks a free port, -1 disables
+  std::int64_t xmpp_max_stanza_bytes = 256 * 1024;
+  std::int64_t xmpp_read_bytes_per_second = 64 * 1024;
+  int xmpp_max_offline_messages = 500;
+  int xmpp_max_roster_items = 1000;
+  int xmpp_idle_timeout_seconds = 600;
+  bool xmpp_strict_channel_binding = false;
+
   // [limits]
   int max_connections = 10000;
   int max_connections_per_ip = 100;

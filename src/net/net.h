@@ -12,10 +12,14 @@
 // Handlers must not block a shard thread: anything slow (argon2, synchronous storage)
 // belongs on the worker pool or the store's own threads.
 //
+// The same server also runs raw byte-stream listeners (XMPP c2s/s2s: STARTTLS or direct
+// TLS), which share its shards, connection caps and drain; see listen_stream().
+//
 // This header includes no Boost or OpenSSL headers; Asio/Beast code lives only in
-// server.cc, session_plain.cc and session_tls.cc (see README.md).
+// server.cc, session_plain.cc, session_tls.cc and stream_session.cc (see README.md).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -167,6 +171,96 @@ struct BoundEndpoint {
   bool tls;
 };
 
+// ---------------------------------------------------------------------------------------
+// Raw byte streams (XMPP). net owns the socket, TLS, caps, read throttling and timers; the
+// protocol layer sees ordered chunks of bytes and writes bytes back.
+
+struct StreamListenerSpec {
+  std::string address;
+  int port = 0;
+  bool direct_tls = false;  // TLS from the first byte (XEP-0368); else plain with STARTTLS
+  std::vector<std::string> alpn = {"xmpp-client"};  // server preference order
+  std::string name = "xmpp-client";                 // metrics label and logs
+};
+
+// A live stream connection, handed to the listener's StreamAcceptor. The handle is
+// thread-safe, may be kept after the connection closed (its methods then do nothing) and
+// never keeps the connection itself alive. Calls made on the connection's shard thread
+// take effect at once (in call order); calls from other threads are posted to the shard.
+class StreamConnection {
+ public:
+  virtual ~StreamConnection() = default;
+
+  // Queues bytes (encrypted once TLS is up). Past ServerOptions::stream_max_queued_bytes
+  // of unwritten bytes the connection is cut at once and on_close fires.
+  virtual void send(std::string bytes) = 0;
+  // Writes what is queued, then a TLS close_notify and a TCP FIN, then closes (after at
+  // most idle_timeout_seconds for a peer that does not read). Stops delivering on_data.
+  // Idempotent.
+  virtual void close() = 0;
+
+  // STARTTLS on a plain connection. The caller has already queued `<proceed/>` with send()
+  // and calls this right after (best from on_data; else from the thread that sent), so
+  // that it reaches the shard before the client can answer `<proceed/>`. Queued bytes are
+  // written in plaintext first; from this call on, no more plaintext is read or delivered
+  // and later send()s wait for the handshake. The handshake (SNI picks the
+  // identity as for HTTPS, ALPN from the listener) is fed first `unconsumed` — bytes of the
+  // last on_data chunk that followed the STARTTLS command, i.e. a pipelined ClientHello —
+  // then bytes already read from the socket but not delivered, then the socket.
+  // `done` runs once on the shard thread: ok when the handshake finished (decrypted
+  // on_data follows), an error if TLS is unavailable (no identity, already TLS: the
+  // connection stays as it was) or the handshake failed, timed out or the connection
+  // closed during it (on_close then follows). If the connection closed before this request reached it, `done` is
+  // dropped and on_close is the signal.
+  virtual void start_tls(std::function<void(Result<void>)> done, std::string unconsumed) = 0;
+  void start_tls(std::function<void(Result<void>)> done) { start_tls(std::move(done), {}); }
+
+  // Connection facts. The TLS ones are fixed when the handshake finishes (before `done` or
+  // the acceptor runs) and are "" (false) before.
+  virtual bool is_tls() const = 0;
+  virtual std::string remote_ip() const = 0;
+  virtual std::string server_name() const = 0;  // SNI, lowercased; "" if none / not TLS
+  virtual std::string alpn() const = 0;         // negotiated ALPN protocol, "" if none
+  virtual std::string tls_version() const = 0;  // "TLSv1.3", "TLSv1.2" or ""
+
+  // Channel-binding data (raw bytes) for SCRAM-*-PLUS:
+  //  "tls-exporter" (RFC 9266): 32 bytes of SSL_export_keying_material with label
+  //    "EXPORTER-Channel-Binding" and no context; TLS 1.3, or TLS 1.2 with extended
+  //    master secret, else Errc::unavailable.
+  //  "tls-server-end-point" (RFC 5929): hash of the server certificate (DER) with its
+  //    signature's hash, SHA-256 if that is MD5 or SHA-1; unavailable if it has none.
+  // Not TLS: Errc::unavailable. Unknown type: Errc::invalid_argument.
+  virtual Result<std::string> channel_binding(std::string_view type) const = 0;
+
+  // Token bucket on bytes read from the socket (ciphertext under TLS): reading pauses when
+  // it is empty and resumes when refilled; no read is larger than the bucket holds, so
+  // no on_data chunk exceeds burst_bytes (at least 1). 0 bytes_per_second: unlimited.
+  virtual void set_read_rate(std::size_t bytes_per_second, std::size_t burst_bytes) = 0;
+  // Closes (as close()) after this long without bytes read; 0: never (the default). TLS
+  // handshakes (direct TLS; STARTTLS from the call to its end) are bounded separately by
+  // ServerOptions::idle_timeout_seconds.
+  virtual void set_idle_timeout(int seconds) = 0;
+
+  // Runs fn later on the connection's shard thread, for protocol state owned there; fn
+  // is dropped if the connection closed first.
+  virtual void post(std::function<void()> fn) = 0;
+  virtual void post_after(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+};
+
+// Called on the connection's shard thread.
+struct StreamCallbacks {
+  std::function<void(std::string_view bytes)> on_data;  // in order; chunks of <= 16 KiB
+  // Exactly once, after the last on_data: peer closed, error, budget overflow, idle
+  // timeout, close(), or server stop.
+  std::function<void()> on_close;
+  // Server stop began: say goodbye (e.g. `</stream:stream>`) and close(). Unset: close()
+  // at once. Connections still open after drain_seconds are cut.
+  std::function<void()> on_drain;
+};
+// Called on the connection's shard thread when a connection was accepted (after the TLS
+// handshake for direct_tls). Must not block.
+using StreamAcceptor = std::function<StreamCallbacks(std::shared_ptr<StreamConnection>)>;
+
 struct ServerOptions {
   int shards = 0;                        // 0: hardware_concurrency
   int worker_threads = 0;                // blocking pool; 0: 2 * cores
@@ -181,6 +275,7 @@ struct ServerOptions {
   int idle_timeout_seconds = 60;         // keep-alive idle, header/body/write stalls, TLS handshake
   int drain_seconds = 10;
   std::size_t websocket_max_queued_bytes = 4 << 20;  // per connection outgoing budget
+  std::size_t stream_max_queued_bytes = 4 << 20;     // per stream connection outgoing budget
 };
 
 // Lifecycle: create → listen (any number of times) → run (blocks) … stop (from any
@@ -188,8 +283,9 @@ struct ServerOptions {
 // MetricsRegistry must outlive the server (the Router is moved in).
 //
 // Stop drains: listeners close (new connections are refused), requests in flight are
-// completed and answered with `Connection: close`, idle keep-alive connections are closed
-// and WebSockets get a 1001 close; after drain_seconds whatever is left is cut. Then the
+// completed and answered with `Connection: close`, idle keep-alive connections are closed,
+// WebSockets get a 1001 close and stream connections get on_drain; after drain_seconds
+// whatever is left is cut. Then the
 // worker pool finishes its queue, the shard threads end and run() returns.
 //
 // Accepting: one acceptor per listener, living on shard (listener index % N), accepts
@@ -206,6 +302,11 @@ class HttpServer {
   // Binds and listens now (errors as values, e.g. address in use; on error none of this
   // call's listeners stay open). Connections are accepted once run() starts.
   Result<std::vector<BoundEndpoint>> listen(const std::vector<ListenerSpec>& specs);
+  // The same for raw byte-stream listeners. Stream connections count against the same
+  // caps as HTTP (past a cap they are closed at once) and are exported as
+  // hearth_stream_connections_open{listener=<name>}. direct_tls needs a TLS identity.
+  Result<std::vector<BoundEndpoint>> listen_stream(const std::vector<StreamListenerSpec>& specs,
+                                                   StreamAcceptor acceptor);
   // Runs the shard threads; blocks the calling thread until stop() finished draining.
   void run();
   // Thread-safe and idempotent; returns at once (run() does the draining). Not
@@ -214,6 +315,9 @@ class HttpServer {
   // Posts fn to the blocking worker pool; false (fn not run) if its queue is full or the
   // server stopped.
   bool offload(std::function<void()> fn);
+  // Runs fn on some shard thread after `delay` (counted from run() if called before it);
+  // dropped if the shards stop first (timers still fire while draining).
+  void run_after(std::chrono::milliseconds delay, std::function<void()> fn);
 
   struct Impl;
 

@@ -257,7 +257,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(ServerOptions options, Ro
 }
 
 namespace {
-// A listener for `spec`, not yet bound; `stream` is set for stream listeners.
+// A listener for `spec`, not yet bound (listen_stream fills in the stream fields).
 Result<std::unique_ptr<Listener>> make_listener(Impl& s, const ListenerSpec& spec) {
   if (spec.port < 0 || spec.port > 65535) return fail(Errc::invalid_argument, fmt::format("bad port {}", spec.port));
   if (spec.tls && s.tls.empty()) return fail(Errc::invalid_argument, "TLS listener without a TLS identity");

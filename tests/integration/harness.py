@@ -21,6 +21,7 @@ HEARTHD = os.environ.get("HEARTHD", "build/apps/hearthd/hearthd")
 HEARTHCTL = os.environ.get("HEARTHCTL", "build/apps/hearthctl/hearthctl")
 
 BANNER_LISTENER = re.compile(r"^\s+(HTTPS?)\s+(https?)://(\[[^\]]+\]|[^/:]+):(\d+)/")
+BANNER_XMPP = re.compile(r"^\s+(XMPPS?)\s+(\[[^\]]+\]|[^ :]+):(\d+)\s")
 
 
 def wait_until(predicate, timeout=20.0, what="condition"):
@@ -47,6 +48,7 @@ class Hearth:
                 f'[server]\ndata_dir = "{self.data_dir}"\nshards = 2\ndrain_seconds = 5\n'
                 f'[[domain]]\nname = "{domain}"\n'
                 '[http]\nport = 0\nhttps_port = 0\n'
+                '[xmpp]\nc2s_port = 0\nc2s_tls_port = 0\n'
                 '[accounts]\nscram_iterations = 4096\n'
                 '[ops]\nhealth_interval_seconds = 1\n'
                 + config_extra
@@ -57,6 +59,8 @@ class Hearth:
         self.stderr_lines = []
         self.http_port = None
         self.https_port = None
+        self.xmpp_port = None
+        self.xmpps_port = None
 
     # -- process ---------------------------------------------------------------------
     def start(self, expect_ready=True):
@@ -83,6 +87,11 @@ class Hearth:
                     self.http_port = int(m.group(4))
                 elif m and m.group(1) == "HTTPS":
                     self.https_port = int(m.group(4))
+                x = BANNER_XMPP.match(line)
+                if x and x.group(1) == "XMPP":
+                    self.xmpp_port = int(x.group(3))
+                elif x and x.group(1) == "XMPPS":
+                    self.xmpps_port = int(x.group(3))
         return self
 
     @staticmethod

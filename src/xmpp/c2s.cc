@@ -1,0 +1,513 @@
+// Client-to-server sessions (RFC 6120): stream negotiation, STARTTLS, SASL, resource
+// binding; bound sessions hand their stanzas to ImRouter on the worker pool.
+#include <sodium.h>
+
+#include <atomic>
+#include <deque>
+
+#include <fmt/format.h>
+
+#include "accounts/accounts.h"
+#include "core/clock.h"
+#include "core/random.h"
+#include "store/store.h"
+#include "xmpp/im.h"
+#include "xmpp/jid.h"
+#include "xmpp/registry.h"
+#include "xmpp/sasl.h"
+#include "xmpp/xml.h"
+#include "xmpp/xmpp.h"
+#include "xmpp/xmpp_store.h"
+
+namespace hearth::xmpp {
+namespace {
+
+constexpr std::string_view kTlsNs = "urn:ietf:params:xml:ns:xmpp-tls";
+constexpr std::string_view kSaslNs = "urn:ietf:params:xml:ns:xmpp-sasl";
+constexpr std::string_view kBindNs = "urn:ietf:params:xml:ns:xmpp-bind";
+constexpr std::string_view kSessionNs = "urn:ietf:params:xml:ns:xmpp-session";
+constexpr std::string_view kStreamErrorNs = "urn:ietf:params:xml:ns:xmpp-streams";
+constexpr std::string_view kSaslCbNs = "urn:xmpp:sasl-cb:0";
+constexpr std::size_t kMaxQueuedStanzas = 256;
+
+std::string base64_encode(std::string_view raw) {
+  std::string out(sodium_base64_ENCODED_LEN(raw.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(raw.data()), raw.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  out.resize(std::char_traits<char>::length(out.c_str()));
+  return out;
+}
+
+bool base64_decode(std::string_view b64, std::string& out) {
+  out.assign(b64.size(), '\0');
+  std::size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), b64.data(), b64.size(), " \t\r\n",
+                        &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0)
+    return false;
+  out.resize(len);
+  return true;
+}
+
+}  // namespace
+
+// ---- the service --------------------------------------------------------------------
+
+struct XmppService::Impl {
+  Impl(XmppOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off)
+      : options(std::move(o)),
+        accounts(a),
+        clock(c),
+        log(l),
+        offload(std::move(off)),
+        xstore(s, c, XmppStoreOptions{o.max_roster_items, o.max_offline_messages}),
+        im(options.domains, a, xstore, registry, c, l, m),
+        sessions_open(m.gauge("hearth_xmpp_sessions", "Bound XMPP client sessions.")),
+        auth_ok(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "success"}})),
+        auth_failed(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "failure"}})),
+        stream_errors(m.counter("hearth_xmpp_stream_errors_total", "Streams closed with a stream error.")) {
+    if (options.sasl_secret.empty()) options.sasl_secret = random_token(32);
+  }
+
+  XmppOptions options;
+  accounts::Accounts& accounts;
+  Clock& clock;
+  Logger& log;
+  Offload offload;
+  XmppStore xstore;
+  SessionRegistry registry;
+  ImRouter im;
+  Gauge& sessions_open;
+  Counter& auth_ok;
+  Counter& auth_failed;
+  Counter& stream_errors;
+  std::atomic<std::uint64_t> next_id{1};
+};
+
+namespace {
+
+// Answers SASL's credential questions for one domain from accounts/ (worker thread).
+class AccountCredentials final : public SaslCredentials {
+ public:
+  AccountCredentials(accounts::Accounts& accounts, std::string domain) : accounts_(accounts), domain_(std::move(domain)) {}
+  Result<accounts::ScramCredentials> scram(std::string_view localpart, accounts::ScramHash hash) override {
+    return accounts_.scram_credentials(domain_, localpart, hash);
+  }
+  Result<void> verify_plain(std::string_view localpart, std::string_view password) override {
+    auto r = accounts_.verify_password(domain_, localpart, password);
+    if (!r) return tl::unexpected(r.error());
+    return ok();
+  }
+
+ private:
+  accounts::Accounts& accounts_;
+  std::string domain_;
+};
+
+class C2sSession final : public XmlStreamHandler, public std::enable_shared_from_this<C2sSession> {
+ public:
+  C2sSession(std::shared_ptr<XmppService::Impl> svc, std::shared_ptr<net::StreamConnection> conn, bool direct_tls)
+      : svc_(std::move(svc)),
+        conn_(std::move(conn)),
+        parser_(*this, XmlLimits{svc_->options.max_stanza_bytes}),
+        tls_(direct_tls) {
+    conn_->set_idle_timeout(svc_->options.idle_timeout_seconds);
+  }
+
+  // ---- net callbacks (shard thread) ----
+  void on_data(std::string_view bytes) {
+    if (closed_) return;
+    auto r = parser_.feed(bytes);
+    if (!r) {
+      if (!header_sent_) send_header(svc_->options.domains.front());
+      stream_error(stream_error_condition(parser_.last_error_kind()), r.error().message);
+    }
+  }
+
+  void on_close() {
+    if (closed_finally_) return;
+    closed_finally_ = true;
+    closed_ = true;
+    queued_.clear();
+    if (!bound_) return;
+    svc_->registry.unbind(me_.bare, me_.id);
+    svc_->sessions_open.add(-1);
+    bool was_available = available_at_close();
+    auto svc = svc_;
+    auto me = me_;
+    if (was_available)
+      svc_->offload([svc, me] { svc->im.session_closed(me, true); });
+  }
+
+  void on_drain() { stream_error("system-shutdown", "the server is restarting"); }
+
+  // ---- parser callbacks (shard thread) ----
+  void on_stream_open(const StreamHeader& h) override {
+    if (h.content_ns != kClientNs) {
+      send_header(svc_->options.domains.front());
+      stream_error("invalid-namespace", "this port serves jabber:client");
+      return;
+    }
+    std::string to = h.to.empty() ? svc_->options.domains.front() : h.to;
+    auto domain = prep_domain(to);
+    if (!domain || !svc_->im.is_local_domain(*domain)) {
+      send_header(svc_->options.domains.front());
+      stream_error("host-unknown", fmt::format("this server does not serve {}", to));
+      return;
+    }
+    if (!domain_.empty() && *domain != domain_) {
+      send_header(domain_);
+      stream_error("host-unknown", "a restarted stream must address the same domain");
+      return;
+    }
+    domain_ = *domain;
+    send_header(domain_);
+    send_features();
+  }
+
+  void on_stanza(Element&& st) override {
+    if (closed_) return;
+    if (busy_) {
+      if (queued_.size() >= kMaxQueuedStanzas) {
+        stream_error("policy-violation", "too many stanzas waiting");
+        return;
+      }
+      queued_.push_back(std::move(st));
+      return;
+    }
+    dispatch(std::move(st));
+  }
+
+  void on_stream_close() override {
+    if (closed_) return;
+    conn_->send("</stream:stream>");
+    closed_ = true;
+    conn_->close();
+  }
+
+ private:
+  enum class Phase { features, tls_handshake, authenticating, authenticated, bound };
+
+  void dispatch(Element st) {
+    if (!tls_) {
+      if (st.name() == "starttls" && st.ns() == kTlsNs) return start_tls();
+      return stream_error("policy-violation", "STARTTLS is required before anything else");
+    }
+    if (phase_ == Phase::features || phase_ == Phase::authenticating) {
+      if (st.ns() == kSaslNs) return handle_sasl(st);
+      if (st.name() == "starttls") return stream_error("policy-violation", "TLS is already in place");
+      return stream_error("not-authorized", "authenticate first");
+    }
+    if (st.ns() != kClientNs || (st.name() != "iq" && st.name() != "message" && st.name() != "presence"))
+      return stream_error("unsupported-stanza-type", fmt::format("<{}/> in {}", st.name(), st.ns()));
+    if (phase_ == Phase::authenticated) {
+      const Element* bind = st.name() == "iq" && st.attr("type") == "set" ? st.child("bind", kBindNs) : nullptr;
+      if (bind) return do_bind(st, *bind);
+      if (st.name() == "iq") {
+        Element r = make_error_reply(st, "cancel", "not-allowed", "bind a resource first");
+        r.remove_attr("to");
+        return ImRouter::send(*conn_, r);
+      }
+      return stream_error("not-authorized", "bind a resource first");
+    }
+    // Bound: the router does the rest on the worker pool, one stanza at a time.
+    if (st.name() == "iq" && st.child("bind", kBindNs)) {
+      Element r = make_error_reply(st, "cancel", "not-allowed", "a resource is already bound");
+      return ImRouter::send(*conn_, r);
+    }
+    run_blocking([svc = svc_, me = me_, st = std::move(st)]() mutable { svc->im.handle_from_client(me, std::move(st)); });
+  }
+
+  // Runs `job` on the worker pool; the session processes nothing else until it is done.
+  void run_blocking(std::function<void()> job, std::function<void()> then = {}) {
+    busy_ = true;
+    auto self = shared_from_this();
+    bool queued = svc_->offload([self, job = std::move(job), then = std::move(then)]() mutable {
+      job();
+      self->conn_->post([self, then = std::move(then)] {
+        if (then) then();
+        self->resume();
+      });
+    });
+    if (!queued) {
+      busy_ = false;
+      stream_error("resource-constraint", "the server is overloaded; reconnect later");
+    }
+  }
+
+  void resume() {
+    busy_ = false;
+    while (!busy_ && !closed_ && !queued_.empty()) {
+      Element next = std::move(queued_.front());
+      queued_.pop_front();
+      dispatch(std::move(next));
+    }
+  }
+
+  void start_tls() {
+    conn_->send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    phase_ = Phase::tls_handshake;
+    parser_.request_restart(RestartInput::reject_rest);
+    auto self = shared_from_this();
+    conn_->start_tls([self](Result<void> r) {
+      if (!r) {
+        self->svc_->log.debug("xmpp.starttls_failed", {{"ip", self->conn_->remote_ip()}, {"error", r.error().message}});
+        self->closed_ = true;
+        self->conn_->close();
+        return;
+      }
+      self->tls_ = true;
+      self->phase_ = Phase::features;
+      self->header_sent_ = false;
+    });
+  }
+
+  ChannelBinding channel_binding() const {
+    ChannelBinding cb;
+    if (!tls_) return cb;
+    for (auto type : {"tls-exporter", "tls-server-end-point"})
+      if (conn_->channel_binding(type)) cb.offered_types.emplace_back(type);
+    auto conn = conn_;
+    cb.data = [conn](std::string_view type) { return conn->channel_binding(type); };
+    return cb;
+  }
+
+  void handle_sasl(const Element& st) {
+    if (st.name() == "auth") {
+      if (phase_ == Phase::authenticating) return stream_error("policy-violation", "an authentication is in progress");
+      std::string mech(st.attr("mechanism"));
+      credentials_ = std::make_unique<AccountCredentials>(svc_->accounts, domain_);
+      // Without strict channel binding, a non-PLUS exchange does not know -PLUS was offered,
+      // so a client that only has a binding type we do not offer (tls-unique) may say "y".
+      ChannelBinding cb = channel_binding();
+      bool plus = mech.size() > 5 && mech.compare(mech.size() - 5, 5, "-PLUS") == 0;
+      if (!plus && !svc_->options.strict_channel_binding) cb.offered_types.clear();
+      mechanism_ = make_sasl_mechanism(mech, tls_, cb, *credentials_, svc_->options.sasl_secret);
+      if (!mechanism_) return sasl_failure("invalid-mechanism", "");
+      std::string text = st.text();
+      bool has_initial = !text.empty();
+      std::string initial;
+      if (text == "=") initial.clear();
+      else if (has_initial && !base64_decode(text, initial)) return sasl_failure("incorrect-encoding", "");
+      phase_ = Phase::authenticating;
+      sasl_exchange([initial, has_initial](SaslMechanism& m) { return m.start(initial, has_initial); });
+    } else if (st.name() == "response") {
+      if (phase_ != Phase::authenticating || !mechanism_) return stream_error("policy-violation", "no authentication in progress");
+      std::string raw;
+      std::string text = st.text();
+      if (text != "=" && !base64_decode(text, raw)) return sasl_failure("incorrect-encoding", "");
+      sasl_exchange([raw](SaslMechanism& m) { return m.step(raw); });
+    } else if (st.name() == "abort") {
+      sasl_failure("aborted", "");
+    } else {
+      stream_error("unsupported-stanza-type", "unknown SASL element");
+    }
+  }
+
+  void sasl_exchange(std::function<SaslStep(SaslMechanism&)> fn) {
+    auto result = std::make_shared<SaslStep>();
+    SaslMechanism* mech = mechanism_.get();
+    run_blocking([mech, fn = std::move(fn), result] { *result = fn(*mech); },
+                 [self = shared_from_this(), result] { self->sasl_result(*result); });
+  }
+
+  void sasl_result(const SaslStep& step) {
+    if (closed_) return;
+    switch (step.kind) {
+      case SaslStep::Kind::challenge:
+        conn_->send(fmt::format("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                                step.data.empty() ? "=" : base64_encode(step.data)));
+        return;
+      case SaslStep::Kind::failure:
+        svc_->auth_failed.inc();
+        sasl_failure(sasl_failure_condition(step.failure), step.text);
+        return;
+      case SaslStep::Kind::success: {
+        svc_->auth_ok.inc();
+        localpart_ = mechanism_->authenticated_localpart();
+        svc_->log.info("xmpp.authenticated", {{"jid", localpart_ + "@" + domain_}, {"mechanism", mechanism_->mechanism_name()},
+                                              {"ip", conn_->remote_ip()}});
+        std::string body = step.data.empty() ? "" : base64_encode(step.data);
+        conn_->send(fmt::format("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>", body));
+        mechanism_.reset();
+        phase_ = Phase::authenticated;
+        header_sent_ = false;
+        parser_.reset();
+        conn_->set_read_rate(svc_->options.read_bytes_per_second, svc_->options.read_burst_bytes);
+        return;
+      }
+    }
+  }
+
+  void sasl_failure(std::string_view condition, std::string_view text) {
+    mechanism_.reset();
+    phase_ = Phase::features;
+    std::string out = fmt::format("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/>", condition);
+    if (!text.empty()) out += "<text xml:lang='en'>" + escape(text) + "</text>";
+    out += "</failure>";
+    conn_->send(std::move(out));
+    if (condition != "aborted" && ++auth_failures_ >= svc_->options.max_auth_attempts)
+      stream_error("policy-violation", "too many failed authentication attempts");
+  }
+
+  void do_bind(const Element& iq, const Element& bind) {
+    std::string wanted;
+    if (const Element* r = bind.child("resource", kBindNs)) wanted = r->text();
+    std::string resource;
+    if (wanted.empty()) {
+      resource = "hearth-" + random_hex(6);
+    } else {
+      auto prepped = prep_resource(wanted);
+      if (!prepped) {
+        Element e = make_error_reply(iq, "modify", "bad-request", prepped.error().message);
+        e.remove_attr("to");
+        return ImRouter::send(*conn_, e);
+      }
+      resource = *prepped;
+    }
+    me_.localpart = localpart_;
+    me_.domain = domain_;
+    me_.resource = resource;
+    me_.bare = localpart_ + "@" + domain_;
+    me_.full = me_.bare + "/" + resource;
+    me_.id = svc_->next_id++;
+    me_.conn = conn_;
+    auto entry = std::make_shared<SessionEntry>();
+    entry->full_jid = me_.full;
+    entry->resource = resource;
+    entry->conn = conn_;
+    entry->id = me_.id;
+    // RFC 6120 §7.7.2.2: a new session with a resource in use replaces the old one.
+    if (auto old = svc_->registry.bind(me_.bare, entry)) {
+      old->conn->send(
+          "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text "
+          "xmlns='urn:ietf:params:xml:ns:xmpp-streams'>replaced by a new connection</text></stream:error>"
+          "</stream:stream>");
+      old->conn->close();
+    }
+    bound_ = true;
+    phase_ = Phase::bound;
+    svc_->sessions_open.add(1);
+    Element r("iq", std::string(kClientNs));
+    r.set_attr("type", "result");
+    r.set_attr("id", std::string(iq.attr("id")));
+    r.add_child(Element("bind", std::string(kBindNs))).add_child(Element("jid", std::string(kBindNs))).add_text(me_.full);
+    ImRouter::send(*conn_, r);
+  }
+
+  bool available_at_close() const {
+    // The registry entry is gone; the session's last state was copied there while bound.
+    return last_known_available_;
+  }
+
+  void send_header(const std::string& from) {
+    if (header_sent_) return;
+    header_sent_ = true;
+    conn_->send(fmt::format(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+        "id='{}' from='{}' version='1.0' xml:lang='en'>",
+        random_token(12), from));
+  }
+
+  void send_features() {
+    std::string f = "<stream:features>";
+    if (!tls_) {
+      f += "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>";
+    } else if (phase_ == Phase::features) {
+      f += "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>";
+      ChannelBinding cb = channel_binding();
+      for (const auto& m : offered_sasl_mechanisms(tls_, cb)) f += "<mechanism>" + m + "</mechanism>";
+      f += "</mechanisms>";
+      if (!cb.offered_types.empty()) {
+        f += fmt::format("<sasl-channel-binding xmlns='{}'>", kSaslCbNs);
+        for (const auto& t : cb.offered_types) f += "<channel-binding type='" + t + "'/>";
+        f += "</sasl-channel-binding>";
+      }
+    } else if (phase_ == Phase::authenticated) {
+      f += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
+      f += fmt::format("<session xmlns='{}'><optional/></session>", kSessionNs);
+      f += "<ver xmlns='urn:xmpp:features:rosterver'/>";
+    }
+    f += "</stream:features>";
+    conn_->send(std::move(f));
+  }
+
+  void stream_error(std::string_view condition, std::string_view text) {
+    if (closed_) return;
+    closed_ = true;
+    svc_->stream_errors.inc();
+    if (!header_sent_) send_header(domain_.empty() ? svc_->options.domains.front() : domain_);
+    conn_->send(fmt::format(
+        "<stream:error><{} xmlns='{}'/><text xmlns='{}' xml:lang='en'>{}</text></stream:error></stream:stream>",
+        condition, kStreamErrorNs, kStreamErrorNs, escape(text)));
+    conn_->close();
+  }
+
+  static std::string escape(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+      if (c == '<') out += "&lt;";
+      else if (c == '>') out += "&gt;";
+      else if (c == '&') out += "&amp;";
+      else if (c == '\'') out += "&apos;";
+      else if (c == '"') out += "&quot;";
+      else out += c;
+    }
+    return out;
+  }
+
+  std::shared_ptr<XmppService::Impl> svc_;
+  std::shared_ptr<net::StreamConnection> conn_;
+  XmlStreamParser parser_;
+  bool tls_;
+  Phase phase_ = Phase::features;
+  bool header_sent_ = false;
+  bool closed_ = false;
+  bool closed_finally_ = false;
+  bool busy_ = false;
+  bool bound_ = false;
+  bool last_known_available_ = false;
+  int auth_failures_ = 0;
+  std::string domain_;
+  std::string localpart_;
+  std::unique_ptr<AccountCredentials> credentials_;
+  std::unique_ptr<SaslMechanism> mechanism_;
+  std::deque<Element> queued_;
+  SessionIdentity me_;
+
+ public:
+  // Keeps last_known_available_ in step with the registry (called before unbind).
+  void snapshot_availability() {
+    if (!bound_) return;
+    for (const auto& s : svc_->registry.sessions(me_.bare))
+      if (s.id == me_.id) last_known_available_ = s.available;
+  }
+};
+
+}  // namespace
+
+XmppService::XmppService(XmppOptions options, accounts::Accounts& accounts, store::Store& store, Clock& clock,
+                         Logger& log, MetricsRegistry& metrics, Offload offload)
+    : impl_(std::make_shared<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload))) {}
+
+XmppService::~XmppService() = default;
+
+Result<void> XmppService::migrate() { return impl_->xstore.migrate(); }
+
+std::size_t XmppService::session_count() const { return impl_->registry.count(); }
+
+net::StreamAcceptor XmppService::acceptor(bool direct_tls) {
+  auto impl = impl_;
+  return [impl, direct_tls](std::shared_ptr<net::StreamConnection> conn) {
+    auto session = std::make_shared<C2sSession>(impl, conn, direct_tls);
+    net::StreamCallbacks cb;
+    cb.on_data = [session](std::string_view bytes) { session->on_data(bytes); };
+    cb.on_close = [session] {
+      session->snapshot_availability();
+      session->on_close();
+    };
+    cb.on_drain = [session] { session->on_drain(); };
+    return cb;
+  };
+}
+
+}  // namespace hearth::xmpp

@@ -1,0 +1,655 @@
+#include "xmpp/im.h"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include "accounts/accounts.h"
+#include "xmpp/jid.h"
+#include "xmpp/subscription.h"
+
+namespace hearth::xmpp {
+namespace {
+
+constexpr std::string_view kStanzasNs = "urn:ietf:params:xml:ns:xmpp-stanzas";
+constexpr std::string_view kRosterNs = "jabber:iq:roster";
+constexpr std::string_view kDiscoInfoNs = "http://jabber.org/protocol/disco#info";
+constexpr std::string_view kDiscoItemsNs = "http://jabber.org/protocol/disco#items";
+constexpr std::string_view kPingNs = "urn:xmpp:ping";
+constexpr std::string_view kVersionNs = "jabber:iq:version";
+constexpr std::string_view kSessionNs = "urn:ietf:params:xml:ns:xmpp-session";
+constexpr std::string_view kDelayNs = "urn:xmpp:delay";
+
+Element iq_result(const Element& request, std::string_view from) {
+  Element r("iq", std::string(kClientNs));
+  r.set_attr("type", "result");
+  r.set_attr("id", std::string(request.attr("id")));
+  if (auto f = request.attr("from"); !f.empty()) r.set_attr("to", std::string(f));
+  if (!from.empty()) r.set_attr("from", std::string(from));
+  return r;
+}
+
+int presence_priority(const Element& st) {
+  if (const Element* p = st.child("priority", kClientNs)) {
+    std::string t = p->text();
+    char* end = nullptr;
+    long v = std::strtol(t.c_str(), &end, 10);
+    if (end != t.c_str() && v >= -128 && v <= 127) return static_cast<int>(v);
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string format_delay_stamp(std::int64_t ms) {
+  auto secs = static_cast<std::time_t>(ms / 1000);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", fmt::gmtime(secs), static_cast<int>(ms % 1000));
+}
+
+Element make_error_reply(const Element& st, std::string_view type, std::string_view condition, std::string_view text) {
+  Element r(st.name(), std::string(kClientNs));
+  if (auto id = st.attr("id"); !id.empty()) r.set_attr("id", std::string(id));
+  r.set_attr("type", "error");
+  if (auto f = st.attr("from"); !f.empty()) r.set_attr("to", std::string(f));
+  if (auto t = st.attr("to"); !t.empty()) r.set_attr("from", std::string(t));
+  Element& err = r.add_child(Element("error", std::string(kClientNs)));
+  err.set_attr("type", std::string(type));
+  err.add_child(Element(std::string(condition), std::string(kStanzasNs)));
+  if (!text.empty()) {
+    Element& t = err.add_child(Element("text", std::string(kStanzasNs)));
+    t.add_text(text);
+  }
+  return r;
+}
+
+Element roster_item_element(const RosterItem& item, bool removed) {
+  Element e("item", std::string(kRosterNs));
+  e.set_attr("jid", item.jid);
+  if (removed) {
+    e.set_attr("subscription", "remove");
+    return e;
+  }
+  if (!item.name.empty()) e.set_attr("name", item.name);
+  e.set_attr("subscription", std::string(subscription_name(item.state.subscription)));
+  if (item.state.pending_out) e.set_attr("ask", "subscribe");
+  for (const auto& g : item.groups) e.add_child(Element("group", std::string(kRosterNs))).add_text(g);
+  return e;
+}
+
+ImRouter::ImRouter(std::vector<std::string> domains, accounts::Accounts& accounts, XmppStore& store,
+                   SessionRegistry& registry, Clock& clock, Logger& log, MetricsRegistry& metrics)
+    : domains_(std::move(domains)),
+      accounts_(accounts),
+      store_(store),
+      registry_(registry),
+      clock_(clock),
+      log_(log),
+      messages_routed_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "online"}})),
+      messages_offline_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "offline"}})) {}
+
+bool ImRouter::is_local_domain(std::string_view domain) const {
+  return std::find(domains_.begin(), domains_.end(), domain) != domains_.end();
+}
+
+void ImRouter::send(net::StreamConnection& conn, const Element& stanza) {
+  std::string out;
+  stanza.serialize_to(out, kClientNs);
+  conn.send(std::move(out));
+}
+
+void ImRouter::reply_error(const SessionIdentity& me, const Element& st, std::string_view type,
+                           std::string_view condition, std::string_view text) {
+  if (st.attr("type") == "error") return;  // never answer an error with an error
+  Element r = make_error_reply(st, type, condition, text);
+  r.set_attr("to", me.full);
+  send(*me.conn, r);
+}
+
+bool ImRouter::account_exists(const std::string& localpart, const std::string& domain) {
+  return static_cast<bool>(accounts_.get_user(domain, localpart));
+}
+
+void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
+  st.set_attr("from", me.full);
+  if (auto to = st.attr("to"); !to.empty()) {
+    auto jid = Jid::parse(to);
+    if (!jid) {
+      reply_error(me, st, "modify", "jid-malformed", jid.error().message);
+      return;
+    }
+    st.set_attr("to", jid->full());
+  }
+  if (st.name() == "message") handle_message(me, st);
+  else if (st.name() == "presence") handle_presence(me, st);
+  else if (st.name() == "iq") handle_iq(me, st);
+}
+
+// ---- messages (RFC 6121 §5, §8.5) ---------------------------------------------------
+
+void ImRouter::handle_message(const SessionIdentity& me, Element& st) {
+  if (st.attr("to").empty()) st.set_attr("to", me.bare);  // a message to oneself
+  route_message(st, me.full);
+}
+
+void ImRouter::route_message(Element& st, const std::string& from_full) {
+  auto to = Jid::parse(st.attr("to"));
+  if (!to) return;
+  std::string type(st.attr("type"));
+  if (type.empty()) type = "normal";
+  auto error_back = [&](std::string_view cond) {
+    if (type == "error") return;
+    auto from = Jid::parse(from_full);
+    if (!from) return;
+    Element r = make_error_reply(st, "cancel", cond);
+    for (const auto& s : registry_.sessions(from->bare()))
+      if (s.full_jid == from_full) send(*s.conn, r);
+  };
+  if (!is_local_domain(to->domain)) {
+    error_back("remote-server-not-found");  // federation arrives with the s2s issue
+    return;
+  }
+  if (to->local.empty()) {
+    error_back("service-unavailable");
+    return;
+  }
+  if (!to->resource.empty()) {
+    if (auto s = registry_.find(to->bare(), to->resource)) {
+      send(*s->conn, st);
+      messages_routed_.inc();
+      return;
+    }
+    // §8.5.3.2.1: a full JID that is not online is treated as the bare JID for chat and
+    // normal messages; others are answered or dropped.
+    if (type == "groupchat") {
+      error_back("service-unavailable");
+      return;
+    }
+    if (type == "headline" || type == "error") return;
+  }
+  if (!account_exists(to->local, to->domain)) {
+    if (type != "headline" && type != "error") error_back("service-unavailable");
+    return;
+  }
+  deliver_to_bare(to->bare(), st);
+}
+
+void ImRouter::deliver_to_bare(const std::string& bare, const Element& st) {
+  std::string type(st.attr("type"));
+  if (type.empty()) type = "normal";
+  auto sessions = registry_.sessions(bare);
+  // §8.5.2.1.1: chat and normal go to the available resources of highest non-negative
+  // priority; headline to all non-negative ones.
+  int best = -1;
+  for (const auto& s : sessions)
+    if (s.available && s.priority >= 0) best = std::max(best, s.priority);
+  bool delivered = false;
+  if (best >= 0 && type != "groupchat") {
+    for (const auto& s : sessions) {
+      if (!s.available || s.priority < 0) continue;
+      if (type != "headline" && s.priority != best) continue;
+      send(*s.conn, st);
+      delivered = true;
+    }
+  }
+  if (delivered) {
+    messages_routed_.inc();
+    return;
+  }
+  if (type != "chat" && type != "normal") return;
+  // Nobody available: offline storage, stamped with the time it was stored (XEP-0203).
+  Element stored = st;
+  Element& delay = stored.add_child(Element("delay", std::string(kDelayNs)));
+  auto at = bare.find('@');
+  delay.set_attr("from", at == std::string::npos ? bare : bare.substr(at + 1));
+  delay.set_attr("stamp", format_delay_stamp(clock_.now_ms()));
+  delay.add_text("Offline Storage");
+  auto r = store_.store_offline(bare, st.attr("from"), stored.serialize());
+  if (!r) {
+    log_.warn("xmpp.offline_refused", {{"to", bare}, {"error", r.error().describe()}});
+    auto from = Jid::parse(st.attr("from"));
+    if (from && st.attr("type") != "error") {
+      Element e = make_error_reply(st, "wait", "resource-constraint", "the recipient's offline queue is full");
+      for (const auto& s : registry_.sessions(from->bare()))
+        if (s.full_jid == st.attr("from")) send(*s.conn, e);
+    }
+    return;
+  }
+  messages_offline_.inc();
+}
+
+void ImRouter::deliver_offline(const SessionIdentity& me) {
+  auto msgs = store_.take_offline(me.bare);
+  if (!msgs) {
+    log_.warn("xmpp.offline_read_failed", {{"jid", me.bare}, {"error", msgs.error().describe()}});
+    return;
+  }
+  for (auto& m : *msgs) me.conn->send(std::move(m.stanza));
+}
+
+// ---- presence (RFC 6121 §3, §4) -----------------------------------------------------
+
+void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
+  std::string type(st.attr("type"));
+  std::string to(st.attr("to"));
+  if (type == "subscribe" || type == "subscribed" || type == "unsubscribe" || type == "unsubscribed") {
+    if (to.empty()) return;
+    subscription_from_client(me, st, type);
+    return;
+  }
+  if (type == "probe" || type == "error") return;  // clients do not probe; errors to presence are dropped
+  if (type != "" && type != "unavailable") return;
+  if (!to.empty()) {
+    // Directed presence.
+    auto jid = Jid::parse(to);
+    if (!jid || !is_local_domain(jid->domain)) return;
+    if (!jid->resource.empty()) {
+      if (auto s = registry_.find(jid->bare(), jid->resource)) send(*s->conn, st);
+    } else {
+      for (const auto& s : registry_.sessions(jid->bare()))
+        if (s.available) send(*s.conn, st);
+    }
+    return;
+  }
+  bool available = type.empty();
+  bool was_available = false;
+  for (const auto& s : registry_.sessions(me.bare))
+    if (s.id == me.id) was_available = s.available;
+  registry_.set_presence(me.bare, me.id, available, presence_priority(st), available ? st.serialize() : std::string());
+  broadcast_presence(me, st, available && !was_available);
+  if (available && !was_available) {
+    if (presence_priority(st) >= 0) deliver_offline(me);
+    deliver_pending_subscriptions(me);
+  }
+}
+
+void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, bool initial) {
+  auto roster = store_.roster(me.bare);
+  if (!roster) return;
+  for (const auto& item : roster->items) {
+    auto contact = Jid::parse(item.jid);
+    if (!contact || !is_local_domain(contact->domain)) continue;
+    if (item.state.sends_presence()) {
+      Element copy = st;
+      for (const auto& s : registry_.sessions(item.jid)) {
+        if (!s.available) continue;
+        copy.set_attr("to", s.full_jid);
+        send(*s.conn, copy);
+      }
+    }
+    // The probe of an initial presence, answered locally: the contacts we receive
+    // presence from tell us who of them is online.
+    if (initial && item.state.receives_presence()) send_available_presences(item.jid, me.full);
+  }
+  // Our own other resources see it too.
+  for (const auto& s : registry_.sessions(me.bare)) {
+    if (s.id == me.id) continue;
+    if (s.available) {
+      Element copy = st;
+      copy.set_attr("to", s.full_jid);
+      send(*s.conn, copy);
+      if (initial && !s.last_presence.empty()) me.conn->send(s.last_presence);
+    }
+  }
+}
+
+void ImRouter::send_available_presences(const std::string& of_bare, const std::string& to) {
+  auto target = Jid::parse(to);
+  if (!target) return;
+  std::vector<SessionEntry> receivers;
+  if (!target->resource.empty()) {
+    if (auto s = registry_.find(target->bare(), target->resource)) receivers.push_back(*s);
+  } else {
+    for (auto& s : registry_.sessions(target->bare()))
+      if (s.available) receivers.push_back(s);
+  }
+  for (const auto& contact : registry_.sessions(of_bare)) {
+    if (!contact.available || contact.last_presence.empty()) continue;
+    for (const auto& r : receivers) {
+      // last_presence is stored without 'to': insert it for this receiver.
+      std::string stanza = contact.last_presence;
+      auto pos = stanza.find("<presence") + 9;
+      stanza.insert(pos, fmt::format(" to='{}'", r.full_jid));
+      r.conn->send(std::move(stanza));
+    }
+  }
+}
+
+void ImRouter::session_closed(const SessionIdentity& me, bool was_available) {
+  if (!was_available) return;
+  Element st("presence", std::string(kClientNs));
+  st.set_attr("type", "unavailable");
+  st.set_attr("from", me.full);
+  broadcast_presence(me, st, false);
+}
+
+void ImRouter::deliver_pending_subscriptions(const SessionIdentity& me) {
+  auto roster = store_.roster(me.bare);
+  if (!roster) return;
+  for (const auto& item : roster->items) {
+    if (!item.state.pending_in) continue;
+    Element p("presence", std::string(kClientNs));
+    p.set_attr("type", "subscribe");
+    p.set_attr("from", item.jid);
+    p.set_attr("to", me.bare);
+    send(*me.conn, p);
+  }
+}
+
+void ImRouter::roster_push(const std::string& owner, const RosterItem& item, std::int64_t version, bool removed) {
+  for (const auto& s : registry_.sessions(owner)) {
+    if (!s.wants_roster_pushes) continue;
+    Element iq("iq", std::string(kClientNs));
+    iq.set_attr("type", "set");
+    iq.set_attr("id", fmt::format("push{}", version));
+    iq.set_attr("to", s.full_jid);
+    Element& q = iq.add_child(Element("query", std::string(kRosterNs)));
+    q.set_attr("ver", std::to_string(version));
+    q.add_child(roster_item_element(item, removed));
+    send(*s.conn, iq);
+  }
+}
+
+void ImRouter::subscription_from_client(const SessionIdentity& me, Element& st, const std::string& type) {
+  SubscriptionStanza kind;
+  parse_subscription_stanza(type, kind);
+  auto contact = Jid::parse(st.attr("to"));
+  if (!contact || contact->local.empty()) return;
+  std::string contact_bare = contact->bare();
+  if (contact_bare == me.bare) return;
+  auto existing = store_.roster_item(me.bare, contact_bare);
+  if (!existing) return;
+  RosterItem item = existing->value_or(RosterItem{contact_bare, "", {}, {}});
+  auto outcome = apply_outbound(item.state, kind);
+  if (outcome.changed) {
+    item.state = outcome.next;
+    bool drop_item = !existing->has_value() && item.state == SubscriptionState{};
+    if (!drop_item) {
+      auto v = store_.put_roster_item(me.bare, item);
+      if (!v) {
+        reply_error(me, st, "wait", "resource-constraint", v.error().message);
+        return;
+      }
+      roster_push(me.bare, item, *v, false);
+    }
+  }
+  if (!outcome.forward) return;
+  // Subscription stanzas travel from the bare JID (RFC 6121 §3.1.2).
+  Element out("presence", std::string(kClientNs));
+  out.set_attr("type", type);
+  out.set_attr("from", me.bare);
+  out.set_attr("to", contact_bare);
+  if (!is_local_domain(contact->domain)) return;  // federation arrives with the s2s issue
+  if (!account_exists(contact->local, contact->domain)) return;
+  subscription_to_local(contact_bare, me.bare, type);
+  // Approving a request means the contact now receives our presence (§3.1.5).
+  if (kind == SubscriptionStanza::subscribed) send_available_presences(me.bare, contact_bare);
+  if (kind == SubscriptionStanza::unsubscribed) {
+    for (const auto& s : registry_.sessions(me.bare)) {
+      if (!s.available) continue;
+      Element gone("presence", std::string(kClientNs));
+      gone.set_attr("type", "unavailable");
+      gone.set_attr("from", s.full_jid);
+      for (const auto& c : registry_.sessions(contact_bare)) {
+        gone.set_attr("to", c.full_jid);
+        send(*c.conn, gone);
+      }
+    }
+  }
+}
+
+void ImRouter::subscription_to_local(const std::string& owner, const std::string& from_bare, const std::string& type) {
+  SubscriptionStanza kind;
+  parse_subscription_stanza(type, kind);
+  auto existing = store_.roster_item(owner, from_bare);
+  if (!existing) return;
+  RosterItem item = existing->value_or(RosterItem{from_bare, "", {}, {}});
+  auto outcome = apply_inbound(item.state, kind);
+  if (outcome.auto_reply_subscribed) {
+    // Already subscribed: answer for the owner so the asker's state converges.
+    subscription_to_local(from_bare, owner, "subscribed");
+    send_available_presences(owner, from_bare);
+    return;
+  }
+  if (outcome.changed) {
+    item.state = outcome.next;
+    auto v = store_.put_roster_item(owner, item);
+    if (!v) {
+      log_.warn("xmpp.roster_write_failed", {{"owner", owner}, {"error", v.error().describe()}});
+      return;
+    }
+    // A pending inbound request is not visible in the roster; everything else is pushed.
+    if (kind != SubscriptionStanza::subscribe) roster_push(owner, item, *v, false);
+  }
+  bool deliver = kind == SubscriptionStanza::subscribe ? outcome.changed || item.state.pending_in : outcome.changed;
+  if (!deliver) return;
+  Element p("presence", std::string(kClientNs));
+  p.set_attr("type", type);
+  p.set_attr("from", from_bare);
+  for (const auto& s : registry_.sessions(owner)) {
+    if (!s.available) continue;
+    p.set_attr("to", s.full_jid);
+    send(*s.conn, p);
+  }
+}
+
+// ---- iq (RFC 6120 §8.2.3) -----------------------------------------------------------
+
+void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
+  std::string type(st.attr("type"));
+  bool request = type == "get" || type == "set";
+  if (st.attr("id").empty() || (!request && type != "result" && type != "error")) {
+    reply_error(me, st, "modify", "bad-request", "an iq needs an id and a type of get, set, result or error");
+    return;
+  }
+  if (request) {
+    int payloads = 0;
+    for (const auto& c : st.children()) {
+      (void)c;
+      ++payloads;
+    }
+    if (payloads != 1) {
+      reply_error(me, st, "modify", "bad-request", "a get or set iq carries exactly one payload");
+      return;
+    }
+  }
+  std::string to(st.attr("to"));
+  if (to.empty() || to == me.bare) {
+    if (request) handle_own_iq(me, st);
+    return;
+  }
+  auto jid = Jid::parse(to);
+  if (!jid) return;
+  if (jid->local.empty() && jid->resource.empty() && is_local_domain(jid->domain)) {
+    if (request) handle_server_iq(me, st);
+    return;
+  }
+  if (!is_local_domain(jid->domain)) {
+    if (request) reply_error(me, st, "cancel", "remote-server-not-found");
+    return;
+  }
+  if (!jid->resource.empty()) {
+    if (auto s = registry_.find(jid->bare(), jid->resource)) {
+      send(*s->conn, st);
+      return;
+    }
+  }
+  // A request to another account's bare JID: the server answers for it (RFC 6121 §8.5.2.1.3).
+  if (!request) return;
+  const Element& payload = *st.children().begin();
+  if (jid->resource.empty() && payload.name() == "query" && payload.ns() == kDiscoInfoNs &&
+      account_exists(jid->local, jid->domain)) {
+    Element r = iq_result(st, jid->bare());
+    Element& q = r.add_child(Element("query", std::string(kDiscoInfoNs)));
+    Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
+    id.set_attr("category", "account");
+    id.set_attr("type", "registered");
+    q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(kDiscoInfoNs));
+    send(*me.conn, r);
+    return;
+  }
+  reply_error(me, st, "cancel", "service-unavailable");
+}
+
+void ImRouter::handle_own_iq(const SessionIdentity& me, Element& st) {
+  const Element& payload = *st.children().begin();
+  if (payload.ns() == kRosterNs && payload.name() == "query") {
+    handle_roster_iq(me, st);
+    return;
+  }
+  if (payload.ns() == kPingNs && st.attr("type") == "get") {
+    send(*me.conn, iq_result(st, me.bare));
+    return;
+  }
+  if (payload.ns() == kDiscoInfoNs && st.attr("type") == "get") {
+    Element r = iq_result(st, me.bare);
+    Element& q = r.add_child(Element("query", std::string(kDiscoInfoNs)));
+    Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
+    id.set_attr("category", "account");
+    id.set_attr("type", "registered");
+    q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(kDiscoInfoNs));
+    send(*me.conn, r);
+    return;
+  }
+  if (payload.ns() == kDiscoItemsNs && st.attr("type") == "get") {
+    Element r = iq_result(st, me.bare);
+    r.add_child(Element("query", std::string(kDiscoItemsNs)));
+    send(*me.conn, r);
+    return;
+  }
+  reply_error(me, st, "cancel", "service-unavailable");
+}
+
+void ImRouter::handle_server_iq(const SessionIdentity& me, Element& st) {
+  const Element& payload = *st.children().begin();
+  std::string type(st.attr("type"));
+  std::string domain(st.attr("to"));
+  if (payload.ns() == kPingNs && type == "get") {
+    send(*me.conn, iq_result(st, domain));
+  } else if (payload.ns() == kSessionNs && type == "set") {
+    send(*me.conn, iq_result(st, domain));  // RFC 3921 sessions: a no-op kept for old clients
+  } else if (payload.ns() == kDiscoInfoNs && type == "get" && payload.attr("node").empty()) {
+    Element r = iq_result(st, domain);
+    Element& q = r.add_child(Element("query", std::string(kDiscoInfoNs)));
+    Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
+    id.set_attr("category", "server");
+    id.set_attr("type", "im");
+    id.set_attr("name", "hearth");
+    for (auto var : {kDiscoInfoNs, kDiscoItemsNs, kPingNs, kVersionNs, kRosterNs})
+      q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(var));
+    send(*me.conn, r);
+  } else if (payload.ns() == kDiscoItemsNs && type == "get") {
+    Element r = iq_result(st, domain);
+    r.add_child(Element("query", std::string(kDiscoItemsNs)));
+    send(*me.conn, r);
+  } else if (payload.ns() == kVersionNs && type == "get") {
+    Element r = iq_result(st, domain);
+    Element& q = r.add_child(Element("query", std::string(kVersionNs)));
+    q.add_child(Element("name", std::string(kVersionNs))).add_text("hearth");
+    q.add_child(Element("version", std::string(kVersionNs))).add_text("0.1.0");
+    send(*me.conn, r);
+  } else {
+    reply_error(me, st, "cancel", "service-unavailable");
+  }
+}
+
+// ---- roster (RFC 6121 §2) -----------------------------------------------------------
+
+void ImRouter::handle_roster_iq(const SessionIdentity& me, Element& st) {
+  const Element& query = *st.children().begin();
+  if (st.attr("type") == "get") {
+    registry_.set_roster_interest(me.bare, me.id);
+    auto roster = store_.roster(me.bare);
+    if (!roster) {
+      reply_error(me, st, "wait", "internal-server-error");
+      return;
+    }
+    Element r = iq_result(st, "");
+    // §2.6: a client that already has this version gets an empty result.
+    if (query.has_attr("ver") && query.attr("ver") == std::to_string(roster->version)) {
+      send(*me.conn, r);
+      return;
+    }
+    Element& q = r.add_child(Element("query", std::string(kRosterNs)));
+    q.set_attr("ver", std::to_string(roster->version));
+    for (const auto& item : roster->items) {
+      if (item.state == SubscriptionState{Subscription::none, false, true} && item.name.empty() && item.groups.empty())
+        continue;  // only a pending inbound request: not a roster item yet
+      q.add_child(roster_item_element(item, false));
+    }
+    send(*me.conn, r);
+    return;
+  }
+  // set: exactly one item (§2.3.3).
+  const Element* item_el = nullptr;
+  int count = 0;
+  for (const auto& c : query.children()) {
+    if (c.name() == "item" && c.ns() == kRosterNs) item_el = &c;
+    ++count;
+  }
+  if (count != 1 || !item_el) {
+    reply_error(me, st, "modify", "bad-request", "a roster set carries exactly one item");
+    return;
+  }
+  auto contact = Jid::parse(item_el->attr("jid"));
+  if (!contact || !contact->resource.empty()) {
+    reply_error(me, st, "modify", "bad-request", "the item needs a bare JID");
+    return;
+  }
+  std::string contact_bare = contact->bare();
+  auto existing = store_.roster_item(me.bare, contact_bare);
+  if (!existing) {
+    reply_error(me, st, "wait", "internal-server-error");
+    return;
+  }
+  std::string sub(item_el->attr("subscription"));
+  if (sub == "remove") {
+    if (!*existing) {
+      reply_error(me, st, "cancel", "item-not-found");
+      return;
+    }
+    RosterItem old = **existing;
+    auto v = store_.remove_roster_item(me.bare, contact_bare);
+    if (!v) {
+      reply_error(me, st, "wait", "internal-server-error");
+      return;
+    }
+    send(*me.conn, iq_result(st, ""));
+    roster_push(me.bare, old, *v, true);
+    // §2.5.2: cancel both directions with the contact.
+    if (is_local_domain(contact->domain) && account_exists(contact->local, contact->domain)) {
+      if (old.state.receives_presence() || old.state.pending_out) subscription_to_local(contact_bare, me.bare, "unsubscribe");
+      if (old.state.sends_presence() || old.state.pending_in) subscription_to_local(contact_bare, me.bare, "unsubscribed");
+    }
+    return;
+  }
+  if (!sub.empty() && sub != "none" && sub != "to" && sub != "from" && sub != "both") {
+    reply_error(me, st, "modify", "bad-request", "unknown subscription value");
+    return;
+  }
+  RosterItem item = existing->value_or(RosterItem{contact_bare, "", {}, {}});
+  item.name = std::string(item_el->attr("name"));
+  item.groups.clear();
+  std::set<std::string> seen;
+  for (const auto& g : item_el->children()) {
+    if (g.name() != "group") continue;
+    std::string name = g.text();
+    if (name.empty() || !seen.insert(name).second) {
+      reply_error(me, st, "modify", "bad-request", "empty or duplicate group");
+      return;
+    }
+    item.groups.push_back(name);
+  }
+  auto v = store_.put_roster_item(me.bare, item);
+  if (!v) {
+    reply_error(me, st, v.error().code == Errc::resource_exhausted ? "wait" : "cancel",
+                v.error().code == Errc::resource_exhausted ? "resource-constraint" : "internal-server-error",
+                v.error().message);
+    return;
+  }
+  send(*me.conn, iq_result(st, ""));
+  roster_push(me.bare, item, *v, false);
+}
+
+}  // namespace hearth::xmpp

@@ -1,0 +1,92 @@
+// Private to xmpp/: instant messaging and presence (RFC 6121) for authenticated sessions.
+//
+// ImRouter handles every stanza a bound client sends and routes stanzas between local
+// accounts. Its methods block on storage, so they run on net's worker pool (one job at a
+// time per session); they touch only thread-safe state: the session registry, the store,
+// and connections' send().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/net.h"
+#include "xmpp/registry.h"
+#include "xmpp/xml.h"
+#include "xmpp/xmpp_store.h"
+
+namespace hearth::accounts {
+class Accounts;
+}
+
+namespace hearth::xmpp {
+
+// Who a bound session is; immutable after bind.
+struct SessionIdentity {
+  std::string localpart, domain, resource;
+  std::string bare, full;
+  std::uint64_t id = 0;
+  std::shared_ptr<net::StreamConnection> conn;
+};
+
+class ImRouter {
+ public:
+  ImRouter(std::vector<std::string> domains, accounts::Accounts& accounts, XmppStore& store, SessionRegistry& registry,
+           Clock& clock, Logger& log, MetricsRegistry& metrics);
+
+  bool is_local_domain(std::string_view domain) const;
+
+  // A stanza from a bound client (already in jabber:client, 'from' not yet stamped).
+  void handle_from_client(const SessionIdentity& me, Element stanza);
+  // The session ended: broadcast unavailable if it was available.
+  void session_closed(const SessionIdentity& me, bool was_available);
+
+  // Serialises and writes a stanza to one connection.
+  static void send(net::StreamConnection& conn, const Element& stanza);
+
+ private:
+  void handle_message(const SessionIdentity& me, Element& st);
+  void handle_presence(const SessionIdentity& me, Element& st);
+  void handle_iq(const SessionIdentity& me, Element& st);
+  void handle_own_iq(const SessionIdentity& me, Element& st);
+  void handle_server_iq(const SessionIdentity& me, Element& st);
+  void handle_roster_iq(const SessionIdentity& me, Element& st);
+
+  // Routing of a stanza whose 'from' is set, to a local or remote address.
+  void route_message(Element& st, const std::string& from_full);
+  void deliver_to_bare(const std::string& bare, const Element& st);
+  bool account_exists(const std::string& localpart, const std::string& domain);
+
+  void broadcast_presence(const SessionIdentity& me, const Element& st, bool initial);
+  void subscription_from_client(const SessionIdentity& me, Element& st, const std::string& type);
+  // Applies an inbound subscription stanza to a local account's roster (from `from_bare`).
+  void subscription_to_local(const std::string& owner, const std::string& from_bare, const std::string& type);
+  void send_available_presences(const std::string& of_bare, const std::string& to_full_or_bare);
+  void roster_push(const std::string& owner, const RosterItem& item, std::int64_t version, bool removed);
+  void deliver_offline(const SessionIdentity& me);
+  void deliver_pending_subscriptions(const SessionIdentity& me);
+
+  void reply_error(const SessionIdentity& me, const Element& st, std::string_view type, std::string_view condition,
+                   std::string_view text = {});
+
+  std::vector<std::string> domains_;
+  accounts::Accounts& accounts_;
+  XmppStore& store_;
+  SessionRegistry& registry_;
+  Clock& clock_;
+  Logger& log_;
+  Counter& messages_routed_;
+  Counter& messages_offline_;
+};
+
+// Builds <stanza type='error'/> answering `st` (addresses swapped).
+Element make_error_reply(const Element& st, std::string_view type, std::string_view condition,
+                         std::string_view text = {});
+Element roster_item_element(const RosterItem& item, bool removed);
+std::string format_delay_stamp(std::int64_t ms);
+
+}  // namespace hearth::xmpp

@@ -1,0 +1,76 @@
+// hearth::xmpp — the XMPP client service (RFC 6120/6121) on top of net/ stream listeners.
+//
+// XmppService owns the session registry and creates one C2sSession per accepted
+// connection (through the StreamAcceptor it hands to net). A session lives on its
+// connection's shard thread; work that blocks (SASL credential checks, roster and offline
+// storage) runs on net's worker pool, one job at a time per session, and its result is
+// posted back to the session's shard, so stanzas of one session are processed in order.
+// Delivery to other sessions goes through their connections' thread-safe send().
+//
+// Lifecycle: construct after accounts/ and the store are open, call migrate(), hand
+// acceptor() to HttpServer::listen_stream, destroy after the server stopped.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/net.h"
+
+namespace hearth {
+class Clock;
+}
+namespace hearth::accounts {
+class Accounts;
+}
+namespace hearth::store {
+class Store;
+}
+
+namespace hearth::xmpp {
+
+struct XmppOptions {
+  std::vector<std::string> domains;  // served domains; the first is the default
+  std::size_t max_stanza_bytes = 256 * 1024;
+  std::size_t read_bytes_per_second = 64 * 1024;  // per connection, after authentication
+  std::size_t read_burst_bytes = 512 * 1024;
+  int idle_timeout_seconds = 600;  // no bytes at all (clients ping or send whitespace)
+  int max_offline_messages = 500;
+  int max_roster_items = 1000;
+  int max_auth_attempts = 3;
+  bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
+  std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
+};
+
+// Runs a blocking job off the event loops; false when the pool is saturated.
+using Offload = std::function<bool(std::function<void()>)>;
+
+class XmppService {
+ public:
+  XmppService(XmppOptions options, accounts::Accounts& accounts, store::Store& store, Clock& clock, Logger& log,
+              MetricsRegistry& metrics, Offload offload);
+  ~XmppService();
+  XmppService(const XmppService&) = delete;
+  XmppService& operator=(const XmppService&) = delete;
+
+  Result<void> migrate();
+
+  // For HttpServer::listen_stream. `direct_tls`: the listener already negotiated TLS
+  // (XEP-0368); otherwise STARTTLS is required before authentication.
+  net::StreamAcceptor acceptor(bool direct_tls);
+
+  // Number of bound (resource-holding) sessions.
+  std::size_t session_count() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace hearth::xmpp

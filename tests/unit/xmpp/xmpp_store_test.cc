@@ -1,0 +1,133 @@
+#include "xmpp/xmpp_store.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "store/store.h"
+
+namespace hearth::xmpp {
+namespace {
+
+struct XmppStoreTest : ::testing::Test {
+  std::string dir = (std::filesystem::temp_directory_path() /
+                     ("hearth-xs-" + std::to_string(::getpid()) + "-" +
+                      ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                        .string();
+  Logger log{LogLevel::error, LogFormat::text};
+  MetricsRegistry metrics;
+  ManualClock clock;
+  std::unique_ptr<store::Store> db;
+  std::unique_ptr<XmppStore> xs;
+
+  void SetUp() override {
+    std::filesystem::create_directories(dir);
+    open({});
+  }
+  void open(XmppStoreOptions options) {
+    xs.reset();
+    if (db) db->close();
+    db.reset();
+    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
+    ASSERT_TRUE(s) << s.error().describe();
+    db = std::move(*s);
+    xs = std::make_unique<XmppStore>(*db, clock, options);
+    ASSERT_TRUE(xs->migrate());
+  }
+  void TearDown() override {
+    xs.reset();
+    db.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
+TEST_F(XmppStoreTest, RosterItemsAndVersions) {
+  auto empty = xs->roster("alice@x");
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->version, 0);
+  EXPECT_TRUE(empty->items.empty());
+
+  RosterItem bob{"bob@x", "Bob", {Subscription::none, true, false}, {"Friends", "Work"}};
+  auto v1 = xs->put_roster_item("alice@x", bob);
+  ASSERT_TRUE(v1);
+  bob.state = {Subscription::to, false, false};
+  bob.groups = {"Friends"};
+  auto v2 = xs->put_roster_item("alice@x", bob);
+  ASSERT_TRUE(v2);
+  EXPECT_GT(*v2, *v1);
+
+  auto roster = xs->roster("alice@x");
+  ASSERT_TRUE(roster);
+  EXPECT_EQ(roster->version, *v2);
+  ASSERT_EQ(roster->items.size(), 1u);
+  EXPECT_EQ(roster->items[0].name, "Bob");
+  EXPECT_EQ(roster->items[0].state, (SubscriptionState{Subscription::to, false, false}));
+  EXPECT_EQ(roster->items[0].groups, std::vector<std::string>{"Friends"});
+  EXPECT_TRUE(xs->roster("bob@x")->items.empty()) << "rosters are per owner";
+
+  auto one = xs->roster_item("alice@x", "bob@x");
+  ASSERT_TRUE(one && *one);
+  EXPECT_FALSE(*xs->roster_item("alice@x", "carol@x"));
+
+  auto v3 = xs->remove_roster_item("alice@x", "bob@x");
+  ASSERT_TRUE(v3);
+  EXPECT_GT(*v3, *v2);
+  EXPECT_EQ(xs->remove_roster_item("alice@x", "bob@x").error().code, Errc::not_found);
+}
+
+TEST_F(XmppStoreTest, RosterSurvivesReopen) {
+  ASSERT_TRUE(xs->put_roster_item("alice@x", {"bob@x", "", {Subscription::both, false, false}, {}}));
+  open({});
+  auto roster = xs->roster("alice@x");
+  ASSERT_TRUE(roster);
+  ASSERT_EQ(roster->items.size(), 1u);
+  EXPECT_EQ(roster->items[0].state.subscription, Subscription::both);
+}
+
+TEST_F(XmppStoreTest, RosterSizeIsBounded) {
+  open({2, 10});
+  ASSERT_TRUE(xs->put_roster_item("a@x", {"b@x", "", {}, {}}));
+  ASSERT_TRUE(xs->put_roster_item("a@x", {"c@x", "", {}, {}}));
+  auto third = xs->put_roster_item("a@x", {"d@x", "", {}, {}});
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().code, Errc::resource_exhausted);
+  EXPECT_TRUE(xs->put_roster_item("a@x", {"c@x", "renamed", {}, {}})) << "updates do not count";
+}
+
+TEST_F(XmppStoreTest, OfflineQueueIsFifoBoundedAndDrained) {
+  open({10, 3});
+  for (int i = 0; i < 3; ++i) {
+    clock.advance_ms(1000);
+    ASSERT_TRUE(xs->store_offline("bob@x", "alice@x/phone", "<message>" + std::to_string(i) + "</message>"));
+  }
+  auto full = xs->store_offline("bob@x", "alice@x/phone", "<message>3</message>");
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Errc::resource_exhausted);
+  EXPECT_EQ(*xs->offline_count("bob@x"), 3);
+  auto msgs = xs->take_offline("bob@x");
+  ASSERT_TRUE(msgs);
+  ASSERT_EQ(msgs->size(), 3u);
+  EXPECT_EQ((*msgs)[0].stanza, "<message>0</message>");
+  EXPECT_EQ((*msgs)[2].stanza, "<message>2</message>");
+  EXPECT_LT((*msgs)[0].stored_ms, (*msgs)[1].stored_ms);
+  EXPECT_EQ((*msgs)[0].from, "alice@x/phone");
+  EXPECT_EQ(*xs->offline_count("bob@x"), 0);
+  EXPECT_TRUE(xs->take_offline("bob@x")->empty());
+}
+
+TEST_F(XmppStoreTest, ForgetAccountRemovesEverything) {
+  ASSERT_TRUE(xs->put_roster_item("a@x", {"b@x", "", {}, {}}));
+  ASSERT_TRUE(xs->store_offline("a@x", "b@x", "<message/>"));
+  ASSERT_TRUE(xs->forget_account("a@x"));
+  EXPECT_TRUE(xs->roster("a@x")->items.empty());
+  EXPECT_EQ(xs->roster("a@x")->version, 0);
+  EXPECT_EQ(*xs->offline_count("a@x"), 0);
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
