@@ -87,7 +87,9 @@ ImRouter::ImRouter(std::vector<std::string> domains, accounts::Accounts& account
       clock_(clock),
       log_(log),
       messages_routed_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "online"}})),
-      messages_offline_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "offline"}})) {}
+      messages_offline_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "offline"}})) {
+  register_core_iqs();
+}
 
 bool ImRouter::is_local_domain(std::string_view domain) const {
   return std::find(domains_.begin(), domains_.end(), domain) != domains_.end();
@@ -456,13 +458,13 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
   }
   std::string to(st.attr("to"));
   if (to.empty() || to == me.bare) {
-    if (request) handle_own_iq(me, st);
+    if (request) dispatch_iq(me, st, me.bare, IqTarget::account);
     return;
   }
   auto jid = Jid::parse(to);
   if (!jid) return;
   if (jid->local.empty() && jid->resource.empty() && is_local_domain(jid->domain)) {
-    if (request) handle_server_iq(me, st);
+    if (request) dispatch_iq(me, st, jid->domain, IqTarget::server);
     return;
   }
   if (!is_local_domain(jid->domain)) {
@@ -492,93 +494,131 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
   reply_error(me, st, "cancel", "service-unavailable");
 }
 
-void ImRouter::handle_own_iq(const SessionIdentity& me, Element& st) {
-  const Element& payload = *st.children().begin();
-  if (payload.ns() == kRosterNs && payload.name() == "query") {
-    handle_roster_iq(me, st);
-    return;
+namespace {
+
+// Answers one request; the first answer wins, later ones are ignored.
+class StanzaIqReply final : public IqReply {
+ public:
+  StanzaIqReply(const SessionIdentity& me, const Element& st, std::string from) : me_(me), st_(st), from_(std::move(from)) {}
+  ~StanzaIqReply() override {
+    if (!answered_) error("wait", "internal-server-error", "no answer");
   }
-  if (payload.ns() == kPingNs && st.attr("type") == "get") {
-    send(*me.conn, iq_result(st, me.bare));
-    return;
+  void result(std::optional<Element> payload) override {
+    if (answered_) return;
+    answered_ = true;
+    Element r = iq_result(st_, from_);
+    r.set_attr("to", me_.full);
+    if (payload) r.add_child(std::move(*payload));
+    ImRouter::send(*me_.conn, r);
   }
-  if (payload.ns() == kDiscoInfoNs && st.attr("type") == "get") {
-    Element r = iq_result(st, me.bare);
-    Element& q = r.add_child(Element("query", std::string(kDiscoInfoNs)));
-    Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
-    id.set_attr("category", "account");
-    id.set_attr("type", "registered");
-    q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(kDiscoInfoNs));
-    send(*me.conn, r);
-    return;
+  void error(std::string_view type, std::string_view condition, std::string_view text) override {
+    if (answered_) return;
+    answered_ = true;
+    Element r = make_error_reply(st_, type, condition, text);
+    r.set_attr("to", me_.full);
+    if (!from_.empty()) r.set_attr("from", from_);
+    ImRouter::send(*me_.conn, r);
   }
-  if (payload.ns() == kDiscoItemsNs && st.attr("type") == "get") {
-    Element r = iq_result(st, me.bare);
-    r.add_child(Element("query", std::string(kDiscoItemsNs)));
-    send(*me.conn, r);
-    return;
-  }
-  reply_error(me, st, "cancel", "service-unavailable");
+
+ private:
+  const SessionIdentity& me_;
+  const Element& st_;
+  std::string from_;
+  bool answered_ = false;
+};
+
+Element disco_info(std::string_view category, std::string_view type, std::string_view name,
+                   const std::vector<std::string>& features) {
+  Element q("query", std::string(kDiscoInfoNs));
+  Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
+  id.set_attr("category", std::string(category));
+  id.set_attr("type", std::string(type));
+  if (!name.empty()) id.set_attr("name", std::string(name));
+  std::set<std::string> unique(features.begin(), features.end());
+  for (const auto& var : unique) q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", var);
+  return q;
 }
 
-void ImRouter::handle_server_iq(const SessionIdentity& me, Element& st) {
+}  // namespace
+
+void ImRouter::dispatch_iq(const SessionIdentity& me, Element& st, const std::string& to, IqTarget target) {
   const Element& payload = *st.children().begin();
-  std::string type(st.attr("type"));
-  std::string domain(st.attr("to"));
-  if (payload.ns() == kPingNs && type == "get") {
-    send(*me.conn, iq_result(st, domain));
-  } else if (payload.ns() == kSessionNs && type == "set") {
-    send(*me.conn, iq_result(st, domain));  // RFC 3921 sessions: a no-op kept for old clients
-  } else if (payload.ns() == kDiscoInfoNs && type == "get" && payload.attr("node").empty()) {
-    Element r = iq_result(st, domain);
-    Element& q = r.add_child(Element("query", std::string(kDiscoInfoNs)));
-    Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
-    id.set_attr("category", "server");
-    id.set_attr("type", "im");
-    id.set_attr("name", "hearth");
-    for (auto var : {kDiscoInfoNs, kDiscoItemsNs, kPingNs, kVersionNs, kRosterNs})
-      q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(var));
-    send(*me.conn, r);
-  } else if (payload.ns() == kDiscoItemsNs && type == "get") {
-    Element r = iq_result(st, domain);
-    r.add_child(Element("query", std::string(kDiscoItemsNs)));
-    send(*me.conn, r);
-  } else if (payload.ns() == kVersionNs && type == "get") {
-    Element r = iq_result(st, domain);
-    Element& q = r.add_child(Element("query", std::string(kVersionNs)));
-    q.add_child(Element("name", std::string(kVersionNs))).add_text("hearth");
-    q.add_child(Element("version", std::string(kVersionNs))).add_text("0.1.0");
-    send(*me.conn, r);
-  } else {
-    reply_error(me, st, "cancel", "service-unavailable");
+  StanzaIqReply answer(me, st, target == IqTarget::server ? to : me.bare);
+  IqReply& reply = answer;
+  const IqEntry* entry = iqs_.find(payload.ns(), payload.name(), target);
+  if (!entry) {
+    reply.error("cancel", "service-unavailable");
+    return;
   }
+  entry->handler(me, to, st, payload, reply);
+}
+
+void ImRouter::register_core_iqs() {
+  auto get_only = [](IqHandler h) {
+    return [h](const SessionIdentity& me, const std::string& to, const Element& iq, const Element& p, IqReply& r) {
+      if (iq.attr("type") != "get") return r.error("cancel", "bad-request", "only get is defined");
+      h(me, to, iq, p, r);
+    };
+  };
+  iqs_.add({std::string(kPingNs), "ping", IqTarget::both,
+            get_only([](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) { r.result(); }),
+            {std::string(kPingNs)}});
+  iqs_.add({std::string(kSessionNs), "session", IqTarget::server,
+            // RFC 3921 sessions: a no-op kept for old clients.
+            [](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) { r.result(); },
+            {}});
+  iqs_.add({std::string(kDiscoInfoNs), "query", IqTarget::both,
+            get_only([this](const SessionIdentity& me, const std::string& to, const Element&, const Element& p, IqReply& r) {
+              if (!p.attr("node").empty()) return r.error("cancel", "item-not-found");
+              bool server = to.find('@') == std::string::npos;
+              if (server) r.result(disco_info("server", "im", "hearth", iqs_.features(IqTarget::server)));
+              else r.result(disco_info("account", "registered", "", iqs_.features(IqTarget::account)));
+            }),
+            {std::string(kDiscoInfoNs)}});
+  iqs_.add({std::string(kDiscoItemsNs), "query", IqTarget::both,
+            get_only([](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) {
+              r.result(Element("query", std::string(kDiscoItemsNs)));
+            }),
+            {std::string(kDiscoItemsNs)}});
+  iqs_.add({std::string(kVersionNs), "query", IqTarget::server,
+            get_only([](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) {
+              Element q("query", std::string(kVersionNs));
+              q.add_child(Element("name", std::string(kVersionNs))).add_text("hearth");
+              q.add_child(Element("version", std::string(kVersionNs))).add_text("0.1.0");
+              r.result(std::move(q));
+            }),
+            {std::string(kVersionNs)}});
+  iqs_.add({std::string(kRosterNs), "query", IqTarget::account,
+            [this](const SessionIdentity& me, const std::string&, const Element& iq, const Element&, IqReply& r) {
+              handle_roster_iq(me, iq, r);
+            },
+            {}});
 }
 
 // ---- roster (RFC 6121 §2) -----------------------------------------------------------
 
-void ImRouter::handle_roster_iq(const SessionIdentity& me, Element& st) {
+void ImRouter::handle_roster_iq(const SessionIdentity& me, const Element& st, IqReply& reply) {
   const Element& query = *st.children().begin();
   if (st.attr("type") == "get") {
     registry_.set_roster_interest(me.bare, me.id);
     auto roster = store_.roster(me.bare);
     if (!roster) {
-      reply_error(me, st, "wait", "internal-server-error");
+      reply.error("wait", "internal-server-error");
       return;
     }
-    Element r = iq_result(st, "");
     // §2.6: a client that already has this version gets an empty result.
     if (query.has_attr("ver") && query.attr("ver") == std::to_string(roster->version)) {
-      send(*me.conn, r);
+      reply.result();
       return;
     }
-    Element& q = r.add_child(Element("query", std::string(kRosterNs)));
+    Element q("query", std::string(kRosterNs));
     q.set_attr("ver", std::to_string(roster->version));
     for (const auto& item : roster->items) {
       if (item.state == SubscriptionState{Subscription::none, false, true} && item.name.empty() && item.groups.empty())
         continue;  // only a pending inbound request: not a roster item yet
       q.add_child(roster_item_element(item, false));
     }
-    send(*me.conn, r);
+    reply.result(std::move(q));
     return;
   }
   // set: exactly one item (§2.3.3).
@@ -589,33 +629,33 @@ void ImRouter::handle_roster_iq(const SessionIdentity& me, Element& st) {
     ++count;
   }
   if (count != 1 || !item_el) {
-    reply_error(me, st, "modify", "bad-request", "a roster set carries exactly one item");
+    reply.error("modify", "bad-request", "a roster set carries exactly one item");
     return;
   }
   auto contact = Jid::parse(item_el->attr("jid"));
   if (!contact || !contact->resource.empty()) {
-    reply_error(me, st, "modify", "bad-request", "the item needs a bare JID");
+    reply.error("modify", "bad-request", "the item needs a bare JID");
     return;
   }
   std::string contact_bare = contact->bare();
   auto existing = store_.roster_item(me.bare, contact_bare);
   if (!existing) {
-    reply_error(me, st, "wait", "internal-server-error");
+    reply.error("wait", "internal-server-error");
     return;
   }
   std::string sub(item_el->attr("subscription"));
   if (sub == "remove") {
     if (!*existing) {
-      reply_error(me, st, "cancel", "item-not-found");
+      reply.error("cancel", "item-not-found");
       return;
     }
     RosterItem old = **existing;
     auto v = store_.remove_roster_item(me.bare, contact_bare);
     if (!v) {
-      reply_error(me, st, "wait", "internal-server-error");
+      reply.error("wait", "internal-server-error");
       return;
     }
-    send(*me.conn, iq_result(st, ""));
+    reply.result();
     roster_push(me.bare, old, *v, true);
     // §2.5.2: cancel both directions with the contact.
     if (is_local_domain(contact->domain) && account_exists(contact->local, contact->domain)) {
@@ -625,7 +665,7 @@ void ImRouter::handle_roster_iq(const SessionIdentity& me, Element& st) {
     return;
   }
   if (!sub.empty() && sub != "none" && sub != "to" && sub != "from" && sub != "both") {
-    reply_error(me, st, "modify", "bad-request", "unknown subscription value");
+    reply.error("modify", "bad-request", "unknown subscription value");
     return;
   }
   RosterItem item = existing->value_or(RosterItem{contact_bare, "", {}, {}});
@@ -636,19 +676,19 @@ void ImRouter::handle_roster_iq(const SessionIdentity& me, Element& st) {
     if (g.name() != "group") continue;
     std::string name = g.text();
     if (name.empty() || !seen.insert(name).second) {
-      reply_error(me, st, "modify", "bad-request", "empty or duplicate group");
+      reply.error("modify", "bad-request", "empty or duplicate group");
       return;
     }
     item.groups.push_back(name);
   }
   auto v = store_.put_roster_item(me.bare, item);
   if (!v) {
-    reply_error(me, st, v.error().code == Errc::resource_exhausted ? "wait" : "cancel",
+    reply.error(v.error().code == Errc::resource_exhausted ? "wait" : "cancel",
                 v.error().code == Errc::resource_exhausted ? "resource-constraint" : "internal-server-error",
                 v.error().message);
     return;
   }
-  send(*me.conn, iq_result(st, ""));
+  reply.result();
   roster_push(me.bare, item, *v, false);
 }
 

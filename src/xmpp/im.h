@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/net.h"
+#include "xmpp/iq_table.h"
 #include "xmpp/registry.h"
 #include "xmpp/xml.h"
 #include "xmpp/xmpp_store.h"
@@ -45,6 +46,10 @@ class ImRouter {
   // The session ended: broadcast unavailable if it was available.
   void session_closed(const SessionIdentity& me, bool was_available);
 
+  // Handlers for IQ payloads addressed to accounts and to the server; modules register
+  // at start-up (see iq_table.h).
+  IqTable& iqs() { return iqs_; }
+
   // Serialises and writes a stanza to one connection.
   static void send(net::StreamConnection& conn, const Element& stanza);
 
@@ -52,9 +57,9 @@ class ImRouter {
   void handle_message(const SessionIdentity& me, Element& st);
   void handle_presence(const SessionIdentity& me, Element& st);
   void handle_iq(const SessionIdentity& me, Element& st);
-  void handle_own_iq(const SessionIdentity& me, Element& st);
-  void handle_server_iq(const SessionIdentity& me, Element& st);
-  void handle_roster_iq(const SessionIdentity& me, Element& st);
+  void dispatch_iq(const SessionIdentity& me, Element& st, const std::string& to, IqTarget target);
+  void register_core_iqs();
+  void handle_roster_iq(const SessionIdentity& me, const Element& st, IqReply& reply);
 
   // Routing of a stanza whose 'from' is set, to a local or remote address.
   void route_message(Element& st, const std::string& from_full);
@@ -81,6 +86,7 @@ class ImRouter {
   Logger& log_;
   Counter& messages_routed_;
   Counter& messages_offline_;
+  IqTable iqs_;
 };
 
 // Builds <stanza type='error'/> answering `st` (addresses swapped).

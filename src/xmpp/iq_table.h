@@ -1,0 +1,67 @@
+// Private to xmpp/: the table of IQ payload handlers, one entry per protocol feature
+// (style habit 11: one file per XEP, registered with its metadata).
+//
+// An entry answers get/set requests whose single payload is <name xmlns=ns/> addressed to
+// the account itself (no 'to', or the user's bare JID), to the server's domain, or both.
+// Handlers run on the worker pool (they may block on storage) and answer through
+// IqReply. Registration happens at start-up, before any session exists; lookups are then
+// read-only and need no lock.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "xmpp/xml.h"
+
+namespace hearth::xmpp {
+
+struct SessionIdentity;
+
+enum class IqTarget { account = 1, server = 2, both = 3 };
+
+// What a handler sends back: exactly one of result() or error().
+class IqReply {
+ public:
+  virtual ~IqReply() = default;
+  // An iq result carrying `payload` (or nothing).
+  virtual void result(std::optional<Element> payload = std::nullopt) = 0;
+  virtual void error(std::string_view type, std::string_view condition, std::string_view text = {}) = 0;
+};
+
+// `to` is the bare JID the request was addressed to (the user's, or the domain).
+using IqHandler = std::function<void(const SessionIdentity& me, const std::string& to, const Element& iq,
+                                     const Element& payload, IqReply& reply)>;
+
+struct IqEntry {
+  std::string ns;
+  std::string name;  // payload element, usually "query"
+  IqTarget target;
+  IqHandler handler;
+  // Disco features this entry adds to the server's (and account's) disco#info.
+  std::vector<std::string> features;
+};
+
+class IqTable {
+ public:
+  void add(IqEntry entry) { entries_.push_back(std::move(entry)); }
+  const IqEntry* find(std::string_view ns, std::string_view name, IqTarget target) const {
+    for (const auto& e : entries_)
+      if (e.ns == ns && e.name == name && (static_cast<int>(e.target) & static_cast<int>(target))) return &e;
+    return nullptr;
+  }
+  std::vector<std::string> features(IqTarget target) const {
+    std::vector<std::string> out;
+    for (const auto& e : entries_)
+      if (static_cast<int>(e.target) & static_cast<int>(target))
+        out.insert(out.end(), e.features.begin(), e.features.end());
+    return out;
+  }
+
+ private:
+  std::vector<IqEntry> entries_;
+};
+
+}  // namespace hearth::xmpp
