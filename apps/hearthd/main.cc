@@ -177,9 +177,13 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.max_roster_items = config.xmpp_max_roster_items;
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
+  xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
   net::HttpServer* http_server = server->get();
   xmpp::XmppService xmpp_service(xmpp_options, **accounts, **store, clock, log, metrics,
-                                 [http_server](std::function<void()> job) { return http_server->offload(std::move(job)); });
+                                 [http_server](std::function<void()> job) { return http_server->offload(std::move(job)); },
+                                 [http_server](std::chrono::milliseconds delay, std::function<void()> fn) {
+                                   http_server->run_after(delay, std::move(fn));
+                                 });
   if (auto r = xmpp_service.migrate(); !r) {
     fmt::print(stderr, "hearthd: cannot prepare XMPP storage: {}\n", r.error().describe());
     return kExitStartup;

@@ -139,6 +139,8 @@ const std::vector<Binding>& bindings() {
        int_field(&Config::xmpp_max_roster_items, 1, 1'000'000)},
       {"xmpp.idle_timeout_seconds", "600", "A client connection that sends nothing (not even a whitespace keepalive) this long is closed.",
        int_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
+      {"xmpp.resume_timeout_seconds", "300", "Stream management (XEP-0198): how long a session whose connection dropped waits for its client to resume it; then its unacknowledged messages go to offline storage.",
+       int_field(&Config::xmpp_resume_timeout_seconds, 1, 86400)},
       {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
        bool_field(&Config::xmpp_strict_channel_binding)},
 

@@ -54,6 +54,7 @@ struct Config {
   int xmpp_max_roster_items = 1000;
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;
+  int xmpp_resume_timeout_seconds = 300;
 
   // [limits]
   int max_connections = 10000;

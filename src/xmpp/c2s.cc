@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <deque>
+#include <mutex>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -28,6 +30,7 @@ constexpr std::string_view kBindNs = "urn:ietf:params:xml:ns:xmpp-bind";
 constexpr std::string_view kSessionNs = "urn:ietf:params:xml:ns:xmpp-session";
 constexpr std::string_view kStreamErrorNs = "urn:ietf:params:xml:ns:xmpp-streams";
 constexpr std::string_view kSaslCbNs = "urn:xmpp:sasl-cb:0";
+constexpr std::string_view kSmNs = "urn:xmpp:sm:3";
 constexpr std::size_t kMaxQueuedStanzas = 256;
 
 std::string base64_encode(std::string_view raw) {
@@ -53,18 +56,21 @@ bool base64_decode(std::string_view b64, std::string& out) {
 // ---- the service --------------------------------------------------------------------
 
 struct XmppService::Impl {
-  Impl(XmppOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off)
+  Impl(XmppOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
+       RunAfter after)
       : options(std::move(o)),
         accounts(a),
         clock(c),
         log(l),
         offload(std::move(off)),
+        run_after(std::move(after)),
         xstore(s, c, XmppStoreOptions{o.max_roster_items, o.max_offline_messages}),
         im(options.domains, a, xstore, registry, c, l, m),
         sessions_open(m.gauge("hearth_xmpp_sessions", "Bound XMPP client sessions.")),
         auth_ok(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "success"}})),
         auth_failed(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "failure"}})),
-        stream_errors(m.counter("hearth_xmpp_stream_errors_total", "Streams closed with a stream error.")) {
+        stream_errors(m.counter("hearth_xmpp_stream_errors_total", "Streams closed with a stream error.")),
+        resumptions(m.counter("hearth_xmpp_sm_resumptions_total", "XEP-0198 sessions resumed on a new connection.")) {
     if (options.sasl_secret.empty()) options.sasl_secret = random_token(32);
   }
 
@@ -73,6 +79,7 @@ struct XmppService::Impl {
   Clock& clock;
   Logger& log;
   Offload offload;
+  RunAfter run_after;
   XmppStore xstore;
   SessionRegistry registry;
   ImRouter im;
@@ -80,7 +87,49 @@ struct XmppService::Impl {
   Counter& auth_ok;
   Counter& auth_failed;
   Counter& stream_errors;
+  Counter& resumptions;
   std::atomic<std::uint64_t> next_id{1};
+
+  // XEP-0198 state of one bound session that enabled stream management; shared by the
+  // connection that owns it now and the resumption map.
+  struct SmState {
+    std::string id;  // empty unless resumable
+    SessionIdentity me;
+    std::atomic<std::uint32_t> handled{0};  // client stanzas handled (durable)
+    std::mutex mutex;
+    bool detached = false;
+    bool ended = false;
+    std::uint64_t generation = 0;  // bumps on every detach/attach, cancelling old timers
+    std::function<void()> take_over;  // closes the connection that owns the state now
+  };
+  std::mutex sm_mutex;
+  std::unordered_map<std::string, std::shared_ptr<SmState>> resumable;
+
+  // A bound session is over for good: it leaves the registry, its contacts see it go,
+  // and what its client never acknowledged is re-routed (offline storage).
+  void end_session(const SessionIdentity& me, const std::string& sm_id) {
+    if (!sm_id.empty()) {
+      std::lock_guard lock(sm_mutex);
+      resumable.erase(sm_id);
+    }
+    bool was_available = false;
+    bool registered = false;
+    for (const auto& s : registry.sessions(me.bare))
+      if (s.id == me.id) {
+        registered = true;
+        was_available = s.available;
+      }
+    if (registered) {
+      registry.unbind(me.bare, me.id);
+      sessions_open.add(-1);
+    }
+    auto unacked = me.sink->take_unacked();
+    auto self = this;
+    offload([self, me, was_available, unacked = std::move(unacked)]() mutable {
+      self->im.session_closed(me, was_available);
+      self->im.reroute_unacked(me.bare, std::move(unacked));
+    });
+  }
 };
 
 namespace {
@@ -128,14 +177,37 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     closed_finally_ = true;
     closed_ = true;
     queued_.clear();
-    if (!bound_) return;
-    svc_->registry.unbind(me_.bare, me_.id);
-    svc_->sessions_open.add(-1);
-    bool was_available = available_at_close();
-    auto svc = svc_;
-    auto me = me_;
-    if (was_available)
-      svc_->offload([svc, me] { svc->im.session_closed(me, true); });
+    if (!bound_ || taken_over_) return;
+    bool displaced = !svc_->registry.find(me_.bare, me_.resource) ||
+                     svc_->registry.find(me_.bare, me_.resource)->id != me_.id;
+    if (sm_ && !sm_->id.empty() && !ending_ && !displaced) {
+      // XEP-0198: keep the session for its client to resume; stanzas queue meanwhile.
+      std::uint64_t generation;
+      {
+        std::lock_guard lock(sm_->mutex);
+        sm_->detached = true;
+        sm_->take_over = nullptr;
+        generation = ++sm_->generation;
+      }
+      me_.sink->detach();
+      auto svc = svc_;
+      auto state = sm_;
+      svc_->run_after(std::chrono::seconds(svc_->options.resume_timeout_seconds), [svc, state, generation] {
+        {
+          std::lock_guard lock(state->mutex);
+          if (state->generation != generation || !state->detached || state->ended) return;
+          state->ended = true;
+        }
+        svc->log.info("xmpp.sm_expired", {{"jid", state->me.full}});
+        svc->end_session(state->me, state->id);
+      });
+      return;
+    }
+    if (sm_) {
+      std::lock_guard lock(sm_->mutex);
+      sm_->ended = true;
+    }
+    svc_->end_session(me_, sm_ ? sm_->id : std::string());
   }
 
   void on_drain() { stream_error("system-shutdown", "the server is restarting"); }
@@ -179,6 +251,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
 
   void on_stream_close() override {
     if (closed_) return;
+    ending_ = true;  // a clean close ends the session: nothing to resume
     conn_->send("</stream:stream>");
     closed_ = true;
     conn_->close();
@@ -197,6 +270,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       if (st.name() == "starttls") return stream_error("policy-violation", "TLS is already in place");
       return stream_error("not-authorized", "authenticate first");
     }
+    if (st.ns() == kSmNs) return handle_sm(st);
     if (st.ns() != kClientNs || (st.name() != "iq" && st.name() != "message" && st.name() != "presence"))
       return stream_error("unsupported-stanza-type", fmt::format("<{}/> in {}", st.name(), st.ns()));
     if (phase_ == Phase::authenticated) {
@@ -205,16 +279,129 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       if (st.name() == "iq") {
         Element r = make_error_reply(st, "cancel", "not-allowed", "bind a resource first");
         r.remove_attr("to");
-        return ImRouter::send(*conn_, r);
+        return send_stanza(r);
       }
       return stream_error("not-authorized", "bind a resource first");
     }
     // Bound: the router does the rest on the worker pool, one stanza at a time.
     if (st.name() == "iq" && st.child("bind", kBindNs)) {
       Element r = make_error_reply(st, "cancel", "not-allowed", "a resource is already bound");
-      return ImRouter::send(*conn_, r);
+      return send_stanza(r);
     }
-    run_blocking([svc = svc_, me = me_, st = std::move(st)]() mutable { svc->im.handle_from_client(me, std::move(st)); });
+    // The stanza counts as handled (XEP-0198 h) only once the job finished: delivered,
+    // or durably stored.
+    run_blocking([svc = svc_, me = me_, st = std::move(st)]() mutable { svc->im.handle_from_client(me, std::move(st)); },
+                 [sm = sm_] {
+                   if (sm) ++sm->handled;
+                 });
+  }
+
+  void handle_sm(const Element& st) {
+    if (st.name() == "enable") {
+      if (phase_ != Phase::bound || sm_)
+        return send_sm_failed("unexpected-request", sm_ ? "already enabled" : "bind a resource first");
+      sm_ = std::make_shared<XmppService::Impl::SmState>();
+      sm_->me = me_;
+      bool resume = st.attr("resume") == "true" || st.attr("resume") == "1";
+      if (resume) {
+        sm_->id = random_token(18);
+        std::weak_ptr<C2sSession> weak = shared_from_this();
+        sm_->take_over = [weak] {
+          if (auto s = weak.lock()) s->conn_->post([s] { s->taken_over(); });
+        };
+        std::lock_guard lock(svc_->sm_mutex);
+        svc_->resumable[sm_->id] = sm_;
+      }
+      me_.sink->enable_acks();
+      if (resume)
+        conn_->send(fmt::format("<enabled xmlns='{}' id='{}' resume='true' max='{}'/>", kSmNs, sm_->id,
+                                svc_->options.resume_timeout_seconds));
+      else
+        conn_->send(fmt::format("<enabled xmlns='{}'/>", kSmNs));
+      return;
+    }
+    if (st.name() == "resume") return resume(st);
+    if (!sm_) return send_sm_failed("unexpected-request", "stream management is not enabled");
+    if (st.name() == "r") {
+      me_.sink->send_raw(fmt::format("<a xmlns='{}' h='{}'/>", kSmNs, sm_->handled.load()));
+      return;
+    }
+    if (st.name() == "a") {
+      auto h = parse_h(st.attr("h"));
+      if (!h || !me_.sink->ack(*h)) {
+        ending_ = true;
+        return stream_error("undefined-condition", "acknowledged more stanzas than were sent",
+                            "<handled-count-too-high xmlns='urn:xmpp:sm:3' h='" + std::string(st.attr("h")) +
+                                "' send-count='" + std::to_string(me_.sink->sent_count()) + "'/>");
+      }
+      return;
+    }
+    stream_error("unsupported-stanza-type", fmt::format("<{}/> in {}", st.name(), kSmNs));
+  }
+
+  static std::optional<std::uint32_t> parse_h(std::string_view text) {
+    if (text.empty() || text.size() > 10) return std::nullopt;
+    std::uint64_t v = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (v > 0xffffffffull) return std::nullopt;
+    return static_cast<std::uint32_t>(v);
+  }
+
+  void send_sm_failed(std::string_view condition, std::string_view text, std::optional<std::uint32_t> h = {}) {
+    std::string hattr = h ? fmt::format(" h='{}'", *h) : std::string();
+    conn_->send(fmt::format("<failed xmlns='{}'{}><{} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text "
+                            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>{}</text></failed>",
+                            kSmNs, hattr, condition, escape(text)));
+  }
+
+  // XEP-0198 §5: take over a detached (or still attached, but stale) session.
+  void resume(const Element& st) {
+    if (phase_ != Phase::authenticated) return send_sm_failed("unexpected-request", "resume right after authenticating");
+    auto h = parse_h(st.attr("h"));
+    std::shared_ptr<XmppService::Impl::SmState> state;
+    {
+      std::lock_guard lock(svc_->sm_mutex);
+      auto it = svc_->resumable.find(std::string(st.attr("previd")));
+      if (it != svc_->resumable.end()) state = it->second;
+    }
+    if (!h || !state || state->me.localpart != localpart_ || state->me.domain != domain_)
+      return send_sm_failed("item-not-found", "no such session to resume");
+    std::function<void()> take_over;
+    {
+      std::lock_guard lock(state->mutex);
+      if (state->ended) return send_sm_failed("item-not-found", "the session ended");
+      take_over = std::move(state->take_over);
+      state->detached = false;
+      ++state->generation;
+      std::weak_ptr<C2sSession> weak = shared_from_this();
+      state->take_over = [weak] {
+        if (auto s = weak.lock()) s->conn_->post([s] { s->taken_over(); });
+      };
+    }
+    if (take_over) take_over();  // the old connection is still open: it loses the session
+    me_ = state->me;
+    sm_ = state;
+    bound_ = true;
+    phase_ = Phase::bound;
+    conn_->send(fmt::format("<resumed xmlns='{}' previd='{}' h='{}'/>", kSmNs, state->id, state->handled.load()));
+    if (!me_.sink->attach(conn_, *h)) {
+      ending_ = true;
+      return stream_error("undefined-condition", "acknowledged more stanzas than were sent");
+    }
+    svc_->resumptions.inc();
+    svc_->log.info("xmpp.sm_resumed", {{"jid", me_.full}, {"ip", conn_->remote_ip()}});
+  }
+
+  // Another connection resumed this session: close quietly, leaving the session alone.
+  void taken_over() {
+    taken_over_ = true;
+    if (closed_) return;
+    closed_ = true;
+    conn_->send("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>");
+    conn_->close();
   }
 
   // Runs `job` on the worker pool; the session processes nothing else until it is done.
@@ -360,7 +547,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       if (!prepped) {
         Element e = make_error_reply(iq, "modify", "bad-request", prepped.error().message);
         e.remove_attr("to");
-        return ImRouter::send(*conn_, e);
+        return send_stanza(e);
       }
       resource = *prepped;
     }
@@ -370,19 +557,41 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     me_.bare = localpart_ + "@" + domain_;
     me_.full = me_.bare + "/" + resource;
     me_.id = svc_->next_id++;
-    me_.conn = conn_;
+    me_.sink = std::make_shared<SessionSink>(conn_);
     auto entry = std::make_shared<SessionEntry>();
     entry->full_jid = me_.full;
     entry->resource = resource;
-    entry->conn = conn_;
+    entry->sink = me_.sink;
     entry->id = me_.id;
     // RFC 6120 §7.7.2.2: a new session with a resource in use replaces the old one.
     if (auto old = svc_->registry.bind(me_.bare, entry)) {
-      old->conn->send(
+      old->sink->close_connection(
           "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text "
           "xmlns='urn:ietf:params:xml:ns:xmpp-streams'>replaced by a new connection</text></stream:error>"
           "</stream:stream>");
-      old->conn->close();
+      // The replaced session may be detached (waiting for a resumption) with no
+      // connection left to notice: end it here. Its own on_close, if it ever comes,
+      // finds itself displaced and does nothing more.
+      svc_->sessions_open.add(-1);
+      std::shared_ptr<XmppService::Impl::SmState> old_state;
+      {
+        std::lock_guard lock(svc_->sm_mutex);
+        for (auto it = svc_->resumable.begin(); it != svc_->resumable.end(); ++it)
+          if (it->second->me.id == old->id) {
+            old_state = it->second;
+            svc_->resumable.erase(it);
+            break;
+          }
+      }
+      if (old_state) {
+        std::lock_guard lock(old_state->mutex);
+        old_state->ended = true;
+      }
+      auto svc = svc_;
+      auto bare = me_.bare;
+      svc_->offload([svc, bare, unacked = old->sink->take_unacked()]() mutable {
+        svc->im.reroute_unacked(bare, std::move(unacked));
+      });
     }
     bound_ = true;
     phase_ = Phase::bound;
@@ -391,12 +600,14 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     r.set_attr("type", "result");
     r.set_attr("id", std::string(iq.attr("id")));
     r.add_child(Element("bind", std::string(kBindNs))).add_child(Element("jid", std::string(kBindNs))).add_text(me_.full);
-    ImRouter::send(*conn_, r);
+    send_stanza(r);
   }
 
-  bool available_at_close() const {
-    // The registry entry is gone; the session's last state was copied there while bound.
-    return last_known_available_;
+  void send_stanza(const Element& st) {
+    if (bound_) return ImRouter::send(*me_.sink, st);
+    std::string out;
+    st.serialize_to(out, kClientNs);
+    conn_->send(std::move(out));
   }
 
   void send_header(const std::string& from) {
@@ -426,19 +637,21 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       f += "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
       f += fmt::format("<session xmlns='{}'><optional/></session>", kSessionNs);
       f += "<ver xmlns='urn:xmpp:features:rosterver'/>";
+      f += fmt::format("<sm xmlns='{}'/>", kSmNs);
     }
     f += "</stream:features>";
     conn_->send(std::move(f));
   }
 
-  void stream_error(std::string_view condition, std::string_view text) {
+  void stream_error(std::string_view condition, std::string_view text, std::string_view app_element = {}) {
     if (closed_) return;
     closed_ = true;
+    ending_ = true;
     svc_->stream_errors.inc();
     if (!header_sent_) send_header(domain_.empty() ? svc_->options.domains.front() : domain_);
     conn_->send(fmt::format(
-        "<stream:error><{} xmlns='{}'/><text xmlns='{}' xml:lang='en'>{}</text></stream:error></stream:stream>",
-        condition, kStreamErrorNs, kStreamErrorNs, escape(text)));
+        "<stream:error><{} xmlns='{}'/><text xmlns='{}' xml:lang='en'>{}</text>{}</stream:error></stream:stream>",
+        condition, kStreamErrorNs, kStreamErrorNs, escape(text), app_element));
     conn_->close();
   }
 
@@ -465,7 +678,9 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   bool closed_finally_ = false;
   bool busy_ = false;
   bool bound_ = false;
-  bool last_known_available_ = false;
+  bool ending_ = false;       // no resumption: clean close, stream error, replaced
+  bool taken_over_ = false;   // another connection resumed this session
+  std::shared_ptr<XmppService::Impl::SmState> sm_;
   int auth_failures_ = 0;
   std::string domain_;
   std::string localpart_;
@@ -474,20 +689,14 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   std::deque<Element> queued_;
   SessionIdentity me_;
 
- public:
-  // Keeps last_known_available_ in step with the registry (called before unbind).
-  void snapshot_availability() {
-    if (!bound_) return;
-    for (const auto& s : svc_->registry.sessions(me_.bare))
-      if (s.id == me_.id) last_known_available_ = s.available;
-  }
 };
 
 }  // namespace
 
 XmppService::XmppService(XmppOptions options, accounts::Accounts& accounts, store::Store& store, Clock& clock,
-                         Logger& log, MetricsRegistry& metrics, Offload offload)
-    : impl_(std::make_shared<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload))) {}
+                         Logger& log, MetricsRegistry& metrics, Offload offload, RunAfter run_after)
+    : impl_(std::make_shared<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload),
+                                   std::move(run_after))) {}
 
 XmppService::~XmppService() = default;
 
@@ -501,10 +710,7 @@ net::StreamAcceptor XmppService::acceptor(bool direct_tls) {
     auto session = std::make_shared<C2sSession>(impl, conn, direct_tls);
     net::StreamCallbacks cb;
     cb.on_data = [session](std::string_view bytes) { session->on_data(bytes); };
-    cb.on_close = [session] {
-      session->snapshot_availability();
-      session->on_close();
-    };
+    cb.on_close = [session] { session->on_close(); };
     cb.on_drain = [session] { session->on_drain(); };
     return cb;
   };

@@ -95,10 +95,10 @@ bool ImRouter::is_local_domain(std::string_view domain) const {
   return std::find(domains_.begin(), domains_.end(), domain) != domains_.end();
 }
 
-void ImRouter::send(net::StreamConnection& conn, const Element& stanza) {
+void ImRouter::send(SessionSink& sink, const Element& stanza) {
   std::string out;
   stanza.serialize_to(out, kClientNs);
-  conn.send(std::move(out));
+  sink.deliver(std::move(out));
 }
 
 void ImRouter::reply_error(const SessionIdentity& me, const Element& st, std::string_view type,
@@ -106,7 +106,7 @@ void ImRouter::reply_error(const SessionIdentity& me, const Element& st, std::st
   if (st.attr("type") == "error") return;  // never answer an error with an error
   Element r = make_error_reply(st, type, condition, text);
   r.set_attr("to", me.full);
-  send(*me.conn, r);
+  send(*me.sink, r);
 }
 
 bool ImRouter::account_exists(const std::string& localpart, const std::string& domain) {
@@ -146,7 +146,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (!from) return;
     Element r = make_error_reply(st, "cancel", cond);
     for (const auto& s : registry_.sessions(from->bare()))
-      if (s.full_jid == from_full) send(*s.conn, r);
+      if (s.full_jid == from_full) send(*s.sink, r);
   };
   if (!is_local_domain(to->domain)) {
     error_back("remote-server-not-found");  // federation arrives with the s2s issue
@@ -158,7 +158,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
   }
   if (!to->resource.empty()) {
     if (auto s = registry_.find(to->bare(), to->resource)) {
-      send(*s->conn, st);
+      send(*s->sink, st);
       messages_routed_.inc();
       return;
     }
@@ -191,7 +191,7 @@ void ImRouter::deliver_to_bare(const std::string& bare, const Element& st) {
     for (const auto& s : sessions) {
       if (!s.available || s.priority < 0) continue;
       if (type != "headline" && s.priority != best) continue;
-      send(*s.conn, st);
+      send(*s.sink, st);
       delivered = true;
     }
   }
@@ -214,11 +214,37 @@ void ImRouter::deliver_to_bare(const std::string& bare, const Element& st) {
     if (from && st.attr("type") != "error") {
       Element e = make_error_reply(st, "wait", "resource-constraint", "the recipient's offline queue is full");
       for (const auto& s : registry_.sessions(from->bare()))
-        if (s.full_jid == st.attr("from")) send(*s.conn, e);
+        if (s.full_jid == st.attr("from")) send(*s.sink, e);
     }
     return;
   }
   messages_offline_.inc();
+}
+
+void ImRouter::reroute_unacked(const std::string& bare, std::vector<std::string> stanzas) {
+  for (auto& text : stanzas) {
+    // Only messages are worth keeping; presence and iq results are stale by now.
+    if (text.rfind("<message", 0) != 0) continue;
+    struct Collector final : XmlStreamHandler {
+      std::optional<Element> stanza;
+      void on_stream_open(const StreamHeader&) override {}
+      void on_stanza(Element&& e) override { stanza = std::move(e); }
+      void on_stream_close() override {}
+    } collector;
+    XmlStreamParser parser(collector);
+    std::string doc = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" + text;
+    if (!parser.feed(doc) || !collector.stanza) continue;
+    Element& st = *collector.stanza;
+    std::string type(st.attr("type"));
+    if (type != "" && type != "chat" && type != "normal") continue;
+    if (st.child("delay", kDelayNs)) {
+      // Came from offline storage already: store it back as it was.
+      (void)store_.store_offline(bare, st.attr("from"), text);
+      continue;
+    }
+    st.set_attr("to", bare);
+    deliver_to_bare(bare, st);
+  }
 }
 
 void ImRouter::deliver_offline(const SessionIdentity& me) {
@@ -227,7 +253,7 @@ void ImRouter::deliver_offline(const SessionIdentity& me) {
     log_.warn("xmpp.offline_read_failed", {{"jid", me.bare}, {"error", msgs.error().describe()}});
     return;
   }
-  for (auto& m : *msgs) me.conn->send(std::move(m.stanza));
+  for (auto& m : *msgs) me.sink->deliver(std::move(m.stanza));
 }
 
 // ---- presence (RFC 6121 §3, §4) -----------------------------------------------------
@@ -247,10 +273,10 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
     auto jid = Jid::parse(to);
     if (!jid || !is_local_domain(jid->domain)) return;
     if (!jid->resource.empty()) {
-      if (auto s = registry_.find(jid->bare(), jid->resource)) send(*s->conn, st);
+      if (auto s = registry_.find(jid->bare(), jid->resource)) send(*s->sink, st);
     } else {
       for (const auto& s : registry_.sessions(jid->bare()))
-        if (s.available) send(*s.conn, st);
+        if (s.available) send(*s.sink, st);
     }
     return;
   }
@@ -277,7 +303,7 @@ void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, 
       for (const auto& s : registry_.sessions(item.jid)) {
         if (!s.available) continue;
         copy.set_attr("to", s.full_jid);
-        send(*s.conn, copy);
+        send(*s.sink, copy);
       }
     }
     // The probe of an initial presence, answered locally: the contacts we receive
@@ -290,8 +316,8 @@ void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, 
     if (s.available) {
       Element copy = st;
       copy.set_attr("to", s.full_jid);
-      send(*s.conn, copy);
-      if (initial && !s.last_presence.empty()) me.conn->send(s.last_presence);
+      send(*s.sink, copy);
+      if (initial && !s.last_presence.empty()) me.sink->deliver(s.last_presence);
     }
   }
 }
@@ -313,7 +339,7 @@ void ImRouter::send_available_presences(const std::string& of_bare, const std::s
       std::string stanza = contact.last_presence;
       auto pos = stanza.find("<presence") + 9;
       stanza.insert(pos, fmt::format(" to='{}'", r.full_jid));
-      r.conn->send(std::move(stanza));
+      r.sink->deliver(std::move(stanza));
     }
   }
 }
@@ -335,7 +361,7 @@ void ImRouter::deliver_pending_subscriptions(const SessionIdentity& me) {
     p.set_attr("type", "subscribe");
     p.set_attr("from", item.jid);
     p.set_attr("to", me.bare);
-    send(*me.conn, p);
+    send(*me.sink, p);
   }
 }
 
@@ -349,7 +375,7 @@ void ImRouter::roster_push(const std::string& owner, const RosterItem& item, std
     Element& q = iq.add_child(Element("query", std::string(kRosterNs)));
     q.set_attr("ver", std::to_string(version));
     q.add_child(roster_item_element(item, removed));
-    send(*s.conn, iq);
+    send(*s.sink, iq);
   }
 }
 
@@ -395,7 +421,7 @@ void ImRouter::subscription_from_client(const SessionIdentity& me, Element& st, 
       gone.set_attr("from", s.full_jid);
       for (const auto& c : registry_.sessions(contact_bare)) {
         gone.set_attr("to", c.full_jid);
-        send(*c.conn, gone);
+        send(*c.sink, gone);
       }
     }
   }
@@ -432,7 +458,7 @@ void ImRouter::subscription_to_local(const std::string& owner, const std::string
   for (const auto& s : registry_.sessions(owner)) {
     if (!s.available) continue;
     p.set_attr("to", s.full_jid);
-    send(*s.conn, p);
+    send(*s.sink, p);
   }
 }
 
@@ -473,7 +499,7 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
   }
   if (!jid->resource.empty()) {
     if (auto s = registry_.find(jid->bare(), jid->resource)) {
-      send(*s->conn, st);
+      send(*s->sink, st);
       return;
     }
   }
@@ -488,7 +514,7 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
     id.set_attr("category", "account");
     id.set_attr("type", "registered");
     q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(kDiscoInfoNs));
-    send(*me.conn, r);
+    send(*me.sink, r);
     return;
   }
   reply_error(me, st, "cancel", "service-unavailable");
@@ -509,7 +535,7 @@ class StanzaIqReply final : public IqReply {
     Element r = iq_result(st_, from_);
     r.set_attr("to", me_.full);
     if (payload) r.add_child(std::move(*payload));
-    ImRouter::send(*me_.conn, r);
+    ImRouter::send(*me_.sink, r);
   }
   void error(std::string_view type, std::string_view condition, std::string_view text) override {
     if (answered_) return;
@@ -517,7 +543,7 @@ class StanzaIqReply final : public IqReply {
     Element r = make_error_reply(st_, type, condition, text);
     r.set_attr("to", me_.full);
     if (!from_.empty()) r.set_attr("from", from_);
-    ImRouter::send(*me_.conn, r);
+    ImRouter::send(*me_.sink, r);
   }
 
  private:

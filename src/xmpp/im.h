@@ -17,6 +17,7 @@
 #include "net/net.h"
 #include "xmpp/iq_table.h"
 #include "xmpp/registry.h"
+#include "xmpp/session_sink.h"
 #include "xmpp/xml.h"
 #include "xmpp/xmpp_store.h"
 
@@ -31,7 +32,7 @@ struct SessionIdentity {
   std::string localpart, domain, resource;
   std::string bare, full;
   std::uint64_t id = 0;
-  std::shared_ptr<net::StreamConnection> conn;
+  std::shared_ptr<SessionSink> sink;
 };
 
 class ImRouter {
@@ -50,8 +51,11 @@ class ImRouter {
   // at start-up (see iq_table.h).
   IqTable& iqs() { return iqs_; }
 
-  // Serialises and writes a stanza to one connection.
-  static void send(net::StreamConnection& conn, const Element& stanza);
+  // Serialises and delivers a stanza to one session.
+  static void send(SessionSink& sink, const Element& stanza);
+  // A session ended for good: re-routes the messages its client never acknowledged
+  // (XEP-0198) so they reach offline storage or another resource.
+  void reroute_unacked(const std::string& bare, std::vector<std::string> stanzas);
 
  private:
   void handle_message(const SessionIdentity& me, Element& st);

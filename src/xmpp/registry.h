@@ -11,14 +11,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "net/net.h"
+#include "xmpp/session_sink.h"
 
 namespace hearth::xmpp {
 
 struct SessionEntry {
   std::string full_jid;
   std::string resource;
-  std::shared_ptr<net::StreamConnection> conn;
+  std::shared_ptr<SessionSink> sink;
   // Updated under the registry mutex.
   bool available = false;
   int priority = 0;

@@ -11,6 +11,7 @@
 // acceptor() to HttpServer::listen_stream, destroy after the server stopped.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -43,17 +44,20 @@ struct XmppOptions {
   int max_offline_messages = 500;
   int max_roster_items = 1000;
   int max_auth_attempts = 3;
+  int resume_timeout_seconds = 300;  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
 };
 
 // Runs a blocking job off the event loops; false when the pool is saturated.
 using Offload = std::function<bool(std::function<void()>)>;
+// Runs a (non-blocking) function on some event loop after a delay.
+using RunAfter = std::function<void(std::chrono::milliseconds, std::function<void()>)>;
 
 class XmppService {
  public:
   XmppService(XmppOptions options, accounts::Accounts& accounts, store::Store& store, Clock& clock, Logger& log,
-              MetricsRegistry& metrics, Offload offload);
+              MetricsRegistry& metrics, Offload offload, RunAfter run_after);
   ~XmppService();
   XmppService(const XmppService&) = delete;
   XmppService& operator=(const XmppService&) = delete;

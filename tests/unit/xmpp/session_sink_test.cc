@@ -1,0 +1,81 @@
+#include "xmpp/session_sink.h"
+
+#include <gtest/gtest.h>
+
+namespace hearth::xmpp {
+namespace {
+
+struct FakeConnection final : net::StreamConnection {
+  std::vector<std::string> sent;
+  bool closed = false;
+  void send(std::string bytes) override { sent.push_back(std::move(bytes)); }
+  void close() override { closed = true; }
+  void start_tls(std::function<void(Result<void>)>, std::string) override {}
+  bool is_tls() const override { return true; }
+  std::string remote_ip() const override { return "127.0.0.1"; }
+  std::string server_name() const override { return {}; }
+  std::string alpn() const override { return {}; }
+  std::string tls_version() const override { return "TLSv1.3"; }
+  Result<std::string> channel_binding(std::string_view) const override { return fail(Errc::unavailable, "fake"); }
+  void set_read_rate(std::size_t, std::size_t) override {}
+  void set_idle_timeout(int) override {}
+  void post(std::function<void()> fn) override { fn(); }
+  void post_after(std::chrono::milliseconds, std::function<void()> fn) override { fn(); }
+  std::vector<std::string> stanzas() const {
+    std::vector<std::string> out;
+    for (const auto& s : sent)
+      if (s.rfind("<r ", 0) != 0) out.push_back(s);
+    return out;
+  }
+};
+
+TEST(SessionSink, WithoutAcksStanzasPassStraightThrough) {
+  auto conn = std::make_shared<FakeConnection>();
+  SessionSink sink(conn);
+  sink.deliver("<message>1</message>");
+  EXPECT_EQ(conn->stanzas().size(), 1u);
+  EXPECT_TRUE(sink.take_unacked().empty());
+  EXPECT_EQ(sink.sent_count(), 0u);
+}
+
+TEST(SessionSink, AcksReleaseCopiesAndTooHighIsRefused) {
+  auto conn = std::make_shared<FakeConnection>();
+  SessionSink sink(conn);
+  sink.enable_acks();
+  for (int i = 0; i < 6; ++i) sink.deliver("<message>" + std::to_string(i) + "</message>");
+  EXPECT_EQ(sink.sent_count(), 6u);
+  EXPECT_NE(std::find(conn->sent.begin(), conn->sent.end(), "<r xmlns='urn:xmpp:sm:3'/>"), conn->sent.end())
+      << "the server asks for acks as unacknowledged stanzas pile up";
+  EXPECT_TRUE(sink.ack(4));
+  EXPECT_FALSE(sink.ack(7)) << "more than was sent";
+  auto left = sink.take_unacked();
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0], "<message>4</message>");
+}
+
+TEST(SessionSink, DetachedStanzasQueueAndAreResentOnAttach) {
+  auto first = std::make_shared<FakeConnection>();
+  SessionSink sink(first);
+  sink.enable_acks();
+  sink.deliver("<message>a</message>");
+  sink.deliver("<message>b</message>");
+  sink.detach();
+  sink.deliver("<message>c</message>");
+  EXPECT_EQ(first->stanzas().size(), 2u);
+  auto second = std::make_shared<FakeConnection>();
+  ASSERT_TRUE(sink.attach(second, 1));  // the client had seen "a"
+  EXPECT_EQ(second->stanzas(), (std::vector<std::string>{"<message>b</message>", "<message>c</message>"}));
+  auto third = std::make_shared<FakeConnection>();
+  EXPECT_FALSE(sink.attach(third, 9));
+}
+
+TEST(SessionSink, UnackedBacklogIsBounded) {
+  auto conn = std::make_shared<FakeConnection>();
+  SessionSink sink(conn, 3);
+  sink.enable_acks();
+  for (int i = 0; i < 4; ++i) sink.deliver("<m/>");
+  EXPECT_TRUE(conn->closed);
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
