@@ -7,7 +7,9 @@
 #include <fmt/format.h>
 
 #include "accounts/accounts.h"
+#include "core/random.h"
 #include "xmpp/jid.h"
+#include "xmpp/mod_mam.h"
 #include "xmpp/subscription.h"
 
 namespace hearth::xmpp {
@@ -89,6 +91,7 @@ ImRouter::ImRouter(std::vector<std::string> domains, accounts::Accounts& account
       messages_routed_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "online"}})),
       messages_offline_(metrics.counter("hearth_xmpp_messages_total", "Messages routed to local sessions.", {{"delivery", "offline"}})) {
   register_core_iqs();
+  register_mam(iqs_, store_);
 }
 
 bool ImRouter::is_local_domain(std::string_view domain) const {
@@ -123,7 +126,16 @@ void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
     }
     st.set_attr("to", jid->full());
   }
-  if (st.name() == "message") handle_message(me, st);
+  if (st.name() == "message") {
+    // XEP-0359 §4: stanza ids are the server's to give; drop any a client made up.
+    auto& nodes = st.nodes();
+    nodes.erase(std::remove_if(nodes.begin(), nodes.end(),
+                               [](const Node& n) {
+                                 return n.is_element() && n.element().name() == "stanza-id" && n.element().ns() == kSidNs;
+                               }),
+                nodes.end());
+    handle_message(me, st);
+  }
   else if (st.name() == "presence") handle_presence(me, st);
   else if (st.name() == "iq") handle_iq(me, st);
 }
@@ -132,7 +144,30 @@ void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
 
 void ImRouter::handle_message(const SessionIdentity& me, Element& st) {
   if (st.attr("to").empty()) st.set_attr("to", me.bare);  // a message to oneself
+  if (archivable(st)) {
+    // The sender's own archive keeps what it sent (XEP-0313 §5.1.1), before it leaves.
+    auto to = Jid::parse(st.attr("to"));
+    if (to && to->bare() != me.bare) {
+      auto r = store_.archive(me.bare, random_token(12), to->bare(), clock_.now_ms(), st.serialize());
+      if (!r) {
+        reply_error(me, st, "wait", "resource-constraint", "the message could not be stored");
+        return;
+      }
+    }
+  }
   route_message(st, me.full);
+}
+
+bool ImRouter::archive_for_recipient(Element& st, const std::string& recipient_bare) {
+  if (!archivable(st)) return true;
+  auto from = Jid::parse(st.attr("from"));
+  std::string id = random_token(12);
+  Element& sid = st.add_child(Element("stanza-id", std::string(kSidNs)));
+  sid.set_attr("id", id);
+  sid.set_attr("by", recipient_bare);
+  auto r = store_.archive(recipient_bare, id, from ? from->bare() : std::string(), clock_.now_ms(), st.serialize());
+  if (!r) log_.warn("xmpp.archive_failed", {{"owner", recipient_bare}, {"error", r.error().describe()}});
+  return static_cast<bool>(r);
 }
 
 void ImRouter::route_message(Element& st, const std::string& from_full) {
@@ -158,6 +193,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
   }
   if (!to->resource.empty()) {
     if (auto s = registry_.find(to->bare(), to->resource)) {
+      if (!archive_for_recipient(st, to->bare())) return error_back("resource-constraint");
       send(*s->sink, st);
       messages_routed_.inc();
       return;
@@ -174,6 +210,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (type != "headline" && type != "error") error_back("service-unavailable");
     return;
   }
+  if (!archive_for_recipient(st, to->bare())) return error_back("resource-constraint");
   deliver_to_bare(to->bare(), st);
 }
 

@@ -68,6 +68,9 @@ class ImRouter {
   // Routing of a stanza whose 'from' is set, to a local or remote address.
   void route_message(Element& st, const std::string& from_full);
   void deliver_to_bare(const std::string& bare, const Element& st);
+  // Archives an incoming message for its recipient and stamps the XEP-0359 stanza-id;
+  // false if the archive write failed (the message is then not delivered).
+  bool archive_for_recipient(Element& st, const std::string& recipient_bare);
   bool account_exists(const std::string& localpart, const std::string& domain);
 
   void broadcast_presence(const SessionIdentity& me, const Element& st, bool initial);

@@ -1,5 +1,8 @@
 #include "xmpp/xmpp_store.h"
 
+#include <algorithm>
+#include <climits>
+
 #include <fmt/format.h>
 
 #include "core/clock.h"
@@ -32,6 +35,19 @@ CREATE TABLE xmpp_offline (
   stored_ms INTEGER NOT NULL
 );
 CREATE INDEX xmpp_offline_owner ON xmpp_offline(owner, id);
+)sql"},
+    {2, "message archive", R"sql(
+CREATE TABLE xmpp_archive (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  owner TEXT NOT NULL,
+  id TEXT NOT NULL,
+  with_jid TEXT NOT NULL,
+  stamp_ms INTEGER NOT NULL,
+  stanza TEXT NOT NULL
+);
+CREATE UNIQUE INDEX xmpp_archive_id ON xmpp_archive(owner, id);
+CREATE INDEX xmpp_archive_owner ON xmpp_archive(owner, seq);
+CREATE INDEX xmpp_archive_with ON xmpp_archive(owner, with_jid, seq);
 )sql"},
 };
 
@@ -185,10 +201,63 @@ Result<std::int64_t> XmppStore::offline_count(std::string_view owner) {
   });
 }
 
+Result<void> XmppStore::archive(std::string_view owner, std::string_view id, std::string_view with,
+                                std::int64_t stamp_ms, std::string_view stanza) {
+  return store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto r = tx.exec("INSERT INTO xmpp_archive(owner, id, with_jid, stamp_ms, stanza) VALUES(?, ?, ?, ?, ?)",
+                     {owner, id, with, stamp_ms, stanza});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  }).map([](bool) {});
+}
+
+Result<ArchivePage> XmppStore::query_archive(std::string_view owner, const ArchiveQuery& q) {
+  return store_.read_sync([&](store::Transaction& tx) -> Result<ArchivePage> {
+    auto seq_of = [&](const std::string& id) -> Result<std::int64_t> {
+      auto row = tx.query_one("SELECT seq FROM xmpp_archive WHERE owner = ? AND id = ?", {owner, id});
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) return fail(Errc::not_found, "no archived message with id " + id);
+      return (*row)->integer(0);
+    };
+    std::int64_t after = 0, before = INT64_MAX;
+    if (!q.after_id.empty()) {
+      auto s = seq_of(q.after_id);
+      if (!s) return tl::unexpected(s.error());
+      after = *s;
+    }
+    if (!q.before_id.empty()) {
+      auto s = seq_of(q.before_id);
+      if (!s) return tl::unexpected(s.error());
+      before = *s;
+    }
+    // Filters as SQL with every parameter always bound (one cached statement).
+    static constexpr std::string_view filters =
+        " FROM xmpp_archive WHERE owner = ?1 AND (?2 = '' OR with_jid = ?2) AND (?3 = 0 OR stamp_ms >= ?3) "
+        "AND (?4 = 0 OR stamp_ms <= ?4)";
+    ArchivePage page;
+    auto count = tx.query_one(std::string("SELECT count(*)") + std::string(filters),
+                              {owner, q.with, q.start_ms, q.end_ms});
+    if (!count) return tl::unexpected(count.error());
+    page.count = (*count)->integer(0);
+    bool backwards = q.last_page || !q.before_id.empty();
+    std::string sql = std::string("SELECT id, stamp_ms, stanza, seq") + std::string(filters) +
+                      " AND seq > ?5 AND seq < ?6 ORDER BY seq " + (backwards ? "DESC" : "ASC") + " LIMIT ?7";
+    int limit = std::max(0, q.max) + 1;  // one more tells whether the page is the last
+    auto r = tx.query(sql, {owner, q.with, q.start_ms, q.end_ms, after, before, limit}, [&](const store::Row& row) {
+      page.items.push_back({std::string(row.text(0)), row.integer(1), std::string(row.text(2))});
+    });
+    if (!r) return tl::unexpected(r.error());
+    page.complete = static_cast<int>(page.items.size()) <= q.max;
+    if (!page.complete) page.items.pop_back();
+    if (backwards) std::reverse(page.items.begin(), page.items.end());
+    return page;
+  });
+}
+
 Result<void> XmppStore::forget_account(std::string_view owner) {
   return store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
     for (auto sql : {"DELETE FROM xmpp_roster WHERE owner = ?", "DELETE FROM xmpp_roster_version WHERE owner = ?",
-                     "DELETE FROM xmpp_offline WHERE owner = ?"}) {
+                     "DELETE FROM xmpp_offline WHERE owner = ?", "DELETE FROM xmpp_archive WHERE owner = ?"}) {
       auto r = tx.exec(sql, {owner});
       if (!r) return tl::unexpected(r.error());
     }

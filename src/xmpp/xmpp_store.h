@@ -43,6 +43,29 @@ struct OfflineMessage {
   std::int64_t stored_ms = 0;
 };
 
+// One archived message (XEP-0313).
+struct ArchivedMessage {
+  std::string id;  // the archive id, also the XEP-0359 stanza-id
+  std::int64_t stamp_ms = 0;
+  std::string stanza;  // serialised <message/>
+};
+
+struct ArchiveQuery {
+  std::string with;  // bare JID of the other party; empty: everyone
+  std::int64_t start_ms = 0;  // inclusive; 0: no bound
+  std::int64_t end_ms = 0;    // inclusive; 0: no bound
+  std::string after_id;       // RSM <after/>: items strictly after this id
+  std::string before_id;      // RSM <before>id</before>: items strictly before this id
+  bool last_page = false;     // RSM <before/> (empty): the newest page
+  int max = 50;
+};
+
+struct ArchivePage {
+  std::vector<ArchivedMessage> items;  // oldest first
+  bool complete = false;  // no more items in the direction of paging
+  std::int64_t count = 0;  // items matching the filters (ignoring paging)
+};
+
 struct XmppStoreOptions {
   int max_roster_items = 1000;
   int max_offline_messages = 500;  // per account; past it the sender gets an error
@@ -67,6 +90,12 @@ class XmppStore {
   // Returns and removes every queued message, oldest first.
   Result<std::vector<OfflineMessage>> take_offline(std::string_view owner);
   Result<std::int64_t> offline_count(std::string_view owner);
+
+  // Message archive (XEP-0313). `id` is chosen by the caller (random, unique).
+  Result<void> archive(std::string_view owner, std::string_view id, std::string_view with, std::int64_t stamp_ms,
+                       std::string_view stanza);
+  // not_found when after_id/before_id name no item of this archive.
+  Result<ArchivePage> query_archive(std::string_view owner, const ArchiveQuery& query);
 
   // Removes everything of an account (called when the account is deleted).
   Result<void> forget_account(std::string_view owner);

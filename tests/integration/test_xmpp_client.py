@@ -26,6 +26,8 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0203")
+        self.register_plugin("xep_0313")
+        self.register_plugin("xep_0359")
         self.messages = asyncio.Queue()
         self.presences = asyncio.Queue()
         self.subscribes = asyncio.Queue()
@@ -185,6 +187,38 @@ class XmppClients(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(IqError) as err:
             await a["xep_0030"].get_info(jid="elsewhere.example")
         self.assertEqual(err.exception.condition, "remote-server-not-found")
+
+    async def test_history_is_archived_and_pages_on_another_device(self):
+        a, b = self.client("alice", resource="mam"), self.client("bob", resource="mam")
+        await a.login(self.h.xmpp_port)
+        await b.login(self.h.xmpp_port)
+        bodies = [f"archived {i}" for i in range(5)]
+        for body in bodies:
+            a.send_message(mto="bob@localhost", mbody=body, mtype="chat")
+        last = await next_item(b.messages, lambda m: m["body"] == bodies[-1])
+        live_id = last["stanza_id"]["id"]
+        self.assertEqual(last["stanza_id"]["by"], "bob@localhost")
+        self.assertTrue(live_id)
+
+        # Bob's other device pages through his archive with alice, two at a time.
+        other = self.client("bob", resource="tablet")
+        await other.login(self.h.xmpp_port)
+        seen = []
+        ids = []
+        async for msg in other["xep_0313"].iterate(with_jid="alice@localhost", rsm={"max": 2}):
+            body = msg["mam_result"]["forwarded"]["stanza"]["body"]
+            if body.startswith("archived "):
+                seen.append(body)
+                ids.append(msg["mam_result"]["id"])
+        self.assertEqual(seen, bodies)
+        self.assertEqual(ids[-1], live_id, "the archive id is the stanza-id the live message carried")
+        # The sender's archive has the same conversation.
+        sent = []
+        async for msg in a["xep_0313"].iterate(with_jid="bob@localhost", rsm={"max": 10}):
+            body = msg["mam_result"]["forwarded"]["stanza"]["body"]
+            if body.startswith("archived "):
+                sent.append(body)
+        self.assertEqual(sent, bodies)
 
     async def test_same_resource_replaces_the_old_session(self):
         first, second = self.client("bob"), self.client("bob")

@@ -131,3 +131,76 @@ TEST_F(XmppStoreTest, ForgetAccountRemovesEverything) {
 
 }  // namespace
 }  // namespace hearth::xmpp
+
+namespace hearth::xmpp {
+namespace {
+
+TEST_F(XmppStoreTest, ArchivePagesForwardBackwardAndFilters) {
+  for (int i = 0; i < 5; ++i) {
+    clock.advance_ms(1000);
+    std::string with = i % 2 ? "bob@x" : "carol@x";
+    ASSERT_TRUE(xs->archive("alice@x", "id" + std::to_string(i), with, clock.now_ms(), "<message>" + std::to_string(i) + "</message>"));
+  }
+  ASSERT_TRUE(xs->archive("other@x", "id9", "bob@x", clock.now_ms(), "<message/>"));
+
+  ArchiveQuery q;
+  q.max = 2;
+  auto first = xs->query_archive("alice@x", q);
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->items.size(), 2u);
+  EXPECT_EQ(first->items[0].id, "id0");
+  EXPECT_FALSE(first->complete);
+  EXPECT_EQ(first->count, 5);
+
+  q.after_id = "id3";
+  auto tail = xs->query_archive("alice@x", q);
+  ASSERT_TRUE(tail);
+  ASSERT_EQ(tail->items.size(), 1u);
+  EXPECT_EQ(tail->items[0].id, "id4");
+  EXPECT_TRUE(tail->complete);
+
+  ArchiveQuery last;
+  last.max = 2;
+  last.last_page = true;
+  auto newest = xs->query_archive("alice@x", last);
+  ASSERT_TRUE(newest);
+  ASSERT_EQ(newest->items.size(), 2u);
+  EXPECT_EQ(newest->items[0].id, "id3") << "pages are oldest first even when paging backwards";
+  EXPECT_EQ(newest->items[1].id, "id4");
+  EXPECT_FALSE(newest->complete);
+
+  ArchiveQuery before;
+  before.before_id = "id1";
+  auto older = xs->query_archive("alice@x", before);
+  ASSERT_TRUE(older);
+  ASSERT_EQ(older->items.size(), 1u);
+  EXPECT_EQ(older->items[0].id, "id0");
+  EXPECT_TRUE(older->complete);
+
+  ArchiveQuery with;
+  with.with = "bob@x";
+  auto bob = xs->query_archive("alice@x", with);
+  ASSERT_TRUE(bob);
+  ASSERT_EQ(bob->items.size(), 2u);
+  EXPECT_EQ(bob->count, 2);
+
+  ArchiveQuery range;
+  range.start_ms = bob->items[0].stamp_ms;
+  range.end_ms = bob->items[1].stamp_ms;
+  auto middle = xs->query_archive("alice@x", range);
+  ASSERT_TRUE(middle);
+  EXPECT_EQ(middle->items.size(), 3u);
+
+  ArchiveQuery unknown;
+  unknown.after_id = "id9";  // another account's item
+  auto missing = xs->query_archive("alice@x", unknown);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+
+  ASSERT_TRUE(xs->forget_account("alice@x"));
+  EXPECT_EQ(xs->query_archive("alice@x", {})->count, 0);
+  EXPECT_EQ(xs->query_archive("other@x", {})->count, 1);
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
