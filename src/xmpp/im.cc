@@ -23,6 +23,19 @@ constexpr std::string_view kPingNs = "urn:xmpp:ping";
 constexpr std::string_view kVersionNs = "jabber:iq:version";
 constexpr std::string_view kSessionNs = "urn:ietf:params:xml:ns:xmpp-session";
 constexpr std::string_view kDelayNs = "urn:xmpp:delay";
+constexpr std::string_view kCarbonsNs = "urn:xmpp:carbons:2";
+constexpr std::string_view kForwardNs = "urn:xmpp:forward:0";
+
+// XEP-0280 §6: which messages are copied.
+bool carbon_eligible(const Element& m) {
+  std::string_view type = m.attr("type");
+  bool chat = type == "chat";
+  bool normal_with_body = (type.empty() || type == "normal") && m.child("body", kClientNs);
+  if (!chat && !normal_with_body) return false;
+  if (m.child("private", kCarbonsNs) || m.child("no-copy", "urn:xmpp:hints")) return false;
+  if (m.child("sent", kCarbonsNs) || m.child("received", kCarbonsNs)) return false;
+  return true;
+}
 
 Element iq_result(const Element& request, std::string_view from) {
   Element r("iq", std::string(kClientNs));
@@ -155,7 +168,24 @@ void ImRouter::handle_message(const SessionIdentity& me, Element& st) {
       }
     }
   }
+  send_carbons(st, me.bare, "sent", {me.id});
   route_message(st, me.full);
+}
+
+void ImRouter::send_carbons(const Element& st, const std::string& owner_bare, std::string_view kind,
+                            const std::vector<std::uint64_t>& skip_ids) {
+  if (!carbon_eligible(st)) return;
+  for (const auto& s : registry_.sessions(owner_bare)) {
+    if (!s.carbons || std::find(skip_ids.begin(), skip_ids.end(), s.id) != skip_ids.end()) continue;
+    Element copy("message", std::string(kClientNs));
+    copy.set_attr("from", owner_bare);
+    copy.set_attr("to", s.full_jid);
+    if (auto type = st.attr("type"); !type.empty()) copy.set_attr("type", std::string(type));
+    Element& wrapper = copy.add_child(Element(std::string(kind), std::string(kCarbonsNs)));
+    Element& fwd = wrapper.add_child(Element("forwarded", std::string(kForwardNs)));
+    fwd.add_child(st);
+    send(*s.sink, copy);
+  }
 }
 
 bool ImRouter::archive_for_recipient(Element& st, const std::string& recipient_bare) {
@@ -195,6 +225,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (auto s = registry_.find(to->bare(), to->resource)) {
       if (!archive_for_recipient(st, to->bare())) return error_back("resource-constraint");
       send(*s->sink, st);
+      send_carbons(st, to->bare(), "received", {s->id});
       messages_routed_.inc();
       return;
     }
@@ -223,16 +254,17 @@ void ImRouter::deliver_to_bare(const std::string& bare, const Element& st) {
   int best = -1;
   for (const auto& s : sessions)
     if (s.available && s.priority >= 0) best = std::max(best, s.priority);
-  bool delivered = false;
+  std::vector<std::uint64_t> delivered_to;
   if (best >= 0 && type != "groupchat") {
     for (const auto& s : sessions) {
       if (!s.available || s.priority < 0) continue;
       if (type != "headline" && s.priority != best) continue;
       send(*s.sink, st);
-      delivered = true;
+      delivered_to.push_back(s.id);
     }
   }
-  if (delivered) {
+  if (!delivered_to.empty()) {
+    send_carbons(st, bare, "received", delivered_to);
     messages_routed_.inc();
     return;
   }
@@ -651,6 +683,16 @@ void ImRouter::register_core_iqs() {
               r.result(std::move(q));
             }),
             {std::string(kVersionNs)}});
+  for (const char* verb : {"enable", "disable"}) {
+    bool enable = std::string_view(verb) == "enable";
+    iqs_.add({std::string(kCarbonsNs), verb, IqTarget::both,
+              [this, enable](const SessionIdentity& me, const std::string&, const Element& iq, const Element&, IqReply& r) {
+                if (iq.attr("type") != "set") return r.error("cancel", "bad-request", "carbons are switched with set");
+                registry_.set_carbons(me.bare, me.id, enable);
+                r.result();
+              },
+              enable ? std::vector<std::string>{std::string(kCarbonsNs)} : std::vector<std::string>{}});
+  }
   iqs_.add({std::string(kRosterNs), "query", IqTarget::account,
             [this](const SessionIdentity& me, const std::string&, const Element& iq, const Element&, IqReply& r) {
               handle_roster_iq(me, iq, r);

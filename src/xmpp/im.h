@@ -71,6 +71,9 @@ class ImRouter {
   // Archives an incoming message for its recipient and stamps the XEP-0359 stanza-id;
   // false if the archive write failed (the message is then not delivered).
   bool archive_for_recipient(Element& st, const std::string& recipient_bare);
+  // XEP-0280: copies of a message for the owner's other carbons-enabled sessions.
+  void send_carbons(const Element& st, const std::string& owner_bare, std::string_view kind,
+                    const std::vector<std::uint64_t>& skip_ids);
   bool account_exists(const std::string& localpart, const std::string& domain);
 
   void broadcast_presence(const SessionIdentity& me, const Element& st, bool initial);

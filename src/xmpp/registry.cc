@@ -71,6 +71,14 @@ void SessionRegistry::set_roster_interest(const std::string& bare, std::uint64_t
     if (e->id == id) e->wants_roster_pushes = true;
 }
 
+void SessionRegistry::set_carbons(const std::string& bare, std::uint64_t id, bool enabled) {
+  std::lock_guard lock(mutex_);
+  auto it = by_bare_.find(bare);
+  if (it == by_bare_.end()) return;
+  for (auto& e : it->second)
+    if (e->id == id) e->carbons = enabled;
+}
+
 std::size_t SessionRegistry::count() const {
   std::lock_guard lock(mutex_);
   return count_;

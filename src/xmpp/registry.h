@@ -23,6 +23,7 @@ struct SessionEntry {
   bool available = false;
   int priority = 0;
   bool wants_roster_pushes = false;
+  bool carbons = false;  // XEP-0280
   std::string last_presence;  // serialised available presence, from = full JID
   std::uint64_t id = 0;
 };
@@ -37,6 +38,7 @@ class SessionRegistry {
   std::optional<SessionEntry> find(const std::string& bare, const std::string& resource) const;
   void set_presence(const std::string& bare, std::uint64_t id, bool available, int priority, std::string stanza);
   void set_roster_interest(const std::string& bare, std::uint64_t id);
+  void set_carbons(const std::string& bare, std::uint64_t id, bool enabled);
   std::size_t count() const;
 
  private:

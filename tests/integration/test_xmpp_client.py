@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import unittest
+import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError
@@ -28,6 +29,10 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0203")
         self.register_plugin("xep_0313")
         self.register_plugin("xep_0359")
+        self.register_plugin("xep_0280")
+        self.carbons = asyncio.Queue()
+        self.add_event_handler("carbon_received", lambda m: self.carbons.put_nowait(("received", m)))
+        self.add_event_handler("carbon_sent", lambda m: self.carbons.put_nowait(("sent", m)))
         self.messages = asyncio.Queue()
         self.presences = asyncio.Queue()
         self.subscribes = asyncio.Queue()
@@ -219,6 +224,32 @@ class XmppClients(unittest.IsolatedAsyncioTestCase):
             if body.startswith("archived "):
                 sent.append(body)
         self.assertEqual(sent, bodies)
+
+    async def test_carbons_copy_conversations_to_the_other_device(self):
+        phone = self.client("alice", resource="phone")
+        desk = self.client("alice", resource="desk")
+        b = self.client("bob", resource="carbons")
+        await phone.login(self.h.xmpp_port)
+        await phone["xep_0280"].enable()
+        await desk.login(self.h.xmpp_port)
+        await b.login(self.h.xmpp_port)
+        b.send_message(mto="alice@localhost/desk", mbody="to the desk only", mtype="chat")
+        await next_item(desk.messages, lambda m: m["body"] == "to the desk only")
+        kind, carbon = await next_item(phone.carbons)
+        self.assertEqual(kind, "received")
+        self.assertEqual(carbon["carbon_received"]["body"], "to the desk only")
+        self.assertEqual(str(carbon["from"]), "alice@localhost")
+        desk.send_message(mto="bob@localhost", mbody="answered from the desk", mtype="chat")
+        kind, carbon = await next_item(phone.carbons)
+        self.assertEqual(kind, "sent")
+        self.assertEqual(carbon["carbon_sent"]["body"], "answered from the desk")
+        # Private messages are not copied.
+        private = desk.make_message(mto="bob@localhost", mbody="just here", mtype="chat")
+        private.append(ET.Element("{urn:xmpp:carbons:2}private"))
+        private.send()
+        desk.send_message(mto="bob@localhost", mbody="copied again", mtype="chat")
+        kind, carbon = await next_item(phone.carbons)
+        self.assertEqual(carbon["carbon_sent"]["body"], "copied again")
 
     async def test_same_resource_replaces_the_old_session(self):
         first, second = self.client("bob"), self.client("bob")
