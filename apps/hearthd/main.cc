@@ -247,6 +247,8 @@ int run(const Config& config, bool print_banner) {
       out += fmt::format("\nNo administrator yet. First admin invitation (single use, valid until {}):\n",
                          format_time_utc(invite->expires_ms));
       out += fmt::format("  open   {}\n", ops::invite_url(public_url, invite->token));
+      out += fmt::format("  or in an XMPP app (Conversations, Gajim): xmpp:{}?register;preauth={}\n",
+                         config.primary_domain().name, invite->token);
       out += fmt::format("  or run hearthctl --data-dir {} user add admin@{} --invite {}\n", data_dir,
                          config.primary_domain().name, invite->token);
     }

@@ -31,6 +31,8 @@ constexpr std::string_view kSessionNs = "urn:ietf:params:xml:ns:xmpp-session";
 constexpr std::string_view kStreamErrorNs = "urn:ietf:params:xml:ns:xmpp-streams";
 constexpr std::string_view kSaslCbNs = "urn:xmpp:sasl-cb:0";
 constexpr std::string_view kSmNs = "urn:xmpp:sm:3";
+constexpr std::string_view kRegisterNs = "jabber:iq:register";
+constexpr std::string_view kParsNs = "urn:xmpp:pars:0";
 constexpr std::size_t kMaxQueuedStanzas = 256;
 
 std::string base64_encode(std::string_view raw) {
@@ -268,6 +270,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     if (phase_ == Phase::features || phase_ == Phase::authenticating) {
       if (st.ns() == kSaslNs) return handle_sasl(st);
       if (st.name() == "starttls") return stream_error("policy-violation", "TLS is already in place");
+      if (st.name() == "iq" && st.ns() == kClientNs && phase_ == Phase::features) return preauth_iq(std::move(st));
       return stream_error("not-authorized", "authenticate first");
     }
     if (st.ns() == kSmNs) return handle_sm(st);
@@ -294,6 +297,80 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
                  [sm = sm_] {
                    if (sm) ++sm->handled;
                  });
+  }
+
+  // Before authentication only account creation is allowed: XEP-0077 in-band
+  // registration, gated by the domain's policy and XEP-0401 invitation tokens.
+  void preauth_iq(Element st) {
+    const Element* payload = nullptr;
+    for (const auto& c : st.children()) payload = &c;
+    std::string type(st.attr("type"));
+    auto answer = [this, st](std::optional<Element> payload, std::string_view err_type = {},
+                             std::string_view condition = {}, std::string_view text = {}) {
+      if (!condition.empty()) {
+        Element e = make_error_reply(st, err_type, condition, text);
+        e.remove_attr("to");
+        return send_stanza(e);
+      }
+      Element r("iq", std::string(kClientNs));
+      r.set_attr("type", "result");
+      r.set_attr("id", std::string(st.attr("id")));
+      if (payload) r.add_child(std::move(*payload));
+      send_stanza(r);
+    };
+    if (!payload) return answer(std::nullopt, "modify", "bad-request", "empty iq");
+    if (payload->ns() == kParsNs && payload->name() == "preauth" && type == "set") {
+      std::string token(payload->attr("token"));
+      auto ok = std::make_shared<bool>(false);
+      auto accounts = &svc_->accounts;
+      return run_blocking([accounts, token, ok] { *ok = static_cast<bool>(accounts->check_invite(token)); },
+                          [self = shared_from_this(), token, ok, answer] {
+                            if (!*ok) return answer(std::nullopt, "cancel", "item-not-found", "no such invitation");
+                            self->invite_token_ = token;
+                            answer(std::nullopt);
+                          });
+    }
+    if (payload->ns() != kRegisterNs || payload->name() != "query")
+      return answer(std::nullopt, "cancel", "service-unavailable", "authenticate first");
+    if (type == "get") {
+      Element q("query", std::string(kRegisterNs));
+      q.add_child(Element("instructions", std::string(kRegisterNs)))
+          .add_text("Choose a user name and a password. An invitation is needed unless the server is open.");
+      q.add_child(Element("username", std::string(kRegisterNs)));
+      q.add_child(Element("password", std::string(kRegisterNs)));
+      return answer(std::move(q));
+    }
+    if (type != "set") return answer(std::nullopt, "modify", "bad-request");
+    if (payload->child("remove", kRegisterNs)) return answer(std::nullopt, "cancel", "not-allowed", "log in first");
+    const Element* user = payload->child("username", kRegisterNs);
+    const Element* pass = payload->child("password", kRegisterNs);
+    if (!user || !pass || user->text().empty() || pass->text().empty())
+      return answer(std::nullopt, "modify", "not-acceptable", "a user name and a password are needed");
+    auto localpart = prep_localpart(user->text());
+    auto password = sasl_prep(pass->text());
+    if (!localpart || !password) return answer(std::nullopt, "modify", "not-acceptable", "that user name or password cannot be used");
+    auto result = std::make_shared<Result<accounts::UserInfo>>(fail(Errc::internal, "not run"));
+    auto accounts = &svc_->accounts;
+    std::optional<std::string> token = invite_token_.empty() ? std::nullopt : std::optional<std::string>(invite_token_);
+    run_blocking(
+        [accounts, domain = domain_, lp = *localpart, pw = *password, token, result] {
+          *result = accounts->register_user(domain, lp, pw, token ? std::optional<std::string_view>(*token) : std::nullopt);
+        },
+        [self = shared_from_this(), result, answer] {
+          if (*result) {
+            self->svc_->log.info("accounts.registered", {{"jid", (*result)->jid()}, {"admin", (*result)->admin}, {"via", "xmpp"}});
+            self->invite_token_.clear();
+            return answer(std::nullopt);
+          }
+          switch (result->error().code) {
+            case Errc::already_exists: return answer(std::nullopt, "cancel", "conflict", "that user name is taken");
+            case Errc::invalid_argument: return answer(std::nullopt, "modify", "not-acceptable", result->error().message);
+            case Errc::permission_denied:
+            case Errc::not_found:
+            case Errc::expired: return answer(std::nullopt, "cancel", "not-allowed", "registration needs a valid invitation");
+            default: return answer(std::nullopt, "wait", "internal-server-error");
+          }
+        });
   }
 
   void handle_sm(const Element& st) {
@@ -628,6 +705,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       ChannelBinding cb = channel_binding();
       for (const auto& m : offered_sasl_mechanisms(tls_, cb)) f += "<mechanism>" + m + "</mechanism>";
       f += "</mechanisms>";
+      f += "<register xmlns='http://jabber.org/features/iq-register'/>";
       if (!cb.offered_types.empty()) {
         f += fmt::format("<sasl-channel-binding xmlns='{}'>", kSaslCbNs);
         for (const auto& t : cb.offered_types) f += "<channel-binding type='" + t + "'/>";
@@ -684,6 +762,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   int auth_failures_ = 0;
   std::string domain_;
   std::string localpart_;
+  std::string invite_token_;  // XEP-0401 token presented before registering
   std::unique_ptr<AccountCredentials> credentials_;
   std::unique_ptr<SaslMechanism> mechanism_;
   std::deque<Element> queued_;
