@@ -32,6 +32,7 @@ constexpr std::string_view kStreamErrorNs = "urn:ietf:params:xml:ns:xmpp-streams
 constexpr std::string_view kSaslCbNs = "urn:xmpp:sasl-cb:0";
 constexpr std::string_view kSmNs = "urn:xmpp:sm:3";
 constexpr std::string_view kRegisterNs = "jabber:iq:register";
+constexpr std::string_view kCsiNs = "urn:xmpp:csi:0";
 constexpr std::string_view kParsNs = "urn:xmpp:pars:0";
 constexpr std::size_t kMaxQueuedStanzas = 256;
 
@@ -274,6 +275,10 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       return stream_error("not-authorized", "authenticate first");
     }
     if (st.ns() == kSmNs) return handle_sm(st);
+    if (st.ns() == kCsiNs && phase_ == Phase::bound && (st.name() == "active" || st.name() == "inactive")) {
+      me_.sink->set_active(st.name() == "active");
+      return;
+    }
     if (st.ns() != kClientNs || (st.name() != "iq" && st.name() != "message" && st.name() != "presence"))
       return stream_error("unsupported-stanza-type", fmt::format("<{}/> in {}", st.name(), st.ns()));
     if (phase_ == Phase::authenticated) {
@@ -716,6 +721,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       f += fmt::format("<session xmlns='{}'><optional/></session>", kSessionNs);
       f += "<ver xmlns='urn:xmpp:features:rosterver'/>";
       f += fmt::format("<sm xmlns='{}'/>", kSmNs);
+      f += fmt::format("<csi xmlns='{}'/>", kCsiNs);
     }
     f += "</stream:features>";
     conn_->send(std::move(f));

@@ -7,8 +7,47 @@ constexpr std::uint32_t kRequestAckEvery = 5;
 constexpr const char* kAckRequest = "<r xmlns='urn:xmpp:sm:3'/>";
 }  // namespace
 
+namespace {
+// The 'from' attribute of a serialised stanza (our serialiser quotes with ').
+std::string_view from_of(std::string_view stanza) {
+  auto end_of_tag = stanza.find('>');
+  auto pos = stanza.find(" from='");
+  if (pos == std::string_view::npos || pos > end_of_tag) return {};
+  pos += 7;
+  auto end = stanza.find('\'', pos);
+  return end == std::string_view::npos ? std::string_view() : stanza.substr(pos, end - pos);
+}
+}  // namespace
+
 void SessionSink::deliver(std::string stanza) {
   std::lock_guard lock(mutex_);
+  if (inactive_ && stanza.rfind("<presence", 0) == 0) {
+    std::string from(from_of(stanza));
+    for (auto it = held_presence_.begin(); it != held_presence_.end(); ++it)
+      if (it->first == from) {
+        held_presence_.erase(it);
+        break;
+      }
+    held_presence_.emplace_back(std::move(from), std::move(stanza));
+    return;
+  }
+  flush_held_locked();
+  send_locked(std::move(stanza));
+}
+
+void SessionSink::set_active(bool active) {
+  std::lock_guard lock(mutex_);
+  inactive_ = !active;
+  if (active) flush_held_locked();
+}
+
+void SessionSink::flush_held_locked() {
+  auto held = std::move(held_presence_);
+  held_presence_.clear();
+  for (auto& [from, stanza] : held) send_locked(std::move(stanza));
+}
+
+void SessionSink::send_locked(std::string stanza) {
   if (!acks_) {
     if (conn_) conn_->send(std::move(stanza));
     return;
@@ -81,6 +120,7 @@ void SessionSink::close_connection(std::string farewell) {
 
 std::vector<std::string> SessionSink::take_unacked() {
   std::lock_guard lock(mutex_);
+  flush_held_locked();
   std::vector<std::string> out(std::make_move_iterator(unacked_.begin()), std::make_move_iterator(unacked_.end()));
   unacked_.clear();
   return out;

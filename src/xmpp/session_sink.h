@@ -40,6 +40,10 @@ class SessionSink {
   bool ack(std::uint32_t h);
   std::uint32_t sent_count() const;
 
+  // XEP-0352 client state: while inactive, presence stanzas are held back (only the
+  // newest per sender) and flushed before the next other stanza or when active again.
+  void set_active(bool active);
+
   // The connection went away; keep queuing.
   void detach();
   // A resumed connection: acknowledge `h`, then re-send everything still unacknowledged.
@@ -56,7 +60,12 @@ class SessionSink {
   std::uint32_t sent_ = 0;   // stanzas numbered so far
   std::uint32_t acked_ = 0;  // the client's last h
   std::deque<std::string> unacked_;
+  bool inactive_ = false;
+  std::vector<std::pair<std::string, std::string>> held_presence_;  // (from, stanza), oldest first
   std::size_t max_unacked_;
+
+  void send_locked(std::string stanza);
+  void flush_held_locked();
 };
 
 }  // namespace hearth::xmpp

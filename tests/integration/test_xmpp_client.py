@@ -36,6 +36,8 @@ class Client(slixmpp.ClientXMPP):
         self.messages = asyncio.Queue()
         self.presences = asyncio.Queue()
         self.subscribes = asyncio.Queue()
+        self.all_presence = asyncio.Queue()
+        self.add_event_handler("presence", lambda p: self.all_presence.put_nowait(p))
         self.failed = asyncio.Event()
         self.started = asyncio.Event()
         self.add_event_handler("session_start", lambda _: self.started.set())
@@ -250,6 +252,33 @@ class XmppClients(unittest.IsolatedAsyncioTestCase):
         desk.send_message(mto="bob@localhost", mbody="copied again", mtype="chat")
         kind, carbon = await next_item(phone.carbons)
         self.assertEqual(carbon["carbon_sent"]["body"], "copied again")
+
+    async def test_inactive_client_gets_only_the_newest_presence(self):
+        a = self.client("carol", resource="status")
+        b = self.client("bob", resource="sleepy")
+        b.register_plugin("xep_0352")
+        await a.login(self.h.xmpp_port)
+        await b.login(self.h.xmpp_port)
+        # bob subscribes to carol's presence.
+        b.send_presence(pto="carol@localhost", ptype="subscribe")
+        await next_item(a.subscribes, lambda p: p["from"].bare == "bob@localhost")
+        a.send_presence(pto="bob@localhost", ptype="subscribed")
+        await next_item(b.presences, lambda p: p["from"].bare == "carol@localhost" and p["from"].resource == "status")
+        b["xep_0352"].send_inactive()
+        # A round trip after the nonza guarantees the server has seen it.
+        await b["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
+        while not b.all_presence.empty():
+            b.all_presence.get_nowait()
+        for show in ("away", "xa", "dnd"):
+            a.send_presence(pshow=show)
+        a.send_message(mto="bob@localhost/sleepy", mbody="wake up", mtype="chat")
+        await next_item(b.messages, lambda m: m["body"] == "wake up")
+        held = []
+        while not b.all_presence.empty():
+            p = b.all_presence.get_nowait()
+            if p["from"].bare == "carol@localhost" and p["type"] in ("away", "xa", "dnd", "chat", "available"):
+                held.append(p["show"])
+        self.assertEqual(held, ["dnd"], "only the newest presence is delivered, before the message")
 
     async def test_same_resource_replaces_the_old_session(self):
         first, second = self.client("bob"), self.client("bob")

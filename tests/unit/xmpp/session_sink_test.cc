@@ -79,3 +79,29 @@ TEST(SessionSink, UnackedBacklogIsBounded) {
 
 }  // namespace
 }  // namespace hearth::xmpp
+
+namespace hearth::xmpp {
+namespace {
+
+TEST(SessionSink, InactiveClientsGetOnlyTheNewestPresenceOfEachContactLater) {
+  auto conn = std::make_shared<FakeConnection>();
+  SessionSink sink(conn);
+  sink.set_active(false);
+  sink.deliver("<presence from='a@x/1'><show>away</show></presence>");
+  sink.deliver("<presence from='b@x/1'/>");
+  sink.deliver("<presence from='a@x/1'><show>dnd</show></presence>");
+  EXPECT_TRUE(conn->stanzas().empty());
+  sink.deliver("<message from='c@x/1'><body>hi</body></message>");
+  EXPECT_EQ(conn->stanzas(), (std::vector<std::string>{"<presence from='b@x/1'/>",
+                                                       "<presence from='a@x/1'><show>dnd</show></presence>",
+                                                       "<message from='c@x/1'><body>hi</body></message>"}));
+  sink.deliver("<presence from='d@x/1'/>");
+  EXPECT_EQ(conn->stanzas().size(), 3u);
+  sink.set_active(true);
+  EXPECT_EQ(conn->stanzas().size(), 4u);
+  sink.deliver("<presence from='e@x/1'/>");
+  EXPECT_EQ(conn->stanzas().size(), 5u) << "active clients get presence at once";
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
