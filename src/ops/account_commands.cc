@@ -24,6 +24,13 @@ Result<std::string> required(const AdminArgs& args, const char* key) {
   return it->second;
 }
 
+// The account an admin command names in its "jid" argument, as (localpart, domain).
+Result<std::pair<std::string, std::string>> account_arg(const AdminArgs& args, std::string_view default_domain) {
+  auto jid = required(args, "jid");
+  if (!jid) return tl::unexpected(jid.error());
+  return split_jid(*jid, default_domain);
+}
+
 std::string user_json(const accounts::UserInfo& u) {
   JsonWriter w;
   w.begin_object().key("jid").value(u.jid()).key("admin").value(u.admin).key("created_ms").value(u.created_ms).end_object();
@@ -53,12 +60,10 @@ std::string invite_url(std::string_view public_url, std::string_view token) {
 void add_account_commands(AdminCommands& commands, accounts::Accounts& accounts, AccountCommandContext ctx) {
   auto* acc = &accounts;
   commands["user.add"] = [acc, ctx](const AdminArgs& args) -> Result<std::string> {
-    auto jid = required(args, "jid");
-    if (!jid) return tl::unexpected(jid.error());
+    auto parts = account_arg(args, ctx.primary_domain);
+    if (!parts) return tl::unexpected(parts.error());
     auto password = required(args, "password");
     if (!password) return tl::unexpected(password.error());
-    auto parts = split_jid(*jid, ctx.primary_domain);
-    if (!parts) return tl::unexpected(parts.error());
     std::string invite = arg(args, "invite");
     Result<accounts::UserInfo> user =
         invite.empty() ? acc->create_user(parts->second, parts->first, *password, flag(args, "admin"))
@@ -67,19 +72,15 @@ void add_account_commands(AdminCommands& commands, accounts::Accounts& accounts,
     return user_json(*user);
   };
   commands["user.passwd"] = [acc, ctx](const AdminArgs& args) -> Result<std::string> {
-    auto jid = required(args, "jid");
-    if (!jid) return tl::unexpected(jid.error());
+    auto parts = account_arg(args, ctx.primary_domain);
+    if (!parts) return tl::unexpected(parts.error());
     auto password = required(args, "password");
     if (!password) return tl::unexpected(password.error());
-    auto parts = split_jid(*jid, ctx.primary_domain);
-    if (!parts) return tl::unexpected(parts.error());
     if (auto r = acc->set_password(parts->second, parts->first, *password); !r) return tl::unexpected(r.error());
     return fmt::format("{{\"jid\":{}}}", json_quote(parts->first + "@" + parts->second));
   };
   commands["user.del"] = [acc, ctx](const AdminArgs& args) -> Result<std::string> {
-    auto jid = required(args, "jid");
-    if (!jid) return tl::unexpected(jid.error());
-    auto parts = split_jid(*jid, ctx.primary_domain);
+    auto parts = account_arg(args, ctx.primary_domain);
     if (!parts) return tl::unexpected(parts.error());
     if (auto r = acc->delete_user(parts->second, parts->first); !r) return tl::unexpected(r.error());
     return fmt::format("{{\"jid\":{}}}", json_quote(parts->first + "@" + parts->second));

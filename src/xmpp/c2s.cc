@@ -436,7 +436,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     std::string hattr = h ? fmt::format(" h='{}'", *h) : std::string();
     conn_->send(fmt::format("<failed xmlns='{}'{}><{} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text "
                             "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>{}</text></failed>",
-                            kSmNs, hattr, condition, escape(text)));
+                            kSmNs, hattr, condition, xml_escape(text)));
   }
 
   // XEP-0198 §5: take over a detached (or still attached, but stale) session.
@@ -611,7 +611,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     mechanism_.reset();
     phase_ = Phase::features;
     std::string out = fmt::format("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/>", condition);
-    if (!text.empty()) out += "<text xml:lang='en'>" + escape(text) + "</text>";
+    if (!text.empty()) out += "<text xml:lang='en'>" + xml_escape(text) + "</text>";
     out += "</failure>";
     conn_->send(std::move(out));
     if (condition != "aborted" && ++auth_failures_ >= svc_->options.max_auth_attempts)
@@ -735,21 +735,8 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     if (!header_sent_) send_header(domain_.empty() ? svc_->options.domains.front() : domain_);
     conn_->send(fmt::format(
         "<stream:error><{} xmlns='{}'/><text xmlns='{}' xml:lang='en'>{}</text>{}</stream:error></stream:stream>",
-        condition, kStreamErrorNs, kStreamErrorNs, escape(text), app_element));
+        condition, kStreamErrorNs, kStreamErrorNs, xml_escape(text), app_element));
     conn_->close();
-  }
-
-  static std::string escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-      if (c == '<') out += "&lt;";
-      else if (c == '>') out += "&gt;";
-      else if (c == '&') out += "&amp;";
-      else if (c == '\'') out += "&apos;";
-      else if (c == '"') out += "&quot;";
-      else out += c;
-    }
-    return out;
   }
 
   std::shared_ptr<XmppService::Impl> svc_;

@@ -16,21 +16,6 @@ constexpr std::string_view kForwardNs = "urn:xmpp:forward:0";
 constexpr std::string_view kHintsNs = "urn:xmpp:hints";
 constexpr int kMaxPage = 250;
 
-std::string attr_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '\'': out += "&apos;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
 Element form_field(std::string var, std::string type, std::string value = {}) {
   Element f("field", std::string(kDataFormsNs));
   f.set_attr("var", std::move(var));
@@ -94,11 +79,11 @@ void handle_query(XmppStore& store, const SessionIdentity& me, const Element& iq
   }
   std::string queryid(query.attr("queryid"));
   for (const auto& item : page->items) {
-    std::string qid = queryid.empty() ? std::string() : fmt::format(" queryid='{}'", attr_escape(queryid));
+    std::string qid = queryid.empty() ? std::string() : fmt::format(" queryid='{}'", xml_escape(queryid));
     me.sink->deliver(fmt::format(
         "<message to='{}' from='{}'><result xmlns='{}'{} id='{}'><forwarded xmlns='{}'><delay xmlns='urn:xmpp:delay' "
         "stamp='{}'/>{}</forwarded></result></message>",
-        attr_escape(me.full), attr_escape(me.bare), kMamNs, qid, attr_escape(item.id), kForwardNs,
+        xml_escape(me.full), xml_escape(me.bare), kMamNs, qid, xml_escape(item.id), kForwardNs,
         format_delay_stamp(item.stamp_ms), item.stanza));
   }
   Element fin("fin", std::string(kMamNs));

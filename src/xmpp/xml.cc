@@ -74,6 +74,13 @@ bool is_xml_space(std::string_view s) {
 
 }  // namespace
 
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  escape_attr(out, s);
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // Element
 

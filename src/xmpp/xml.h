@@ -191,6 +191,11 @@ class ChildRange {
 inline ChildRange<true> Element::children() const { return ChildRange<true>(nodes_); }
 inline ChildRange<false> Element::children() { return ChildRange<false>(nodes_); }
 
+// Escapes text for use in an attribute value (single- or double-quoted) or element
+// content: & < > ' " and \t \n \r. For the few places that write XML by hand (stream
+// headers, errors, archive results); everything else goes through Element.
+std::string xml_escape(std::string_view s);
+
 // Why a stream failed; each maps to the RFC 6120 §4.9.3 stream error condition that the
 // session sends before closing (see stream_error_condition()).
 enum class XmlErrorKind {
