@@ -15,6 +15,10 @@
 #include "store/store.h"
 #include "xmpp/im.h"
 #include "xmpp/jid.h"
+#include "xmpp/mod_blocking.h"
+#include "xmpp/mod_last.h"
+#include "xmpp/mod_private.h"
+#include "xmpp/mod_vcard.h"
 #include "xmpp/registry.h"
 #include "xmpp/sasl.h"
 #include "xmpp/xml.h"
@@ -63,6 +67,7 @@ struct XmppService::Impl {
        RunAfter after)
       : options(std::move(o)),
         accounts(a),
+        store(s),
         clock(c),
         log(l),
         offload(std::move(off)),
@@ -79,6 +84,7 @@ struct XmppService::Impl {
 
   XmppOptions options;
   accounts::Accounts& accounts;
+  store::Store& store;
   Clock& clock;
   Logger& log;
   Offload offload;
@@ -92,6 +98,7 @@ struct XmppService::Impl {
   Counter& stream_errors;
   Counter& resumptions;
   std::atomic<std::uint64_t> next_id{1};
+  std::shared_ptr<BlockList> blocks;
 
   // XEP-0198 state of one bound session that enabled stream management; shared by the
   // connection that owns it now and the resumption map.
@@ -126,6 +133,7 @@ struct XmppService::Impl {
       registry.unbind(me.bare, me.id);
       sessions_open.add(-1);
     }
+    if (blocks) blocks->session_closed(me.bare, me.id);
     auto unacked = me.sink->take_unacked();
     auto self = this;
     offload([self, me, was_available, unacked = std::move(unacked)]() mutable {
@@ -772,7 +780,26 @@ XmppService::XmppService(XmppOptions options, accounts::Accounts& accounts, stor
 
 XmppService::~XmppService() = default;
 
-Result<void> XmppService::migrate() { return impl_->xstore.migrate(); }
+Result<void> XmppService::migrate() {
+  if (auto r = impl_->xstore.migrate(); !r) return r;
+  IqTable& iqs = impl_->im.iqs();
+  if (auto r = register_vcard(iqs, impl_->store, impl_->clock); !r) return r;
+  if (auto r = register_private(iqs, impl_->store, impl_->clock); !r) return r;
+  register_last(iqs, impl_->clock);
+  Impl* impl = impl_.get();  // Impl owns the table: a shared_ptr here would be a cycle
+  auto blocks = register_blocking(iqs, impl_->store, [impl](const std::string& owner, const Element& push) {
+    for (const auto& s : impl->registry.sessions(owner)) {
+      if (!impl->blocks->wants_pushes(owner, s.id)) continue;
+      Element copy = push;
+      copy.set_attr("to", s.full_jid);
+      ImRouter::send(*s.sink, copy);
+    }
+  });
+  if (!blocks) return tl::unexpected(blocks.error());
+  impl_->blocks = *blocks;
+  impl_->im.set_blocklist(*blocks);
+  return ok();
+}
 
 std::size_t XmppService::session_count() const { return impl_->registry.count(); }
 

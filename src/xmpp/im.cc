@@ -10,6 +10,7 @@
 #include "core/random.h"
 #include "xmpp/jid.h"
 #include "xmpp/mod_mam.h"
+#include "xmpp/mod_vcard.h"
 #include "xmpp/subscription.h"
 
 namespace hearth::xmpp {
@@ -125,6 +126,16 @@ void ImRouter::reply_error(const SessionIdentity& me, const Element& st, std::st
   send(*me.sink, r);
 }
 
+bool ImRouter::blocked(const std::string& owner, const std::string& contact) {
+  if (!blocks_) return false;
+  auto r = blocks_->is_blocked(owner, contact);
+  if (!r) {
+    log_.warn("xmpp.blocklist_lookup_failed", {{"owner", owner}, {"error", r.error().describe()}});
+    return true;
+  }
+  return *r;
+}
+
 bool ImRouter::account_exists(const std::string& localpart, const std::string& domain) {
   return static_cast<bool>(accounts_.get_user(domain, localpart));
 }
@@ -138,6 +149,16 @@ void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
       return;
     }
     st.set_attr("to", jid->full());
+    // XEP-0191 §3.5: nothing goes out to a contact the user blocked.
+    if (!jid->local.empty() && jid->bare() != me.bare && blocked(me.bare, jid->full())) {
+      std::string_view type = st.attr("type");
+      if (st.name() == "iq" && (type == "result" || type == "error")) return;
+      Element r = make_error_reply(st, "cancel", "not-acceptable", "you blocked this contact");
+      r.set_attr("to", me.full);
+      if (Element* err = r.child("error")) err->add_child(blocked_condition());
+      send(*me.sink, r);
+      return;
+    }
   }
   if (st.name() == "message") {
     // XEP-0359 §4: stanza ids are the server's to give; drop any a client made up.
@@ -218,6 +239,11 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     return;
   }
   if (to->local.empty()) {
+    error_back("service-unavailable");
+    return;
+  }
+  // XEP-0191 §3.4: a blocked sender's message is refused as if nobody were there.
+  if (blocked(to->bare(), from_full)) {
     error_back("service-unavailable");
     return;
   }
@@ -341,6 +367,7 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
     // Directed presence.
     auto jid = Jid::parse(to);
     if (!jid || !is_local_domain(jid->domain)) return;
+    if (blocked(jid->bare(), me.full)) return;
     if (!jid->resource.empty()) {
       if (auto s = registry_.find(jid->bare(), jid->resource)) send(*s->sink, st);
     } else {
@@ -367,6 +394,7 @@ void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, 
   for (const auto& item : roster->items) {
     auto contact = Jid::parse(item.jid);
     if (!contact || !is_local_domain(contact->domain)) continue;
+    if (blocked(me.bare, item.jid) || blocked(item.jid, me.full)) continue;
     if (item.state.sends_presence()) {
       Element copy = st;
       for (const auto& s : registry_.sessions(item.jid)) {
@@ -394,6 +422,7 @@ void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, 
 void ImRouter::send_available_presences(const std::string& of_bare, const std::string& to) {
   auto target = Jid::parse(to);
   if (!target) return;
+  if (blocked(target->bare(), of_bare) || blocked(of_bare, target->bare())) return;
   std::vector<SessionEntry> receivers;
   if (!target->resource.empty()) {
     if (auto s = registry_.find(target->bare(), target->resource)) receivers.push_back(*s);
@@ -497,6 +526,7 @@ void ImRouter::subscription_from_client(const SessionIdentity& me, Element& st, 
 }
 
 void ImRouter::subscription_to_local(const std::string& owner, const std::string& from_bare, const std::string& type) {
+  if (blocked(owner, from_bare)) return;
   SubscriptionStanza kind;
   parse_subscription_stanza(type, kind);
   auto existing = store_.roster_item(owner, from_bare);
@@ -566,6 +596,10 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
     if (request) reply_error(me, st, "cancel", "remote-server-not-found");
     return;
   }
+  if (blocked(jid->bare(), me.full)) {
+    if (request) reply_error(me, st, "cancel", "service-unavailable");
+    return;
+  }
   if (!jid->resource.empty()) {
     if (auto s = registry_.find(jid->bare(), jid->resource)) {
       send(*s->sink, st);
@@ -575,6 +609,17 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
   // A request to another account's bare JID: the server answers for it (RFC 6121 §8.5.2.1.3).
   if (!request) return;
   const Element& payload = *st.children().begin();
+  if (jid->resource.empty() && payload.name() == "vCard" && payload.ns() == kVcardNs &&
+      account_exists(jid->local, jid->domain)) {
+    if (st.attr("type") != "get") return reply_error(me, st, "auth", "forbidden", "only the owner changes a vCard");
+    auto vcard = load_vcard_element(store_.backing_store(), jid->bare());
+    if (!vcard || !*vcard) return reply_error(me, st, "cancel", "service-unavailable");
+    Element r = iq_result(st, jid->bare());
+    r.set_attr("to", me.full);
+    r.add_child(std::move(**vcard));
+    send(*me.sink, r);
+    return;
+  }
   if (jid->resource.empty() && payload.name() == "query" && payload.ns() == kDiscoInfoNs &&
       account_exists(jid->local, jid->domain)) {
     Element r = iq_result(st, jid->bare());

@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 #include "net/net.h"
 #include "xmpp/iq_table.h"
+#include "xmpp/mod_blocking.h"
 #include "xmpp/registry.h"
 #include "xmpp/session_sink.h"
 #include "xmpp/xml.h"
@@ -50,6 +51,8 @@ class ImRouter {
   // Handlers for IQ payloads addressed to accounts and to the server; modules register
   // at start-up (see iq_table.h).
   IqTable& iqs() { return iqs_; }
+  // XEP-0191: consulted for every routed stanza once set (at start-up).
+  void set_blocklist(std::shared_ptr<BlockList> blocks) { blocks_ = std::move(blocks); }
 
   // Serialises and delivers a stanza to one session.
   static void send(SessionSink& sink, const Element& stanza);
@@ -97,6 +100,11 @@ class ImRouter {
   Counter& messages_routed_;
   Counter& messages_offline_;
   IqTable iqs_;
+  std::shared_ptr<BlockList> blocks_;
+
+  // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
+  // blocked so that nothing slips through; the caller answers with an error.
+  bool blocked(const std::string& owner, const std::string& contact);
 };
 
 // Builds <stanza type='error'/> answering `st` (addresses swapped).

@@ -9,7 +9,9 @@
 //   set  replaces it; an empty <vCard/> deletes it. Past max_bytes (serialised):
 //        modify/not-acceptable, nothing stored.
 // Storage failures answer wait/internal-server-error (wait/resource-constraint when the
-// store is overloaded).
+// store is overloaded). The entry is also registered for the server's domain, so that the
+// server's disco#info lists vcard-temp: the server has no vCard of its own (get: empty
+// <vCard/>; set: auth/forbidden).
 //
 // Requests for ANOTHER account's vCard never reach the table (im.cc answers requests to
 // other bare JIDs); the router uses load_vcard()/load_vcard_element() for them and must
@@ -48,7 +50,7 @@ struct VcardOptions {
 };
 
 // Applies the "xmpp_vcard" migrations (blocking; call at start-up) and adds the
-// {vcard-temp}vCard entry for accounts, with disco feature "vcard-temp".
+// {vcard-temp}vCard entry (accounts and server), with disco feature "vcard-temp".
 // `store` and `clock` must outlive the table.
 Result<void> register_vcard(IqTable& table, store::Store& store, Clock& clock, VcardOptions options = {});
 

@@ -97,6 +97,9 @@ class XmppStore {
   // not_found when after_id/before_id name no item of this archive.
   Result<ArchivePage> query_archive(std::string_view owner, const ArchiveQuery& query);
 
+  // The store underneath, for modules that keep their own tables.
+  store::Store& backing_store() { return store_; }
+
   // Removes everything of an account (called when the account is deleted).
   Result<void> forget_account(std::string_view owner);
 

@@ -1,0 +1,233 @@
+#include "xmpp/mod_private.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "store/store.h"
+#include "xmpp/im.h"
+
+namespace hearth::xmpp {
+namespace {
+
+// Records what a handler answered.
+struct FakeReply final : IqReply {
+  int calls = 0;
+  bool is_result = false;
+  std::optional<Element> payload;
+  std::string type, condition, text;
+  void result(std::optional<Element> p) override {
+    ++calls;
+    is_result = true;
+    payload = std::move(p);
+  }
+  void error(std::string_view t, std::string_view c, std::string_view x) override {
+    ++calls;
+    type = t;
+    condition = c;
+    text = x;
+  }
+};
+
+Element parse(std::string_view xml) {
+  struct Collector final : XmlStreamHandler {
+    std::optional<Element> element;
+    void on_stream_open(const StreamHeader&) override {}
+    void on_stanza(Element&& e) override { element = std::move(e); }
+    void on_stream_close() override {}
+  } c;
+  XmlStreamParser parser(c);
+  auto r = parser.feed("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
+                       std::string(xml));
+  EXPECT_TRUE(r) << xml;
+  EXPECT_TRUE(c.element) << xml;
+  return c.element ? std::move(*c.element) : Element("invalid");
+}
+
+SessionIdentity session(std::string local, std::string resource = "phone") {
+  SessionIdentity me;
+  me.localpart = local;
+  me.domain = "localhost";
+  me.resource = resource;
+  me.bare = local + "@localhost";
+  me.full = me.bare + "/" + resource;
+  me.id = 1;
+  return me;
+}
+
+struct PrivateTest : ::testing::Test {
+  std::string dir =
+      (std::filesystem::temp_directory_path() / ("hearth-private-" + std::to_string(::getpid()) + "-" +
+                                                 ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+          .string();
+  Logger log{LogLevel::error, LogFormat::text};
+  MetricsRegistry metrics;
+  ManualClock clock;
+  std::unique_ptr<store::Store> db;
+  std::unique_ptr<IqTable> table;
+  SessionIdentity alice = session("alice");
+
+  void SetUp() override {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    open({});
+  }
+  void open(PrivateStorageOptions options) {
+    table.reset();
+    if (db) db->close();
+    db.reset();
+    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
+    ASSERT_TRUE(s) << s.error().describe();
+    db = std::move(*s);
+    table = std::make_unique<IqTable>();
+    auto r = register_private(*table, *db, clock, options);
+    ASSERT_TRUE(r) << r.error().describe();
+  }
+  void TearDown() override {
+    table.reset();
+    db.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  // `children` go inside <query xmlns='jabber:iq:private'>; `to`: empty for the account
+  // itself, else the server's domain.
+  FakeReply run(const SessionIdentity& me, std::string type, std::string_view children, std::string to = {}) {
+    Element iq("iq", std::string(kClientNs));
+    iq.set_attr("type", type);
+    iq.set_attr("id", "p1");
+    const Element& payload =
+        iq.add_child(parse("<query xmlns='jabber:iq:private'>" + std::string(children) + "</query>"));
+    FakeReply reply;
+    const IqEntry* entry = table->find(payload.ns(), payload.name(), to.empty() ? IqTarget::account : IqTarget::server);
+    EXPECT_NE(entry, nullptr);
+    if (entry) entry->handler(me, to.empty() ? me.bare : to, iq, payload, reply);
+    EXPECT_EQ(reply.calls, 1);
+    return reply;
+  }
+  // The single element of a get's result.
+  Element get(const SessionIdentity& me, std::string_view request) {
+    auto r = run(me, "get", request);
+    EXPECT_TRUE(r.is_result) << r.condition;
+    if (!r.payload) return Element("missing");
+    EXPECT_EQ(r.payload->name(), "query");
+    EXPECT_EQ(r.payload->ns(), kPrivateNs);
+    auto children = r.payload->children();
+    if (children.empty()) return Element("missing");
+    auto it = children.begin();
+    Element first = *it;
+    EXPECT_EQ(++it, children.end()) << "exactly one element comes back";
+    return first;
+  }
+};
+
+constexpr std::string_view kPrefs =
+    "<exodus xmlns='exodus:prefs'><defaultnick>Hamlet</defaultnick><colour v='&apos;red&apos;'/></exodus>";
+
+TEST_F(PrivateTest, GetOfNothingStoredEchoesTheRequest) {
+  EXPECT_EQ(get(alice, "<exodus xmlns='exodus:prefs'/>"), parse("<exodus xmlns='exodus:prefs'/>"));
+  EXPECT_EQ(get(alice, "<storage xmlns='storage:bookmarks' extra='kept'/>"),
+            parse("<storage xmlns='storage:bookmarks' extra='kept'/>"));
+}
+
+TEST_F(PrivateTest, SetThenGetRoundTrips) {
+  auto set = run(alice, "set", kPrefs);
+  ASSERT_TRUE(set.is_result) << set.condition;
+  EXPECT_FALSE(set.payload);
+  EXPECT_EQ(get(alice, "<exodus xmlns='exodus:prefs'/>"), parse(kPrefs));
+}
+
+TEST_F(PrivateTest, KeyedByNameAndNamespace) {
+  ASSERT_TRUE(run(alice, "set", "<a xmlns='urn:one'>1</a>").is_result);
+  ASSERT_TRUE(run(alice, "set", "<b xmlns='urn:one'>2</b>").is_result);
+  ASSERT_TRUE(run(alice, "set", "<a xmlns='urn:two'>3</a>").is_result);
+  EXPECT_EQ(get(alice, "<a xmlns='urn:one'/>").text(), "1");
+  EXPECT_EQ(get(alice, "<b xmlns='urn:one'/>").text(), "2");
+  EXPECT_EQ(get(alice, "<a xmlns='urn:two'/>").text(), "3");
+  ASSERT_TRUE(run(alice, "set", "<a xmlns='urn:one'>replaced</a>").is_result);
+  EXPECT_EQ(get(alice, "<a xmlns='urn:one'/>").text(), "replaced");
+  EXPECT_EQ(get(alice, "<a xmlns='urn:two'/>").text(), "3");
+}
+
+TEST_F(PrivateTest, SetWithSeveralElementsStoresEach) {
+  ASSERT_TRUE(run(alice, "set", "<a xmlns='urn:one'>1</a><b xmlns='urn:one'>2</b>").is_result);
+  EXPECT_EQ(get(alice, "<a xmlns='urn:one'/>").text(), "1");
+  EXPECT_EQ(get(alice, "<b xmlns='urn:one'/>").text(), "2");
+}
+
+TEST_F(PrivateTest, ReservedNamespacesAreNotAcceptable) {
+  for (std::string_view child : {"<nons>x</nons>", "<a xmlns='jabber:iq:private'/>", "<message xmlns='jabber:client'/>",
+                                 "<message xmlns='jabber:server'/>"}) {
+    auto set = run(alice, "set", child);
+    EXPECT_FALSE(set.is_result) << child;
+    EXPECT_EQ(set.condition, "not-acceptable") << child;
+    EXPECT_EQ(set.type, "modify") << child;
+    auto g = run(alice, "get", child);
+    EXPECT_EQ(g.condition, "not-acceptable") << child;
+  }
+  // One reserved element spoils the whole set: nothing is stored.
+  auto mixed = run(alice, "set", "<a xmlns='urn:one'>1</a><b>2</b>");
+  EXPECT_EQ(mixed.condition, "not-acceptable");
+  EXPECT_EQ(get(alice, "<a xmlns='urn:one'/>"), parse("<a xmlns='urn:one'/>"));
+}
+
+TEST_F(PrivateTest, EmptyQueriesAndMultiElementGetsAreNotAcceptable) {
+  EXPECT_EQ(run(alice, "get", "").condition, "not-acceptable");
+  EXPECT_EQ(run(alice, "set", "").condition, "not-acceptable");
+  EXPECT_EQ(run(alice, "get", "<a xmlns='urn:one'/><b xmlns='urn:one'/>").condition, "not-acceptable");
+}
+
+TEST_F(PrivateTest, ElementSizeIsLimited) {
+  open({.max_element_bytes = 100, .max_elements = 10});
+  ASSERT_TRUE(run(alice, "set", "<a xmlns='urn:one'>small</a>").is_result);
+  auto big = run(alice, "set", "<a xmlns='urn:one'>" + std::string(200, 'x') + "</a>");
+  EXPECT_EQ(big.type, "modify");
+  EXPECT_EQ(big.condition, "not-acceptable");
+  EXPECT_EQ(get(alice, "<a xmlns='urn:one'/>").text(), "small");
+}
+
+TEST_F(PrivateTest, ElementCountIsLimitedPerAccount) {
+  open({.max_element_bytes = 1000, .max_elements = 2});
+  ASSERT_TRUE(run(alice, "set", "<a xmlns='urn:one'/>").is_result);
+  ASSERT_TRUE(run(alice, "set", "<b xmlns='urn:one'/>").is_result);
+  auto third = run(alice, "set", "<c xmlns='urn:one'/>");
+  EXPECT_EQ(third.condition, "policy-violation");
+  // Replacing an existing key is always possible.
+  EXPECT_TRUE(run(alice, "set", "<a xmlns='urn:one'>new</a>").is_result);
+  // A set that would pass the limit stores nothing, not even its first element.
+  auto mixed = run(alice, "set", "<b xmlns='urn:one'>changed</b><c xmlns='urn:one'/>");
+  EXPECT_EQ(mixed.condition, "policy-violation");
+  EXPECT_EQ(get(alice, "<b xmlns='urn:one'/>").text(), "");
+  // Other accounts have their own allowance.
+  EXPECT_TRUE(run(session("bob"), "set", "<c xmlns='urn:one'/>").is_result);
+}
+
+TEST_F(PrivateTest, PersistsAcrossReopen) {
+  ASSERT_TRUE(run(alice, "set", kPrefs).is_result);
+  open({});
+  EXPECT_EQ(get(alice, "<exodus xmlns='exodus:prefs'/>"), parse(kPrefs));
+}
+
+TEST_F(PrivateTest, AccountsAreSeparate) {
+  ASSERT_TRUE(run(alice, "set", kPrefs).is_result);
+  EXPECT_EQ(get(session("bob"), "<exodus xmlns='exodus:prefs'/>"), parse("<exodus xmlns='exodus:prefs'/>"));
+}
+
+TEST_F(PrivateTest, AdvertisedOnTheServerButDataAddressedThereIsForbidden) {
+  for (auto target : {IqTarget::account, IqTarget::server}) {
+    auto features = table->features(target);
+    EXPECT_NE(std::find(features.begin(), features.end(), "jabber:iq:private"), features.end());
+  }
+  for (const char* type : {"get", "set"}) {
+    auto r = run(alice, type, kPrefs, "localhost");
+    EXPECT_EQ(r.type, "cancel") << type;
+    EXPECT_EQ(r.condition, "forbidden") << type;
+  }
+  EXPECT_EQ(get(alice, "<exodus xmlns='exodus:prefs'/>"), parse("<exodus xmlns='exodus:prefs'/>"));
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
