@@ -99,6 +99,10 @@ class Hearth:
         for line in stream:
             sink.append(line)
 
+    def wait_for_log(self, text, timeout=20):
+        """Log lines arrive through a pipe read by another thread: wait for one."""
+        return wait_until(lambda: text in self.stderr(), timeout=timeout, what=f"log line containing {text!r}")
+
     def stdout(self):
         return "".join(self.stdout_lines)
 

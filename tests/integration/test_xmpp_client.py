@@ -109,7 +109,8 @@ class XmppClients(unittest.IsolatedAsyncioTestCase):
         b = self.client("bob")
         await b.login(self.h.xmpps_port, direct_tls=True)
         self.assertEqual(str(b.boundjid.bare), "bob@localhost")
-        self.assertIn("event=xmpp.authenticated jid=alice@localhost mechanism=SCRAM-SHA-", self.h.stderr())
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.h.wait_for_log, "event=xmpp.authenticated jid=alice@localhost mechanism=SCRAM-SHA-")
 
     async def test_wrong_password_is_refused(self):
         c = self.client("alice", "not the password")

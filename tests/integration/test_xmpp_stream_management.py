@@ -75,7 +75,8 @@ class StreamManagement(unittest.IsolatedAsyncioTestCase):
         msg = await next_item(m.messages, lambda msg: msg["body"] == "while in the tunnel")
         self.assertEqual(str(msg["from"]), "friend@localhost/test")
         self.assertEqual(self.offline_count("mobile@localhost"), 0)
-        self.assertIn("event=xmpp.sm_resumed jid=mobile@localhost/test", self.h.stderr())
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.h.wait_for_log, "event=xmpp.sm_resumed jid=mobile@localhost/test")
 
     async def test_unresumed_session_keeps_its_messages_in_offline_storage(self):
         m = self.client(SmClient, "mobile", resource="phone2")
