@@ -217,7 +217,9 @@ int run(const Config& config, bool print_banner) {
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);
   ops::AdminCommands commands;
-  ops::add_account_commands(commands, **accounts, {config.primary_domain().name, public_url});
+  ops::add_account_commands(commands, **accounts,
+                            {config.primary_domain().name, public_url,
+                             [&xmpp_service](const std::string& bare) { return xmpp_service.forget_account(bare); }});
   commands["health"] = [&health](const ops::AdminArgs& args) -> Result<std::string> {
     auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),

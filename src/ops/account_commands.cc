@@ -83,6 +83,9 @@ void add_account_commands(AdminCommands& commands, accounts::Accounts& accounts,
     auto parts = account_arg(args, ctx.primary_domain);
     if (!parts) return tl::unexpected(parts.error());
     if (auto r = acc->delete_user(parts->second, parts->first); !r) return tl::unexpected(r.error());
+    if (ctx.on_account_deleted) {
+      if (auto r = ctx.on_account_deleted(parts->first + "@" + parts->second); !r) return tl::unexpected(r.error());
+    }
     return fmt::format("{{\"jid\":{}}}", json_quote(parts->first + "@" + parts->second));
   };
   commands["user.list"] = [acc](const AdminArgs& args) -> Result<std::string> {

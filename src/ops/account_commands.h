@@ -6,6 +6,7 @@
 // in hearthctl, never on an event-loop shard.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -21,6 +22,9 @@ struct AccountCommandContext {
   std::string primary_domain;
   // Base URL for invitation links, e.g. "https://localhost:8443"; empty: links omitted.
   std::string public_url;
+  // Called after an account was deleted, with its bare JID, so protocol modules drop what
+  // they kept for it; may be empty. A failure is reported to the admin.
+  std::function<Result<void>(const std::string& bare)> on_account_deleted;
 };
 
 using AdminCommands = std::map<std::string, AdminCommand>;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -99,6 +100,8 @@ struct XmppService::Impl {
   Counter& resumptions;
   std::atomic<std::uint64_t> next_id{1};
   std::shared_ptr<BlockList> blocks;
+  // Per-module removal of an account's data (filled by migrate()).
+  std::vector<std::function<Result<void>(const std::string& bare)>> erasers;
 
   // XEP-0198 state of one bound session that enabled stream management; shared by the
   // connection that owns it now and the resumption map.
@@ -798,6 +801,55 @@ Result<void> XmppService::migrate() {
   if (!blocks) return tl::unexpected(blocks.error());
   impl_->blocks = *blocks;
   impl_->im.set_blocklist(*blocks);
+
+  auto delete_rows = [impl](const char* sql) {
+    return [impl, sql](const std::string& bare) -> Result<void> {
+      return impl->store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+        auto r = tx.exec(sql, {bare});
+        if (!r) return tl::unexpected(r.error());
+        return true;
+      }).map([](bool) {});
+    };
+  };
+  impl_->erasers = {
+      [impl](const std::string& bare) { return impl->xstore.forget_account(bare); },
+      delete_rows("DELETE FROM xmpp_vcard WHERE owner = ?"),
+      delete_rows("DELETE FROM xmpp_private WHERE owner = ?"),
+      [impl](const std::string& bare) { return impl->blocks->unblock_all(bare); },
+  };
+  return sweep_deleted_accounts();
+}
+
+Result<void> XmppService::sweep_deleted_accounts() {
+  auto users = impl_->accounts.list_users("");
+  if (!users) return tl::unexpected(users.error());
+  std::set<std::string> live;
+  for (const auto& u : *users) live.insert(u.jid());
+  auto owners = impl_->store.read_sync([](store::Transaction& tx) -> Result<std::vector<std::string>> {
+    std::vector<std::string> out;
+    auto r = tx.query(
+        "SELECT owner FROM xmpp_roster UNION SELECT owner FROM xmpp_offline UNION SELECT owner FROM xmpp_archive "
+        "UNION SELECT owner FROM xmpp_vcard UNION SELECT owner FROM xmpp_private UNION SELECT owner FROM xmpp_blocklist",
+        {}, [&](const store::Row& row) { out.emplace_back(row.text(0)); });
+    if (!r) return tl::unexpected(r.error());
+    return out;
+  });
+  if (!owners) return tl::unexpected(owners.error());
+  for (const auto& owner : *owners) {
+    if (live.count(owner)) continue;
+    impl_->log.info("xmpp.forgot_deleted_account", {{"jid", owner}});
+    if (auto r = forget_account(owner); !r) return r;
+  }
+  return ok();
+}
+
+Result<void> XmppService::forget_account(const std::string& bare) {
+  for (const auto& s : impl_->registry.sessions(bare))
+    s.sink->close_connection(
+        "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text "
+        "xmlns='urn:ietf:params:xml:ns:xmpp-streams'>this account was deleted</text></stream:error></stream:stream>");
+  for (const auto& erase : impl_->erasers)
+    if (auto r = erase(bare); !r) return r;
   return ok();
 }
 

@@ -68,12 +68,20 @@ class XmppService {
   // (XEP-0368); otherwise STARTTLS is required before authentication.
   net::StreamAcceptor acceptor(bool direct_tls);
 
+  // An account was deleted: its sessions are closed and everything XMPP kept for it
+  // (roster, offline queue, archive, vCard, private storage, block list) is removed.
+  // Blocking (storage); call off the event loops.
+  Result<void> forget_account(const std::string& bare);
+
   // Number of bound (resource-holding) sessions.
   std::size_t session_count() const;
 
   struct Impl;
 
  private:
+  // Forgets the data of accounts deleted while the daemon was stopped (hearthctl).
+  Result<void> sweep_deleted_accounts();
+
   std::shared_ptr<Impl> impl_;
 };
 
