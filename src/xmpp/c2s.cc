@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/random.h"
 #include "store/store.h"
+#include "xmpp/caps.h"
 #include "xmpp/im.h"
 #include "xmpp/jid.h"
 #include "xmpp/mod_blocking.h"
@@ -733,6 +734,9 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       f += "<ver xmlns='urn:xmpp:features:rosterver'/>";
       f += fmt::format("<sm xmlns='{}'/>", kSmNs);
       f += fmt::format("<csi xmlns='{}'/>", kCsiNs);
+      // XEP-0115 §6.3: the server's own capabilities, so clients can skip a disco query.
+      f += fmt::format("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://hearth.invalid/caps' ver='{}'/>",
+                       caps_ver({{"server", "im", "", "hearth"}}, svc_->im.iqs().features(IqTarget::server)));
     }
     f += "</stream:features>";
     conn_->send(std::move(f));
