@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -81,17 +82,18 @@ struct Options {
   double settle_seconds = 3;
   double max_seconds = 300;
   std::string label;
+  std::string scram_cache;    // file that keeps salted-password keys between invocations
 };
 
 [[noreturn]] void usage(const char* why) {
-  fmt::print(stderr, "xmppload: {}\n", why);
-  fmt::print(stderr,
+  if (why) fmt::print(stderr, "xmppload: {}\n", why);
+  fmt::print(why ? stderr : stdout,
              "usage: xmppload --workload login|messages|idle|register --port P --domain D [--host H]\n"
              "  [--users N] [--first-user N] [--password PW] [--mech SCRAM-SHA-1|SCRAM-SHA-256] [--no-tls]\n"
              "  [--concurrency N] [--total N] [--clients N] [--messages N] [--rate R] [--body-bytes N]\n"
              "  [--conns 1000,5000] [--sources N] [--server-pid PID] [--settle-seconds S]\n"
-             "  [--max-seconds S] [--label TEXT]\n");
-  std::exit(2);
+             "  [--max-seconds S] [--label TEXT] [--scram-cache FILE]\n");
+  std::exit(why ? 2 : 0);
 }
 
 Options parse_options(int argc, char** argv) {
@@ -102,7 +104,8 @@ Options parse_options(int argc, char** argv) {
       if (i + 1 >= argc) usage(("missing value for " + a).c_str());
       return argv[++i];
     };
-    if (a == "--workload") o.workload = val();
+    if (a == "-h" || a == "--help") usage(nullptr);
+    else if (a == "--workload") o.workload = val();
     else if (a == "--host") o.host = val();
     else if (a == "--port") o.port = std::stoi(val());
     else if (a == "--domain") o.domain = val();
@@ -128,6 +131,7 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--settle-seconds") o.settle_seconds = std::stod(val());
     else if (a == "--max-seconds") o.max_seconds = std::stod(val());
     else if (a == "--label") o.label = val();
+    else if (a == "--scram-cache") o.scram_cache = val();
     else usage(("unknown option " + a).c_str());
   }
   if (o.mech != "SCRAM-SHA-1" && o.mech != "SCRAM-SHA-256") usage("--mech must be SCRAM-SHA-1 or SCRAM-SHA-256");
@@ -249,7 +253,36 @@ class ScramCache {
     return std::string(reinterpret_cast<char*>(out), len);
   }
 
+ // One line per entry: hex(key) hex(client_key) hex(stored_key) hex(server_key).
+  void load(const std::string& path) {
+    std::ifstream f(path);
+    std::string k, a, b, c;
+    while (f >> k >> a >> b >> c) cache_[unhex(k)] = ScramKeys{unhex(a), unhex(b), unhex(c)};
+  }
+  void save(const std::string& path) const {
+    std::ofstream f(path + ".tmp");
+    for (const auto& [k, v] : cache_)
+      f << hex(k) << ' ' << hex(v.client_key) << ' ' << hex(v.stored_key) << ' ' << hex(v.server_key) << '\n';
+    f.close();
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+  std::size_t size() const { return cache_.size(); }
+
  private:
+  static std::string hex(std::string_view s) {
+    static const char d[] = "0123456789abcdef";
+    std::string o;
+    for (unsigned char c : s) {
+      o += d[c >> 4];
+      o += d[c & 15];
+    }
+    return o;
+  }
+  static std::string unhex(std::string_view s) {
+    std::string o;
+    for (std::size_t i = 0; i + 1 < s.size(); i += 2) o += char(std::stoi(std::string(s.substr(i, 2)), nullptr, 16));
+    return o;
+  }
   std::map<std::string, ScramKeys> cache_;
 };
 
@@ -994,8 +1027,8 @@ int run_messages(Loop& loop, const Options& o) {
       last_received = received;
       last_progress = now;
     }
-    // Stop when nothing has arrived for 10 s after the last send, or at the deadline.
-    if (sent >= o.messages && now - last_progress > 10'000'000'000) break;
+    // Stop when nothing has arrived for 30 s after the last send, or at the deadline.
+    if (sent >= o.messages && now - last_progress > 30'000'000'000) break;
     if (now > send_deadline) break;
     loop.run_once(o.rate > 0 ? 1 : 20);
   }
@@ -1084,12 +1117,20 @@ int main(int argc, char** argv) {
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   Loop loop(o);
-  if (o.workload == "login" || o.workload == "register") return run_logins(loop, o);
-  if (o.workload == "messages") return run_messages(loop, o);
-  if (o.workload == "idle") {
+  if (!o.scram_cache.empty()) loop.scram.load(o.scram_cache);
+  std::size_t cached = loop.scram.size();
+  int rc = 0;
+  if (o.workload == "login" || o.workload == "register") {
+    rc = run_logins(loop, o);
+  } else if (o.workload == "messages") {
+    rc = run_messages(loop, o);
+  } else if (o.workload == "idle") {
     if (!o.conns.empty() && rlim_t(o.conns.back()) + 64 > rl.rlim_cur)
       fmt::print(stderr, "xmppload: open-file limit {} is below {} connections\n", rl.rlim_cur, o.conns.back());
-    return run_idle(loop, o);
+    rc = run_idle(loop, o);
+  } else {
+    usage("unknown workload");
   }
-  usage("unknown workload");
+  if (!o.scram_cache.empty() && loop.scram.size() != cached) loop.scram.save(o.scram_cache);
+  return rc;
 }
