@@ -230,6 +230,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(ServerOptions options, Ro
       ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                        ssl::context::single_dh_use);
+      // Idle connections should not hold OpenSSL's ~34 KiB of record buffers; renegotiation
+      // is a CPU-exhaustion vector and nothing here needs it.
+      SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
+      SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_RENEGOTIATION);
       error_code ec;
       ctx->use_certificate_chain_file(id.cert_file, ec);
       if (ec) return fail(Errc::invalid_argument, fmt::format("TLS certificate {}: {}", id.cert_file, ec.message()));
