@@ -320,16 +320,9 @@ void ImRouter::reroute_unacked(const std::string& bare, std::vector<std::string>
   for (auto& text : stanzas) {
     // Only messages are worth keeping; presence and iq results are stale by now.
     if (text.rfind("<message", 0) != 0) continue;
-    struct Collector final : XmlStreamHandler {
-      std::optional<Element> stanza;
-      void on_stream_open(const StreamHeader&) override {}
-      void on_stanza(Element&& e) override { stanza = std::move(e); }
-      void on_stream_close() override {}
-    } collector;
-    XmlStreamParser parser(collector);
-    std::string doc = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" + text;
-    if (!parser.feed(doc) || !collector.stanza) continue;
-    Element& st = *collector.stanza;
+    auto parsed = parse_element(text);
+    if (!parsed) continue;
+    Element& st = *parsed;
     std::string type(st.attr("type"));
     if (type != "" && type != "chat" && type != "normal") continue;
     if (st.child("delay", kDelayNs)) {

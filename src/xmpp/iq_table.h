@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/error.h"
 #include "xmpp/xml.h"
 
 namespace hearth::xmpp {
@@ -30,6 +31,13 @@ class IqReply {
   virtual void result(std::optional<Element> payload = std::nullopt) = 0;
   virtual void error(std::string_view type, std::string_view condition, std::string_view text = {}) = 0;
 };
+
+// The usual answer when storage failed: wait and retry for overload, else an internal error.
+inline void reply_storage_error(IqReply& reply, const Error& e) {
+  if (e.code == Errc::unavailable || e.code == Errc::resource_exhausted)
+    return reply.error("wait", "resource-constraint", {});
+  reply.error("wait", "internal-server-error", {});
+}
 
 // `to` is the bare JID the request was addressed to (the user's, or the domain).
 using IqHandler = std::function<void(const SessionIdentity& me, const std::string& to, const Element& iq,

@@ -26,27 +26,6 @@ CREATE TABLE xmpp_private (
 )sql"},
 };
 
-// Parses one serialised element (as written by Element::serialize()).
-std::optional<Element> parse_stored(std::string_view text) {
-  struct Collector final : XmlStreamHandler {
-    std::optional<Element> element;
-    void on_stream_open(const StreamHeader&) override {}
-    void on_stanza(Element&& e) override { element = std::move(e); }
-    void on_stream_close() override {}
-  } collector;
-  XmlStreamParser parser(collector);
-  std::string doc = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-  doc += text;
-  if (!parser.feed(doc)) return std::nullopt;
-  return std::move(collector.element);
-}
-
-void storage_error(IqReply& reply, const Error& e) {
-  if (e.code == Errc::unavailable || e.code == Errc::resource_exhausted)
-    return reply.error("wait", "resource-constraint");
-  reply.error("wait", "internal-server-error");
-}
-
 bool reserved(std::string_view ns) { return ns.empty() || ns == kClientNs || ns == kServerNs || ns == kPrivateNs; }
 
 void handle_get(store::Store& store, const SessionIdentity& me, const Element& query, IqReply& reply) {
@@ -64,12 +43,12 @@ void handle_get(store::Store& store, const SessionIdentity& me, const Element& q
     if (!*row) return std::optional<std::string>();
     return std::optional<std::string>(std::string((*row)->text(0)));
   });
-  if (!stored) return storage_error(reply, stored.error());
+  if (!stored) return reply_storage_error(reply, stored.error());
   Element q("query", std::string(kPrivateNs));
   if (!*stored) {
     q.add_child(want);
   } else {
-    auto element = parse_stored(**stored);
+    auto element = parse_element(**stored);
     if (!element) return reply.error("wait", "internal-server-error", "stored data is damaged");
     q.add_child(std::move(*element));
   }
@@ -121,7 +100,7 @@ void handle_set(store::Store& store, Clock& clock, const PrivateStorageOptions& 
   if (over_limit)
     return reply.error("modify", "policy-violation",
                        fmt::format("at most {} elements are stored", options.max_elements));
-  if (!r) return storage_error(reply, r.error());
+  if (!r) return reply_storage_error(reply, r.error());
   reply.result();
 }
 

@@ -19,41 +19,20 @@ CREATE TABLE xmpp_vcard (
 )sql"},
 };
 
-// Parses one serialised element (as written by Element::serialize()).
-std::optional<Element> parse_stored(std::string_view text) {
-  struct Collector final : XmlStreamHandler {
-    std::optional<Element> element;
-    void on_stream_open(const StreamHeader&) override {}
-    void on_stanza(Element&& e) override { element = std::move(e); }
-    void on_stream_close() override {}
-  } collector;
-  XmlStreamParser parser(collector);
-  std::string doc = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-  doc += text;
-  if (!parser.feed(doc)) return std::nullopt;
-  return std::move(collector.element);
-}
-
-void storage_error(IqReply& reply, const Error& e) {
-  if (e.code == Errc::unavailable || e.code == Errc::resource_exhausted)
-    return reply.error("wait", "resource-constraint");
-  reply.error("wait", "internal-server-error");
-}
-
 bool is_empty(const Element& e) { return e.nodes().empty(); }
 
 void handle_vcard(store::Store& store, Clock& clock, const VcardOptions& options, const SessionIdentity& me,
                   const Element& iq, const Element& vcard, IqReply& reply) {
   if (iq.attr("type") == "get") {
     auto stored = load_vcard_element(store, me.bare);
-    if (!stored) return storage_error(reply, stored.error());
+    if (!stored) return reply_storage_error(reply, stored.error());
     if (!*stored) return reply.result(Element("vCard", std::string(kVcardNs)));
     return reply.result(std::move(**stored));
   }
   if (is_empty(vcard)) {
     auto r = store.write_sync(
         [&](store::Transaction& tx) { return tx.exec("DELETE FROM xmpp_vcard WHERE owner = ?", {me.bare}); });
-    if (!r) return storage_error(reply, r.error());
+    if (!r) return reply_storage_error(reply, r.error());
     return reply.result();
   }
   std::string text = vcard.serialize();
@@ -66,7 +45,7 @@ void handle_vcard(store::Store& store, Clock& clock, const VcardOptions& options
         "ON CONFLICT(owner) DO UPDATE SET vcard = excluded.vcard, updated_ms = excluded.updated_ms",
         {me.bare, text, now});
   });
-  if (!r) return storage_error(reply, r.error());
+  if (!r) return reply_storage_error(reply, r.error());
   reply.result();
 }
 
@@ -106,7 +85,7 @@ Result<std::optional<Element>> load_vcard_element(store::Store& store, std::stri
   auto text = load_vcard(store, bare);
   if (!text) return tl::unexpected(text.error());
   if (!*text) return std::optional<Element>();
-  auto element = parse_stored(**text);
+  auto element = parse_element(**text);
   if (!element || element->name() != "vCard" || element->ns() != kVcardNs)
     return fail(Errc::corrupt, fmt::format("stored vCard of {} does not parse", bare));
   return element;

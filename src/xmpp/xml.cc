@@ -74,6 +74,20 @@ bool is_xml_space(std::string_view s) {
 
 }  // namespace
 
+std::optional<Element> parse_element(std::string_view serialized) {
+  struct Collector final : XmlStreamHandler {
+    std::optional<Element> element;
+    void on_stream_open(const StreamHeader&) override {}
+    void on_stanza(Element&& e) override { element = std::move(e); }
+    void on_stream_close() override {}
+  } collector;
+  XmlStreamParser parser(collector);
+  std::string doc = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+  doc += serialized;
+  if (!parser.feed(doc)) return std::nullopt;
+  return std::move(collector.element);
+}
+
 std::string xml_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());

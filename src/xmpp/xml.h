@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -195,6 +196,10 @@ inline ChildRange<false> Element::children() { return ChildRange<false>(nodes_);
 // content: & < > ' " and \t \n \r. For the few places that write XML by hand (stream
 // headers, errors, archive results); everything else goes through Element.
 std::string xml_escape(std::string_view s);
+
+// Parses one element serialised by Element::serialize() (stored stanzas, vCards),
+// under the same restricted-XML rules and limits as a stream; nullopt if it is not one.
+std::optional<Element> parse_element(std::string_view serialized);
 
 // Why a stream failed; each maps to the RFC 6120 §4.9.3 stream error condition that the
 // session sends before closing (see stream_error_condition()).

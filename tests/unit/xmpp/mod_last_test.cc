@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "module_test_support.h"
+
 #include <algorithm>
 
 #include "core/clock.h"
@@ -10,35 +12,7 @@
 namespace hearth::xmpp {
 namespace {
 
-// Records what a handler answered.
-struct FakeReply final : IqReply {
-  int calls = 0;
-  bool is_result = false;
-  std::optional<Element> payload;
-  std::string type, condition, text;
-  void result(std::optional<Element> p) override {
-    ++calls;
-    is_result = true;
-    payload = std::move(p);
-  }
-  void error(std::string_view t, std::string_view c, std::string_view x) override {
-    ++calls;
-    type = t;
-    condition = c;
-    text = x;
-  }
-};
-
-SessionIdentity session(std::string local, std::string resource = "phone") {
-  SessionIdentity me;
-  me.localpart = local;
-  me.domain = "localhost";
-  me.resource = resource;
-  me.bare = local + "@localhost";
-  me.full = me.bare + "/" + resource;
-  me.id = 1;
-  return me;
-}
+using namespace hearth::xmpp::testing;
 
 struct LastTest : ::testing::Test {
   ManualClock clock;

@@ -1,6 +1,8 @@
 #include "xmpp/mod_private.h"
 
 #include <gtest/gtest.h>
+
+#include "module_test_support.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,50 +16,7 @@
 namespace hearth::xmpp {
 namespace {
 
-// Records what a handler answered.
-struct FakeReply final : IqReply {
-  int calls = 0;
-  bool is_result = false;
-  std::optional<Element> payload;
-  std::string type, condition, text;
-  void result(std::optional<Element> p) override {
-    ++calls;
-    is_result = true;
-    payload = std::move(p);
-  }
-  void error(std::string_view t, std::string_view c, std::string_view x) override {
-    ++calls;
-    type = t;
-    condition = c;
-    text = x;
-  }
-};
-
-Element parse(std::string_view xml) {
-  struct Collector final : XmlStreamHandler {
-    std::optional<Element> element;
-    void on_stream_open(const StreamHeader&) override {}
-    void on_stanza(Element&& e) override { element = std::move(e); }
-    void on_stream_close() override {}
-  } c;
-  XmlStreamParser parser(c);
-  auto r = parser.feed("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>" +
-                       std::string(xml));
-  EXPECT_TRUE(r) << xml;
-  EXPECT_TRUE(c.element) << xml;
-  return c.element ? std::move(*c.element) : Element("invalid");
-}
-
-SessionIdentity session(std::string local, std::string resource = "phone") {
-  SessionIdentity me;
-  me.localpart = local;
-  me.domain = "localhost";
-  me.resource = resource;
-  me.bare = local + "@localhost";
-  me.full = me.bare + "/" + resource;
-  me.id = 1;
-  return me;
-}
+using namespace hearth::xmpp::testing;
 
 struct PrivateTest : ::testing::Test {
   std::string dir =
