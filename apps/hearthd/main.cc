@@ -48,6 +48,22 @@ std::string url_host(const std::string& address) {
   return address.find(':') != std::string::npos ? "[" + address + "]" : address;
 }
 
+// hearthctl as a person can type it: the binary built next to this one if there is one
+// (apps/hearthctl/hearthctl in a build tree, or the same directory once installed).
+std::string hearthctl_command() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (auto candidate : {self.parent_path().parent_path() / "hearthctl" / "hearthctl", self.parent_path() / "hearthctl"}) {
+      if (std::filesystem::exists(candidate, ec)) {
+        auto rel = std::filesystem::relative(candidate, std::filesystem::current_path(ec), ec);
+        return (!ec && !rel.empty() && rel.native().rfind("..", 0) != 0) ? "./" + rel.string() : candidate.string();
+      }
+    }
+  }
+  return "hearthctl";
+}
+
 std::string format_time_utc(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(static_cast<std::time_t>(ms / 1000)));
 }
@@ -251,7 +267,7 @@ int run(const Config& config, bool print_banner) {
       out += fmt::format("  open   {}\n", ops::invite_url(public_url, invite->token));
       out += fmt::format("  or in an XMPP app (Conversations, Gajim): xmpp:{}?register;preauth={}\n",
                          config.primary_domain().name, invite->token);
-      out += fmt::format("  or run hearthctl --data-dir {} user add admin@{} --invite {}\n", data_dir,
+      out += fmt::format("  or run {} --data-dir {} user add admin@{} --invite {}\n", hearthctl_command(), data_dir,
                          config.primary_domain().name, invite->token);
     }
     out += "Press Ctrl-C to stop.\n";
