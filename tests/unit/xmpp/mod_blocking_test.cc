@@ -25,32 +25,17 @@ struct Push {
   Element iq;
 };
 
-struct BlockingTest : ::testing::Test {
-  std::string dir =
-      (std::filesystem::temp_directory_path() / ("hearth-blocking-" + std::to_string(::getpid()) + "-" +
-                                                 ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-          .string();
-  Logger log{LogLevel::error, LogFormat::text};
-  MetricsRegistry metrics;
-  std::unique_ptr<store::Store> db;
+struct BlockingTest : StoreFixture {
   std::unique_ptr<IqTable> table;
   std::shared_ptr<BlockList> blocks;
   std::vector<Push> pushes;
   SessionIdentity alice = session("alice");
 
-  void SetUp() override {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    open({});
-  }
+  void SetUp() override { open({}); }
   void open(BlockingOptions options) {
     blocks.reset();
     table.reset();
-    if (db) db->close();
-    db.reset();
-    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 2, 64, 1000}, log, metrics);
-    ASSERT_TRUE(s) << s.error().describe();
-    db = std::move(*s);
+    ASSERT_TRUE(reopen_store(2));
     table = std::make_unique<IqTable>();
     auto r = register_blocking(
         *table, *db,
@@ -64,8 +49,7 @@ struct BlockingTest : ::testing::Test {
   void TearDown() override {
     blocks.reset();
     table.reset();
-    db.reset();
-    std::filesystem::remove_all(dir);
+    StoreFixture::TearDown();
   }
 
   // `to`: empty for the account itself, else the server's domain.

@@ -18,38 +18,21 @@ namespace {
 
 using namespace hearth::xmpp::testing;
 
-struct VcardTest : ::testing::Test {
-  std::string dir =
-      (std::filesystem::temp_directory_path() / ("hearth-vcard-" + std::to_string(::getpid()) + "-" +
-                                                 ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-          .string();
-  Logger log{LogLevel::error, LogFormat::text};
-  MetricsRegistry metrics;
-  ManualClock clock;
-  std::unique_ptr<store::Store> db;
+struct VcardTest : StoreFixture {
   std::unique_ptr<IqTable> table;
   SessionIdentity alice = session("alice");
 
-  void SetUp() override {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    open({});
-  }
+  void SetUp() override { open({}); }
   void open(VcardOptions options) {
     table.reset();
-    if (db) db->close();
-    db.reset();
-    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
-    ASSERT_TRUE(s) << s.error().describe();
-    db = std::move(*s);
+    ASSERT_TRUE(reopen_store(1));
     table = std::make_unique<IqTable>();
     auto r = register_vcard(*table, *db, clock, options);
     ASSERT_TRUE(r) << r.error().describe();
   }
   void TearDown() override {
     table.reset();
-    db.reset();
-    std::filesystem::remove_all(dir);
+    StoreFixture::TearDown();
   }
 
   // `to`: empty for the account itself, else the server's domain.

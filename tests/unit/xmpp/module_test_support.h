@@ -3,10 +3,18 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "store/store.h"
 #include "xmpp/im.h"
 #include "xmpp/iq_table.h"
 #include "xmpp/xml.h"
@@ -48,5 +56,39 @@ inline SessionIdentity session(std::string local, std::string resource = "phone"
   me.id = 1;
   return me;
 }
+
+// A fixture with a fresh SQLite store in a per-test temporary directory. reopen_store()
+// closes and opens it again, for persistence tests; derived fixtures drop whatever uses
+// the store before calling it, and before this fixture's TearDown.
+struct StoreFixture : ::testing::Test {
+  std::string dir = (std::filesystem::temp_directory_path() /
+                     ("hearth-" + std::to_string(::getpid()) + "-" +
+                      ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() + "-" +
+                      ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                        .string();
+  Logger log{LogLevel::error, LogFormat::text};
+  MetricsRegistry metrics;
+  ManualClock clock;
+  std::unique_ptr<store::Store> db;
+
+  StoreFixture() {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  void TearDown() override {
+    db.reset();
+    std::filesystem::remove_all(dir);
+  }
+  // False (with a test failure recorded) if the store cannot be opened.
+  bool reopen_store(int readers = 1) {
+    if (db) db->close();
+    db.reset();
+    auto s = store::Store::open_sqlite({dir + "/db.sqlite", readers, 64, 1000}, log, metrics);
+    EXPECT_TRUE(s) << s.error().describe();
+    if (!s) return false;
+    db = std::move(*s);
+    return true;
+  }
+};
 
 }  // namespace hearth::xmpp::testing

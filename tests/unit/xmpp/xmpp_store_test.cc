@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "module_test_support.h"
+
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -14,35 +16,21 @@
 namespace hearth::xmpp {
 namespace {
 
-struct XmppStoreTest : ::testing::Test {
-  std::string dir = (std::filesystem::temp_directory_path() /
-                     ("hearth-xs-" + std::to_string(::getpid()) + "-" +
-                      ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                        .string();
-  Logger log{LogLevel::error, LogFormat::text};
-  MetricsRegistry metrics;
-  ManualClock clock;
-  std::unique_ptr<store::Store> db;
+using testing::StoreFixture;
+
+struct XmppStoreTest : StoreFixture {
   std::unique_ptr<XmppStore> xs;
 
-  void SetUp() override {
-    std::filesystem::create_directories(dir);
-    open({});
-  }
+  void SetUp() override { open({}); }
   void open(XmppStoreOptions options) {
     xs.reset();
-    if (db) db->close();
-    db.reset();
-    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
-    ASSERT_TRUE(s) << s.error().describe();
-    db = std::move(*s);
+    ASSERT_TRUE(reopen_store(1));
     xs = std::make_unique<XmppStore>(*db, clock, options);
     ASSERT_TRUE(xs->migrate());
   }
   void TearDown() override {
     xs.reset();
-    db.reset();
-    std::filesystem::remove_all(dir);
+    StoreFixture::TearDown();
   }
 };
 
