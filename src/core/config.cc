@@ -23,22 +23,14 @@ struct Binding {
 
 std::string type_error(std::string_view want) { return fmt::format("expected {}", want); }
 
-auto int_field(int Config::*field, std::int64_t min, std::int64_t max) {
+// An integer key of any width, checked against [min, max] before it is narrowed.
+template <typename T>
+auto integer_field(T Config::*field, std::int64_t min, std::int64_t max) {
   return [field, min, max](const toml::node& n, Config& c) -> std::string {
     auto v = n.value<std::int64_t>();
     if (!n.is_integer() || !v) return type_error("an integer");
     if (*v < min || *v > max) return fmt::format("must be between {} and {}", min, max);
-    c.*field = static_cast<int>(*v);
-    return {};
-  };
-}
-
-auto int64_field(std::int64_t Config::*field, std::int64_t min, std::int64_t max) {
-  return [field, min, max](const toml::node& n, Config& c) -> std::string {
-    auto v = n.value<std::int64_t>();
-    if (!n.is_integer() || !v) return type_error("an integer");
-    if (*v < min || *v > max) return fmt::format("must be between {} and {}", min, max);
-    c.*field = *v;
+    c.*field = static_cast<T>(*v);
     return {};
   };
 }
@@ -99,9 +91,9 @@ const std::vector<Binding>& bindings() {
       {"server.data_dir", "\"./data\"", "Directory for the database, blobs, TLS material and the admin socket.",
        string_field(&Config::data_dir)},
       {"server.shards", "0", "Event-loop threads; 0 means one per CPU core.",
-       int_field(&Config::shards, 0, 256)},
+       integer_field(&Config::shards, 0, 256)},
       {"server.drain_seconds", "10", "On SIGTERM, how long in-flight requests may take before connections are closed.",
-       int_field(&Config::drain_seconds, 0, 3600)},
+       integer_field(&Config::drain_seconds, 0, 3600)},
 
       {"domain[].name", "\"localhost\"", "A domain (virtual host) served by this instance; the first is the primary domain.", nullptr},
       {"domain[].registration", "\"invite\"", "Who may create accounts: `closed`, `invite` (an invitation is required) or `open`.", nullptr},
@@ -111,76 +103,76 @@ const std::vector<Binding>& bindings() {
       {"http.bind", "[\"127.0.0.1\"]", "Addresses the HTTP listeners bind to.",
        string_list_field(&Config::http_bind)},
       {"http.port", "8008", "Plain HTTP port (Matrix, WebSocket, uploads, /health, /metrics); 0 picks a free port, -1 disables.",
-       int_field(&Config::http_port, -1, 65535)},
+       integer_field(&Config::http_port, -1, 65535)},
       {"http.https_port", "8443", "HTTP over TLS port (SNI selects the domain's certificate, ALPN `http/1.1`); 0 picks a free port, -1 disables.",
-       int_field(&Config::https_port, -1, 65535)},
+       integer_field(&Config::https_port, -1, 65535)},
       {"http.max_body_bytes", "1048576", "Largest request body accepted; larger bodies get 413.",
-       int64_field(&Config::http_max_body_bytes, 0, std::int64_t{1} << 40)},
+       integer_field(&Config::http_max_body_bytes, 0, std::int64_t{1} << 40)},
       {"http.max_header_bytes", "16384", "Largest request head (request line and headers); larger gets 431.",
-       int64_field(&Config::http_max_header_bytes, 1024, 1 << 20)},
+       integer_field(&Config::http_max_header_bytes, 1024, 1 << 20)},
       {"http.idle_timeout_seconds", "60", "Keep-alive connections idle this long are closed.",
-       int_field(&Config::http_idle_timeout_seconds, 1, 86400)},
+       integer_field(&Config::http_idle_timeout_seconds, 1, 86400)},
       {"http.public_url", "\"\"", "Base URL users reach this server at (printed links, invitations); empty: derived from the first listener.",
        string_field(&Config::public_url)},
 
       {"xmpp.bind", "[\"127.0.0.1\"]", "Addresses the XMPP client listeners bind to.",
        string_list_field(&Config::xmpp_bind)},
       {"xmpp.c2s_port", "5222", "XMPP client port (RFC 6120; STARTTLS is required before authentication); 0 picks a free port, -1 disables.",
-       int_field(&Config::xmpp_c2s_port, -1, 65535)},
+       integer_field(&Config::xmpp_c2s_port, -1, 65535)},
       {"xmpp.c2s_tls_port", "5223", "XMPP client port with TLS from the first byte (XEP-0368, ALPN `xmpp-client`); 0 picks a free port, -1 disables.",
-       int_field(&Config::xmpp_c2s_tls_port, -1, 65535)},
+       integer_field(&Config::xmpp_c2s_tls_port, -1, 65535)},
       {"xmpp.max_stanza_bytes", "262144", "Largest stanza a client may send; larger closes the stream with `policy-violation`.",
-       int64_field(&Config::xmpp_max_stanza_bytes, 10000, 64 << 20)},
+       integer_field(&Config::xmpp_max_stanza_bytes, 10000, 64 << 20)},
       {"xmpp.read_bytes_per_second", "65536", "Per-connection read rate after authentication (token bucket, 8 s of burst).",
-       int64_field(&Config::xmpp_read_bytes_per_second, 1024, std::int64_t{1} << 32)},
+       integer_field(&Config::xmpp_read_bytes_per_second, 1024, std::int64_t{1} << 32)},
       {"xmpp.max_offline_messages", "500", "Messages kept per account while it is offline; past it senders get `resource-constraint`.",
-       int_field(&Config::xmpp_max_offline_messages, 0, 1'000'000)},
+       integer_field(&Config::xmpp_max_offline_messages, 0, 1'000'000)},
       {"xmpp.max_roster_items", "1000", "Contacts per account.",
-       int_field(&Config::xmpp_max_roster_items, 1, 1'000'000)},
+       integer_field(&Config::xmpp_max_roster_items, 1, 1'000'000)},
       {"xmpp.idle_timeout_seconds", "600", "A client connection that sends nothing (not even a whitespace keepalive) this long is closed.",
-       int_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
+       integer_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
       {"xmpp.resume_timeout_seconds", "300", "Stream management (XEP-0198): how long a session whose connection dropped waits for its client to resume it; then its unacknowledged messages go to offline storage.",
-       int_field(&Config::xmpp_resume_timeout_seconds, 1, 86400)},
+       integer_field(&Config::xmpp_resume_timeout_seconds, 1, 86400)},
       {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
        bool_field(&Config::xmpp_strict_channel_binding)},
 
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
-       int_field(&Config::max_connections, 1, 10'000'000)},
+       integer_field(&Config::max_connections, 1, 10'000'000)},
       {"limits.max_connections_per_ip", "100", "Connections open at once from one IP address.",
-       int_field(&Config::max_connections_per_ip, 1, 10'000'000)},
+       integer_field(&Config::max_connections_per_ip, 1, 10'000'000)},
       {"limits.requests_per_second_per_ip", "50", "Sustained HTTP requests per second per IP address (token bucket); past it: 429 with Retry-After.",
        double_field(&Config::requests_per_second_per_ip, 0.001, 1e9)},
       {"limits.request_burst_per_ip", "100", "Requests one IP address may send in a burst before the per-second rate applies.",
-       int_field(&Config::request_burst_per_ip, 1, 10'000'000)},
+       integer_field(&Config::request_burst_per_ip, 1, 10'000'000)},
       {"limits.max_inflight_requests", "1000", "Requests being worked on at once; past it: 503 with Retry-After at once (never queued). /health and /metrics are exempt.",
-       int_field(&Config::max_inflight_requests, 1, 10'000'000)},
+       integer_field(&Config::max_inflight_requests, 1, 10'000'000)},
       {"limits.fd_reserve", "128", "File descriptors kept beyond `max_connections` for storage, health checks and the admin socket.",
-       int_field(&Config::fd_reserve, 16, 1'000'000)},
+       integer_field(&Config::fd_reserve, 16, 1'000'000)},
 
       {"store.readers", "4", "SQLite reader connections (each on its own thread).",
-       int_field(&Config::store_readers, 1, 64)},
+       integer_field(&Config::store_readers, 1, 64)},
       {"store.max_batch", "256", "Most writes committed together in one transaction (group commit).",
-       int_field(&Config::store_max_batch, 1, 100000)},
+       integer_field(&Config::store_max_batch, 1, 100000)},
       {"store.queue_limit", "10000", "Writes or reads waiting at once; past it storage answers `unavailable` at once.",
-       int_field(&Config::store_queue_limit, 1, 10'000'000)},
+       integer_field(&Config::store_queue_limit, 1, 10'000'000)},
 
       {"accounts.scram_iterations", "4096", "PBKDF2 iterations for the SCRAM-SHA-1 and SCRAM-SHA-256 stored keys.",
-       int_field(&Config::scram_iterations, 4096, 10'000'000)},
+       integer_field(&Config::scram_iterations, 4096, 10'000'000)},
       {"accounts.invite_ttl_hours", "168", "Lifetime of a new invitation.",
-       int_field(&Config::invite_ttl_hours, 1, 24 * 365 * 10)},
+       integer_field(&Config::invite_ttl_hours, 1, 24 * 365 * 10)},
       {"accounts.token_ttl_days", "0", "Lifetime of access tokens; 0 means they do not expire.",
-       int_field(&Config::token_ttl_days, 0, 36500)},
+       integer_field(&Config::token_ttl_days, 0, 36500)},
 
       {"ops.admin_socket", "\"\"", "Unix socket for hearthctl (mode 0600); empty: `<data_dir>/hearthd.sock`.",
        string_field(&Config::admin_socket)},
       {"ops.health_interval_seconds", "10", "How often health checks (disk, paths, database, descriptors) run.",
-       int_field(&Config::health_interval_seconds, 1, 3600)},
+       integer_field(&Config::health_interval_seconds, 1, 3600)},
       {"ops.disk_warning_percent", "80", "Disk use (bytes or inodes) at which /health reports a warning.",
-       int_field(&Config::disk_warning_percent, 1, 100)},
+       integer_field(&Config::disk_warning_percent, 1, 100)},
       {"ops.disk_high_percent", "90", "Disk use at which the warning is raised to high (still a warning, logged each check).",
-       int_field(&Config::disk_high_percent, 1, 100)},
+       integer_field(&Config::disk_high_percent, 1, 100)},
       {"ops.disk_critical_percent", "95", "Disk use at which /health reports critical.",
-       int_field(&Config::disk_critical_percent, 1, 100)},
+       integer_field(&Config::disk_critical_percent, 1, 100)},
 
       {"log.level", "\"info\"", "`debug`, `info`, `warn` or `error`.",
        string_field(&Config::log_level, {"debug", "info", "warn", "error"})},

@@ -792,7 +792,9 @@ TEST(StreamListener, DrainCallsOnDrainAndRunReturnsAfterTheGoodbye) {
   EXPECT_TRUE(wait_until([&] { return s.returned(); }));
   EXPECT_EQ(session->drains, 1);
   EXPECT_EQ(session->closes, 1);
-  EXPECT_FALSE(Client::connect(s.plain_port()));  // the listener is closed
+  // No connect to the old port to show the listener closed: run() returns only after
+  // closing its acceptors, and under parallel ctest another test may already have been
+  // given the same ephemeral port (a flaky failure seen once in a full run).
 }
 
 TEST(StreamListener, DrainCutsConnectionsStillOpenAfterDrainSeconds) {
