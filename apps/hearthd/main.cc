@@ -191,6 +191,9 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.read_burst_bytes = static_cast<std::size_t>(config.xmpp_read_bytes_per_second) * 8;
   xmpp_options.max_offline_messages = config.xmpp_max_offline_messages;
   xmpp_options.max_roster_items = config.xmpp_max_roster_items;
+  xmpp_options.pep_max_item_bytes = static_cast<std::size_t>(config.xmpp_pep_max_item_bytes);
+  xmpp_options.pep_max_nodes = config.xmpp_pep_max_nodes;
+  xmpp_options.pep_max_items = config.xmpp_pep_max_items;
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;

@@ -52,6 +52,9 @@ struct Config {
   std::int64_t xmpp_read_bytes_per_second = 64 * 1024;
   int xmpp_max_offline_messages = 500;
   int xmpp_max_roster_items = 1000;
+  std::int64_t xmpp_pep_max_item_bytes = 128 * 1024;
+  int xmpp_pep_max_nodes = 256;
+  int xmpp_pep_max_items = 1000;
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;

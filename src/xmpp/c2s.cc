@@ -19,6 +19,7 @@
 #include "xmpp/jid.h"
 #include "xmpp/mod_blocking.h"
 #include "xmpp/mod_last.h"
+#include "xmpp/mod_pep.h"
 #include "xmpp/mod_private.h"
 #include "xmpp/mod_vcard.h"
 #include "xmpp/registry.h"
@@ -101,6 +102,7 @@ struct XmppService::Impl {
   Counter& resumptions;
   std::atomic<std::uint64_t> next_id{1};
   std::shared_ptr<BlockList> blocks;
+  std::shared_ptr<Pep> pep;
   // Per-module removal of an account's data (filled by migrate()).
   std::vector<std::function<Result<void>(const std::string& bare)>> erasers;
 
@@ -805,6 +807,12 @@ Result<void> XmppService::migrate() {
   if (!blocks) return tl::unexpected(blocks.error());
   impl_->blocks = *blocks;
   impl_->im.set_blocklist(*blocks);
+  impl_->pep = std::make_shared<Pep>(
+      impl_->store, impl_->xstore, impl_->registry, impl_->clock,
+      [impl](const std::string& owner, const std::string& contact) { return impl->im.blocked(owner, contact); },
+      PepOptions{impl_->options.pep_max_item_bytes, impl_->options.pep_max_nodes, impl_->options.pep_max_items});
+  if (auto r = impl_->pep->register_iqs(iqs); !r) return r;
+  impl_->im.set_pep(impl_->pep);
 
   auto delete_rows = [impl](const char* sql) {
     return [impl, sql](const std::string& bare) -> Result<void> {
@@ -820,6 +828,7 @@ Result<void> XmppService::migrate() {
       delete_rows("DELETE FROM xmpp_vcard WHERE owner = ?"),
       delete_rows("DELETE FROM xmpp_private WHERE owner = ?"),
       [impl](const std::string& bare) { return impl->blocks->unblock_all(bare); },
+      [impl](const std::string& bare) { return impl->pep->forget_account(bare); },
   };
   return sweep_deleted_accounts();
 }
@@ -833,7 +842,8 @@ Result<void> XmppService::sweep_deleted_accounts() {
     std::vector<std::string> out;
     auto r = tx.query(
         "SELECT owner FROM xmpp_roster UNION SELECT owner FROM xmpp_offline UNION SELECT owner FROM xmpp_archive "
-        "UNION SELECT owner FROM xmpp_vcard UNION SELECT owner FROM xmpp_private UNION SELECT owner FROM xmpp_blocklist",
+        "UNION SELECT owner FROM xmpp_vcard UNION SELECT owner FROM xmpp_private UNION SELECT owner FROM xmpp_blocklist "
+        "UNION SELECT owner FROM xmpp_pep_node",
         {}, [&](const store::Row& row) { out.emplace_back(row.text(0)); });
     if (!r) return tl::unexpected(r.error());
     return out;

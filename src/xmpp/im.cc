@@ -18,8 +18,6 @@ namespace {
 
 constexpr std::string_view kStanzasNs = "urn:ietf:params:xml:ns:xmpp-stanzas";
 constexpr std::string_view kRosterNs = "jabber:iq:roster";
-constexpr std::string_view kDiscoInfoNs = "http://jabber.org/protocol/disco#info";
-constexpr std::string_view kDiscoItemsNs = "http://jabber.org/protocol/disco#items";
 constexpr std::string_view kPingNs = "urn:xmpp:ping";
 constexpr std::string_view kVersionNs = "jabber:iq:version";
 constexpr std::string_view kSessionNs = "urn:ietf:params:xml:ns:xmpp-session";
@@ -379,6 +377,7 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
     if (presence_priority(st) >= 0) deliver_offline(me);
     deliver_pending_subscriptions(me);
   }
+  if (pep_) pep_->on_presence(me, st);
 }
 
 void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, bool initial) {
@@ -436,6 +435,7 @@ void ImRouter::send_available_presences(const std::string& of_bare, const std::s
 }
 
 void ImRouter::session_closed(const SessionIdentity& me, bool was_available) {
+  if (pep_) pep_->on_session_closed(me);
   if (!was_available) return;
   Element st("presence", std::string(kClientNs));
   st.set_attr("type", "unavailable");
@@ -577,6 +577,7 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
   std::string to(st.attr("to"));
   if (to.empty() || to == me.bare) {
     if (request) dispatch_iq(me, st, me.bare, IqTarget::account);
+    else if (pep_) pep_->on_iq_response(me, st);
     return;
   }
   auto jid = Jid::parse(to);
@@ -613,17 +614,9 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
     send(*me.sink, r);
     return;
   }
-  if (jid->resource.empty() && payload.name() == "query" && payload.ns() == kDiscoInfoNs &&
-      account_exists(jid->local, jid->domain)) {
-    Element r = iq_result(st, jid->bare());
-    Element& q = r.add_child(Element("query", std::string(kDiscoInfoNs)));
-    Element& id = q.add_child(Element("identity", std::string(kDiscoInfoNs)));
-    id.set_attr("category", "account");
-    id.set_attr("type", "registered");
-    q.add_child(Element("feature", std::string(kDiscoInfoNs))).set_attr("var", std::string(kDiscoInfoNs));
-    send(*me.sink, r);
-    return;
-  }
+  if (jid->resource.empty() && iqs_.find(payload.ns(), payload.name(), IqTarget::peer) &&
+      account_exists(jid->local, jid->domain))
+    return dispatch_iq(me, st, jid->bare(), IqTarget::peer);
   reply_error(me, st, "cancel", "service-unavailable");
 }
 
@@ -652,6 +645,16 @@ class StanzaIqReply final : public IqReply {
     if (!from_.empty()) r.set_attr("from", from_);
     ImRouter::send(*me_.sink, r);
   }
+  void error_with(std::string_view type, std::string_view condition, Element app_condition,
+                  std::string_view text) override {
+    if (answered_) return;
+    answered_ = true;
+    Element r = make_error_reply(st_, type, condition, text);
+    r.set_attr("to", me_.full);
+    if (!from_.empty()) r.set_attr("from", from_);
+    if (Element* err = r.child("error")) err->add_child(std::move(app_condition));
+    ImRouter::send(*me_.sink, r);
+  }
 
  private:
   const SessionIdentity& me_;
@@ -676,7 +679,7 @@ Element disco_info(std::string_view category, std::string_view type, std::string
 
 void ImRouter::dispatch_iq(const SessionIdentity& me, Element& st, const std::string& to, IqTarget target) {
   const Element& payload = *st.children().begin();
-  StanzaIqReply answer(me, st, target == IqTarget::server ? to : me.bare);
+  StanzaIqReply answer(me, st, to);
   IqReply& reply = answer;
   const IqEntry* entry = iqs_.find(payload.ns(), payload.name(), target);
   if (!entry) {
@@ -700,17 +703,35 @@ void ImRouter::register_core_iqs() {
             // RFC 3921 sessions: a no-op kept for old clients.
             [](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) { r.result(); },
             {}});
-  iqs_.add({std::string(kDiscoInfoNs), "query", IqTarget::both,
+  iqs_.add({std::string(kDiscoInfoNs), "query", IqTarget::any,
             get_only([this](const SessionIdentity& me, const std::string& to, const Element&, const Element& p, IqReply& r) {
               if (!p.attr("node").empty()) return r.error("cancel", "item-not-found");
               bool server = to.find('@') == std::string::npos;
-              if (server) r.result(disco_info("server", "im", "hearth", iqs_.features(IqTarget::server)));
-              else r.result(disco_info("account", "registered", "", iqs_.features(IqTarget::account)));
+              if (server) return r.result(disco_info("server", "im", "hearth", iqs_.features(IqTarget::server)));
+              // Another account's bare JID: the server answers for the account (RFC 6121
+              // §8.5.2.1.3); its features are what the server does on its behalf.
+              Element q = disco_info("account", "registered", "",
+                                     iqs_.features(to == me.bare ? IqTarget::account : IqTarget::peer));
+              if (pep_) {
+                Element pep("identity", std::string(kDiscoInfoNs));
+                pep.set_attr("category", "pubsub");
+                pep.set_attr("type", "pep");
+                q.nodes().insert(q.nodes().begin() + 1, Node(std::move(pep)));
+              }
+              r.result(std::move(q));
             }),
             {std::string(kDiscoInfoNs)}});
-  iqs_.add({std::string(kDiscoItemsNs), "query", IqTarget::both,
-            get_only([](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) {
-              r.result(Element("query", std::string(kDiscoItemsNs)));
+  iqs_.add({std::string(kDiscoItemsNs), "query", IqTarget::any,
+            get_only([this](const SessionIdentity& me, const std::string& to, const Element&, const Element& p, IqReply& r) {
+              if (!p.attr("node").empty()) return r.error("cancel", "item-not-found");
+              Element q("query", std::string(kDiscoItemsNs));
+              if (pep_ && to.find('@') != std::string::npos)
+                for (const auto& node : pep_->visible_nodes(to, me.bare)) {
+                  Element& item = q.add_child(Element("item", std::string(kDiscoItemsNs)));
+                  item.set_attr("jid", to);
+                  item.set_attr("node", node);
+                }
+              r.result(std::move(q));
             }),
             {std::string(kDiscoItemsNs)}});
   iqs_.add({std::string(kVersionNs), "query", IqTarget::server,

@@ -28,12 +28,29 @@ class Accounts;
 
 namespace hearth::xmpp {
 
+inline constexpr std::string_view kDiscoInfoNs = "http://jabber.org/protocol/disco#info";
+inline constexpr std::string_view kDiscoItemsNs = "http://jabber.org/protocol/disco#items";
+
 // Who a bound session is; immutable after bind.
 struct SessionIdentity {
   std::string localpart, domain, resource;
   std::string bare, full;
   std::uint64_t id = 0;
   std::shared_ptr<SessionSink> sink;
+};
+
+// What routing tells the PEP service (mod_pep.h), as an interface so that routing does
+// not depend on it. Called on the worker pool.
+class PepHooks {
+ public:
+  virtual ~PepHooks() = default;
+  // A presence the session broadcast (no 'to'): available (with XEP-0115 caps) or not.
+  virtual void on_presence(const SessionIdentity& me, const Element& presence) = 0;
+  // An iq result or error from the session; true when it answered PEP's own query.
+  virtual bool on_iq_response(const SessionIdentity& me, const Element& iq) = 0;
+  virtual void on_session_closed(const SessionIdentity& me) = 0;
+  // The nodes of `owner` that `requester` (a bare JID) may see, for disco#items.
+  virtual std::vector<std::string> visible_nodes(const std::string& owner, const std::string& requester) = 0;
 };
 
 class ImRouter {
@@ -53,6 +70,11 @@ class ImRouter {
   IqTable& iqs() { return iqs_; }
   // XEP-0191: consulted for every routed stanza once set (at start-up).
   void set_blocklist(std::shared_ptr<BlockList> blocks) { blocks_ = std::move(blocks); }
+  // XEP-0163: set once at start-up.
+  void set_pep(std::shared_ptr<PepHooks> pep) { pep_ = std::move(pep); }
+  // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
+  // blocked so that nothing slips through; the caller answers with an error.
+  bool blocked(const std::string& owner, const std::string& contact);
 
   // Serialises and delivers a stanza to one session.
   static void send(SessionSink& sink, const Element& stanza);
@@ -101,10 +123,7 @@ class ImRouter {
   Counter& messages_offline_;
   IqTable iqs_;
   std::shared_ptr<BlockList> blocks_;
-
-  // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
-  // blocked so that nothing slips through; the caller answers with an error.
-  bool blocked(const std::string& owner, const std::string& contact);
+  std::shared_ptr<PepHooks> pep_;
 };
 
 // Builds <stanza type='error'/> answering `st` (addresses swapped).

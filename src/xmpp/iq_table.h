@@ -21,7 +21,9 @@ namespace hearth::xmpp {
 
 struct SessionIdentity;
 
-enum class IqTarget { account = 1, server = 2, both = 3 };
+// account: the user's own bare JID; server: the domain; peer: another local account's bare
+// JID, answered by the server on that account's behalf (PEP, vCards).
+enum class IqTarget { account = 1, server = 2, both = 3, peer = 4, account_or_peer = 5, any = 7 };
 
 // What a handler sends back: exactly one of result() or error().
 class IqReply {
@@ -30,6 +32,13 @@ class IqReply {
   // An iq result carrying `payload` (or nothing).
   virtual void result(std::optional<Element> payload = std::nullopt) = 0;
   virtual void error(std::string_view type, std::string_view condition, std::string_view text = {}) = 0;
+  // An error that also carries an application-specific condition element (RFC 6120
+  // §8.3.2), such as XEP-0060's <precondition-not-met/>.
+  virtual void error_with(std::string_view type, std::string_view condition, Element app_condition,
+                          std::string_view text = {}) {
+    (void)app_condition;
+    error(type, condition, text);
+  }
 };
 
 // The usual answer when storage failed: wait and retry for overload, else an internal error.

@@ -4,32 +4,22 @@
 
 #include <fmt/format.h>
 
+#include "xmpp/forms.h"
 #include "xmpp/im.h"
 #include "xmpp/jid.h"
 
 namespace hearth::xmpp {
 namespace {
 
-constexpr std::string_view kDataFormsNs = "jabber:x:data";
 constexpr std::string_view kRsmNs = "http://jabber.org/protocol/rsm";
 constexpr std::string_view kForwardNs = "urn:xmpp:forward:0";
 constexpr std::string_view kHintsNs = "urn:xmpp:hints";
 constexpr int kMaxPage = 250;
 
-Element form_field(std::string var, std::string type, std::string value = {}) {
-  Element f("field", std::string(kDataFormsNs));
-  f.set_attr("var", std::move(var));
-  f.set_attr("type", std::move(type));
-  if (!value.empty()) f.add_child(Element("value", std::string(kDataFormsNs))).add_text(value);
-  return f;
-}
-
 void handle_query(XmppStore& store, const SessionIdentity& me, const Element& iq, const Element& query, IqReply& reply) {
   if (iq.attr("type") == "get") {
     Element q("query", std::string(kMamNs));
-    Element& x = q.add_child(Element("x", std::string(kDataFormsNs)));
-    x.set_attr("type", "form");
-    x.add_child(form_field("FORM_TYPE", "hidden", std::string(kMamNs)));
+    Element& x = q.add_child(make_form("form", kMamNs));
     x.add_child(form_field("with", "jid-single"));
     x.add_child(form_field("start", "text-single"));
     x.add_child(form_field("end", "text-single"));

@@ -43,6 +43,9 @@ struct XmppOptions {
   int idle_timeout_seconds = 600;  // no bytes at all (clients ping or send whitespace)
   int max_offline_messages = 500;
   int max_roster_items = 1000;
+  std::size_t pep_max_item_bytes = 128 * 1024;  // XEP-0163: one item's payload
+  int pep_max_nodes = 256;                     // per account
+  int pep_max_items = 1000;                    // per node ("max")
   int max_auth_attempts = 3;
   int resume_timeout_seconds = 300;  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered

@@ -17,9 +17,35 @@
 #include "store/store.h"
 #include "xmpp/im.h"
 #include "xmpp/iq_table.h"
+#include "net/net.h"
 #include "xmpp/xml.h"
 
 namespace hearth::xmpp::testing {
+
+// A stream connection that records what is sent and runs posted work at once.
+struct FakeConnection final : net::StreamConnection {
+  std::vector<std::string> sent;
+  bool closed = false;
+  void send(std::string bytes) override { sent.push_back(std::move(bytes)); }
+  void close() override { closed = true; }
+  void start_tls(std::function<void(Result<void>)>, std::string) override {}
+  bool is_tls() const override { return true; }
+  std::string remote_ip() const override { return "127.0.0.1"; }
+  std::string server_name() const override { return {}; }
+  std::string alpn() const override { return {}; }
+  std::string tls_version() const override { return "TLSv1.3"; }
+  Result<std::string> channel_binding(std::string_view) const override { return fail(Errc::unavailable, "fake"); }
+  void set_read_rate(std::size_t, std::size_t) override {}
+  void set_idle_timeout(int) override {}
+  void post(std::function<void()> fn) override { fn(); }
+  void post_after(std::chrono::milliseconds, std::function<void()> fn) override { fn(); }
+  std::vector<std::string> stanzas() const {
+    std::vector<std::string> out;
+    for (const auto& s : sent)
+      if (s.rfind("<r ", 0) != 0) out.push_back(s);
+    return out;
+  }
+};
 
 // Records what a handler answered.
 struct FakeReply final : IqReply {
@@ -27,6 +53,11 @@ struct FakeReply final : IqReply {
   bool is_result = false;
   std::optional<Element> payload;
   std::string type, condition, text;
+  std::optional<Element> app_condition;
+  void error_with(std::string_view t, std::string_view c, Element app, std::string_view x) override {
+    error(t, c, x);
+    app_condition = std::move(app);
+  }
   void result(std::optional<Element> p) override {
     ++calls;
     is_result = true;

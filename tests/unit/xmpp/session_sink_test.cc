@@ -2,32 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include "module_test_support.h"
+
 namespace hearth::xmpp {
 namespace {
 
-struct FakeConnection final : net::StreamConnection {
-  std::vector<std::string> sent;
-  bool closed = false;
-  void send(std::string bytes) override { sent.push_back(std::move(bytes)); }
-  void close() override { closed = true; }
-  void start_tls(std::function<void(Result<void>)>, std::string) override {}
-  bool is_tls() const override { return true; }
-  std::string remote_ip() const override { return "127.0.0.1"; }
-  std::string server_name() const override { return {}; }
-  std::string alpn() const override { return {}; }
-  std::string tls_version() const override { return "TLSv1.3"; }
-  Result<std::string> channel_binding(std::string_view) const override { return fail(Errc::unavailable, "fake"); }
-  void set_read_rate(std::size_t, std::size_t) override {}
-  void set_idle_timeout(int) override {}
-  void post(std::function<void()> fn) override { fn(); }
-  void post_after(std::chrono::milliseconds, std::function<void()> fn) override { fn(); }
-  std::vector<std::string> stanzas() const {
-    std::vector<std::string> out;
-    for (const auto& s : sent)
-      if (s.rfind("<r ", 0) != 0) out.push_back(s);
-    return out;
-  }
-};
+using testing::FakeConnection;
+
 
 TEST(SessionSink, WithoutAcksStanzasPassStraightThrough) {
   auto conn = std::make_shared<FakeConnection>();
