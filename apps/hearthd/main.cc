@@ -194,6 +194,16 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.pep_max_item_bytes = static_cast<std::size_t>(config.xmpp_pep_max_item_bytes);
   xmpp_options.pep_max_nodes = config.xmpp_pep_max_nodes;
   xmpp_options.pep_max_items = config.xmpp_pep_max_items;
+  xmpp_options.contact_addresses = {{"abuse", config.contact_abuse},
+                                    {"admin", config.contact_admin},
+                                    {"security", config.contact_security},
+                                    {"status", config.contact_status},
+                                    {"support", config.contact_support}};
+  xmpp_options.turn_host = config.turn_host;
+  xmpp_options.turn_port = config.turn_port;
+  xmpp_options.turn_tls_port = config.turn_tls_port;
+  xmpp_options.turn_secret = config.turn_secret;
+  xmpp_options.turn_ttl_seconds = config.turn_ttl_seconds;
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;

@@ -71,8 +71,8 @@ auto string_field(std::string Config::*field, std::vector<std::string_view> allo
   };
 }
 
-auto string_list_field(std::vector<std::string> Config::*field) {
-  return [field](const toml::node& n, Config& c) -> std::string {
+auto string_list_field(std::vector<std::string> Config::*field, bool may_be_empty = false) {
+  return [field, may_be_empty](const toml::node& n, Config& c) -> std::string {
     const auto* arr = n.as_array();
     if (!arr) return type_error("an array of strings");
     std::vector<std::string> out;
@@ -80,7 +80,7 @@ auto string_list_field(std::vector<std::string> Config::*field) {
       if (!e.is_string()) return type_error("an array of strings");
       out.push_back(*e.value<std::string>());
     }
-    if (out.empty()) return "must not be empty";
+    if (out.empty() && !may_be_empty) return "must not be empty";
     c.*field = std::move(out);
     return {};
   };
@@ -140,6 +140,23 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::xmpp_resume_timeout_seconds, 1, 86400)},
       {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
        bool_field(&Config::xmpp_strict_channel_binding)},
+
+      {"contact.abuse", "[]", "Where to report abuse (URIs such as `mailto:abuse@example.org`, `xmpp:abuse@example.org`); published with XEP-0157.",
+       string_list_field(&Config::contact_abuse, true)},
+      {"contact.admin", "[]", "How to reach the administrators (URIs).", string_list_field(&Config::contact_admin, true)},
+      {"contact.security", "[]", "Where to report security issues (URIs).", string_list_field(&Config::contact_security, true)},
+      {"contact.status", "[]", "Where the service's status is published (URIs, such as the static status page).",
+       string_list_field(&Config::contact_status, true)},
+      {"contact.support", "[]", "Where users get help (URIs).", string_list_field(&Config::contact_support, true)},
+
+      {"turn.host", "\"\"", "STUN/TURN server (coturn) offered to clients for calls (XEP-0215); empty: none.",
+       string_field(&Config::turn_host)},
+      {"turn.port", "3478", "STUN and TURN port (UDP and TCP).", integer_field(&Config::turn_port, 1, 65535)},
+      {"turn.tls_port", "0", "TURN over TLS port (`turns:`); 0: not offered.", integer_field(&Config::turn_tls_port, 0, 65535)},
+      {"turn.secret", "\"\"", "coturn's `static-auth-secret`: TURN credentials are derived from it (username `expiry:user`, password base64 HMAC-SHA1); empty: STUN only.",
+       string_field(&Config::turn_secret)},
+      {"turn.ttl_seconds", "86400", "Lifetime of TURN credentials handed to a client.",
+       integer_field(&Config::turn_ttl_seconds, 60, 30 * 86400)},
 
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
        integer_field(&Config::max_connections, 1, 10'000'000)},

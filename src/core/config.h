@@ -59,6 +59,16 @@ struct Config {
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;
 
+  // [contact] XEP-0157 addresses (URIs), shown to clients and in docs
+  std::vector<std::string> contact_abuse, contact_admin, contact_security, contact_status, contact_support;
+
+  // [turn] a STUN/TURN server (coturn) with a shared secret, for calls
+  std::string turn_host;
+  int turn_port = 3478;
+  int turn_tls_port = 0;
+  std::string turn_secret;
+  int turn_ttl_seconds = 86400;
+
   // [limits]
   int max_connections = 10000;
   int max_connections_per_ip = 100;

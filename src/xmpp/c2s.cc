@@ -18,6 +18,7 @@
 #include "xmpp/im.h"
 #include "xmpp/jid.h"
 #include "xmpp/mod_blocking.h"
+#include "xmpp/mod_extdisco.h"
 #include "xmpp/mod_last.h"
 #include "xmpp/mod_pep.h"
 #include "xmpp/mod_private.h"
@@ -737,8 +738,8 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       f += fmt::format("<sm xmlns='{}'/>", kSmNs);
       f += fmt::format("<csi xmlns='{}'/>", kCsiNs);
       // XEP-0115 §6.3: the server's own capabilities, so clients can skip a disco query.
-      f += fmt::format("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://hearth.invalid/caps' ver='{}'/>",
-                       caps_ver({{"server", "im", "", "hearth"}}, svc_->im.iqs().features(IqTarget::server)));
+      f += fmt::format("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{}' ver='{}'/>",
+                       ImRouter::kServerCapsNode, svc_->im.server_caps_ver());
     }
     f += "</stream:features>";
     conn_->send(std::move(f));
@@ -795,6 +796,10 @@ Result<void> XmppService::migrate() {
   if (auto r = register_vcard(iqs, impl_->store, impl_->clock); !r) return r;
   if (auto r = register_private(iqs, impl_->store, impl_->clock); !r) return r;
   register_last(iqs, impl_->clock);
+  const XmppOptions& o = impl_->options;
+  register_external_services(iqs, impl_->clock,
+                             {o.turn_host, o.turn_port, o.turn_tls_port, o.turn_secret, o.turn_ttl_seconds});
+  if (auto form = server_info_form(o.contact_addresses)) impl_->im.add_server_form(std::move(*form));
   Impl* impl = impl_.get();  // Impl owns the table: a shared_ptr here would be a cycle
   auto blocks = register_blocking(iqs, impl_->store, [impl](const std::string& owner, const Element& push) {
     for (const auto& s : impl->registry.sessions(owner)) {

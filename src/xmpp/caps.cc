@@ -8,7 +8,8 @@
 
 namespace hearth::xmpp {
 
-std::string caps_ver(std::vector<DiscoIdentity> identities, std::vector<std::string> features) {
+std::string caps_ver(std::vector<DiscoIdentity> identities, std::vector<std::string> features,
+                     std::vector<SubmittedForm> forms) {
   std::sort(identities.begin(), identities.end(), [](const DiscoIdentity& a, const DiscoIdentity& b) {
     return std::tie(a.category, a.type, a.lang, a.name) < std::tie(b.category, b.type, b.lang, b.name);
   });
@@ -17,6 +18,18 @@ std::string caps_ver(std::vector<DiscoIdentity> identities, std::vector<std::str
   std::string s;
   for (const auto& i : identities) s += i.category + "/" + i.type + "/" + i.lang + "/" + i.name + "<";
   for (const auto& f : features) s += f + "<";
+  std::erase_if(forms, [](const SubmittedForm& f) { return f.form_type.empty(); });
+  std::sort(forms.begin(), forms.end(),
+            [](const SubmittedForm& a, const SubmittedForm& b) { return a.form_type < b.form_type; });
+  for (auto& form : forms) {
+    s += form.form_type + "<";
+    std::sort(form.fields.begin(), form.fields.end());
+    for (auto& [var, values] : form.fields) {
+      s += var + "<";
+      std::sort(values.begin(), values.end());
+      for (const auto& v : values) s += v + "<";
+    }
+  }
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
   std::string out(sodium_base64_ENCODED_LEN(sizeof digest, sodium_base64_VARIANT_ORIGINAL), '\0');

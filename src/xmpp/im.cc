@@ -8,6 +8,8 @@
 
 #include "accounts/accounts.h"
 #include "core/random.h"
+#include "xmpp/caps.h"
+#include "xmpp/forms.h"
 #include "xmpp/jid.h"
 #include "xmpp/mod_mam.h"
 #include "xmpp/mod_vcard.h"
@@ -689,6 +691,13 @@ void ImRouter::dispatch_iq(const SessionIdentity& me, Element& st, const std::st
   entry->handler(me, to, st, payload, reply);
 }
 
+std::string ImRouter::server_caps_ver() const {
+  std::vector<SubmittedForm> forms;
+  for (const auto& form : server_forms_)
+    if (auto f = read_form(form)) forms.push_back(std::move(*f));
+  return caps_ver({{"server", "im", "", "hearth"}}, iqs_.features(IqTarget::server), std::move(forms));
+}
+
 void ImRouter::register_core_iqs() {
   auto get_only = [](IqHandler h) {
     return [h](const SessionIdentity& me, const std::string& to, const Element& iq, const Element& p, IqReply& r) {
@@ -705,9 +714,16 @@ void ImRouter::register_core_iqs() {
             {}});
   iqs_.add({std::string(kDiscoInfoNs), "query", IqTarget::any,
             get_only([this](const SessionIdentity& me, const std::string& to, const Element&, const Element& p, IqReply& r) {
-              if (!p.attr("node").empty()) return r.error("cancel", "item-not-found");
               bool server = to.find('@') == std::string::npos;
-              if (server) return r.result(disco_info("server", "im", "hearth", iqs_.features(IqTarget::server)));
+              if (!p.attr("node").empty() &&
+                  !(server && p.attr("node") == fmt::format("{}#{}", kServerCapsNode, server_caps_ver())))
+                return r.error("cancel", "item-not-found");
+              if (server) {
+                Element q = disco_info("server", "im", "hearth", iqs_.features(IqTarget::server));
+                if (!p.attr("node").empty()) q.set_attr("node", std::string(p.attr("node")));
+                for (const auto& form : server_forms_) q.add_child(form);
+                return r.result(std::move(q));
+              }
               // Another account's bare JID: the server answers for the account (RFC 6121
               // §8.5.2.1.3); its features are what the server does on its behalf.
               Element q = disco_info("account", "registered", "",

@@ -70,6 +70,13 @@ class ImRouter {
   IqTable& iqs() { return iqs_; }
   // XEP-0191: consulted for every routed stanza once set (at start-up).
   void set_blocklist(std::shared_ptr<BlockList> blocks) { blocks_ = std::move(blocks); }
+  // XEP-0128 extended information (XEP-0157 contact addresses) in the server's
+  // disco#info; added at start-up.
+  void add_server_form(Element form) { server_forms_.push_back(std::move(form)); }
+  const std::vector<Element>& server_forms() const { return server_forms_; }
+  // XEP-0115: the node and verification string of the server's own disco#info.
+  static constexpr std::string_view kServerCapsNode = "https://hearth.invalid/caps";
+  std::string server_caps_ver() const;
   // XEP-0163: set once at start-up.
   void set_pep(std::shared_ptr<PepHooks> pep) { pep_ = std::move(pep); }
   // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
@@ -124,6 +131,7 @@ class ImRouter {
   IqTable iqs_;
   std::shared_ptr<BlockList> blocks_;
   std::shared_ptr<PepHooks> pep_;
+  std::vector<Element> server_forms_;
 };
 
 // Builds <stanza type='error'/> answering `st` (addresses swapped).

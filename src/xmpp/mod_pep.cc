@@ -670,20 +670,24 @@ bool Pep::on_iq_response(const SessionIdentity& me, const Element& iq) {
   if (!q) return true;
   std::vector<DiscoIdentity> identities;
   std::vector<std::string> features;
-  bool extended = false;
+  std::vector<SubmittedForm> forms;
+  bool valid = true;
   for (const auto& c : q->children()) {
     if (c.name() == "identity")
       identities.push_back({std::string(c.attr("category")), std::string(c.attr("type")),
                             std::string(c.attr("xml:lang")), std::string(c.attr("name"))});
     else if (c.name() == "feature")
       features.emplace_back(c.attr("var"));
-    else if (c.name() == "x")
-      extended = true;
+    else if (c.name() == "x" && c.ns() == kDataFormsNs) {
+      auto form = read_form(c);
+      if (form) forms.push_back(std::move(*form));
+      else valid = false;
+    }
   }
   if (features.size() > 1000) features.resize(1000);
   // Only a verification string that matches what the client answered may be shared with
   // other sessions; otherwise the answer counts for this session alone.
-  if (!extended && caps_ver(identities, features) == query.ver) {
+  if (valid && caps_ver(identities, features, forms) == query.ver) {
     std::lock_guard lock(mutex_);
     if (caps_.size() > 10000) caps_.clear();
     caps_[query.ver] = features;

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -46,6 +47,15 @@ struct XmppOptions {
   std::size_t pep_max_item_bytes = 128 * 1024;  // XEP-0163: one item's payload
   int pep_max_nodes = 256;                     // per account
   int pep_max_items = 1000;                    // per node ("max")
+  // XEP-0157: contact addresses by kind ("abuse", "admin", "security", "status",
+  // "support"), each a list of URIs (mailto:, xmpp:, https:).
+  std::vector<std::pair<std::string, std::vector<std::string>>> contact_addresses;
+  // XEP-0215: STUN/TURN (coturn with a shared secret); empty host: not offered.
+  std::string turn_host;
+  int turn_port = 3478;
+  int turn_tls_port = 0;
+  std::string turn_secret;
+  int turn_ttl_seconds = 86400;
   int max_auth_attempts = 3;
   int resume_timeout_seconds = 300;  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
