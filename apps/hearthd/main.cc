@@ -194,6 +194,7 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.pep_max_item_bytes = static_cast<std::size_t>(config.xmpp_pep_max_item_bytes);
   xmpp_options.pep_max_nodes = config.xmpp_pep_max_nodes;
   xmpp_options.pep_max_items = config.xmpp_pep_max_items;
+  xmpp_options.fast_token_ttl_days = config.xmpp_fast_token_ttl_days;
   xmpp_options.contact_addresses = {{"abuse", config.contact_abuse},
                                     {"admin", config.contact_admin},
                                     {"security", config.contact_security},

@@ -134,6 +134,8 @@ const std::vector<Binding>& bindings() {
       {"xmpp.pep_max_nodes", "256", "PEP nodes per account.", integer_field(&Config::xmpp_pep_max_nodes, 1, 100'000)},
       {"xmpp.pep_max_items", "1000", "Items a PEP node keeps at most (what pubsub#max_items 'max' means).",
        integer_field(&Config::xmpp_pep_max_items, 1, 100'000)},
+      {"xmpp.fast_token_ttl_days", "21", "Lifetime of XEP-0484 FAST tokens (one-round-trip logins of mobile clients); rotated daily while in use.",
+       integer_field(&Config::xmpp_fast_token_ttl_days, 1, 3650)},
       {"xmpp.idle_timeout_seconds", "600", "A client connection that sends nothing (not even a whitespace keepalive) this long is closed.",
        integer_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
       {"xmpp.resume_timeout_seconds", "300", "Stream management (XEP-0198): how long a session whose connection dropped waits for its client to resume it; then its unacknowledged messages go to offline storage.",

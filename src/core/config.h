@@ -55,6 +55,7 @@ struct Config {
   std::int64_t xmpp_pep_max_item_bytes = 128 * 1024;
   int xmpp_pep_max_nodes = 256;
   int xmpp_pep_max_items = 1000;
+  int xmpp_fast_token_ttl_days = 21;
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;

@@ -23,7 +23,10 @@
 #include "xmpp/mod_pep.h"
 #include "xmpp/mod_private.h"
 #include "xmpp/mod_vcard.h"
+#include "xmpp/mod_mam.h"
 #include "xmpp/registry.h"
+#include "xmpp/sasl2.h"
+#include "xmpp/fast.h"
 #include "xmpp/sasl.h"
 #include "xmpp/xml.h"
 #include "xmpp/xmpp.h"
@@ -77,6 +80,7 @@ struct XmppService::Impl {
         offload(std::move(off)),
         run_after(std::move(after)),
         xstore(s, c, XmppStoreOptions{o.max_roster_items, o.max_offline_messages}),
+        fast(s, c, FastOptions{std::int64_t{o.fast_token_ttl_days} * 24 * 3600 * 1000}),
         im(options.domains, a, xstore, registry, c, l, m),
         sessions_open(m.gauge("hearth_xmpp_sessions", "Bound XMPP client sessions.")),
         auth_ok(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "success"}})),
@@ -94,6 +98,7 @@ struct XmppService::Impl {
   Offload offload;
   RunAfter run_after;
   XmppStore xstore;
+  FastTokens fast;
   SessionRegistry registry;
   ImRouter im;
   Gauge& sessions_open;
@@ -285,6 +290,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     }
     if (phase_ == Phase::features || phase_ == Phase::authenticating) {
       if (st.ns() == kSaslNs) return handle_sasl(st);
+      if (st.ns() == kSasl2Ns) return handle_sasl2(st);
       if (st.name() == "starttls") return stream_error("policy-violation", "TLS is already in place");
       if (st.name() == "iq" && st.ns() == kClientNs && phase_ == Phase::features) return preauth_iq(std::move(st));
       return stream_error("not-authorized", "authenticate first");
@@ -397,24 +403,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     if (st.name() == "enable") {
       if (phase_ != Phase::bound || sm_)
         return send_sm_failed("unexpected-request", sm_ ? "already enabled" : "bind a resource first");
-      sm_ = std::make_shared<XmppService::Impl::SmState>();
-      sm_->me = me_;
-      bool resume = st.attr("resume") == "true" || st.attr("resume") == "1";
-      if (resume) {
-        sm_->id = random_token(18);
-        std::weak_ptr<C2sSession> weak = shared_from_this();
-        sm_->take_over = [weak] {
-          if (auto s = weak.lock()) s->conn_->post([s] { s->taken_over(); });
-        };
-        std::lock_guard lock(svc_->sm_mutex);
-        svc_->resumable[sm_->id] = sm_;
-      }
-      me_.sink->enable_acks();
-      if (resume)
-        conn_->send(fmt::format("<enabled xmlns='{}' id='{}' resume='true' max='{}'/>", kSmNs, sm_->id,
-                                svc_->options.resume_timeout_seconds));
-      else
-        conn_->send(fmt::format("<enabled xmlns='{}'/>", kSmNs));
+      conn_->send(enable_sm(st.attr("resume") == "true" || st.attr("resume") == "1"));
       return;
     }
     if (st.name() == "resume") return resume(st);
@@ -434,6 +423,26 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       return;
     }
     stream_error("unsupported-stanza-type", fmt::format("<{}/> in {}", st.name(), kSmNs));
+  }
+
+  // Turns on XEP-0198 for the bound session; returns the <enabled/> element.
+  std::string enable_sm(bool resume) {
+    sm_ = std::make_shared<XmppService::Impl::SmState>();
+    sm_->me = me_;
+    if (resume) {
+      sm_->id = random_token(18);
+      std::weak_ptr<C2sSession> weak = shared_from_this();
+      sm_->take_over = [weak] {
+        if (auto s = weak.lock()) s->conn_->post([s] { s->taken_over(); });
+      };
+      std::lock_guard lock(svc_->sm_mutex);
+      svc_->resumable[sm_->id] = sm_;
+    }
+    me_.sink->enable_acks();
+    if (resume)
+      return fmt::format("<enabled xmlns='{}' id='{}' resume='true' max='{}'/>", kSmNs, sm_->id,
+                         svc_->options.resume_timeout_seconds);
+    return fmt::format("<enabled xmlns='{}'/>", kSmNs);
   }
 
   static std::optional<std::uint32_t> parse_h(std::string_view text) {
@@ -458,18 +467,27 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   void resume(const Element& st) {
     if (phase_ != Phase::authenticated) return send_sm_failed("unexpected-request", "resume right after authenticating");
     auto h = parse_h(st.attr("h"));
+    if (!h) return send_sm_failed("item-not-found", "no such session to resume");
+    std::string failure = take_over_session(std::string(st.attr("previd")));
+    if (!failure.empty()) return send_sm_failed("item-not-found", failure);
+    conn_->send(fmt::format("<resumed xmlns='{}' previd='{}' h='{}'/>", kSmNs, sm_->id, sm_->handled.load()));
+    attach_resumed(*h);
+  }
+
+  // Moves a resumable session onto this connection (me_, sm_, phase); "" on success, else
+  // why not. The caller tells the client, then calls attach_resumed().
+  std::string take_over_session(const std::string& previd) {
     std::shared_ptr<XmppService::Impl::SmState> state;
     {
       std::lock_guard lock(svc_->sm_mutex);
-      auto it = svc_->resumable.find(std::string(st.attr("previd")));
+      auto it = svc_->resumable.find(previd);
       if (it != svc_->resumable.end()) state = it->second;
     }
-    if (!h || !state || state->me.localpart != localpart_ || state->me.domain != domain_)
-      return send_sm_failed("item-not-found", "no such session to resume");
+    if (!state || state->me.localpart != localpart_ || state->me.domain != domain_) return "no such session to resume";
     std::function<void()> take_over;
     {
       std::lock_guard lock(state->mutex);
-      if (state->ended) return send_sm_failed("item-not-found", "the session ended");
+      if (state->ended) return "the session ended";
       take_over = std::move(state->take_over);
       state->detached = false;
       ++state->generation;
@@ -483,8 +501,12 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     sm_ = state;
     bound_ = true;
     phase_ = Phase::bound;
-    conn_->send(fmt::format("<resumed xmlns='{}' previd='{}' h='{}'/>", kSmNs, state->id, state->handled.load()));
-    if (!me_.sink->attach(conn_, *h)) {
+    return {};
+  }
+
+  // After <resumed/> went out: re-sends what the client has not acknowledged.
+  void attach_resumed(std::uint32_t h) {
+    if (!me_.sink->attach(conn_, h)) {
       ending_ = true;
       return stream_error("undefined-condition", "acknowledged more stanzas than were sent");
     }
@@ -587,6 +609,194 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     }
   }
 
+  // ---- XEP-0388 SASL2, XEP-0386 Bind 2, XEP-0484 FAST ----
+
+  // The FAST mechanisms this connection can use (channel binding permitting).
+  std::vector<std::string> fast_mechanisms() const {
+    std::vector<std::string> out;
+    if (!tls_) return out;
+    if (conn_->channel_binding("tls-exporter")) out.emplace_back("HT-SHA-256-EXPR");
+    if (conn_->channel_binding("tls-server-end-point")) out.emplace_back("HT-SHA-256-ENDP");
+    out.emplace_back("HT-SHA-256-NONE");
+    return out;
+  }
+
+  void handle_sasl2(const Element& st) {
+    if (st.name() == "authenticate") {
+      if (phase_ == Phase::authenticating) return stream_error("policy-violation", "an authentication is in progress");
+      auto req = parse_sasl2_authenticate(st);
+      if (!req) {
+        sasl2_ = std::make_unique<Sasl2Request>();
+        return sasl_failure("malformed-request", req.error().message);
+      }
+      sasl2_ = std::make_unique<Sasl2Request>(std::move(*req));
+      if (auto cb_type = ht_channel_binding(sasl2_->mechanism)) return fast_authenticate(*cb_type);
+      credentials_ = std::make_unique<AccountCredentials>(svc_->accounts, domain_);
+      ChannelBinding cb = channel_binding();
+      const std::string& mech = sasl2_->mechanism;
+      bool plus = mech.size() > 5 && mech.compare(mech.size() - 5, 5, "-PLUS") == 0;
+      if (!plus && !svc_->options.strict_channel_binding) cb.offered_types.clear();
+      mechanism_ = make_sasl_mechanism(mech, tls_, cb, *credentials_, svc_->options.sasl_secret);
+      if (!mechanism_) return sasl_failure("invalid-mechanism", "");
+      phase_ = Phase::authenticating;
+      bool has_initial = sasl2_->initial_response.has_value();
+      std::string initial = has_initial ? *sasl2_->initial_response : std::string();
+      sasl_exchange([initial, has_initial](SaslMechanism& m) { return m.start(initial, has_initial); });
+    } else if (st.name() == "response") {
+      if (phase_ != Phase::authenticating || !mechanism_ || !sasl2_)
+        return stream_error("policy-violation", "no authentication in progress");
+      std::string raw;
+      if (!base64_decode(st.text(), raw)) return sasl_failure("incorrect-encoding", "");
+      sasl_exchange([raw](SaslMechanism& m) { return m.step(raw); });
+    } else if (st.name() == "abort") {
+      if (!sasl2_) sasl2_ = std::make_unique<Sasl2Request>();
+      sasl_failure("aborted", "");
+    } else {
+      stream_error("unsupported-stanza-type", "unknown SASL2 element");
+    }
+  }
+
+  // XEP-0484: one round trip with a token ("authcid NUL HMAC(token, 'Initiator' || cb)").
+  void fast_authenticate(const std::string& cb_type) {
+    auto offered = fast_mechanisms();
+    if (std::find(offered.begin(), offered.end(), sasl2_->mechanism) == offered.end())
+      return sasl_failure("invalid-mechanism", "");
+    if (!sasl2_->initial_response) return sasl_failure("malformed-request", "FAST needs an initial response");
+    auto parts = split_ht_message(*sasl2_->initial_response);
+    if (!parts) return sasl_failure("malformed-request", "not an HT message");
+    if (sasl2_->user_agent_id.empty()) return sasl_failure("not-authorized", "FAST needs a user-agent id");
+    std::string authcid = parts->first;
+    if (auto at = authcid.find('@'); at != std::string::npos) {
+      auto jid = Jid::parse(authcid);
+      if (!jid || jid->domain != domain_) return sasl_failure("not-authorized", "");
+      authcid = jid->local;
+    }
+    auto localpart = prep_localpart(authcid);
+    if (!localpart) return sasl_failure("not-authorized", "");
+    std::string cb_data;
+    if (!cb_type.empty()) {
+      auto data = conn_->channel_binding(cb_type);
+      if (!data) return sasl_failure("not-authorized", "");
+      cb_data = *data;
+    }
+    phase_ = Phase::authenticating;
+    auto result = std::make_shared<Result<FastVerified>>(fail(Errc::internal, "not run"));
+    auto* fast = &svc_->fast;
+    std::string owner = *localpart + "@" + domain_;
+    run_blocking(
+        [fast, owner, client = sasl2_->user_agent_id, mech = sasl2_->mechanism, proof = parts->second, cb_data,
+         result] { *result = fast->verify(owner, client, mech, proof, cb_data); },
+        [self = shared_from_this(), result, cb_data, lp = *localpart] {
+          if (self->closed_) return;
+          if (!*result) {
+            self->svc_->auth_failed.inc();
+            bool expired = result->error().code == Errc::expired;
+            return self->sasl_failure(expired ? "credentials-expired" : "not-authorized", "");
+          }
+          self->localpart_ = lp;
+          self->fast_token_ = (*result)->token;
+          self->fast_rotate_ = (*result)->rotate;
+          self->sasl2_success(ht_responder_proof((*result)->token, cb_data), self->sasl2_->mechanism);
+        });
+  }
+
+  // The mechanism succeeded: inline resumption, Bind 2, FAST tokens, then <success/> and
+  // the features of the authenticated stream (no restart).
+  void sasl2_success(std::string additional_data, std::string mechanism) {
+    svc_->auth_ok.inc();
+    std::string bare = localpart_ + "@" + domain_;
+    svc_->log.info("xmpp.authenticated", {{"jid", bare}, {"mechanism", mechanism}, {"ip", conn_->remote_ip()}, {"sasl", "2"}});
+    conn_->set_read_rate(svc_->options.read_bytes_per_second, svc_->options.read_burst_bytes);
+    Sasl2Request req = std::move(*sasl2_);
+    phase_ = Phase::authenticated;
+
+    std::string resumed_xml;
+    std::optional<std::uint32_t> resume_h;
+    if (req.resume) {
+      std::string failure = take_over_session(req.resume->previd);
+      if (failure.empty()) {
+        resumed_xml = fmt::format("<resumed xmlns='{}' previd='{}' h='{}'/>", kSmNs, sm_->id, sm_->handled.load());
+        resume_h = req.resume->h;
+      } else {
+        resumed_xml = fmt::format("<failed xmlns='{}'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
+                                  kSmNs);
+      }
+    }
+    bool bind = req.bind.has_value() && !resume_h;
+
+    struct Work {
+      std::optional<FastToken> token;
+      std::string metadata;  // <metadata xmlns='urn:xmpp:mam:2'/>
+      std::vector<OfflineMessage> offline;
+    };
+    auto work = std::make_shared<Work>();
+    std::string token_mechanism;
+    auto offered = fast_mechanisms();
+    if (!req.request_token.empty() && !req.user_agent_id.empty() &&
+        std::find(offered.begin(), offered.end(), req.request_token) != offered.end())
+      token_mechanism = req.request_token;
+    else if (req.fast && fast_rotate_ && !req.fast_invalidate)
+      token_mechanism = req.mechanism;
+    auto svc = svc_;
+    std::string used = fast_token_;
+    run_blocking(
+        [svc, work, bare, req, token_mechanism, used, bind] {
+          if (req.fast && req.fast_invalidate) (void)svc->fast.invalidate(bare, req.user_agent_id, used);
+          if (!token_mechanism.empty()) {
+            auto t = svc->fast.issue(bare, req.user_agent_id, token_mechanism);
+            if (t) work->token = *t;
+          }
+          if (!bind) return;
+          std::string meta = "<metadata xmlns='urn:xmpp:mam:2'>";
+          ArchiveQuery first;
+          first.max = 1;
+          ArchiveQuery last = first;
+          last.last_page = true;
+          auto a = svc->xstore.query_archive(bare, first);
+          auto b = svc->xstore.query_archive(bare, last);
+          if (a && b && !a->items.empty() && !b->items.empty()) {
+            meta += fmt::format("<start id='{}' timestamp='{}'/>", xml_escape(a->items.front().id),
+                                format_delay_stamp(a->items.front().stamp_ms));
+            meta += fmt::format("<end id='{}' timestamp='{}'/>", xml_escape(b->items.back().id),
+                                format_delay_stamp(b->items.back().stamp_ms));
+          }
+          work->metadata = meta + "</metadata>";
+          // XEP-0386 §3: offline messages are not sent; the client fetches them from the
+          // archive. Those the archive does not keep are delivered below instead.
+          if (auto taken = svc->xstore.take_offline(bare)) work->offline = std::move(*taken);
+        },
+        [self = shared_from_this(), work, req, bind, resumed_xml, resume_h, additional_data, bare] {
+          if (self->closed_) return;
+          std::string bound_xml;
+          if (bind) {
+            std::string resource = bind2_resource(req.bind->tag, bare, req.user_agent_id);
+            auto prepped = prep_resource(resource);
+            self->bind_session(prepped ? *prepped : bind2_resource("", bare, req.user_agent_id));
+            if (req.bind->enable_carbons) self->svc_->registry.set_carbons(bare, self->me_.id, true);
+            if (req.bind->inactive) self->me_.sink->set_active(false);
+            std::string sm_xml = req.bind->enable_sm ? self->enable_sm(req.bind->sm_resume) : std::string();
+            bound_xml = fmt::format("<bound xmlns='{}'>{}{}</bound>", kBind2Ns, work->metadata, sm_xml);
+          }
+          std::string out = fmt::format("<success xmlns='{}'>", kSasl2Ns);
+          if (!additional_data.empty())
+            out += fmt::format("<additional-data>{}</additional-data>", base64_encode(additional_data));
+          out += fmt::format("<authorization-identifier>{}</authorization-identifier>",
+                             xml_escape(self->bound_ ? self->me_.full : bare));
+          out += bound_xml + resumed_xml;
+          if (work->token)
+            out += fmt::format("<token xmlns='{}' token='{}' expiry='{}'/>", kFastNs, work->token->token,
+                               format_delay_stamp(work->token->expires_ms));
+          out += "</success>";
+          self->conn_->send(std::move(out));
+          self->send_features();
+          if (resume_h) self->attach_resumed(*resume_h);
+          for (auto& m : work->offline) {
+            auto stanza = parse_element(m.stanza);
+            if (stanza && !archivable(*stanza)) self->me_.sink->deliver(std::move(m.stanza));
+          }
+        });
+  }
+
   void sasl_exchange(std::function<SaslStep(SaslMechanism&)> fn) {
     auto result = std::make_shared<SaslStep>();
     SaslMechanism* mech = mechanism_.get();
@@ -598,14 +808,23 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     if (closed_) return;
     switch (step.kind) {
       case SaslStep::Kind::challenge:
-        conn_->send(fmt::format("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
-                                step.data.empty() ? "=" : base64_encode(step.data)));
+        if (sasl2_)
+          conn_->send(fmt::format("<challenge xmlns='{}'>{}</challenge>", kSasl2Ns, base64_encode(step.data)));
+        else
+          conn_->send(fmt::format("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                                  step.data.empty() ? "=" : base64_encode(step.data)));
         return;
       case SaslStep::Kind::failure:
         svc_->auth_failed.inc();
         sasl_failure(sasl_failure_condition(step.failure), step.text);
         return;
       case SaslStep::Kind::success: {
+        if (sasl2_) {
+          localpart_ = mechanism_->authenticated_localpart();
+          std::string name(mechanism_->mechanism_name());
+          mechanism_.reset();
+          return sasl2_success(step.data, name);
+        }
         svc_->auth_ok.inc();
         localpart_ = mechanism_->authenticated_localpart();
         svc_->log.info("xmpp.authenticated", {{"jid", localpart_ + "@" + domain_}, {"mechanism", mechanism_->mechanism_name()},
@@ -625,7 +844,14 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   void sasl_failure(std::string_view condition, std::string_view text) {
     mechanism_.reset();
     phase_ = Phase::features;
-    std::string out = fmt::format("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/>", condition);
+    std::string out;
+    if (sasl2_) {
+      // XEP-0388 §2.6.2: the RFC 6120 condition, in its own namespace.
+      out = fmt::format("<failure xmlns='{}'><{} xmlns='{}'/>", kSasl2Ns, condition, kSaslNs);
+      sasl2_.reset();
+    } else {
+      out = fmt::format("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/>", condition);
+    }
     if (!text.empty()) out += "<text xml:lang='en'>" + xml_escape(text) + "</text>";
     out += "</failure>";
     conn_->send(std::move(out));
@@ -648,6 +874,16 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       }
       resource = *prepped;
     }
+    bind_session(resource);
+    Element r("iq", std::string(kClientNs));
+    r.set_attr("type", "result");
+    r.set_attr("id", std::string(iq.attr("id")));
+    r.add_child(Element("bind", std::string(kBindNs))).add_child(Element("jid", std::string(kBindNs))).add_text(me_.full);
+    send_stanza(r);
+  }
+
+  // Binds `resource` (already prepared) to this stream, replacing a session that holds it.
+  void bind_session(const std::string& resource) {
     me_.localpart = localpart_;
     me_.domain = domain_;
     me_.resource = resource;
@@ -693,11 +929,6 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     bound_ = true;
     phase_ = Phase::bound;
     svc_->sessions_open.add(1);
-    Element r("iq", std::string(kClientNs));
-    r.set_attr("type", "result");
-    r.set_attr("id", std::string(iq.attr("id")));
-    r.add_child(Element("bind", std::string(kBindNs))).add_child(Element("jid", std::string(kBindNs))).add_text(me_.full);
-    send_stanza(r);
   }
 
   void send_stanza(const Element& st) {
@@ -725,6 +956,13 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       ChannelBinding cb = channel_binding();
       for (const auto& m : offered_sasl_mechanisms(tls_, cb)) f += "<mechanism>" + m + "</mechanism>";
       f += "</mechanisms>";
+      f += fmt::format("<authentication xmlns='{}'>", kSasl2Ns);
+      for (const auto& m : offered_sasl_mechanisms(tls_, cb)) f += "<mechanism>" + m + "</mechanism>";
+      f += fmt::format("<inline><bind xmlns='{}'><inline><feature var='urn:xmpp:carbons:2'/><feature "
+                       "var='{}'/><feature var='{}'/></inline></bind><sm xmlns='{}'/><fast xmlns='{}'>",
+                       kBind2Ns, kCsiNs, kSmNs, kSmNs, kFastNs);
+      for (const auto& m : fast_mechanisms()) f += "<mechanism>" + m + "</mechanism>";
+      f += "</fast></inline></authentication>";
       f += "<register xmlns='http://jabber.org/features/iq-register'/>";
       if (!cb.offered_types.empty()) {
         f += fmt::format("<sasl-channel-binding xmlns='{}'>", kSaslCbNs);
@@ -740,6 +978,10 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       // XEP-0115 §6.3: the server's own capabilities, so clients can skip a disco query.
       f += fmt::format("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{}' ver='{}'/>",
                        ImRouter::kServerCapsNode, svc_->im.server_caps_ver());
+    } else if (phase_ == Phase::bound) {
+      // After SASL2 with Bind 2 or an inline resumption (no stream restart).
+      if (!sm_) f += fmt::format("<sm xmlns='{}'/>", kSmNs);
+      f += fmt::format("<csi xmlns='{}'/>", kCsiNs);
     }
     f += "</stream:features>";
     conn_->send(std::move(f));
@@ -776,6 +1018,9 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   std::string invite_token_;  // XEP-0401 token presented before registering
   std::unique_ptr<AccountCredentials> credentials_;
   std::unique_ptr<SaslMechanism> mechanism_;
+  std::unique_ptr<Sasl2Request> sasl2_;  // XEP-0388: set while a SASL2 exchange runs
+  std::string fast_token_;                // XEP-0484: the token this stream authenticated with
+  bool fast_rotate_ = false;
   std::deque<Element> queued_;
   SessionIdentity me_;
 
@@ -792,6 +1037,7 @@ XmppService::~XmppService() = default;
 
 Result<void> XmppService::migrate() {
   if (auto r = impl_->xstore.migrate(); !r) return r;
+  if (auto r = impl_->fast.migrate(); !r) return r;
   IqTable& iqs = impl_->im.iqs();
   if (auto r = register_vcard(iqs, impl_->store, impl_->clock); !r) return r;
   if (auto r = register_private(iqs, impl_->store, impl_->clock); !r) return r;
@@ -834,6 +1080,7 @@ Result<void> XmppService::migrate() {
       delete_rows("DELETE FROM xmpp_private WHERE owner = ?"),
       [impl](const std::string& bare) { return impl->blocks->unblock_all(bare); },
       [impl](const std::string& bare) { return impl->pep->forget_account(bare); },
+      [impl](const std::string& bare) { return impl->fast.forget_account(bare); },
   };
   return sweep_deleted_accounts();
 }
@@ -848,7 +1095,7 @@ Result<void> XmppService::sweep_deleted_accounts() {
     auto r = tx.query(
         "SELECT owner FROM xmpp_roster UNION SELECT owner FROM xmpp_offline UNION SELECT owner FROM xmpp_archive "
         "UNION SELECT owner FROM xmpp_vcard UNION SELECT owner FROM xmpp_private UNION SELECT owner FROM xmpp_blocklist "
-        "UNION SELECT owner FROM xmpp_pep_node",
+        "UNION SELECT owner FROM xmpp_pep_node UNION SELECT owner FROM xmpp_fast_token",
         {}, [&](const store::Row& row) { out.emplace_back(row.text(0)); });
     if (!r) return tl::unexpected(r.error());
     return out;

@@ -57,7 +57,8 @@ struct XmppOptions {
   std::string turn_secret;
   int turn_ttl_seconds = 86400;
   int max_auth_attempts = 3;
-  int resume_timeout_seconds = 300;  // XEP-0198: how long a dropped session waits for its client
+  int resume_timeout_seconds = 300;
+  int fast_token_ttl_days = 21;  // XEP-0484 tokens  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
 };
