@@ -109,6 +109,7 @@ struct XmppService::Impl {
   std::atomic<std::uint64_t> next_id{1};
   std::shared_ptr<BlockList> blocks;
   std::shared_ptr<Pep> pep;
+  std::shared_ptr<LastActivity> last;
   // Per-module removal of an account's data (filled by migrate()).
   std::vector<std::function<Result<void>(const std::string& bare)>> erasers;
 
@@ -1041,12 +1042,17 @@ Result<void> XmppService::migrate() {
   IqTable& iqs = impl_->im.iqs();
   if (auto r = register_vcard(iqs, impl_->store, impl_->clock); !r) return r;
   if (auto r = register_private(iqs, impl_->store, impl_->clock); !r) return r;
-  register_last(iqs, impl_->clock);
   const XmppOptions& o = impl_->options;
   register_external_services(iqs, impl_->clock,
                              {o.turn_host, o.turn_port, o.turn_tls_port, o.turn_secret, o.turn_ttl_seconds});
   if (auto form = server_info_form(o.contact_addresses)) impl_->im.add_server_form(std::move(*form));
   Impl* impl = impl_.get();  // Impl owns the table: a shared_ptr here would be a cycle
+  impl_->last = std::make_shared<LastActivity>(
+      impl_->store, impl_->xstore, impl_->registry, impl_->clock,
+      [impl](const std::string& owner, const std::string& contact) { return impl->im.blocked(owner, contact); });
+  if (auto r = impl_->last->register_iqs(iqs); !r) return r;
+  impl_->im.set_logout_hook(
+      [last = impl_->last](const std::string& bare, const std::string& status) { last->note_logout(bare, status); });
   auto blocks = register_blocking(iqs, impl_->store, [impl](const std::string& owner, const Element& push) {
     for (const auto& s : impl->registry.sessions(owner)) {
       if (!impl->blocks->wants_pushes(owner, s.id)) continue;
@@ -1081,6 +1087,7 @@ Result<void> XmppService::migrate() {
       [impl](const std::string& bare) { return impl->blocks->unblock_all(bare); },
       [impl](const std::string& bare) { return impl->pep->forget_account(bare); },
       [impl](const std::string& bare) { return impl->fast.forget_account(bare); },
+      [impl](const std::string& bare) { return impl->last->forget_account(bare); },
   };
   return sweep_deleted_accounts();
 }
@@ -1095,7 +1102,8 @@ Result<void> XmppService::sweep_deleted_accounts() {
     auto r = tx.query(
         "SELECT owner FROM xmpp_roster UNION SELECT owner FROM xmpp_offline UNION SELECT owner FROM xmpp_archive "
         "UNION SELECT owner FROM xmpp_vcard UNION SELECT owner FROM xmpp_private UNION SELECT owner FROM xmpp_blocklist "
-        "UNION SELECT owner FROM xmpp_pep_node UNION SELECT owner FROM xmpp_fast_token",
+        "UNION SELECT owner FROM xmpp_pep_node UNION SELECT owner FROM xmpp_fast_token "
+        "UNION SELECT owner FROM xmpp_last_activity",
         {}, [&](const store::Row& row) { out.emplace_back(row.text(0)); });
     if (!r) return tl::unexpected(r.error());
     return out;

@@ -375,6 +375,7 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
     if (s.id == me.id) was_available = s.available;
   registry_.set_presence(me.bare, me.id, available, presence_priority(st), available ? st.serialize() : std::string());
   broadcast_presence(me, st, available && !was_available);
+  if (!available && was_available) note_if_last_logout(me.bare, &st);
   if (available && !was_available) {
     if (presence_priority(st) >= 0) deliver_offline(me);
     deliver_pending_subscriptions(me);
@@ -443,6 +444,15 @@ void ImRouter::session_closed(const SessionIdentity& me, bool was_available) {
   st.set_attr("type", "unavailable");
   st.set_attr("from", me.full);
   broadcast_presence(me, st, false);
+  note_if_last_logout(me.bare, nullptr);
+}
+
+void ImRouter::note_if_last_logout(const std::string& bare, const Element* unavailable) {
+  if (!logout_hook_) return;
+  for (const auto& s : registry_.sessions(bare))
+    if (s.available) return;
+  const Element* status = unavailable ? unavailable->child("status", kClientNs) : nullptr;
+  logout_hook_(bare, status ? status->text() : std::string());
 }
 
 void ImRouter::deliver_pending_subscriptions(const SessionIdentity& me) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +78,11 @@ class ImRouter {
   // XEP-0115: the node and verification string of the server's own disco#info.
   static constexpr std::string_view kServerCapsNode = "https://hearth.invalid/caps";
   std::string server_caps_ver() const;
+  // XEP-0012: called when an account's last available resource went unavailable (with
+  // the status text it left with); set once at start-up.
+  void set_logout_hook(std::function<void(const std::string& bare, const std::string& status)> hook) {
+    logout_hook_ = std::move(hook);
+  }
   // XEP-0163: set once at start-up.
   void set_pep(std::shared_ptr<PepHooks> pep) { pep_ = std::move(pep); }
   // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
@@ -132,6 +138,9 @@ class ImRouter {
   std::shared_ptr<BlockList> blocks_;
   std::shared_ptr<PepHooks> pep_;
   std::vector<Element> server_forms_;
+  std::function<void(const std::string&, const std::string&)> logout_hook_;
+
+  void note_if_last_logout(const std::string& bare, const Element* unavailable);
 };
 
 // Builds <stanza type='error'/> answering `st` (addresses swapped).

@@ -8,7 +8,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET, ElementBase
 
 from harness import Hearth
-from test_xmpp_client import Client, next_item, TIMEOUT
+from test_xmpp_client import Client, next_item, TIMEOUT, wait_for_condition
 
 VCARD_NS = "vcard-temp"
 # A 1x1 PNG, as an avatar would be sent (XEP-0153 keeps it in the vCard's PHOTO).
@@ -58,7 +58,7 @@ class XmppExtensions(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         cls.h = Hearth().start()
-        for name in ("ann", "ben", "pat", "lea", "bea", "mal", "tom"):
+        for name in ("ann", "ben", "pat", "lea", "bea", "mal", "tom", "zoe", "max"):
             r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
             assert r.returncode == 0, r.stderr
 
@@ -201,6 +201,39 @@ class XmppExtensions(unittest.IsolatedAsyncioTestCase):
         await asyncio.sleep(1.2)
         later = await c["xep_0012"].get_last_activity("localhost", timeout=TIMEOUT)
         self.assertGreaterEqual(int(later["last_activity"]["seconds"]), seconds + 1)
+
+    async def test_last_activity_of_a_contact_is_the_time_since_logout(self):
+        zoe, mx = self.client("zoe"), self.client("max")
+        await zoe.login(self.h.xmpp_port)
+        await mx.login(self.h.xmpp_port)
+        for x, y in ((zoe, mx), (mx, zoe)):
+            x.send_presence(pto=y.boundjid.bare, ptype="subscribe")
+            await next_item(y.subscribes, lambda p: p["from"].bare == x.boundjid.bare)
+            y.send_presence(pto=x.boundjid.bare, ptype="subscribed")
+        await wait_for_condition(lambda: zoe.client_roster["max@localhost"]["subscription"] == "both" and
+                                 mx.client_roster["zoe@localhost"]["subscription"] == "both", what="subscriptions")
+        online = await zoe["xep_0012"].get_last_activity("max@localhost", timeout=TIMEOUT)
+        self.assertEqual(online["last_activity"]["seconds"], 0)
+
+        mx.send_presence(ptype="unavailable", pstatus="off to lunch")
+        await mx.stop()
+
+        async def answer():
+            return await zoe["xep_0012"].get_last_activity("max@localhost", timeout=TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while True:
+            r = await answer()
+            if r["last_activity"]["status"] == "off to lunch":
+                break
+            self.assertLess(asyncio.get_running_loop().time(), deadline, "the logout was never recorded")
+            await asyncio.sleep(0.05)
+        self.assertGreaterEqual(r["last_activity"]["seconds"], 0)
+
+        stranger = self.client("lea", resource="stranger")
+        await stranger.login(self.h.xmpp_port)
+        with self.assertRaises(IqError) as denied:
+            await stranger["xep_0012"].get_last_activity("max@localhost", timeout=TIMEOUT)
+        self.assertEqual(denied.exception.condition, "forbidden")
 
     # ---- XEP-0191 --------------------------------------------------------------------
 
