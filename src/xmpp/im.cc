@@ -374,8 +374,10 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
   for (const auto& s : registry_.sessions(me.bare))
     if (s.id == me.id) was_available = s.available;
   registry_.set_presence(me.bare, me.id, available, presence_priority(st), available ? st.serialize() : std::string());
-  broadcast_presence(me, st, available && !was_available);
+  // The logout time is stored before contacts see the unavailable presence, so that a
+  // contact asking right away (XEP-0012) gets it.
   if (!available && was_available) note_if_last_logout(me.bare, &st);
+  broadcast_presence(me, st, available && !was_available);
   if (available && !was_available) {
     if (presence_priority(st) >= 0) deliver_offline(me);
     deliver_pending_subscriptions(me);
@@ -443,8 +445,8 @@ void ImRouter::session_closed(const SessionIdentity& me, bool was_available) {
   Element st("presence", std::string(kClientNs));
   st.set_attr("type", "unavailable");
   st.set_attr("from", me.full);
-  broadcast_presence(me, st, false);
   note_if_last_logout(me.bare, nullptr);
+  broadcast_presence(me, st, false);
 }
 
 void ImRouter::note_if_last_logout(const std::string& bare, const Element* unavailable) {

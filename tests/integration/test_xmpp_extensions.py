@@ -218,11 +218,11 @@ class XmppExtensions(unittest.IsolatedAsyncioTestCase):
         mx.send_presence(ptype="unavailable", pstatus="off to lunch")
         await mx.stop()
 
-        async def answer():
-            return await zoe["xep_0012"].get_last_activity("max@localhost", timeout=TIMEOUT)
+        # The server stores the logout before max's unavailable presence goes out.
+        await next_item(zoe.all_presence, lambda p: p["from"].bare == "max@localhost" and p["type"] == "unavailable")
         deadline = asyncio.get_running_loop().time() + TIMEOUT
         while True:
-            r = await answer()
+            r = await zoe["xep_0012"].get_last_activity("max@localhost", timeout=TIMEOUT)
             if r["last_activity"]["status"] == "off to lunch":
                 break
             self.assertLess(asyncio.get_running_loop().time(), deadline, "the logout was never recorded")
