@@ -158,6 +158,11 @@ int main(int argc, char** argv) {
   user_del->add_option("jid", jid, "name@domain")->required();
   auto* user_list = user->add_subcommand("list", "List accounts");
   user_list->add_option("domain", domain, "Only this domain");
+  std::string retention_days;
+  auto* user_retention = user->add_subcommand(
+      "retention", "Set how many days an account's message archive keeps messages (0: forever; 'default': the server's)");
+  user_retention->add_option("jid", jid, "Account, e.g. alice@example.org")->required();
+  user_retention->add_option("days", retention_days, "Days, 0 or 'default'")->required();
 
   auto* inv = app.add_subcommand("invite", "Manage invitations");
   inv->require_subcommand(1);
@@ -221,6 +226,14 @@ int main(int argc, char** argv) {
   if (user_del->parsed()) {
     return report(call(t, "user.del", {{"jid", jid}}, false),
                   [](const std::string& r) { fmt::print("deleted {}\n", ops::json_field(r, "jid")); });
+  }
+  if (user_retention->parsed()) {
+    return report(call(t, "user.retention", {{"jid", jid}, {"days", retention_days}}, true),
+                  [](const std::string& r) {
+                    std::string days = ops::json_field(r, "days");
+                    fmt::print("{}: {}\n", ops::json_field(r, "jid"),
+                               days == "null" ? "server default" : days == "0" ? "kept forever" : days + " days");
+                  });
   }
   if (user_list->parsed()) {
     ops::AdminArgs args;

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -195,6 +196,8 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.pep_max_nodes = config.xmpp_pep_max_nodes;
   xmpp_options.pep_max_items = config.xmpp_pep_max_items;
   xmpp_options.fast_token_ttl_days = config.xmpp_fast_token_ttl_days;
+  xmpp_options.archive_retention_days = config.xmpp_archive_retention_days;
+  xmpp_options.archive_purge_interval_seconds = config.xmpp_archive_purge_interval_seconds;
   xmpp_options.contact_addresses = {{"abuse", config.contact_abuse},
                                     {"admin", config.contact_admin},
                                     {"security", config.contact_security},
@@ -232,6 +235,7 @@ int run(const Config& config, bool print_banner) {
     }
     xmpp_bound.insert(xmpp_bound.end(), r->begin(), r->end());
   }
+  xmpp_service.start_background_tasks();
 
   std::string public_url = config.public_url;
   if (public_url.empty()) {
@@ -254,6 +258,24 @@ int run(const Config& config, bool print_banner) {
     auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
                        json_quote(snap.to_nagios_line()), snap.to_json());
+  };
+  commands["user.retention"] = [&xmpp_service, &config](const ops::AdminArgs& args) -> Result<std::string> {
+    auto jid = args.find("jid");
+    auto days = args.find("days");
+    if (jid == args.end() || days == args.end()) return fail(Errc::invalid_argument, "jid and days are required");
+    auto parts = ops::split_jid(jid->second, config.primary_domain().name);
+    if (!parts) return tl::unexpected(parts.error());
+    std::optional<int> value;
+    if (days->second != "default") {
+      int n = -1;
+      auto [end, ec] = std::from_chars(days->second.data(), days->second.data() + days->second.size(), n);
+      if (ec != std::errc() || end != days->second.data() + days->second.size() || n < 0 || n > 36500)
+        return fail(Errc::invalid_argument, "days is a number from 0 (keep forever) to 36500, or 'default'");
+      value = n;
+    }
+    std::string bare = parts->first + "@" + parts->second;
+    if (auto r = xmpp_service.set_archive_retention(bare, value); !r) return tl::unexpected(r.error());
+    return fmt::format("{{\"jid\":{},\"days\":{}}}", json_quote(bare), value ? std::to_string(*value) : "null");
   };
   for (auto& [name, fn] : commands) admin.add_command(name, fn);
   if (auto r = admin.start(); !r) {

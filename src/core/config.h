@@ -56,6 +56,8 @@ struct Config {
   int xmpp_pep_max_nodes = 256;
   int xmpp_pep_max_items = 1000;
   int xmpp_fast_token_ttl_days = 21;
+  int xmpp_archive_retention_days = 0;
+  int xmpp_archive_purge_interval_seconds = 3600;
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;

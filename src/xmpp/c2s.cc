@@ -86,7 +86,8 @@ struct XmppService::Impl {
         auth_ok(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "success"}})),
         auth_failed(m.counter("hearth_xmpp_auth_total", "SASL authentications.", {{"result", "failure"}})),
         stream_errors(m.counter("hearth_xmpp_stream_errors_total", "Streams closed with a stream error.")),
-        resumptions(m.counter("hearth_xmpp_sm_resumptions_total", "XEP-0198 sessions resumed on a new connection.")) {
+        resumptions(m.counter("hearth_xmpp_sm_resumptions_total", "XEP-0198 sessions resumed on a new connection.")),
+        archive_purged(m.counter("hearth_xmpp_archive_purged_total", "Archived messages deleted by the retention purge.")) {
     if (options.sasl_secret.empty()) options.sasl_secret = random_token(32);
   }
 
@@ -106,6 +107,7 @@ struct XmppService::Impl {
   Counter& auth_failed;
   Counter& stream_errors;
   Counter& resumptions;
+  Counter& archive_purged;
   std::atomic<std::uint64_t> next_id{1};
   std::shared_ptr<BlockList> blocks;
   std::shared_ptr<Pep> pep;
@@ -1128,6 +1130,45 @@ Result<void> XmppService::forget_account(const std::string& bare) {
 }
 
 std::size_t XmppService::session_count() const { return impl_->registry.count(); }
+
+Result<void> XmppService::set_archive_retention(const std::string& bare, std::optional<int> days) {
+  return impl_->xstore.set_archive_retention(bare, days);
+}
+
+namespace {
+
+// One purge batch on the worker pool; the next batch is scheduled on an event loop, so
+// live traffic runs between batches (incident I11/I16).
+void purge_archive(std::weak_ptr<XmppService::Impl> weak, std::int64_t purged_so_far) {
+  auto impl = weak.lock();
+  if (!impl) return;
+  auto retry_later = [weak](std::chrono::milliseconds delay) {
+    if (auto i = weak.lock()) i->run_after(delay, [weak] { purge_archive(weak, 0); });
+  };
+  bool queued = impl->offload([weak, purged_so_far, retry_later] {
+    auto impl = weak.lock();
+    if (!impl) return;
+    const auto& o = impl->options;
+    auto n = impl->xstore.purge_expired_archive(o.archive_retention_days, impl->clock.now_ms(), o.archive_purge_batch);
+    std::chrono::milliseconds interval(std::int64_t{o.archive_purge_interval_seconds} * 1000);
+    if (!n) {
+      impl->log.warn("xmpp.archive_purge_failed", {{"error", n.error().describe()}});
+      return retry_later(interval);
+    }
+    impl->archive_purged.inc(static_cast<std::uint64_t>(*n));
+    if (*n >= o.archive_purge_batch) {
+      impl->run_after(std::chrono::milliseconds(5), [weak, total = purged_so_far + *n] { purge_archive(weak, total); });
+      return;
+    }
+    if (purged_so_far + *n > 0) impl->log.info("xmpp.archive_purged", {{"messages", purged_so_far + *n}});
+    retry_later(interval);
+  });
+  if (!queued) retry_later(std::chrono::seconds(1));
+}
+
+}  // namespace
+
+void XmppService::start_background_tasks() { purge_archive(impl_, 0); }
 
 net::StreamAcceptor XmppService::acceptor(bool direct_tls) {
   auto impl = impl_;

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,7 +59,10 @@ struct XmppOptions {
   int turn_ttl_seconds = 86400;
   int max_auth_attempts = 3;
   int resume_timeout_seconds = 300;
-  int fast_token_ttl_days = 21;  // XEP-0484 tokens  // XEP-0198: how long a dropped session waits for its client
+  int fast_token_ttl_days = 21;  // XEP-0484 tokens
+  int archive_retention_days = 0;  // XEP-0313 archive kept this long unless an account has its own; 0: forever
+  int archive_purge_interval_seconds = 3600;
+  int archive_purge_batch = 500;  // rows per transaction; the purge yields between batches  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
 };
@@ -89,6 +93,14 @@ class XmppService {
 
   // Number of bound (resource-holding) sessions.
   std::size_t session_count() const;
+
+  // An account's own archive retention in days (0: forever), or nullopt for the server's
+  // default. Blocking (storage).
+  Result<void> set_archive_retention(const std::string& bare, std::optional<int> days);
+
+  // Starts the periodic archive purge (at once, then every archive_purge_interval_seconds):
+  // small batches on the worker pool, yielding to the event loops between them.
+  void start_background_tasks();
 
   struct Impl;
 

@@ -49,6 +49,14 @@ CREATE UNIQUE INDEX xmpp_archive_id ON xmpp_archive(owner, id);
 CREATE INDEX xmpp_archive_owner ON xmpp_archive(owner, seq);
 CREATE INDEX xmpp_archive_with ON xmpp_archive(owner, with_jid, seq);
 )sql"},
+    {3, "archive retention", R"sql(
+CREATE INDEX xmpp_archive_stamp ON xmpp_archive(stamp_ms);
+CREATE INDEX xmpp_archive_owner_stamp ON xmpp_archive(owner, stamp_ms);
+CREATE TABLE xmpp_archive_policy (
+  owner TEXT PRIMARY KEY,
+  retention_days INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 // Groups are stored one per line (a group name cannot hold a newline: it is XML text
@@ -257,12 +265,63 @@ Result<ArchivePage> XmppStore::query_archive(std::string_view owner, const Archi
 Result<void> XmppStore::forget_account(std::string_view owner) {
   return store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
     for (auto sql : {"DELETE FROM xmpp_roster WHERE owner = ?", "DELETE FROM xmpp_roster_version WHERE owner = ?",
-                     "DELETE FROM xmpp_offline WHERE owner = ?", "DELETE FROM xmpp_archive WHERE owner = ?"}) {
+                     "DELETE FROM xmpp_offline WHERE owner = ?", "DELETE FROM xmpp_archive WHERE owner = ?",
+                     "DELETE FROM xmpp_archive_policy WHERE owner = ?"}) {
       auto r = tx.exec(sql, {owner});
       if (!r) return tl::unexpected(r.error());
     }
     return true;
   }).map([](bool) {});
+}
+
+Result<void> XmppStore::set_archive_retention(std::string_view owner, std::optional<int> days) {
+  return store_
+      .write_sync([&](store::Transaction& tx) -> Result<bool> {
+        auto r = days ? tx.exec("INSERT INTO xmpp_archive_policy(owner, retention_days) VALUES(?, ?) ON CONFLICT(owner) "
+                                "DO UPDATE SET retention_days = excluded.retention_days",
+                                {owner, std::int64_t{*days}})
+                      : tx.exec("DELETE FROM xmpp_archive_policy WHERE owner = ?", {owner});
+        if (!r) return tl::unexpected(r.error());
+        return true;
+      })
+      .map([](bool) {});
+}
+
+Result<std::optional<int>> XmppStore::archive_retention(std::string_view owner) {
+  return store_.read_sync([&](store::Transaction& tx) -> Result<std::optional<int>> {
+    auto row = tx.query_one("SELECT retention_days FROM xmpp_archive_policy WHERE owner = ?", {owner});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return std::optional<int>();
+    return std::optional<int>(static_cast<int>((*row)->integer(0)));
+  });
+}
+
+Result<std::int64_t> XmppStore::purge_expired_archive(int default_days, std::int64_t now_ms, int batch) {
+  constexpr std::int64_t kDayMs = 86'400'000;
+  return store_.write_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
+    std::int64_t deleted = 0;
+    if (default_days > 0) {
+      auto r = tx.exec(
+          "DELETE FROM xmpp_archive WHERE seq IN (SELECT seq FROM xmpp_archive WHERE stamp_ms < ? AND owner NOT IN "
+          "(SELECT owner FROM xmpp_archive_policy) LIMIT ?)",
+          {now_ms - default_days * kDayMs, std::int64_t{batch}});
+      if (!r) return tl::unexpected(r.error());
+      deleted += *r;
+    }
+    std::vector<std::pair<std::string, std::int64_t>> own;
+    auto q = tx.query("SELECT owner, retention_days FROM xmpp_archive_policy WHERE retention_days > 0", {},
+                      [&](const store::Row& row) { own.emplace_back(std::string(row.text(0)), row.integer(1)); });
+    if (!q) return tl::unexpected(q.error());
+    for (const auto& [owner, days] : own) {
+      if (deleted >= batch) break;
+      auto r = tx.exec(
+          "DELETE FROM xmpp_archive WHERE seq IN (SELECT seq FROM xmpp_archive WHERE owner = ? AND stamp_ms < ? LIMIT ?)",
+          {owner, now_ms - days * kDayMs, batch - deleted});
+      if (!r) return tl::unexpected(r.error());
+      deleted += *r;
+    }
+    return deleted;
+  });
 }
 
 }  // namespace hearth::xmpp

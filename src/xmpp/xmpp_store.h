@@ -103,6 +103,15 @@ class XmppStore {
   // Removes everything of an account (called when the account is deleted).
   Result<void> forget_account(std::string_view owner);
 
+  // Archive retention: an account's own number of days (0: keep forever), or nullopt to
+  // follow the server's default.
+  Result<void> set_archive_retention(std::string_view owner, std::optional<int> days);
+  Result<std::optional<int>> archive_retention(std::string_view owner);
+  // Deletes at most `batch` archived messages older than their owner's retention (the
+  // default `default_days` unless the owner has its own; 0 keeps forever), in one short
+  // transaction; returns how many went. Callers repeat while it returns `batch`.
+  Result<std::int64_t> purge_expired_archive(int default_days, std::int64_t now_ms, int batch);
+
  private:
   store::Store& store_;
   Clock& clock_;

@@ -192,3 +192,47 @@ TEST_F(XmppStoreTest, ArchivePagesForwardBackwardAndFilters) {
 
 }  // namespace
 }  // namespace hearth::xmpp
+
+namespace hearth::xmpp {
+namespace {
+
+TEST_F(XmppStoreTest, RetentionPurgesInBatchesAndHonoursAccountsOwnValues) {
+  constexpr std::int64_t kDay = 86'400'000;
+  std::int64_t now = clock.now_ms();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(xs->archive("alice@x", "a" + std::to_string(i), "bob@x", now - 40 * kDay, "<message/>"));
+    ASSERT_TRUE(xs->archive("keep@x", "k" + std::to_string(i), "bob@x", now - 40 * kDay, "<message/>"));
+    ASSERT_TRUE(xs->archive("short@x", "s" + std::to_string(i), "bob@x", now - 3 * kDay, "<message/>"));
+  }
+  ASSERT_TRUE(xs->archive("alice@x", "fresh", "bob@x", now - kDay, "<message/>"));
+  ASSERT_TRUE(xs->set_archive_retention("keep@x", 0));
+  ASSERT_TRUE(xs->set_archive_retention("short@x", 2));
+  EXPECT_EQ(xs->archive_retention("short@x")->value_or(-1), 2);
+  EXPECT_FALSE(*xs->archive_retention("alice@x"));
+
+  std::int64_t total = 0;
+  int rounds = 0;
+  for (;;) {
+    auto n = xs->purge_expired_archive(30, now, 3);
+    ASSERT_TRUE(n);
+    EXPECT_LE(*n, 3) << "never more than a batch per transaction";
+    total += *n;
+    ++rounds;
+    if (*n < 3) break;
+  }
+  EXPECT_EQ(total, 10) << "alice's five old ones and short@x's five";
+  EXPECT_GE(rounds, 4);
+  ArchiveQuery all;
+  all.max = 100;
+  EXPECT_EQ(xs->query_archive("alice@x", all)->items.size(), 1u);
+  EXPECT_EQ(xs->query_archive("keep@x", all)->items.size(), 5u);
+  EXPECT_TRUE(xs->query_archive("short@x", all)->items.empty());
+
+  // Back to the default: keep@x's old messages go too; 0 as the default keeps everything.
+  ASSERT_TRUE(xs->set_archive_retention("keep@x", std::nullopt));
+  EXPECT_EQ(*xs->purge_expired_archive(0, now, 100), 0);
+  EXPECT_EQ(*xs->purge_expired_archive(30, now, 100), 5);
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
