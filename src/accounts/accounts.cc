@@ -265,8 +265,11 @@ struct Accounts::Impl {
   std::once_flag dummy_once;
   std::string dummy_hash;  // verified against for unknown users, so they cost the same
 
-  Result<PasswordSecrets> derive(std::string_view password) {
-    ACCOUNTS_TRY(check_password(password));
+  Result<PasswordSecrets> derive(std::string_view raw_password) {
+    ACCOUNTS_TRY(check_password(raw_password));
+    auto prepared = sasl_prep(raw_password);
+    if (!prepared) return fail(Errc::invalid_argument, "the password has characters that cannot be used (RFC 4013)");
+    const std::string& password = *prepared;
     PasswordSecrets s;
     s.pwhash.assign(crypto_pwhash_STRBYTES, '\0');
     if (crypto_pwhash_str(s.pwhash.data(), password.data(), password.size(), options.password_opslimit,
@@ -528,8 +531,10 @@ Result<UserInfo> Accounts::verify_password(std::string_view domain, std::string_
   });
   if (!found) return tl::unexpected(found.error());
   const std::string& hash = *found ? (*found)->pwhash : impl_->dummy();
-  const bool match = !hash.empty() && password.size() <= kMaxPasswordBytes &&
-                     crypto_pwhash_str_verify(hash.c_str(), password.data(), password.size()) == 0;
+  auto prepared = sasl_prep(password);
+  const std::string candidate = prepared ? *prepared : std::string(password);
+  const bool match = prepared && !hash.empty() && candidate.size() <= kMaxPasswordBytes &&
+                     crypto_pwhash_str_verify(hash.c_str(), candidate.data(), candidate.size()) == 0;
   if (!*found || !match) return fail(Errc::unauthenticated, "bad credentials");
   return (*found)->user;
 }

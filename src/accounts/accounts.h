@@ -42,6 +42,12 @@ class Store;
 
 namespace hearth::accounts {
 
+// RFC 4013 SASLprep (unassigned code points refused); invalid UTF-8, prohibited output, a
+// Bidi violation or an empty result are Errc::invalid_argument. Accounts applies it to
+// every password it stores or verifies, so that SCRAM (where the client prepares the
+// password), PLAIN, the web and hearthctl all agree on what a password is.
+Result<std::string> sasl_prep(std::string_view text);
+
 enum class RegistrationPolicy { closed, invite, open };
 
 // "closed" | "invite" | "open"; anything else is Errc::invalid_argument.

@@ -202,8 +202,7 @@ std::unique_ptr<SaslMechanism> make_sasl_mechanism(std::string_view name, bool t
                                                    SaslCredentials& credentials, std::string_view fake_salt_secret,
                                                    int fake_iterations = 4096);
 
-// RFC 4013 SASLprep of a stored string (unassigned code points refused); invalid UTF-8,
-// prohibited output, a Bidi violation or an empty result are Errc::invalid_argument.
-Result<std::string> sasl_prep(std::string_view text);
+// RFC 4013 SASLprep (accounts/ applies it to every password it stores or checks).
+using accounts::sasl_prep;
 
 }  // namespace hearth::xmpp

@@ -290,6 +290,21 @@ TEST_F(AccountsTest, VerifyPasswordTreatsUnknownUsersLikeWrongPasswords) {
   EXPECT_EQ(unknown.error().message, wrong.error().message);
 }
 
+// RFC 4013: a soft hyphen maps to nothing and a no-break space to a space, so the password
+// set from hearthctl or the web is the one a SCRAM client (which prepares it) proves.
+TEST_F(AccountsTest, PasswordsAreSaslPrepared) {
+  ASSERT_TRUE(accounts().create_user("example.org", "alice", "I\xC2\xADX\xC2\xA0y", false));
+  EXPECT_TRUE(accounts().verify_password("example.org", "alice", "IX y"));
+  EXPECT_TRUE(accounts().verify_password("example.org", "alice", "I\xC2\xADX\xC2\xA0y"));
+  auto c = accounts().scram_credentials("example.org", "alice", ScramHash::sha256);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->stored_key, derive_scram_credentials(ScramHash::sha256, "IX y", c->salt, c->iterations).stored_key);
+  auto bad = accounts().create_user("example.org", "bob", "bell\x07", false);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+  EXPECT_FALSE(accounts().set_password("example.org", "alice", "\xFF\xFE"));
+}
+
 TEST_F(AccountsTest, ScramCredentialsMatchThePassword) {
   ASSERT_TRUE(accounts().create_user("example.org", "alice", "pencil", false));
   for (auto h : {ScramHash::sha1, ScramHash::sha256}) {
