@@ -198,6 +198,8 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.fast_token_ttl_days = config.xmpp_fast_token_ttl_days;
   xmpp_options.archive_retention_days = config.xmpp_archive_retention_days;
   xmpp_options.archive_purge_interval_seconds = config.xmpp_archive_purge_interval_seconds;
+  xmpp_options.muc = config.xmpp_muc;
+  xmpp_options.muc_max_users_per_room = config.xmpp_muc_max_users_per_room;
   xmpp_options.contact_addresses = {{"abuse", config.contact_abuse},
                                     {"admin", config.contact_admin},
                                     {"security", config.contact_security},

@@ -58,6 +58,8 @@ struct Config {
   int xmpp_fast_token_ttl_days = 21;
   int xmpp_archive_retention_days = 0;
   int xmpp_archive_purge_interval_seconds = 3600;
+  bool xmpp_muc = true;
+  int xmpp_muc_max_users_per_room = 1000;
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;

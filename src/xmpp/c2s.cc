@@ -21,6 +21,7 @@
 #include "xmpp/mod_extdisco.h"
 #include "xmpp/mod_last.h"
 #include "xmpp/mod_pep.h"
+#include "xmpp/muc.h"
 #include "xmpp/mod_private.h"
 #include "xmpp/mod_vcard.h"
 #include "xmpp/mod_mam.h"
@@ -1072,6 +1073,17 @@ Result<void> XmppService::migrate() {
       PepOptions{impl_->options.pep_max_item_bytes, impl_->options.pep_max_nodes, impl_->options.pep_max_items});
   if (auto r = impl_->pep->register_iqs(iqs); !r) return r;
   impl_->im.set_pep(impl_->pep);
+  if (o.muc) {
+    for (const auto& domain : o.domains) {
+      MucOptions mo;
+      mo.domain = "conference." + domain;
+      mo.max_users_per_room = o.muc_max_users_per_room;
+      auto muc = std::make_shared<MucService>(mo, impl_->store, impl_->xstore, impl_->clock, impl_->log,
+                                              [impl](const Element& st) { return impl->im.deliver_from_service(st); });
+      if (auto r = muc->migrate(); !r) return r;
+      impl_->im.add_service(mo.domain, muc);
+    }
+  }
 
   auto delete_rows = [impl](const char* sql) {
     return [impl, sql](const std::string& bare) -> Result<void> {
@@ -1113,6 +1125,11 @@ Result<void> XmppService::sweep_deleted_accounts() {
   if (!owners) return tl::unexpected(owners.error());
   for (const auto& owner : *owners) {
     if (live.count(owner)) continue;
+    // Rooms (conference.<domain>) keep archives too; only accounts' data is swept.
+    auto at = owner.find('@');
+    std::string domain = at == std::string::npos ? owner : owner.substr(at + 1);
+    if (std::find(impl_->options.domains.begin(), impl_->options.domains.end(), domain) == impl_->options.domains.end())
+      continue;
     impl_->log.info("xmpp.forgot_deleted_account", {{"jid", owner}});
     if (auto r = forget_account(owner); !r) return r;
   }

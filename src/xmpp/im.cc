@@ -149,6 +149,7 @@ void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
       return;
     }
     st.set_attr("to", jid->full());
+    if (LocalService* service = service_for(jid->domain)) return service->handle(me, std::move(st));
     // XEP-0191 §3.5: nothing goes out to a contact the user blocked.
     if (!jid->local.empty() && jid->bare() != me.bare && blocked(me.bare, jid->full())) {
       std::string_view type = st.attr("type");
@@ -376,7 +377,11 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
   registry_.set_presence(me.bare, me.id, available, presence_priority(st), available ? st.serialize() : std::string());
   // The logout time is stored before contacts see the unavailable presence, so that a
   // contact asking right away (XEP-0012) gets it.
-  if (!available && was_available) note_if_last_logout(me.bare, &st);
+  if (!available && was_available) {
+    note_if_last_logout(me.bare, &st);
+    // RFC 6121 §4.6.3: entities the session sent directed presence to (rooms) learn it left.
+    for (const auto& [domain, service] : services_) service->session_gone(me);
+  }
   broadcast_presence(me, st, available && !was_available);
   if (available && !was_available) {
     if (presence_priority(st) >= 0) deliver_offline(me);
@@ -441,6 +446,7 @@ void ImRouter::send_available_presences(const std::string& of_bare, const std::s
 
 void ImRouter::session_closed(const SessionIdentity& me, bool was_available) {
   if (pep_) pep_->on_session_closed(me);
+  for (const auto& [domain, service] : services_) service->session_gone(me);
   if (!was_available) return;
   Element st("presence", std::string(kClientNs));
   st.set_attr("type", "unavailable");
@@ -703,6 +709,26 @@ void ImRouter::dispatch_iq(const SessionIdentity& me, Element& st, const std::st
   entry->handler(me, to, st, payload, reply);
 }
 
+LocalService* ImRouter::service_for(std::string_view domain) const {
+  for (const auto& [d, service] : services_)
+    if (d == domain) return service.get();
+  return nullptr;
+}
+
+bool ImRouter::deliver_from_service(const Element& st) {
+  auto to = Jid::parse(st.attr("to"));
+  if (!to || !is_local_domain(to->domain)) return false;
+  if (!to->resource.empty()) {
+    auto s = registry_.find(to->bare(), to->resource);
+    if (!s) return false;
+    send(*s->sink, st);
+    return true;
+  }
+  Element copy = st;
+  if (copy.name() == "message") route_message(copy, std::string(st.attr("from")));
+  return true;
+}
+
 std::string ImRouter::server_caps_ver() const {
   std::vector<SubmittedForm> forms;
   for (const auto& form : server_forms_)
@@ -753,6 +779,12 @@ void ImRouter::register_core_iqs() {
             get_only([this](const SessionIdentity& me, const std::string& to, const Element&, const Element& p, IqReply& r) {
               if (!p.attr("node").empty()) return r.error("cancel", "item-not-found");
               Element q("query", std::string(kDiscoItemsNs));
+              if (to.find('@') == std::string::npos)
+                for (const auto& [domain, service] : services_) {
+                  Element& item = q.add_child(Element("item", std::string(kDiscoItemsNs)));
+                  item.set_attr("jid", domain);
+                  item.set_attr("name", service->name());
+                }
               if (pep_ && to.find('@') != std::string::npos)
                 for (const auto& node : pep_->visible_nodes(to, me.bare)) {
                   Element& item = q.add_child(Element("item", std::string(kDiscoItemsNs)));

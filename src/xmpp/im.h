@@ -54,6 +54,20 @@ class PepHooks {
   virtual std::vector<std::string> visible_nodes(const std::string& owner, const std::string& requester) = 0;
 };
 
+// A server-side entity at a domain of its own (XEP-0045 rooms at conference.<domain>,
+// later XEP-0363 upload): it gets every stanza a local user addresses to that domain.
+// Called on the worker pool.
+class LocalService {
+ public:
+  virtual ~LocalService() = default;
+  // 'from' is stamped with the sender's full JID; 'to' is a normalised JID of the domain.
+  virtual void handle(const SessionIdentity& from, Element stanza) = 0;
+  // The session went offline (or sent unavailable presence): forget it.
+  virtual void session_gone(const SessionIdentity& me) = 0;
+  // disco#items of the server: the service's address and name.
+  virtual std::string name() const = 0;
+};
+
 class ImRouter {
  public:
   ImRouter(std::vector<std::string> domains, accounts::Accounts& accounts, XmppStore& store, SessionRegistry& registry,
@@ -83,6 +97,13 @@ class ImRouter {
   void set_logout_hook(std::function<void(const std::string& bare, const std::string& status)> hook) {
     logout_hook_ = std::move(hook);
   }
+  // Local services by domain; added at start-up.
+  void add_service(std::string domain, std::shared_ptr<LocalService> service) {
+    services_.emplace_back(std::move(domain), std::move(service));
+  }
+  // Delivers a stanza from a local service to a local user ('to' a full JID: that session
+  // only; a bare JID: routed as a message from anyone). False when a full JID has no session.
+  bool deliver_from_service(const Element& stanza);
   // XEP-0163: set once at start-up.
   void set_pep(std::shared_ptr<PepHooks> pep) { pep_ = std::move(pep); }
   // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
@@ -139,6 +160,8 @@ class ImRouter {
   std::shared_ptr<PepHooks> pep_;
   std::vector<Element> server_forms_;
   std::function<void(const std::string&, const std::string&)> logout_hook_;
+  std::vector<std::pair<std::string, std::shared_ptr<LocalService>>> services_;
+  LocalService* service_for(std::string_view domain) const;
 
   void note_if_last_logout(const std::string& bare, const Element* unavailable);
 };

@@ -16,7 +16,10 @@ constexpr std::string_view kForwardNs = "urn:xmpp:forward:0";
 constexpr std::string_view kHintsNs = "urn:xmpp:hints";
 constexpr int kMaxPage = 250;
 
-void handle_query(XmppStore& store, const SessionIdentity& me, const Element& iq, const Element& query, IqReply& reply) {
+}  // namespace
+
+void answer_mam_query(XmppStore& store, const std::string& archive, const SessionIdentity& me, const Element& iq,
+                      const Element& query, IqReply& reply) {
   if (iq.attr("type") == "get") {
     Element q("query", std::string(kMamNs));
     Element& x = q.add_child(make_form("form", kMamNs));
@@ -62,7 +65,7 @@ void handle_query(XmppStore& store, const SessionIdentity& me, const Element& iq
     }
   }
   aq.max = std::clamp(aq.max, 0, kMaxPage);
-  auto page = store.query_archive(me.bare, aq);
+  auto page = store.query_archive(archive, aq);
   if (!page) {
     if (page.error().code == Errc::not_found) return reply.error("cancel", "item-not-found", page.error().message);
     return reply.error("wait", "internal-server-error");
@@ -73,7 +76,7 @@ void handle_query(XmppStore& store, const SessionIdentity& me, const Element& iq
     me.sink->deliver(fmt::format(
         "<message to='{}' from='{}'><result xmlns='{}'{} id='{}'><forwarded xmlns='{}'><delay xmlns='urn:xmpp:delay' "
         "stamp='{}'/>{}</forwarded></result></message>",
-        xml_escape(me.full), xml_escape(me.bare), kMamNs, qid, xml_escape(item.id), kForwardNs,
+        xml_escape(me.full), xml_escape(archive), kMamNs, qid, xml_escape(item.id), kForwardNs,
         format_delay_stamp(item.stamp_ms), item.stanza));
   }
   Element fin("fin", std::string(kMamNs));
@@ -86,8 +89,6 @@ void handle_query(XmppStore& store, const SessionIdentity& me, const Element& iq
   set.add_child(Element("count", std::string(kRsmNs))).add_text(std::to_string(page->count));
   reply.result(std::move(fin));
 }
-
-}  // namespace
 
 bool archivable(const Element& m) {
   std::string_view type = m.attr("type");
@@ -148,7 +149,7 @@ void register_mam(IqTable& table, XmppStore& store) {
   XmppStore* s = &store;
   table.add({std::string(kMamNs), "query", IqTarget::account,
              [s](const SessionIdentity& me, const std::string&, const Element& iq, const Element& q, IqReply& r) {
-               handle_query(*s, me, iq, q, r);
+               answer_mam_query(*s, me.bare, me, iq, q, r);
              },
              {std::string(kMamNs), std::string(kSidNs)}});
   table.add({std::string(kMamNs), "prefs", IqTarget::account,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "xmpp/iq_table.h"
@@ -17,6 +18,11 @@ inline constexpr std::string_view kSidNs = "urn:xmpp:sid:0";
 
 // Adds the urn:xmpp:mam:2 query, form and prefs handlers for accounts.
 void register_mam(IqTable& table, XmppStore& store);
+
+// Answers a urn:xmpp:mam:2 query (get: the form; set: results as messages from `archive`,
+// then <fin/>) over the archive kept under `archive` (an account's or a room's bare JID).
+void answer_mam_query(XmppStore& store, const std::string& archive, const SessionIdentity& me, const Element& iq,
+                      const Element& query, IqReply& reply);
 
 // Whether a message goes into the archive (XEP-0313 §5.1.1, XEP-0334 hints).
 bool archivable(const Element& message);

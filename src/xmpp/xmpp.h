@@ -62,7 +62,9 @@ struct XmppOptions {
   int fast_token_ttl_days = 21;  // XEP-0484 tokens
   int archive_retention_days = 0;  // XEP-0313 archive kept this long unless an account has its own; 0: forever
   int archive_purge_interval_seconds = 3600;
-  int archive_purge_batch = 500;  // rows per transaction; the purge yields between batches  // XEP-0198: how long a dropped session waits for its client
+  int archive_purge_batch = 500;  // rows per transaction; the purge yields between batches
+  bool muc = true;                 // XEP-0045 at conference.<domain> for every served domain
+  int muc_max_users_per_room = 1000;  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
 };
