@@ -21,6 +21,7 @@
 #include "ops/account_commands.h"
 #include "ops/admin.h"
 #include "ops/health.h"
+#include "ops/storage_watch.h"
 #include "ops/http_routes.h"
 #include "ops/system.h"
 #include "store/store.h"
@@ -138,8 +139,17 @@ int run(const Config& config, bool print_banner) {
   }
 
   ops::HealthMonitor health(log, metrics, std::chrono::seconds(config.health_interval_seconds));
-  health.add_check("disk", ops::disk_space_check(data_dir, {config.disk_warning_percent, config.disk_high_percent,
-                                                            config.disk_critical_percent}));
+  ops::StorageWatchOptions watch_options;
+  watch_options.data_dir = data_dir;
+  watch_options.database_path = store_options.path;
+  watch_options.thresholds = {config.disk_warning_percent, config.disk_high_percent, config.disk_critical_percent};
+  watch_options.reserve_bytes = static_cast<std::uint64_t>(config.disk_reserve_mib) << 20;
+  watch_options.reserve_inodes = static_cast<std::uint64_t>(config.disk_reserve_inodes);
+  watch_options.wal_warning_bytes = static_cast<std::uint64_t>(config.wal_warning_mib) << 20;
+  watch_options.read_only_at_reserve = config.read_only_at_reserve;
+  ops::StorageWatcher storage_watch(watch_options, (*store)->read_only_mode(), log, metrics);
+  health.add_check("disk", [&storage_watch] { return storage_watch.check(); });
+  health.add_check("read_only", [&storage_watch] { return storage_watch.read_only_check(); });
   health.add_check("data_dir", ops::path_writable_check(data_dir));
   health.add_check("open_files", ops::open_files_check());
   store::Store* db = store->get();
