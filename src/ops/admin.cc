@@ -39,7 +39,8 @@ Result<std::string> read_line(int fd, std::size_t limit) {
   char buf[4096];
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0) return fail(Errc::unavailable, "timed out reading from the admin socket");
+    // Not `unavailable`: that means "nothing listens"; here something does but is stuck.
+    if (left <= 0) return fail(Errc::io, "timed out reading from the admin socket");
     pollfd p{fd, POLLIN, 0};
     int rc = ::poll(&p, 1, static_cast<int>(left));
     if (rc < 0 && errno == EINTR) continue;
