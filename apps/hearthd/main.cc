@@ -176,6 +176,7 @@ int run(const Config& config, bool print_banner) {
   server_options.max_header_bytes = config.http_max_header_bytes;
   server_options.idle_timeout_seconds = config.http_idle_timeout_seconds;
   server_options.drain_seconds = config.drain_seconds;
+  server_options.stall_warning_ms = config.stall_warning_ms;
   auto server = net::HttpServer::create(server_options, std::move(router), identities, log, metrics);
   if (!server) {
     fmt::print(stderr, "hearthd: {}\n", server.error().describe());
@@ -251,11 +252,41 @@ int run(const Config& config, bool print_banner) {
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
                        json_quote(snap.to_nagios_line()), snap.to_json());
   };
+  if (config.debug_commands) {
+    // Test-only (ops.debug_commands): blocks one shard's loop on purpose (incident I09).
+    commands["debug.block_shard"] = [http_server](const ops::AdminArgs& args) -> Result<std::string> {
+      auto it = args.find("ms");
+      int ms = it == args.end() ? 500 : std::atoi(it->second.c_str());
+      if (ms < 1 || ms > 60000) return fail(Errc::invalid_argument, "ms must be between 1 and 60000");
+      http_server->run_after(std::chrono::milliseconds(0), [ms] {
+        net::HandlerName name("debug.block_shard");
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      });
+      return fmt::format("{{\"blocking_ms\":{}}}", ms);
+    };
+  }
   for (auto& [name, fn] : commands) admin.add_command(name, fn);
   if (auto r = admin.start(); !r) {
     fmt::print(stderr, "hearthd: {}\n", r.error().message);
     return kExitStartup;
   }
+  // Event loops (incident I09): critical while a shard has been stuck for 10 stall
+  // thresholds (the liveness watchdog), warning when stalls happened since the last check.
+  health.add_check("event_loops", [http_server, last = std::uint64_t{0}, threshold = config.stall_warning_ms]() mutable {
+    auto loops = http_server->loop_health();
+    std::uint64_t fresh = loops.stalls_total - last;
+    last = loops.stalls_total;
+    std::string value = fmt::format("{} stalls since start", loops.stalls_total);
+    if (loops.stalled_ms > 10 * threshold)
+      return ops::CheckResult{ops::HealthStatus::critical, value,
+                              fmt::format("shard {} has not turned for {} ms (handler {})", loops.last_shard,
+                                          loops.stalled_ms, loops.last_handler), {}};
+    if (fresh > 0)
+      return ops::CheckResult{ops::HealthStatus::warning, value,
+                              fmt::format("{} event-loop stall(s) over {} ms since the last check, last in {} on shard {}",
+                                          fresh, threshold, loops.last_handler, loops.last_shard), {}};
+    return ops::CheckResult{ops::HealthStatus::ok, value, "", {}};
+  });
   health.start();
 
   if (print_banner) {

@@ -1,0 +1,74 @@
+"""I09: the chat server spun at 100 % CPU, wrote no logs and answered on no port.
+
+Every shard runs a heartbeat; a watchdog thread notices a loop turn longer than
+server.stall_warning_ms, logs it with the name of the handler that was running, counts it
+in /metrics (hearth_loop_stalls_total{shard}) and reports it on /health (event_loops),
+and the admin socket (its own thread) still answers while a shard is stuck. The stall is
+made on purpose with the test-only admin command debug.block_shard (ops.debug_commands).
+
+Defence off (HEARTH_DEFENCE_OFF=1): server.stall_warning_ms = 600000, so no turn counts
+as a stall.
+"""
+import json
+import socket
+import unittest
+
+from resilience import DEFENCE_OFF, Hearth, metric, wait_until, with_section
+
+
+def admin(h, command, **args):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(f"{h.data_dir}/hearthd.sock")
+        s.sendall((json.dumps({"command": command, "args": args}) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def stalls(h):
+    text = h.request("GET", "/metrics")[2].decode()
+    return sum(metric(text, "hearth_loop_stalls_total", f'shard="{i}"') or 0 for i in range(2))
+
+
+class StallDetector(unittest.TestCase):
+    def test_I09_a_blocked_shard_is_named_counted_and_reported(self):
+        h = Hearth()
+        self.addCleanup(h.cleanup)
+        with_section(h, "server", "stall_warning_ms = 600000\n" if DEFENCE_OFF else "stall_warning_ms = 100\n")
+        with_section(h, "ops", "debug_commands = true\n")
+        h.start()
+        self.addCleanup(h.stop)
+        self.assertEqual(stalls(h), 0)
+        self.assertEqual(h.get_json("/health")[1]["checks"]["event_loops"]["status"], "ok")
+
+        # Block both shards one after the other (run_after picks shards round-robin).
+        for i in range(2):
+            reply = admin(h, "debug.block_shard", ms="600")
+            self.assertTrue(reply["ok"], reply)
+            # The admin socket answers while a shard is stuck: health as data.
+            check = h.ctl("check", "--fresh")
+            self.assertIn(check.returncode, (0, 1, 2), check.stdout)
+            wait_until(lambda: h.stderr().count("event=loop.stall_ended") > i, timeout=10, what="the stall to end")
+        wait_until(lambda: stalls(h) >= 2, what="two stalls counted in /metrics")
+        text = h.request("GET", "/metrics")[2].decode()
+        self.assertIn("hearth_loop_stall_seconds_count 2", text)
+        self.assertIn("handler=debug.block_shard", h.stderr())
+        wait_until(lambda: h.get_json("/health")[1]["checks"]["event_loops"]["value"] == "2 stalls since start",
+                   what="the stalls on /health")
+        for line in h.stderr().splitlines():
+            if "event=loop.stall_ended" in line:
+                ms = int(line.split(" ms=")[1].split()[0])
+                self.assertGreaterEqual(ms, 400, line)
+        # Ordinary traffic is not a stall.
+        for _ in range(50):
+            self.assertEqual(h.request("GET", "/health")[0] in (200, 503), True)
+        self.assertEqual(stalls(h), 2)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
