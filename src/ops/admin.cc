@@ -107,6 +107,7 @@ Result<void> AdminServer::start() {
     return fail(Errc::io, fmt::format("cannot listen on admin socket {}: {}", path_, std::strerror(e)));
   }
   if (::pipe2(wake_pipe_, O_CLOEXEC) != 0) return fail(Errc::io, "pipe2 failed");
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   thread_ = std::thread([this] { serve(); });
   log_.info("admin.listening", {{"socket", path_}});
   return ok();
@@ -128,6 +129,10 @@ void AdminServer::stop() {
       ::close(fd);
       fd = -1;
     }
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+  }
 }
 
 void AdminServer::serve() {
@@ -142,12 +147,21 @@ void AdminServer::serve() {
     if (fds[1].revents) return;
     if (!(fds[0].revents & POLLIN)) continue;
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_fd_ >= 0) {
+      // Out of descriptors: the spare one is for exactly this (incident I16).
+      ::close(spare_fd_);
+      spare_fd_ = -1;
+      fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) log_.warn("admin.spare_descriptor_used", {});
+    }
     if (fd < 0) {
+      if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (errno == EMFILE || errno == ENFILE) ::poll(nullptr, 0, 100);  // do not spin
       continue;
     }
     handle(fd);
     ::close(fd);
+    if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
 }
 
