@@ -171,7 +171,13 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   void overflow() {
     if (!alive()) return;
-    impl_.log.debug("stream.send_overflow", {{"listener", listener_.stream_spec.name}, {"ip", ip_}});
+    impl_.log.info("stream.send_overflow", {{"listener", listener_.stream_spec.name}, {"ip", ip_}});
+    // Rare: look the counter up here rather than keeping one per listener.
+    impl_.metrics_registry
+        .counter("hearth_stream_send_overflows_total",
+                 "Stream connections cut because their client did not read what was queued for it (incident I10).",
+                 {{"listener", listener_.stream_spec.name}})
+        .inc();
     cut();
   }
 

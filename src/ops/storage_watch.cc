@@ -52,7 +52,7 @@ StorageWatcher::StorageWatcher(StorageWatchOptions options, store::ReadOnlyMode&
   days_until_full_.set(-1);
   metrics.callback_gauge("hearth_read_only", "1 while the server is in read-only mode (storage space ran low).",
                          [&mode] { return mode.active() ? 1.0 : 0.0; });
-  metrics.callback_gauge("hearth_read_only_entered_total", "Times read-only mode was entered since start.",
+  metrics.callback_gauge("hearth_read_only_entered", "Times read-only mode was entered since start.",
                          [&mode] { return static_cast<double>(mode.times_entered()); });
 }
 
