@@ -146,6 +146,8 @@ CheckResult StorageWatcher::evaluate(const StorageSample& s, std::int64_t now_ms
     r.status = HealthStatus::warning;
     r.message = fmt::format("{} on {} is {:.1f}% used ({} at {}%){}", what, options_.data_dir, worst,
                             high ? "high" : "warning", high ? t.high_percent : t.warning_percent, growth_text);
+    // Past the high threshold the admin log says so at every check, not only on change.
+    if (high) log_.warn("storage.space_high", {{"msg", r.message}});
   } else if (s.wal_bytes > static_cast<double>(options_.wal_warning_bytes)) {
     r.status = HealthStatus::warning;
     r.message = fmt::format("the database's WAL is {:.1f} MiB (warning at {:.1f} MiB): checkpoints are not keeping up",
