@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -330,7 +332,42 @@ int run(const Config& config, bool print_banner) {
     (*server)->stop();
   });
   log.info("hearthd.ready", {{"public_url", public_url}});
+  // systemd (incident I09): READY=1 now, then WATCHDOG=1 only while every event loop turns,
+  // so a stuck loop stops the pings and WatchdogSec= restarts the service.
+  auto notifier = ops::SystemdNotifier::from_environment();
+  std::mutex watchdog_mutex;
+  std::condition_variable watchdog_cv;
+  bool watchdog_stop = false;
+  std::thread watchdog;
+  if (notifier.active()) {
+    (void)notifier.notify("READY=1");
+    if (notifier.watchdog_interval().count() > 0) {
+      watchdog = std::thread([&] {
+        std::unique_lock lk(watchdog_mutex);
+        bool stuck_logged = false;
+        while (!watchdog_cv.wait_for(lk, notifier.watchdog_interval(), [&] { return watchdog_stop; })) {
+          auto loops = http_server->loop_health();
+          auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(notifier.watchdog_interval()).count();
+          if (loops.stalled_ms < std::max<std::int64_t>(limit, 10 * config.stall_warning_ms)) {
+            (void)notifier.notify("WATCHDOG=1");
+            stuck_logged = false;
+          } else if (!stuck_logged) {
+            stuck_logged = true;
+            log.error("hearthd.watchdog_withheld", {{"shard", loops.last_shard}, {"handler", loops.last_handler},
+                                                    {"stalled_ms", loops.stalled_ms}});
+          }
+        }
+      });
+    }
+  }
   (*server)->run();
+  {
+    std::lock_guard lk(watchdog_mutex);
+    watchdog_stop = true;
+  }
+  watchdog_cv.notify_all();
+  if (watchdog.joinable()) watchdog.join();
+  (void)notifier.notify("STOPPING=1");
   pthread_kill(signal_waiter.native_handle(), SIGUSR2);
   signal_waiter.join();
   admin.stop();

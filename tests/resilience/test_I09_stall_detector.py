@@ -10,7 +10,10 @@ Defence off (HEARTH_DEFENCE_OFF=1): server.stall_warning_ms = 600000, so no turn
 as a stall.
 """
 import json
+import os
 import socket
+import tempfile
+import time
 import unittest
 
 from resilience import DEFENCE_OFF, Hearth, metric, wait_until, with_section
@@ -68,6 +71,52 @@ class StallDetector(unittest.TestCase):
         # The server kept serving once the shards turned again.
         for _ in range(20):
             self.assertIn(h.request("GET", "/health")[0], (200, 503))
+
+    def test_I09_systemd_watchdog_pings_stop_while_a_loop_is_stuck(self):
+        """With WatchdogSec= (here: a fake $NOTIFY_SOCKET), hearthd says READY=1 and pings
+        WATCHDOG=1 only while every loop turns; a shard stuck for 3 s stops the pings
+        (systemd would restart the service), and they resume when it turns again."""
+        sock_dir = tempfile.mkdtemp(prefix="hearth-notify-")
+        path = os.path.join(sock_dir, "notify")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(path)
+        notify.settimeout(0.05)
+        self.addCleanup(notify.close)
+        h = Hearth()
+        self.addCleanup(h.cleanup)
+        with_section(h, "server", "stall_warning_ms = 600000\n" if DEFENCE_OFF else "stall_warning_ms = 100\n")
+        with_section(h, "ops", "debug_commands = true\n")
+        os.environ.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        try:
+            h.start()
+        finally:
+            del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
+        self.addCleanup(h.stop)
+
+        pings = []  # monotonic times of WATCHDOG=1
+
+        def receive_until(deadline):
+            states = []
+            while time.monotonic() < deadline:
+                try:
+                    data = notify.recv(4096).decode()
+                except socket.timeout:
+                    continue
+                states.append(data)
+                if data == "WATCHDOG=1":
+                    pings.append(time.monotonic())
+            return states
+
+        states = receive_until(time.monotonic() + 1.0)
+        self.assertIn("READY=1", states)
+        self.assertGreaterEqual(len(pings), 3)
+        self.assertTrue(admin(h, "debug.block_shard", ms="3000")["ok"])
+        blocked_at = time.monotonic()
+        receive_until(blocked_at + 4.5)
+        during = [t for t in pings if blocked_at + 1.5 < t < blocked_at + 2.9]
+        after = [t for t in pings if t > blocked_at + 3.2]
+        self.assertEqual(during, [], "watchdog pings went on while a loop was stuck")
+        self.assertGreaterEqual(len(after), 2, "watchdog pings did not resume")
 
 
 if __name__ == "__main__":
