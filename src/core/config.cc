@@ -175,7 +175,7 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::disk_high_percent, 1, 100)},
       {"ops.disk_critical_percent", "95", "Disk use at which /health reports critical.",
        integer_field(&Config::disk_critical_percent, 1, 100)},
-      {"ops.disk_reserve_mib", "256", "Free space (MiB) under which hearthd enters read-only mode: reads, logins and history keep working, every write gets the protocol's \"try later\" error; it leaves the mode by itself once 1.25 times this is free again (incident I02).",
+      {"ops.disk_reserve_mib", "256", "Free space (MiB) under which hearthd enters read-only mode: reads, logins and history keep working, every write gets the protocol's \"try later\" error; it leaves the mode by itself once 1.25 times this, and at least 8 MiB more than this, is free again (incident I02).",
        integer_field(&Config::disk_reserve_mib, 0, 1 << 30)},
       {"ops.disk_reserve_inodes", "1000", "Free inodes under which hearthd enters read-only mode, like `disk_reserve_mib` (incident I03).",
        integer_field(&Config::disk_reserve_inodes, 0, 1 << 30)},

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -104,7 +105,10 @@ CheckResult StorageWatcher::evaluate(const StorageSample& s, std::int64_t now_ms
   // Read-only mode at the reserve floor; leave it with a quarter of the floor to spare.
   bool bytes_low = s.avail_bytes < static_cast<double>(options_.reserve_bytes);
   bool inodes_low = s.total_inodes > 0 && s.avail_inodes < static_cast<double>(options_.reserve_inodes);
-  bool bytes_back = s.avail_bytes >= 1.25 * static_cast<double>(options_.reserve_bytes);
+  // Back: 1.25 times the floor and at least 8 MiB above it (read-only mode set by the store
+  // on a full disk must not be left while the disk is still nearly full).
+  double reserve = static_cast<double>(options_.reserve_bytes);
+  bool bytes_back = s.avail_bytes >= std::max(1.25 * reserve, reserve + 8 * kMiB);
   bool inodes_back = s.total_inodes == 0 || s.avail_inodes >= 1.25 * static_cast<double>(options_.reserve_inodes);
   if (options_.read_only_at_reserve && (bytes_low || inodes_low)) {
     std::string reason =

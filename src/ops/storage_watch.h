@@ -12,7 +12,8 @@
 //     disk is full at that rate (-1 when it is not growing);
 //   * enters read-only mode (store/read_only.h) when free bytes fall under reserve_bytes
 //     or free inodes under reserve_inodes, and leaves it by itself once both are back
-//     above the floor plus a quarter (hysteresis, so it does not flap).
+//     above the floor plus a quarter, and free bytes at least 8 MiB above the floor
+//     (hysteresis, so it does not flap).
 // The "read_only" check reports the mode as its own line (critical while active), whoever
 // set it: the watcher, or the store when a commit hit a full disk.
 //

@@ -164,6 +164,7 @@ class DiskFullGoesReadOnly(unittest.IsolatedAsyncioTestCase):
         vcard["FN"] = "Alice"
         await alice["xep_0054"].publish_vcard(vcard, timeout=TIMEOUT)
         await alice.sync()
+        alice["xep_0198"].request_ack()
         await wait_for_condition(lambda: "space is back" in alice.acked_bodies, what="ack of the last message")
 
         # Nothing the server acknowledged without an error is missing; the file is intact.
@@ -173,6 +174,54 @@ class DiskFullGoesReadOnly(unittest.IsolatedAsyncioTestCase):
             if body not in refused:
                 self.assertIn(f"<body>{body}</body>", archived)
         await bob.stop()
+        await alice.stop()
+        self.assertEqual(self.h.stop(), 0)
+        with sqlite3.connect(os.path.join(data, "hearth.db")) as db:
+            self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+
+    async def test_I02_disk_fills_between_checks(self):
+        """No reserve floor (0): the disk fills completely between two checks. The first
+        commit that hits ENOSPC/SQLITE_FULL puts the server in read-only mode at once; every
+        message is then either stored and acked, or answered with resource-constraint."""
+        self.start_hearth("24m")
+        self.h.stop()
+        with open(self.h.config_path) as f:
+            config = f.read()
+        with open(self.h.config_path, "w") as f:
+            f.write(config.replace(f"disk_reserve_mib = {RESERVE_MIB}\n", "disk_reserve_mib = 0\n"))
+        self.h.start()
+        data = self.h.data_dir
+        alice = self.client(SmExtClient, "alice")
+        await alice.login(self.h.xmpp_port)
+        fill_until_free(data, self.filler, 0)
+        refused = set()
+        alice.add_event_handler("message_error", lambda m: refused.add(m["id"]))
+        body = "y" * 4000
+        for i in range(400):
+            msg = alice.make_message(mto="bob@localhost", mbody=f"{i} {body}", mtype="chat")
+            msg["id"] = f"m{i}"
+            msg.send()
+            if i % 20 == 19:
+                await alice.sync()
+            if refused:
+                break
+        await alice.sync()
+        self.assertTrue(refused, "no write was refused on a full disk")
+        await self.wait_health(lambda r: r[1]["checks"]["read_only"]["status"] == "critical",
+                               "read-only mode after a full-disk commit")
+        status, snap = self.health()
+        self.assertIn("disk is full", snap["checks"]["read_only"]["message"])
+        await self.assert_write_refused(alice, "after the disk filled")
+        os.unlink(self.filler)
+        await self.wait_health(lambda r: r[1]["checks"]["read_only"]["status"] == "ok", "read-only mode left")
+        alice.send_message(mto="bob@localhost", mbody="after the cleanup", mtype="chat")
+        await alice.sync()
+        alice["xep_0198"].request_ack()
+        await wait_for_condition(lambda: "after the cleanup" in alice.acked_bodies, what="ack of the last message")
+        archived = "".join(self.archived_bodies("bob@localhost"))
+        for b in alice.acked_bodies:
+            if b.split()[0] not in {r[1:] for r in refused} and b != "after the disk filled":
+                self.assertIn(f"<body>{b}</body>", archived)
         await alice.stop()
         self.assertEqual(self.h.stop(), 0)
         with sqlite3.connect(os.path.join(data, "hearth.db")) as db:
