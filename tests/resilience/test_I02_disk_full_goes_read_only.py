@@ -83,8 +83,10 @@ class DiskFullGoesReadOnly(unittest.IsolatedAsyncioTestCase):
             return [row[0] for row in db.execute("SELECT stanza FROM xmpp_archive WHERE owner=?", (owner,))]
 
     async def assert_write_refused(self, alice, body):
-        alice.send_message(mto="bob@localhost", mbody=body, mtype="chat")
-        err = await next_item(alice.message_errors, lambda m: m["body"] == body or m["id"], timeout=TIMEOUT)
+        msg = alice.make_message(mto="bob@localhost", mbody=body, mtype="chat")
+        msg["id"] = "refused-" + body.replace(" ", "-")
+        msg.send()
+        err = await next_item(alice.message_errors, lambda m: m["id"] == msg["id"], timeout=TIMEOUT)
         self.assertEqual(err["error"]["condition"], "resource-constraint")
         self.assertEqual(err["error"]["type"], "wait")
         vcard = alice["xep_0054"].make_vcard()
