@@ -192,10 +192,17 @@ int main(int argc, char** argv) {
     ops::AdminArgs args;
     if (fresh) args["fresh"] = "true";
     auto reply = call(t, "health", args, /*daemon_only=*/true);
-    if (!reply) {
-      // The service is down or unreachable: that is the most critical state of all.
+    if (!reply && reply.error().code == Errc::unavailable) {
+      // Nothing listens on the socket: the service is down, the most critical state of
+      // all (incident I17: a real outage must page).
       fmt::print("HEARTH CRITICAL - {}\n", reply.error().message);
       return kCritical;
+    }
+    if (!reply) {
+      // Something listens but the state cannot be known (no answer within the timeout,
+      // permission denied, a garbled reply): UNKNOWN, as the plugin guidelines say.
+      fmt::print("HEARTH UNKNOWN - cannot read hearthd's health: {}\n", reply.error().message);
+      return kUnknown;
     }
     if (!reply->ok) {
       fmt::print("HEARTH UNKNOWN - {}\n", reply->message);

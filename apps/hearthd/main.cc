@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +24,7 @@
 #include "ops/account_commands.h"
 #include "ops/admin.h"
 #include "ops/health.h"
+#include "ops/storage_watch.h"
 #include "ops/http_routes.h"
 #include "ops/system.h"
 #include "store/store.h"
@@ -139,8 +142,17 @@ int run(const Config& config, bool print_banner) {
   }
 
   ops::HealthMonitor health(log, metrics, std::chrono::seconds(config.health_interval_seconds));
-  health.add_check("disk", ops::disk_space_check(data_dir, {config.disk_warning_percent, config.disk_high_percent,
-                                                            config.disk_critical_percent}));
+  ops::StorageWatchOptions watch_options;
+  watch_options.data_dir = data_dir;
+  watch_options.database_path = store_options.path;
+  watch_options.thresholds = {config.disk_warning_percent, config.disk_high_percent, config.disk_critical_percent};
+  watch_options.reserve_bytes = static_cast<std::uint64_t>(config.disk_reserve_mib) << 20;
+  watch_options.reserve_inodes = static_cast<std::uint64_t>(config.disk_reserve_inodes);
+  watch_options.wal_warning_bytes = static_cast<std::uint64_t>(config.wal_warning_mib) << 20;
+  watch_options.read_only_at_reserve = config.read_only_at_reserve;
+  ops::StorageWatcher storage_watch(watch_options, (*store)->read_only_mode(), log, metrics);
+  health.add_check("disk", [&storage_watch] { return storage_watch.check(); });
+  health.add_check("read_only", [&storage_watch] { return storage_watch.read_only_check(); });
   health.add_check("data_dir", ops::path_writable_check(data_dir));
   health.add_check("open_files", ops::open_files_check());
   store::Store* db = store->get();
@@ -167,6 +179,7 @@ int run(const Config& config, bool print_banner) {
   server_options.max_header_bytes = config.http_max_header_bytes;
   server_options.idle_timeout_seconds = config.http_idle_timeout_seconds;
   server_options.drain_seconds = config.drain_seconds;
+  server_options.stall_warning_ms = config.stall_warning_ms;
   auto server = net::HttpServer::create(server_options, std::move(router), identities, log, metrics);
   if (!server) {
     fmt::print(stderr, "hearthd: {}\n", server.error().describe());
@@ -279,11 +292,41 @@ int run(const Config& config, bool print_banner) {
     if (auto r = xmpp_service.set_archive_retention(bare, value); !r) return tl::unexpected(r.error());
     return fmt::format("{{\"jid\":{},\"days\":{}}}", json_quote(bare), value ? std::to_string(*value) : "null");
   };
+  if (config.debug_commands) {
+    // Test-only (ops.debug_commands): blocks one shard's loop on purpose (incident I09).
+    commands["debug.block_shard"] = [http_server](const ops::AdminArgs& args) -> Result<std::string> {
+      auto it = args.find("ms");
+      int ms = it == args.end() ? 500 : std::atoi(it->second.c_str());
+      if (ms < 1 || ms > 60000) return fail(Errc::invalid_argument, "ms must be between 1 and 60000");
+      http_server->run_after(std::chrono::milliseconds(0), [ms] {
+        net::HandlerName name("debug.block_shard");
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      });
+      return fmt::format("{{\"blocking_ms\":{}}}", ms);
+    };
+  }
   for (auto& [name, fn] : commands) admin.add_command(name, fn);
   if (auto r = admin.start(); !r) {
     fmt::print(stderr, "hearthd: {}\n", r.error().message);
     return kExitStartup;
   }
+  // Event loops (incident I09): critical while a shard has been stuck for 10 stall
+  // thresholds (the liveness watchdog), warning when stalls happened since the last check.
+  health.add_check("event_loops", [http_server, last = std::uint64_t{0}, threshold = config.stall_warning_ms]() mutable {
+    auto loops = http_server->loop_health();
+    std::uint64_t fresh = loops.stalls_total - last;
+    last = loops.stalls_total;
+    std::string value = fmt::format("{} stalls since start", loops.stalls_total);
+    if (loops.stalled_ms > 10 * threshold)
+      return ops::CheckResult{ops::HealthStatus::critical, value,
+                              fmt::format("shard {} has not turned for {} ms (handler {})", loops.last_shard,
+                                          loops.stalled_ms, loops.last_handler), {}};
+    if (fresh > 0)
+      return ops::CheckResult{ops::HealthStatus::warning, value,
+                              fmt::format("{} event-loop stall(s) over {} ms since the last check, last in {} on shard {}",
+                                          fresh, threshold, loops.last_handler, loops.last_shard), {}};
+    return ops::CheckResult{ops::HealthStatus::ok, value, "", {}};
+  });
   health.start();
 
   if (print_banner) {
@@ -327,7 +370,42 @@ int run(const Config& config, bool print_banner) {
     (*server)->stop();
   });
   log.info("hearthd.ready", {{"public_url", public_url}});
+  // systemd (incident I09): READY=1 now, then WATCHDOG=1 only while every event loop turns,
+  // so a stuck loop stops the pings and WatchdogSec= restarts the service.
+  auto notifier = ops::SystemdNotifier::from_environment();
+  std::mutex watchdog_mutex;
+  std::condition_variable watchdog_cv;
+  bool watchdog_stop = false;
+  std::thread watchdog;
+  if (notifier.active()) {
+    (void)notifier.notify("READY=1");
+    if (notifier.watchdog_interval().count() > 0) {
+      watchdog = std::thread([&] {
+        std::unique_lock lk(watchdog_mutex);
+        bool stuck_logged = false;
+        while (!watchdog_cv.wait_for(lk, notifier.watchdog_interval(), [&] { return watchdog_stop; })) {
+          auto loops = http_server->loop_health();
+          auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(notifier.watchdog_interval()).count();
+          if (loops.stalled_ms < std::max<std::int64_t>(limit, 10 * config.stall_warning_ms)) {
+            (void)notifier.notify("WATCHDOG=1");
+            stuck_logged = false;
+          } else if (!stuck_logged) {
+            stuck_logged = true;
+            log.error("hearthd.watchdog_withheld", {{"shard", loops.last_shard}, {"handler", loops.last_handler},
+                                                    {"stalled_ms", loops.stalled_ms}});
+          }
+        }
+      });
+    }
+  }
   (*server)->run();
+  {
+    std::lock_guard lk(watchdog_mutex);
+    watchdog_stop = true;
+  }
+  watchdog_cv.notify_all();
+  if (watchdog.joinable()) watchdog.join();
+  (void)notifier.notify("STOPPING=1");
   pthread_kill(signal_waiter.native_handle(), SIGUSR2);
   signal_waiter.join();
   admin.stop();

@@ -31,6 +31,7 @@ struct Config {
   std::string data_dir = "./data";
   int shards = 0;  // 0: one per core
   int drain_seconds = 10;
+  int stall_warning_ms = 100;  // an event-loop turn longer than this is logged and counted
 
   // [[domain]] (at least one; the first is the primary domain)
   std::vector<DomainConfig> domains;
@@ -98,6 +99,11 @@ struct Config {
   int disk_warning_percent = 80;
   int disk_high_percent = 90;
   int disk_critical_percent = 95;
+  int disk_reserve_mib = 256;      // read-only mode below this much free space
+  int disk_reserve_inodes = 1000;  // ... or this many free inodes
+  int wal_warning_mib = 256;
+  bool read_only_at_reserve = true;
+  bool debug_commands = false;     // test-only admin commands (debug.*)
 
   // [log]
   std::string log_level = "info";

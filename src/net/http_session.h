@@ -477,6 +477,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
           respond(std::move(r));
         }
       } else {
+        HandlerName name(match.path ? match.path->c_str() : "http");
         invoke_handler(*match.handler, std::move(req), respond);
       }
     }

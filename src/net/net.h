@@ -108,6 +108,7 @@ struct RouteMatch {
   Kind kind = Kind::not_found;
   const HttpHandler* handler = nullptr;  // valid while the Router lives
   const RouteOptions* options = nullptr;
+  const std::string* path = nullptr;  // the route's path (or prefix); valid while the Router lives
   std::string allow;  // method_not_allowed: "GET, POST"
 };
 
@@ -276,6 +277,37 @@ struct ServerOptions {
   int drain_seconds = 10;
   std::size_t websocket_max_queued_bytes = 4 << 20;  // per connection outgoing budget
   std::size_t stream_max_queued_bytes = 4 << 20;     // per stream connection outgoing budget
+  int stall_warning_ms = 100;  // a shard loop turn longer than this is a stall (incident I09)
+};
+
+// The stall detector (incident I09). Every shard runs a heartbeat timer; a watchdog
+// thread notices when a shard's heartbeat is late by more than stall_warning_ms — one loop
+// turn (one handler) ran that long — and logs `loop.stalled` with the shard and the name
+// of the handler running at that moment, counts it in hearth_loop_stalls_total{shard}, and
+// logs `loop.stall_ended` with the duration when the shard turns again. A stall that never
+// ends stays visible through stalled_ms in LoopHealth (the liveness check).
+//
+// HandlerName labels the work running on a shard thread for that report: construct one on
+// the stack (the name must outlive it: a string literal, or a string the server keeps);
+// the innermost label wins. Net labels HTTP routes and stream callbacks; protocol modules
+// may add finer labels. Off a shard thread it does nothing. Cheap: one atomic exchange.
+class HandlerName {
+ public:
+  explicit HandlerName(const char* name);
+  ~HandlerName();
+  HandlerName(const HandlerName&) = delete;
+  HandlerName& operator=(const HandlerName&) = delete;
+
+ private:
+  const char* previous_ = nullptr;
+  bool active_ = false;
+};
+
+struct LoopHealth {
+  std::uint64_t stalls_total = 0;  // since start, all shards
+  std::int64_t stalled_ms = 0;     // the longest stall going on right now (0: none)
+  std::string last_handler;        // handler of the last stall ("" if none yet)
+  int last_shard = -1;
 };
 
 // Lifecycle: create → listen (any number of times) → run (blocks) … stop (from any
@@ -318,6 +350,8 @@ class HttpServer {
   // Runs fn on some shard thread after `delay` (counted from run() if called before it);
   // dropped if the shards stop first (timers still fire while draining).
   void run_after(std::chrono::milliseconds delay, std::function<void()> fn);
+  // The stall detector's view of the shards (thread-safe).
+  LoopHealth loop_health() const;
 
   struct Impl;
 

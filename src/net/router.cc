@@ -47,6 +47,7 @@ RouteMatch Router::find(std::string_view method, std::string_view path) const {
       m.kind = RouteMatch::Kind::handler;
       m.handler = &r.handler;
       m.options = &r.options;
+      m.path = &r.path;
       return true;
     }
     if (std::find(allowed.begin(), allowed.end(), r.method) == allowed.end())

@@ -14,6 +14,21 @@
 #include "net/server_internal.h"
 
 namespace hearth::net {
+
+// The running shard's handler-name slot (null off shard threads); see HandlerName.
+thread_local std::atomic<const char*>* current_handler_slot = nullptr;
+
+HandlerName::HandlerName(const char* name) {
+  if (current_handler_slot) {
+    previous_ = current_handler_slot->exchange(name, std::memory_order_relaxed);
+    active_ = true;
+  }
+}
+
+HandlerName::~HandlerName() {
+  if (active_) current_handler_slot->store(previous_, std::memory_order_relaxed);
+}
+
 namespace {
 
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
@@ -210,6 +225,7 @@ HttpServer::Impl::~Impl() {
   // the acceptors and contexts.
   for (auto& s : shards) s->ctx->destroy_pending_handlers();
   for (auto& l : listeners) l->acceptor.reset();
+  heartbeats.clear();  // their timers belong to the contexts
   for (auto& s : shards) s->ctx.reset();
 }
 
@@ -252,8 +268,14 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(ServerOptions options, Ro
       auto shard = std::make_unique<Shard>();
       shard->index = i;
       shard->poster->ctx = shard->ctx.get();
+      shard->stalls = &impl->metrics_registry.counter(
+          "hearth_loop_stalls_total", "Event-loop turns longer than server.stall_warning_ms (incident I09).",
+          {{"shard", std::to_string(i)}});
       impl->shards.push_back(std::move(shard));
     }
+    impl->stall_seconds = &impl->metrics_registry.histogram(
+        "hearth_loop_stall_seconds", "Duration of event-loop stalls (turns over server.stall_warning_ms).",
+        {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
     return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
   } catch (const std::exception& e) {
     return fail(Errc::internal, fmt::format("http server: {}", e.what()));
@@ -359,7 +381,9 @@ void HttpServer::run() {
     for (auto& l : s.listeners) s.start_accepting(*l);
   }
   for (auto& shard : s.shards) {
-    shard->thread = std::thread([&s, ctx = shard->ctx.get()] {
+    s.start_heartbeat(*shard);
+    shard->thread = std::thread([&s, sh = shard.get(), ctx = shard->ctx.get()] {
+      current_handler_slot = &sh->handler;
       for (;;) {
         try {
           ctx->run();
@@ -371,6 +395,7 @@ void HttpServer::run() {
     });
   }
 
+  s.watchdog = std::thread([&s] { s.watchdog_loop(); });
   {
     std::unique_lock lock(s.run_mutex);
     s.run_cv.wait(lock, [&] { return s.stop_requested; });
@@ -418,6 +443,12 @@ void HttpServer::run() {
   for (auto& shard : s.shards)
     if (shard->thread.joinable()) shard->thread.join();
   {
+    std::lock_guard lock(s.watchdog_mutex);
+    s.watchdog_stop = true;
+  }
+  s.watchdog_cv.notify_all();
+  if (s.watchdog.joinable()) s.watchdog.join();
+  {
     std::lock_guard lock(s.run_mutex);
     s.finished = true;
   }
@@ -452,6 +483,82 @@ void HttpServer::run_after(std::chrono::milliseconds delay, std::function<void()
       }
     });
   });
+}
+
+namespace {
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+std::chrono::milliseconds beat_interval(const ServerOptions& o) {
+  return std::chrono::milliseconds(std::clamp(o.stall_warning_ms / 4, 5, 1000));
+}
+}  // namespace
+
+// A repeating timer on the shard: it can only beat between handlers, so a late beat
+// means one turn ran long. The function object lives in `heartbeats` (Impl), the timer in
+// the function object; pending waits hold only a raw pointer to it.
+void HttpServer::Impl::start_heartbeat(Shard& shard) {
+  shard.last_beat_ns.store(steady_ns());
+  auto timer = std::make_shared<asio::steady_timer>(*shard.ctx);
+  auto beat = std::make_shared<std::function<void(error_code)>>();
+  auto interval = beat_interval(options);
+  auto* raw = beat.get();
+  *beat = [&shard, timer, interval, raw](error_code ec) {
+    if (ec) return;
+    shard.last_beat_ns.store(steady_ns(), std::memory_order_relaxed);
+    timer->expires_after(interval);
+    timer->async_wait([raw](error_code e) { (*raw)(e); });
+  };
+  timer->expires_after(interval);
+  timer->async_wait([raw](error_code e) { (*raw)(e); });
+  heartbeats.push_back(std::move(beat));
+}
+
+void HttpServer::Impl::watchdog_loop() {
+  const std::int64_t threshold_ns = std::int64_t{options.stall_warning_ms} * 1'000'000;
+  const auto interval = beat_interval(options);
+  const std::int64_t slack_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(interval).count();
+  std::unique_lock lock(watchdog_mutex);
+  while (!watchdog_stop) {
+    watchdog_cv.wait_for(lock, interval, [this] { return watchdog_stop; });
+    if (watchdog_stop) break;
+    std::int64_t now = steady_ns();
+    std::int64_t longest = 0;
+    for (auto& shard : shards) {
+      std::int64_t late = now - shard->last_beat_ns.load(std::memory_order_relaxed) - slack_ns;
+      if (late > threshold_ns) {
+        longest = std::max(longest, late);
+        if (!shard->stall_reported) {
+          shard->stall_reported = true;
+          shard->stall_since_ns = now - late;
+          const char* name = shard->handler.load(std::memory_order_relaxed);
+          shard->stall_handler = name;
+          shard->stalls->inc();
+          std::string handler = name ? name : "unknown";
+          log.warn("loop.stalled", {{"shard", shard->index}, {"handler", handler}, {"ms", late / 1'000'000}});
+          std::lock_guard l(loop_mutex);
+          ++loop.stalls_total;
+          loop.last_handler = handler;
+          loop.last_shard = shard->index;
+        }
+      } else if (shard->stall_reported) {
+        shard->stall_reported = false;
+        double seconds = static_cast<double>(now - shard->stall_since_ns) / 1e9;
+        stall_seconds->observe(seconds);
+        log.warn("loop.stall_ended", {{"shard", shard->index},
+                                      {"handler", shard->stall_handler ? shard->stall_handler : "unknown"},
+                                      {"ms", static_cast<std::int64_t>(seconds * 1000)}});
+      }
+    }
+    std::lock_guard l(loop_mutex);
+    loop.stalled_ms = longest / 1'000'000;
+  }
+}
+
+LoopHealth HttpServer::loop_health() const {
+  std::lock_guard lock(impl_->loop_mutex);
+  return impl_->loop;
 }
 
 }  // namespace hearth::net

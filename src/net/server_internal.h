@@ -71,6 +71,14 @@ struct ShardContext : asio::io_context {
 
 struct Shard {
   int index = 0;
+  // Stall detector: the heartbeat's last beat (steady ns) and the running handler's name.
+  std::atomic<std::int64_t> last_beat_ns{0};
+  std::atomic<const char*> handler{nullptr};
+  // Watchdog thread only.
+  bool stall_reported = false;
+  std::int64_t stall_since_ns = 0;
+  const char* stall_handler = nullptr;
+  Counter* stalls = nullptr;
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;  // shard thread
   std::shared_ptr<ShardPost> poster = std::make_shared<ShardPost>();
   std::unique_ptr<ShardContext> ctx = std::make_unique<ShardContext>(1);
@@ -201,6 +209,18 @@ struct HttpServer::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> next_connection_id{1};
   std::atomic<std::size_t> next_timer_shard{0};
+
+  // Stall detector (see HandlerName in net.h).
+  std::thread watchdog;
+  std::mutex watchdog_mutex;
+  std::condition_variable watchdog_cv;
+  bool watchdog_stop = false;
+  mutable std::mutex loop_mutex;
+  LoopHealth loop;  // under loop_mutex
+  Histogram* stall_seconds = nullptr;
+  std::vector<std::shared_ptr<std::function<void(error_code)>>> heartbeats;  // one per shard
+  void start_heartbeat(Shard& shard);
+  void watchdog_loop();
 
   std::mutex run_mutex;
   std::condition_variable run_cv;

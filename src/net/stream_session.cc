@@ -145,7 +145,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     if (!accepted_) return cut();
     if (closing_ || cut_) return;
     if (!cb_.on_drain) return request_close();
-    if (!call_user(cb_.on_drain, "on_drain")) request_close();
+    if (!call_user(cb_.on_drain, "stream.on_drain")) request_close();
   }
   void force_close() override { cut(); }
 
@@ -171,7 +171,13 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   void overflow() {
     if (!alive()) return;
-    impl_.log.debug("stream.send_overflow", {{"listener", listener_.stream_spec.name}, {"ip", ip_}});
+    impl_.log.info("stream.send_overflow", {{"listener", listener_.stream_spec.name}, {"ip", ip_}});
+    // Rare: look the counter up here rather than keeping one per listener.
+    impl_.metrics_registry
+        .counter("hearth_stream_send_overflows_total",
+                 "Stream connections cut because their client did not read what was queued for it (incident I10).",
+                 {{"listener", listener_.stream_spec.name}})
+        .inc();
     cut();
   }
 
@@ -220,12 +226,13 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
       auto s = w.lock();
       if (!s) return;
       s->timers_.erase(it);
-      if (!ec && s->alive()) s->call_user(fn, "post_after");
+      if (!ec && s->alive()) s->call_user(fn, "stream.post_after");
     });
   }
 
   template <typename F>
   bool call_user(const F& fn, const char* what) {
+    HandlerName name(what);
     try {
       fn();
       return true;
@@ -325,7 +332,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
   void deliver(const char* data, std::size_t n) {
     if (!accepted_ || closing_ || cut_ || !cb_.on_data) return;
     std::string_view bytes(data, n);
-    if (!call_user([&] { cb_.on_data(bytes); }, "on_data")) cut();
+    if (!call_user([&] { cb_.on_data(bytes); }, "stream.on_data")) cut();
   }
 
   void refill() {
@@ -348,7 +355,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     handle_ = std::make_shared<StreamHandle>(shard_.poster, weak_from_this(), ip_,
                                              impl_.options.stream_max_queued_bytes, facts_);
     StreamCallbacks cb;
-    if (!call_user([&] { cb = (*listener_.stream_acceptor)(handle_); }, "acceptor")) return cut();
+    if (!call_user([&] { cb = (*listener_.stream_acceptor)(handle_); }, "stream.acceptor")) return cut();
     cb_ = std::move(cb);
     accepted_ = true;
     arm_idle();
@@ -400,7 +407,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
         accept();
       } else if (tls_done_) {
         auto done = std::exchange(tls_done_, nullptr);
-        call_user([&] { done(ok()); }, "start_tls");
+        call_user([&] { done(ok()); }, "stream.start_tls");
       }
     }
     if (tls_ != Tls::up) return;
@@ -432,7 +439,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     impl_.log.debug("stream.tls_handshake_failed", {{"listener", listener_.stream_spec.name}, {"ip", ip_}});
     for (auto& c : std::exchange(held_, {})) release(c.credit);
     if (auto done = std::exchange(tls_done_, nullptr))
-      call_user([&] { done(fail(Errc::unavailable, "TLS handshake failed")); }, "start_tls");
+      call_user([&] { done(fail(Errc::unavailable, "TLS handshake failed")); }, "stream.start_tls");
     request_close();  // sends the alert OpenSSL queued, then FIN
   }
 
@@ -599,8 +606,8 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     if (handle_) handle_->mark_closed();
     for (auto& t : timers_) t.cancel();
     if (auto done = std::exchange(tls_done_, nullptr))
-      call_user([&] { done(fail(Errc::unavailable, "connection closed")); }, "start_tls");
-    if (accepted_ && cb_.on_close) call_user(cb_.on_close, "on_close");
+      call_user([&] { done(fail(Errc::unavailable, "connection closed")); }, "stream.start_tls");
+    if (accepted_ && cb_.on_close) call_user(cb_.on_close, "stream.on_close");
     cb_ = {};
   }
 
@@ -698,7 +705,7 @@ void StreamHandle::set_idle_timeout(int seconds) {
 void StreamHandle::post(std::function<void()> fn) {
   if (closed_.load()) return;
   shard_->post([w = session_, fn = std::move(fn)] {
-    if (auto s = w.lock(); s && s->alive()) s->call_user(fn, "post");
+    if (auto s = w.lock(); s && s->alive()) s->call_user(fn, "stream.post");
   });
 }
 

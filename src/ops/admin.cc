@@ -39,7 +39,8 @@ Result<std::string> read_line(int fd, std::size_t limit) {
   char buf[4096];
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0) return fail(Errc::unavailable, "timed out reading from the admin socket");
+    // Not `unavailable`: that means "nothing listens"; here something does but is stuck.
+    if (left <= 0) return fail(Errc::io, "timed out reading from the admin socket");
     pollfd p{fd, POLLIN, 0};
     int rc = ::poll(&p, 1, static_cast<int>(left));
     if (rc < 0 && errno == EINTR) continue;
@@ -106,6 +107,7 @@ Result<void> AdminServer::start() {
     return fail(Errc::io, fmt::format("cannot listen on admin socket {}: {}", path_, std::strerror(e)));
   }
   if (::pipe2(wake_pipe_, O_CLOEXEC) != 0) return fail(Errc::io, "pipe2 failed");
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   thread_ = std::thread([this] { serve(); });
   log_.info("admin.listening", {{"socket", path_}});
   return ok();
@@ -127,6 +129,10 @@ void AdminServer::stop() {
       ::close(fd);
       fd = -1;
     }
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+  }
 }
 
 void AdminServer::serve() {
@@ -141,12 +147,21 @@ void AdminServer::serve() {
     if (fds[1].revents) return;
     if (!(fds[0].revents & POLLIN)) continue;
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_fd_ >= 0) {
+      // Out of descriptors: the spare one is for exactly this (incident I16).
+      ::close(spare_fd_);
+      spare_fd_ = -1;
+      fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) log_.warn("admin.spare_descriptor_used", {});
+    }
     if (fd < 0) {
+      if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (errno == EMFILE || errno == ENFILE) ::poll(nullptr, 0, 100);  // do not spin
       continue;
     }
     handle(fd);
     ::close(fd);
+    if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
 }
 

@@ -12,6 +12,11 @@
 // checked (SO_PEERCRED): only root and the daemon's own user are served. Requests are
 // limited to 64 KiB and 5 s.
 //
+// Descriptors: the server keeps one spare descriptor (/dev/null). When accept() fails
+// because the process ran out of descriptors, it gives the spare up for that admin
+// connection and takes it back afterwards, so `hearthctl check` still gets an answer
+// while connections exhaust the limit (incident I16).
+//
 // Threads: AdminServer runs one thread that accepts and serves connections one at a time;
 // commands run on it and may block (they are admin operations). start()/stop() from main.
 #pragma once
@@ -53,6 +58,7 @@ class AdminServer {
   Logger& log_;
   std::map<std::string, AdminCommand> commands_;
   int listen_fd_ = -1;
+  int spare_fd_ = -1;  // given up for accept() when descriptors run out (incident I16)
   int wake_pipe_[2] = {-1, -1};
   std::thread thread_;
 };

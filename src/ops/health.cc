@@ -239,6 +239,11 @@ HealthCheck open_files_check() {
         if (e->d_name[0] != '.') ++open;
       ::closedir(d);
       if (open > 0) --open;  // the directory stream itself
+    } else if (errno == EMFILE || errno == ENFILE) {
+      // Not even one more descriptor: that is the answer (incident I16).
+      return CheckResult{HealthStatus::critical, fmt::format("all {} descriptors open", rl.rlim_cur),
+                         fmt::format("file descriptors exhausted: {} of {} in use", rl.rlim_cur, rl.rlim_cur),
+                         {{"open_files", static_cast<double>(rl.rlim_cur), "", rl.rlim_cur * 0.8, rl.rlim_cur * 0.95}}};
     }
     double limit = static_cast<double>(rl.rlim_cur);
     double pct = limit > 0 ? 100.0 * static_cast<double>(open) / limit : 0;

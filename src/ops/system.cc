@@ -3,10 +3,14 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -88,6 +92,35 @@ Result<void> ensure_private_dir(const std::string& dir) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return fail(Errc::io, fmt::format("cannot create directory {}: {}", dir, ec.message()));
   ::chmod(dir.c_str(), 0700);
+  return ok();
+}
+
+SystemdNotifier SystemdNotifier::from_environment() {
+  SystemdNotifier n;
+  if (const char* path = std::getenv("NOTIFY_SOCKET"); path && *path) n.socket_path_ = path;
+  if (const char* usec = std::getenv("WATCHDOG_USEC"); usec && *usec) {
+    long long v = std::atoll(usec);
+    const char* pid = std::getenv("WATCHDOG_PID");
+    bool for_us = !pid || !*pid || std::atoll(pid) == static_cast<long long>(::getpid());
+    if (v > 0 && for_us) n.watchdog_interval_ = std::chrono::microseconds(v / 2);
+  }
+  return n;
+}
+
+Result<void> SystemdNotifier::notify(std::string_view state) const {
+  if (!active()) return ok();
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path_.size() >= sizeof(addr.sun_path)) return fail(Errc::invalid_argument, "NOTIFY_SOCKET path too long");
+  std::memcpy(addr.sun_path, socket_path_.data(), socket_path_.size());
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket_path_.size());
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(Errc::io, fmt::format("sd_notify socket: {}", std::strerror(errno)));
+  ssize_t n = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&addr), len);
+  int e = errno;
+  ::close(fd);
+  if (n < 0) return fail(Errc::io, fmt::format("sd_notify {}: {}", socket_path_, std::strerror(e)));
   return ok();
 }
 

@@ -1,8 +1,10 @@
 // Process and data-directory facts that start-up and hearthctl need.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 
@@ -35,6 +37,24 @@ class DataDirLock {
  private:
   explicit DataDirLock(int fd) : fd_(fd) {}
   int fd_ = -1;
+};
+
+// The systemd notification protocol (sd_notify), without libsystemd: READY=1 once serving
+// and WATCHDOG=1 pings for `WatchdogSec=` (incident I09). hearthd pings only while every
+// event loop turns, so a stuck loop stops the pings and systemd restarts the service.
+// Inactive (every call a no-op) when $NOTIFY_SOCKET is not set. Thread-safe.
+class SystemdNotifier {
+ public:
+  static SystemdNotifier from_environment();
+  bool active() const { return !socket_path_.empty(); }
+  // How often to ping: half of $WATCHDOG_USEC (0 when no watchdog is configured).
+  std::chrono::microseconds watchdog_interval() const { return watchdog_interval_; }
+  // Sends one datagram ("READY=1", "WATCHDOG=1", "STOPPING=1"); errors as values.
+  Result<void> notify(std::string_view state) const;
+
+ private:
+  std::string socket_path_;
+  std::chrono::microseconds watchdog_interval_{0};
 };
 
 // Creates `dir` (and parents) with mode 0700 if missing.

@@ -21,6 +21,9 @@
 //   * close() (also run by the destructor) stops accepting work, drains both queues —
 //     every job already queued runs and gets its `done` — and joins the threads. Work
 //     submitted after close() gets Errc::unavailable at once.
+//   * Read-only mode (read_only.h): while read_only_mode() is active, write() refuses
+//     every job at once with Errc::read_only. A commit that fails because the disk is
+//     full sets it (so later writes fail fast and cleanly); ops clears it.
 //   * A Store object is thread-safe: write()/read() may be called from any thread.
 #pragma once
 
@@ -39,6 +42,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "store/read_only.h"
 
 namespace hearth {
 class Logger;
@@ -245,6 +249,11 @@ class Store {
   // Drains both queues and joins the threads; idempotent. Blocking.
   virtual void close() = 0;
 
+  // The server-wide read-only flag (read_only.h). While it is set, write() refuses every
+  // job at once with Errc::read_only; reads are unaffected.
+  ReadOnlyMode& read_only_mode() { return read_only_; }
+  const ReadOnlyMode& read_only_mode() const { return read_only_; }
+
  protected:
   // True on the store's own writer/reader threads (where blocking on the store deadlocks).
   virtual bool on_store_thread() const = 0;
@@ -252,6 +261,8 @@ class Store {
  private:
   template <typename T, typename F>
   Result<T> run_sync(bool is_write, F&& fn);
+
+  ReadOnlyMode read_only_;
 };
 
 template <typename T, typename F>

@@ -264,6 +264,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   }
 
   void on_stanza(Element&& st) override {
+    net::HandlerName name("xmpp.c2s.stanza");
     if (closed_) return;
     if (busy_) {
       if (queued_.size() >= kMaxQueuedStanzas) {

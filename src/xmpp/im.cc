@@ -185,7 +185,9 @@ void ImRouter::handle_message(const SessionIdentity& me, Element& st) {
     if (to && to->bare() != me.bare) {
       auto r = store_.archive(me.bare, random_token(12), to->bare(), clock_.now_ms(), st.serialize());
       if (!r) {
-        reply_error(me, st, "wait", "resource-constraint", "the message could not be stored");
+        auto [type, condition] = storage_error_condition(r.error());
+        reply_error(me, st, type, condition,
+                    r.error().code == Errc::read_only ? r.error().message : "the message could not be stored");
         return;
       }
     }
@@ -231,7 +233,8 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (type == "error") return;
     auto from = Jid::parse(from_full);
     if (!from) return;
-    Element r = make_error_reply(st, "cancel", cond);
+    // resource-constraint is temporary (storage): the sender may retry later.
+    Element r = make_error_reply(st, cond == "resource-constraint" ? "wait" : "cancel", cond);
     for (const auto& s : registry_.sessions(from->bare()))
       if (s.full_jid == from_full) send(*s.sink, r);
   };
@@ -338,6 +341,11 @@ void ImRouter::reroute_unacked(const std::string& bare, std::vector<std::string>
 
 void ImRouter::deliver_offline(const SessionIdentity& me) {
   auto msgs = store_.take_offline(me.bare);
+  if (!msgs && msgs.error().code == Errc::read_only) {
+    // Read-only mode: deliver them and keep them (they come again at the next login rather
+    // than being lost; clients drop duplicates by stanza-id).
+    msgs = store_.peek_offline(me.bare);
+  }
   if (!msgs) {
     log_.warn("xmpp.offline_read_failed", {{"jid", me.bare}, {"error", msgs.error().describe()}});
     return;
@@ -876,7 +884,7 @@ void ImRouter::handle_roster_iq(const SessionIdentity& me, const Element& st, Iq
     RosterItem old = **existing;
     auto v = store_.remove_roster_item(me.bare, contact_bare);
     if (!v) {
-      reply.error("wait", "internal-server-error");
+      reply_storage_error(reply, v.error());
       return;
     }
     reply.result();
@@ -907,9 +915,8 @@ void ImRouter::handle_roster_iq(const SessionIdentity& me, const Element& st, Iq
   }
   auto v = store_.put_roster_item(me.bare, item);
   if (!v) {
-    reply.error(v.error().code == Errc::resource_exhausted ? "wait" : "cancel",
-                v.error().code == Errc::resource_exhausted ? "resource-constraint" : "internal-server-error",
-                v.error().message);
+    auto [type, condition] = storage_error_condition(v.error());
+    reply.error(type, condition, v.error().message);
     return;
   }
   reply.result();

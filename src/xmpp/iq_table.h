@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -41,11 +42,20 @@ class IqReply {
   }
 };
 
-// The usual answer when storage failed: wait and retry for overload, else an internal error.
+// The one mapping from a storage error to an XMPP stanza error (style habit 4): overload,
+// a full disk or quota, and read-only mode (store/read_only.h) are <resource-constraint/>
+// of type wait, so the client retries later; read-only mode says why in the text.
 inline void reply_storage_error(IqReply& reply, const Error& e) {
+  if (e.code == Errc::read_only) return reply.error("wait", "resource-constraint", e.message);
   if (e.code == Errc::unavailable || e.code == Errc::resource_exhausted)
     return reply.error("wait", "resource-constraint", {});
   reply.error("wait", "internal-server-error", {});
+}
+// The same mapping for message and presence errors: {type, condition}.
+inline std::pair<std::string_view, std::string_view> storage_error_condition(const Error& e) {
+  if (e.code == Errc::read_only || e.code == Errc::unavailable || e.code == Errc::resource_exhausted)
+    return {"wait", "resource-constraint"};
+  return {"wait", "internal-server-error"};
 }
 
 // `to` is the bare JID the request was addressed to (the user's, or the domain).

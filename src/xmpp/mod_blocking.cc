@@ -23,10 +23,7 @@ CREATE TABLE xmpp_blocklist (
 )sql"},
 };
 
-void storage_error(IqReply& reply, const Error& e) {
-  if (e.code == Errc::unavailable) return reply.error("wait", "resource-constraint");
-  reply.error("wait", "internal-server-error");
-}
+void storage_error(IqReply& reply, const Error& e) { reply_storage_error(reply, e); }
 
 // The canonical JIDs of a <block/> or <unblock/>, deduplicated in request order; false
 // after answering the request with an error.

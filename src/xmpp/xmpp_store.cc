@@ -201,6 +201,19 @@ Result<std::vector<OfflineMessage>> XmppStore::take_offline(std::string_view own
   });
 }
 
+Result<std::vector<OfflineMessage>> XmppStore::peek_offline(std::string_view owner) {
+  return store_.read_sync([&](store::Transaction& tx) -> Result<std::vector<OfflineMessage>> {
+    std::vector<OfflineMessage> out;
+    auto r = tx.query("SELECT id, sender, stanza, stored_ms FROM xmpp_offline WHERE owner = ? ORDER BY id", {owner},
+                      [&](const store::Row& row) {
+                        out.push_back({row.integer(0), std::string(row.text(1)), std::string(row.text(2)),
+                                       row.integer(3)});
+                      });
+    if (!r) return tl::unexpected(r.error());
+    return out;
+  });
+}
+
 Result<std::int64_t> XmppStore::offline_count(std::string_view owner) {
   return store_.read_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
     auto row = tx.query_one("SELECT count(*) FROM xmpp_offline WHERE owner = ?", {owner});

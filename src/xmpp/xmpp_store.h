@@ -89,6 +89,8 @@ class XmppStore {
   Result<void> store_offline(std::string_view owner, std::string_view from, std::string_view stanza);
   // Returns and removes every queued message, oldest first.
   Result<std::vector<OfflineMessage>> take_offline(std::string_view owner);
+  // Returns them without removing them (read-only mode).
+  Result<std::vector<OfflineMessage>> peek_offline(std::string_view owner);
   Result<std::int64_t> offline_count(std::string_view owner);
 
   // Message archive (XEP-0313). `id` is chosen by the caller (random, unique).

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -344,6 +345,11 @@ class SqliteStore final : public Store {
   ~SqliteStore() override { close(); }
 
   void write(Work work, Done done) override {
+    if (auto writable = read_only_mode().check_writable(); !writable) {
+      errors_total_.inc();
+      if (done) done(tl::unexpected(writable.error()));
+      return;
+    }
     {
       std::lock_guard lock(write_mutex_);
       if (!stopping_ && static_cast<int>(write_queue_.size()) < options_.queue_limit) {
@@ -533,6 +539,7 @@ class SqliteStore final : public Store {
         return;
       }
       Result<void> r = run_guarded([&] { return job.work(tx); });
+      if (!r && r.error().code == Errc::resource_exhausted) note_disk_full(conn);
       Result<void> end = r ? conn.exec_raw("RELEASE job") : conn.exec_raw("ROLLBACK TO job");
       if (!r && end) end = conn.exec_raw("RELEASE job");
       // SQLite ends the whole transaction on some errors (disk full, I/O); then, or when a
@@ -547,6 +554,7 @@ class SqliteStore final : public Store {
     Result<void> commit = conn.exec_raw("COMMIT");
     if (!commit) {
       logger_.error("store.commit_failed", {{"error", commit.error().describe()}, {"jobs", batch.size()}});
+      note_disk_full(conn);
       (void)conn.exec_raw("ROLLBACK");
       for (auto& job : batch) finish(job.done, commit);
       return;
@@ -558,8 +566,21 @@ class SqliteStore final : public Store {
 
   void abort_batch(std::vector<Job>& batch, const Error& error) {
     logger_.error("store.batch_aborted", {{"error", error.describe()}, {"jobs", batch.size()}});
+    note_disk_full(*writer_conn_);
     if (!sqlite3_get_autocommit(writer_conn_->db())) (void)writer_conn_->exec_raw("ROLLBACK");
     for (auto& job : batch) finish(job.done, tl::unexpected(error));
+  }
+
+  // A write that failed because the disk (or the database's size limit) is full puts the
+  // server in read-only mode at once, so later writes fail fast and cleanly instead of
+  // each one hitting the full disk (incident I02); ops leaves it once space is back.
+  void note_disk_full(Connection& conn) {
+    int code = sqlite3_extended_errcode(conn.db());
+    bool full = (code & 0xff) == SQLITE_FULL || sqlite3_system_errno(conn.db()) == ENOSPC ||
+                sqlite3_system_errno(conn.db()) == EDQUOT;
+    if (!full) return;
+    if (read_only_mode().enter(fmt::format("a write to {} failed: the disk is full", options_.path)))
+      logger_.error("store.read_only_entered", {{"reason", "disk full"}, {"path", options_.path}});
   }
 
   void reader_loop(Connection& conn) {

@@ -1,9 +1,13 @@
 #include "ops/system.h"
 
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -19,6 +23,45 @@ int in_child(F body) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 100;
+}
+
+// sd_notify without libsystemd (incident I09): inactive without $NOTIFY_SOCKET, the
+// watchdog interval is half of $WATCHDOG_USEC, and a state arrives as one datagram.
+TEST(SystemdNotifier, ReadsTheEnvironmentAndSendsDatagrams) {
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
+  ::unsetenv("WATCHDOG_PID");
+  auto off = SystemdNotifier::from_environment();
+  EXPECT_FALSE(off.active());
+  EXPECT_TRUE(off.notify("READY=1"));
+
+  auto dir = std::filesystem::temp_directory_path() / ("hearth-notify-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "notify").string();
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+
+  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  ::setenv("WATCHDOG_USEC", "2000000", 1);
+  auto on = SystemdNotifier::from_environment();
+  EXPECT_TRUE(on.active());
+  EXPECT_EQ(on.watchdog_interval().count(), 1000000);
+  ASSERT_TRUE(on.notify("WATCHDOG=1"));
+  char buf[64] = {};
+  auto n = ::recv(fd, buf, sizeof buf, 0);
+  EXPECT_EQ(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0), "WATCHDOG=1");
+
+  ::setenv("WATCHDOG_PID", "1", 1);  // another process's watchdog
+  EXPECT_EQ(SystemdNotifier::from_environment().watchdog_interval().count(), 0);
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
+  ::unsetenv("WATCHDOG_PID");
+  ::close(fd);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(OpenFilesLimit, RaisesSoftUpToHard) {

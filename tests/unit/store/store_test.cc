@@ -332,6 +332,29 @@ TEST_F(StoreTest, FailingJobRollsBackOnlyItself) {
   EXPECT_EQ(*ids, "101,104,");
 }
 
+// Read-only mode (incident I02): writes are refused at once with read_only, reads work,
+// and writes work again once the mode is left.
+TEST_F(StoreTest, ReadOnlyModeRefusesWritesAndKeepsReads) {
+  Store& s = open();
+  create_table(s);
+  auto insert = [&] {
+    return s.write_sync([](Transaction& tx) -> Result<std::int64_t> { return tx.exec("INSERT INTO items (v) VALUES ('x')"); });
+  };
+  ASSERT_TRUE(insert());
+  EXPECT_TRUE(s.read_only_mode().enter("test: disk below the reserve"));
+  EXPECT_FALSE(s.read_only_mode().enter("a second reason"));
+  auto refused = insert();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::read_only);
+  EXPECT_NE(refused.error().message.find("test: disk below the reserve"), std::string::npos);
+  EXPECT_EQ(count_items(s), 1);
+  EXPECT_TRUE(s.read_only_mode().leave());
+  EXPECT_FALSE(s.read_only_mode().leave());
+  ASSERT_TRUE(insert());
+  EXPECT_EQ(count_items(s), 2);
+  EXPECT_EQ(s.read_only_mode().times_entered(), 1u);
+}
+
 TEST_F(StoreTest, WriteQueueLimitRejectsImmediately) {
   StoreOptions options;
   options.queue_limit = 2;
