@@ -124,6 +124,76 @@ const scenarios = {
     nc.disconnect();
     return { channel, relayed: got, later_history: c.history };
   },
+
+  // Signed RPC: cookies, signatures, the pin family, limits, SET_METADATA + allow lists.
+  async rpc() {
+    const network = await connect();
+    const keys = Nacl.sign.keyPair();
+    const pub = NaclUtil.encodeBase64(keys.publicKey);
+    const channel = randomHex(16);
+    // Create an owned channel through chainpad-netflux (metadata on first GET_HISTORY).
+    const pad = await openPad(network, channel, { owners: [pub] });
+    const hk = network.historyKeeper;
+    let counter = 0;
+    const call = (data) => {
+      const txid = `tx${++counter}`;
+      return within(new Promise((res) => {
+        const onMsg = (msg, sender) => {
+          if (sender !== hk) return;
+          const parsed = JSON.parse(msg);
+          if (!Array.isArray(parsed) || parsed[0] !== txid) return;
+          network.off('message', onMsg);
+          res(parsed);
+        };
+        network.on('message', onMsg);
+        network.sendto(hk, JSON.stringify([txid, data]));
+      }), `RPC ${JSON.stringify(data).slice(0, 60)}`);
+    };
+    const sign = (secret, data) => NaclUtil.encodeBase64(Nacl.sign.detached(NaclUtil.decodeUTF8(JSON.stringify(data)), secret));
+    let cookie = null;
+    const signed = async (cmd, arg, secret = keys.secretKey) => {
+      const data = [cookie, cmd, arg];
+      const reply = await call([sign(secret, data), pub, cookie, cmd, arg]);
+      if (reply[1] !== 'ERROR') cookie = reply[1];
+      return reply;
+    };
+    const hashOf = (list) => NaclUtil.encodeBase64(Nacl.hash(NaclUtil.decodeUTF8(JSON.stringify(Array.from(new Set(list)).sort()))));
+    const out = {};
+    cookie = '1|2|3';
+    out.no_cookie = (await signed('PIN', [channel]))[2];
+    cookie = null;
+    const c = await signed('COOKIE', '');
+    if (c[1] === 'ERROR') throw new Error(`COOKIE failed: ${c[2]}`);
+    out.bad_signature = (await signed('GET_HASH', undefined, Nacl.sign.keyPair().secretKey))[2];
+    const other = randomHex(16);
+    out.pinned = [channel, other];
+    out.hash_after_pin = (await signed('PIN', out.pinned))[2];
+    out.expected_hash = hashOf(out.pinned);
+    out.pins = (await signed('GET_PIN_LIST', undefined)).slice(2)[0];
+    out.limit = (await signed('GET_LIMIT', undefined)).slice(2);
+    out.hash_after_reset = (await signed('RESET', [other]))[2];
+    out.expected_reset_hash = hashOf([other]);
+    const md = await signed('SET_METADATA', { channel, command: 'RESTRICT_ACCESS', value: [true] });
+    if (md[1] === 'ERROR') throw new Error(`SET_METADATA failed: ${md[2]}`);
+    const stranger = await connect();
+    try {
+      await within(stranger.join(channel), 'restricted join');
+      out.restricted_join_error = null;
+    } catch (e) {
+      out.restricted_join_error = e.type;
+    }
+    pad.wc.leave('');
+    await waitFor(() => !network.webChannels.some((w) => w.id === channel), 'leave');
+    try {
+      await within(network.join(channel), 'owner join');
+      out.owner_can_join = true;
+    } catch (e) {
+      out.owner_can_join = false;
+    }
+    network.disconnect();
+    stranger.disconnect();
+    return out;
+  },
 };
 
 if (!scenarios[scenario]) fail(`unknown scenario ${scenario}`);
