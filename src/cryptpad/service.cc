@@ -80,6 +80,7 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   Counter& messages_stored;
   Counter& messages_rejected;
   Gauge& connections;
+  Counter& history_pauses;
 
   mutable std::mutex mu;
   std::unordered_map<std::string, std::shared_ptr<User>> users;
@@ -97,7 +98,9 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         messages_stored(m.counter("hearth_cryptpad_messages_stored_total", "Channel messages stored")),
         messages_rejected(m.counter("hearth_cryptpad_messages_rejected_total",
                                     "Channel messages refused (validation, storage)")),
-        connections(m.gauge("hearth_cryptpad_connections", "Open CryptPad websocket connections")) {
+        connections(m.gauge("hearth_cryptpad_connections", "Open CryptPad websocket connections")),
+        history_pauses(m.counter("hearth_cryptpad_history_pauses_total",
+                                 "History replies paused because the client reads slower than they are produced")) {
     hk = options.history_keeper_id.empty() ? random_hex(8) : options.history_keeper_id;
     limits.max_bytes = options.max_message_bytes;
     limits.max_depth = options.max_json_depth;
@@ -173,7 +176,7 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         msg = std::move(user->inbox.front());
         user->inbox.pop_front();
       }
-      handle(user, msg);
+      if (!handle(user, msg)) return;  // a long reply is streaming; it resumes the drain
     }
     schedule_drain(user);
   }
@@ -228,7 +231,9 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   }
 
   // -- frames ------------------------------------------------------------------------
-  void handle(const std::shared_ptr<User>& user, const std::string& text) {
+  // Returns false when the frame's reply continues asynchronously (history streaming);
+  // the stream calls drain() again when it is done.
+  bool handle(const std::shared_ptr<User>& user, const std::string& text) {
     auto f = parse_frame(text, limits);
     if (!f) {
       const auto& m = f.error().message;
@@ -236,14 +241,15 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         log.debug("cryptpad.bad_message", {{"user", user->id}, {"error", m}});
         user->conn->close(1008, "BAD_MESSAGE");
       }
-      return;  // well-formed JSON of another shape: ignored, as chainpad-server does
+      return true;  // well-formed JSON of another shape: ignored, as chainpad-server does
     }
     const std::string seq = num(f->seq);
-    if (f->cmd == "JOIN") return join(user, seq, f->args);
-    if (f->cmd == "LEAVE") return leave(user, seq, f->args);
-    if (f->cmd == "MSG") return msg(user, seq, f->args);
-    if (f->cmd == "PING") return user->send(frame({seq, "\"ACK\""}));
+    if (f->cmd == "JOIN") join(user, seq, f->args);
+    else if (f->cmd == "LEAVE") leave(user, seq, f->args);
+    else if (f->cmd == "MSG") return msg(user, seq, f->args);
+    else if (f->cmd == "PING") user->send(frame({seq, "\"ACK\""}));
     // PONG and unknown commands only reset the idle timer (done in on_message).
+    return true;
   }
 
   void error(const std::shared_ptr<User>& user, const std::string& seq, std::string_view code, std::string_view arg_raw) {
@@ -352,11 +358,17 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
       if (m.get() != except) m->send(msg);
   }
 
-  void msg(const std::shared_ptr<User>& user, const std::string& seq, const std::vector<RawValue>& args) {
-    if (args.size() < 2 || !args[0].is_string()) return error(user, seq, "EINVAL", args.empty() ? "null" : args[0].raw);
+  bool msg(const std::shared_ptr<User>& user, const std::string& seq, const std::vector<RawValue>& args) {
+    if (args.size() < 2 || !args[0].is_string()) {
+      error(user, seq, "EINVAL", args.empty() ? "null" : args[0].raw);
+      return true;
+    }
     const std::string& target = args[0].text;
     if (target == hk) {
-      if (!args[1].is_string()) return error(user, seq, "EINVAL", q(hk));
+      if (!args[1].is_string()) {
+        error(user, seq, "EINVAL", q(hk));
+        return true;
+      }
       return hk_message(user, seq, args[1].text);
     }
     bool is_channel, is_user = false;
@@ -374,10 +386,13 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
     }
     if (is_user) {
       peer->send(frame({"0", q(user->id), "\"MSG\"", q(target), args[1].raw}));
-      return user->send(frame({seq, "\"ACK\""}));
+      user->send(frame({seq, "\"ACK\""}));
+    } else if (!is_channel) {
+      error(user, seq, "enoent", q(target));
+    } else {
+      channel_message(user, seq, target, args[1]);
     }
-    if (!is_channel) return error(user, seq, "enoent", q(target));
-    channel_message(user, seq, target, args[1]);
+    return true;
   }
 
   void channel_message(const std::shared_ptr<User>& user, const std::string& seq, const std::string& chan,
@@ -446,26 +461,31 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
     return frame({slot0, m.sender ? q(*m.sender) : "null", "\"MSG\"", q(chan), q(m.content), num(m.time)});
   }
 
-  void hk_message(const std::shared_ptr<User>& user, const std::string& seq, const std::string& content) {
+  bool hk_message(const std::shared_ptr<User>& user, const std::string& seq, const std::string& content) {
     auto req = parse_hk_request(content, limits);
-    if (!req) return error(user, seq, "EINVAL", q(hk));
+    if (!req) {
+      error(user, seq, "EINVAL", q(hk));
+      return true;
+    }
     if (!req->is_history) {
       user->send(frame({seq, "\"ACK\""}));
-      return rpc(user, req->rpc);
+      rpc(user, req->rpc);
+      return true;
     }
     auto& h = req->history;
     if (h.kind == HistoryRequest::Kind::get_history_range) {
-      if (h.txid_raw.empty()) return error(user, seq, "NO_TXID", q(hk));
-      if (!h.count && !h.cp_count && !h.to) return error(user, seq, "UNSPECIFIED_COUNT", q(hk));
+      if (h.txid_raw.empty()) return error(user, seq, "NO_TXID", q(hk)), true;
+      if (!h.count && !h.cp_count && !h.to) return error(user, seq, "UNSPECIFIED_COUNT", q(hk)), true;
     }
     ChannelMeta meta = meta_of(h.channel);
-    if (!may_access(meta, *user)) return error(user, seq, "ERESTRICTED", q(hk));
+    if (!may_access(meta, *user)) return error(user, seq, "ERESTRICTED", q(hk)), true;
     user->send(frame({seq, "\"ACK\""}));
     switch (h.kind) {
       case HistoryRequest::Kind::get_history: return get_history(user, h, meta);
       case HistoryRequest::Kind::get_history_range: return get_history_range(user, h);
       case HistoryRequest::Kind::get_full_history: return get_full_history(user, h);
     }
+    return true;
   }
 
   std::string error_object(std::string_view code, const std::string& chan, const std::string& txid,
@@ -486,32 +506,90 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
            std::find(it->second.members.begin(), it->second.members.end(), user) != it->second.members.end();
   }
 
-  void get_history(const std::shared_ptr<User>& user, const HistoryRequest& h, ChannelMeta meta) {
+  // A history reply streamed in pages from the store. Above a watermark of bytes queued
+  // on the connection it pauses (RunAfter, then the worker pool) instead of overflowing the
+  // connection's outgoing budget; the connection's next frames wait until it finished.
+  struct HistoryStream {
+    std::shared_ptr<User> user;
+    std::string chan;
+    std::int64_t next = 1, last = 0;
+    std::optional<std::int64_t> priority;
+    std::function<std::string(const StoredMessage&)> line;
+    std::string end;        // sent after the last line
+    std::string on_error;   // sent instead of `end` when the store fails
+  };
+  static constexpr std::size_t kStreamHighWater = 1 << 20;
+  static constexpr std::int64_t kStreamPage = 16;
+
+  // Sends pages until done (true) or paused (false: it resumes the drain itself).
+  bool pump(const std::shared_ptr<HistoryStream>& st) {
+    while (st->next <= st->last) {
+      {
+        std::lock_guard lock(mu);
+        if (st->user->closed) return true;
+      }
+      if (st->user->conn->queued_bytes() > kStreamHighWater) {
+        history_pauses.inc();
+        std::weak_ptr<Impl> weak = shared_from_this();
+        run_after(std::chrono::milliseconds(20), [weak, st] {
+          auto self = weak.lock();
+          if (!self) return;
+          if (!self->offload([weak, st] {
+                if (auto me = weak.lock())
+                  if (me->pump(st)) me->drain(st->user);
+              })) {
+            st->user->conn->close(1013, "server busy");
+          }
+        });
+        return false;
+      }
+      // One page; stop early (and re-read the rest later) once the watermark is reached.
+      const std::int64_t to = std::min(st->last, st->next + kStreamPage - 1);
+      bool full = false;
+      auto r = channels_store.read_range_sync(st->chan, st->next, to, [&](const StoredMessage& m) {
+        if (full || m.seq < st->next) return;
+        hk_send(st->user, st->line(m), st->priority);
+        st->next = m.seq + 1;
+        full = st->user->conn->queued_bytes() > kStreamHighWater;
+      });
+      if (!r) {
+        log.warn("cryptpad.history_read_failed", {{"channel", st->chan}, {"error", r.error().describe()}});
+        if (!st->on_error.empty()) hk_send(st->user, st->on_error, st->priority);
+        return true;
+      }
+      if (!full) st->next = to + 1;
+    }
+    if (!st->end.empty()) hk_send(st->user, st->end, st->priority);
+    return true;
+  }
+
+  bool get_history(const std::shared_ptr<User>& user, const HistoryRequest& h, ChannelMeta meta) {
     const std::string& chan = h.channel;
     const std::string txid = h.txid_raw.empty() ? "null" : h.txid_raw;
     auto prio = h.priority;
-    if (meta.load_error) return hk_send(user, error_object("EUNKNOWN", chan, txid), prio);
-    if (meta.deleted) return hk_send(user, error_object("EDELETED", chan, txid, meta.deleted), prio);
-    if (meta.expire && *meta.expire <= now_ms()) return hk_send(user, error_object("EEXPIRED", chan, ""), prio);
+    // Sends one history-keeper message and ends the request.
+    auto done = [&](const std::string& content) {
+      hk_send(user, content, prio);
+      return true;
+    };
+    if (meta.load_error) return done(error_object("EUNKNOWN", chan, txid));
+    if (meta.deleted) return done(error_object("EDELETED", chan, txid, meta.deleted));
+    if (meta.expire && *meta.expire <= now_ms()) return done(error_object("EEXPIRED", chan, ""));
     if (meta.exists) hk_send(user, meta.json, prio);
     auto index = channels_store.index_sync(chan);
-    if (!index) return hk_send(user, error_object("EUNKNOWN", chan, txid), prio);
+    if (!index) return done(error_object("EUNKNOWN", chan, txid));
     std::optional<std::int64_t> known;
     if (h.last_known_hash) {
       auto s = channels_store.seq_of_hash_sync(chan, *h.last_known_hash);
-      if (!s || !*s) return hk_send(user, error_object("EUNKNOWN", chan, txid), prio);
+      if (!s || !*s) return done(error_object("EUNKNOWN", chan, txid));
       known = **s;
     }
     auto start = history_start(*index, known);
-    if (!start) return hk_send(user, error_object("EUNKNOWN", chan, txid), prio);
-    auto r = channels_store.read_range_sync(chan, *start, index->last_seq, [&](const StoredMessage& m) {
-      hk_send(user, history_line(txid, chan, m), prio);
-    });
-    if (!r) log.warn("cryptpad.history_read_failed", {{"channel", chan}, {"error", r.error().describe()}});
+    if (!start) return done(error_object("EUNKNOWN", chan, txid));
     if (!meta.exists && index->last_seq == 0 && is_member(user, chan) &&
         classify_channel(chan) != ChannelKind::ephemeral) {
       auto created = ChannelMeta::initial(chan, h.metadata_raw, now_ms(), limits);
-      if (!created) return;  // invalid validateKey: the request is dropped, as CryptPad does
+      if (!created) return true;  // invalid validateKey: the request is dropped, as CryptPad does
       auto stored = channels_store.create_sync(chan, created->record);
       if (stored) {
         ChannelMeta fresh = ChannelMeta::from_record(*stored, limits);
@@ -525,14 +603,24 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
     }
     JsonWriter end;
     end.begin_object().key("state").value(1).key("channel").value(chan).key("txid").raw(txid).end_object();
-    hk_send(user, end.str(), prio);
+    auto st = std::make_shared<HistoryStream>();
+    st->user = user;
+    st->chan = chan;
+    st->next = *start;
+    st->last = index->last_seq;
+    st->priority = prio;
+    st->line = [txid, chan](const StoredMessage& m) { return history_line(txid, chan, m); };
+    st->end = end.take();
+    st->on_error = st->end;
+    return pump(st);
   }
 
-  void get_history_range(const std::shared_ptr<User>& user, const HistoryRequest& h) {
+  bool get_history_range(const std::shared_ptr<User>& user, const HistoryRequest& h) {
     const std::string& chan = h.channel;
     const std::string& txid = h.txid_raw;
     auto range_error = [&](std::string_view err) {
       hk_send(user, frame({"\"HISTORY_RANGE_ERROR\"", txid, q(err)}));
+      return true;
     };
     auto index = channels_store.index_sync(chan);
     if (!index) return range_error("E_STORAGE");
@@ -556,22 +644,32 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
       if (!*s) return range_error("ENOENT");
       first = **s;
     }
-    auto r = channels_store.read_range_sync(chan, first, last, [&](const StoredMessage& m) {
-      hk_send(user, frame({"\"HISTORY_RANGE\"", txid, history_line("0", chan, m)}));
-    });
-    if (!r) return range_error("E_STORAGE");
-    hk_send(user, frame({"\"HISTORY_RANGE_END\"", txid, q(chan)}));
+    auto st = std::make_shared<HistoryStream>();
+    st->user = user;
+    st->chan = chan;
+    st->next = first;
+    st->last = last;
+    st->line = [txid, chan](const StoredMessage& m) {
+      return frame({"\"HISTORY_RANGE\"", txid, history_line("0", chan, m)});
+    };
+    st->end = frame({"\"HISTORY_RANGE_END\"", txid, q(chan)});
+    st->on_error = frame({"\"HISTORY_RANGE_ERROR\"", txid, q("E_STORAGE")});
+    return pump(st);
   }
 
-  void get_full_history(const std::shared_ptr<User>& user, const HistoryRequest& h) {
+  bool get_full_history(const std::shared_ptr<User>& user, const HistoryRequest& h) {
     const std::string& chan = h.channel;
     auto index = channels_store.index_sync(chan);
-    if (!index) return hk_send(user, frame({"\"ERROR\"", q(chan), q("E_STORAGE")}));
-    auto r = channels_store.read_range_sync(chan, 1, index->last_seq, [&](const StoredMessage& m) {
-      hk_send(user, frame({"\"FULL_HISTORY\"", history_line("0", chan, m)}));
-    });
-    if (!r) return hk_send(user, frame({"\"ERROR\"", q(chan), q("E_STORAGE")}));
-    hk_send(user, frame({"\"FULL_HISTORY_END\"", q(chan)}));
+    if (!index) return hk_send(user, frame({"\"ERROR\"", q(chan), q("E_STORAGE")})), true;
+    auto st = std::make_shared<HistoryStream>();
+    st->user = user;
+    st->chan = chan;
+    st->next = 1;
+    st->last = index->last_seq;
+    st->line = [chan](const StoredMessage& m) { return frame({"\"FULL_HISTORY\"", history_line("0", chan, m)}); };
+    st->end = frame({"\"FULL_HISTORY_END\"", q(chan)});
+    st->on_error = frame({"\"ERROR\"", q(chan), q("E_STORAGE")});
+    return pump(st);
   }
 
   // -- RPC ----------------------------------------------------------------------------

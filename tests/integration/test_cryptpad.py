@@ -34,8 +34,8 @@ def not_ping(frame):
 class Client:
     """One netflux connection."""
 
-    def __init__(self, hearth):
-        self.ws = WebSocket("127.0.0.1", hearth.http_port, "/cryptpad_websocket")
+    def __init__(self, hearth, receive_buffer=None):
+        self.ws = WebSocket("127.0.0.1", hearth.http_port, "/cryptpad_websocket", receive_buffer=receive_buffer)
         ident = self.next()
         assert ident[:3] == [0, "", "IDENT"], ident
         self.id = ident[3]
@@ -231,6 +231,34 @@ class WireProtocol(unittest.TestCase):
         msgs = a.hk_messages(hk, lambda m: isinstance(m, dict) and m.get("state") == 1)
         self.assertEqual([m[4] for m in msgs if isinstance(m, list)], ["cp|BBBB|c2", "m3", "cp|CCCC|c3", "m4"])
         self.assertEqual(msgs[-1]["txid"], 7)
+
+    def history_pauses(self):
+        _, _, body = self.h.request("GET", "/metrics")
+        m = re.search(r"^hearth_cryptpad_history_pauses_total (\d+)", body.decode(), re.M)
+        return int(m.group(1)) if m else 0
+
+    def test_history_larger_than_the_send_budget_is_paced_not_dropped(self):
+        # 160 messages of 100 kB: 16 MB of history to a reader with a small receive
+        # buffer, far more than the 4 MiB a connection may have queued; the history keeper
+        # must pause instead of overflowing it (which closes the connection).
+        a = self.client()
+        chan = os.urandom(16).hex()
+        _, joins = a.join(chan)
+        hk = joins[0][1]
+        count = 160
+        for i in range(count):
+            body = f"{i:04d}" + "x" * 100_000
+            self.assertEqual(a.reply_to(a.request("MSG", chan, body), timeout=30)[1], "ACK")
+        pauses_before = self.history_pauses()
+        reader = Client(self.h, receive_buffer=16384)
+        self.addCleanup(reader.close)
+        reader.join(chan)
+        reader.request("MSG", hk, json.dumps(["GET_HISTORY", chan, {"txid": "big"}]))
+        # Do not read until the server has had to pause the reply.
+        wait_until(lambda: self.history_pauses() > pauses_before, timeout=30, what="a paused history reply")
+        msgs = reader.hk_messages(hk, lambda m: isinstance(m, dict) and m.get("state") == 1, timeout=60)
+        lines = [m for m in msgs if isinstance(m, list)]
+        self.assertEqual([l[4][:4] for l in lines], [f"{i:04d}" for i in range(count)])
 
     def test_anonymous_rpc(self):
         a = self.client()
