@@ -181,6 +181,23 @@ Result<void> ChannelStore::pin_sync(const std::string& key, const std::vector<st
   }).map([](bool) {});
 }
 
+Result<void> ChannelStore::mark_deleted_sync(const std::string& channel, const std::string& reason) {
+  return store_.write_sync([&](Transaction& tx) -> Result<bool> {
+    auto r = tx.exec(
+        "INSERT INTO cryptpad_channels(channel, metadata, created, deleted) VALUES (?, ?, 0, ?) "
+        "ON CONFLICT(channel) DO UPDATE SET deleted = excluded.deleted",
+        {channel, std::string("{}"), reason});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  }).map([](bool) {});
+}
+
+Result<std::int64_t> ChannelStore::remove_messages_sync(const std::string& channel, std::int64_t before_seq) {
+  return store_.write_sync([&](Transaction& tx) -> Result<std::int64_t> {
+    return tx.exec("DELETE FROM cryptpad_messages WHERE channel = ? AND seq < ?", {channel, before_seq});
+  });
+}
+
 Result<std::int64_t> ChannelStore::size_sync(const std::string& channel) {
   return store_.read_sync([&](Transaction& tx) -> Result<std::int64_t> {
     auto a = tx.query_one("SELECT COALESCE(SUM(LENGTH(content)), 0) FROM cryptpad_messages WHERE channel = ?", {channel});

@@ -70,6 +70,12 @@ class ChannelStore {
   Result<std::vector<std::string>> pins_sync(const std::string& key);
   // Adds / removes pins, or (reset) replaces the whole list.
   Result<void> pin_sync(const std::string& key, const std::vector<std::string>& channels, bool add, bool reset);
+  // Owner removal: the channel answers EDELETED with `reason` from now on. Its rows stay
+  // (archived in place) until retention purges them.
+  Result<void> mark_deleted_sync(const std::string& channel, const std::string& reason);
+  // Removes every message of a channel (CLEAR_OWNED_CHANNEL) or those before `seq`
+  // (TRIM_HISTORY); returns the number removed.
+  Result<std::int64_t> remove_messages_sync(const std::string& channel, std::int64_t before_seq);
   // Bytes stored for a channel (content of its messages plus its metadata).
   Result<std::int64_t> size_sync(const std::string& channel);
 

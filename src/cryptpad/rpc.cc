@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -269,6 +270,44 @@ tl::expected<AuthenticatedReply, std::string> run_authenticated_rpc(RpcContext& 
       ctx.metadata_changed(channel, meta);
     }
     reply.values.push_back(next.metadata);
+    return finish();
+  }
+  if (cmd == "REMOVE_OWNED_CHANNEL" || cmd == "CLEAR_OWNED_CHANNEL" || cmd == "TRIM_HISTORY") {
+    // REMOVE_OWNED_CHANNEL: "chan" or {channel, reason}; CLEAR_OWNED_CHANNEL: "chan";
+    // TRIM_HISTORY: {channel, hash}.
+    std::string channel, reason = "", hash;
+    if (r.arg.is_string()) {
+      channel = r.arg.text;
+    } else if (r.arg.type == RawValue::Type::object) {
+      auto obj = parse_object(r.arg.raw, ctx.limits);
+      if (!obj) return err("INVALID_ARGUMENTS");
+      for (auto& [k, v] : *obj) {
+        if (k == "channel" && v.is_string()) channel = v.text;
+        else if (k == "reason" && v.is_string()) reason = v.text;
+        else if (k == "hash" && v.is_string()) hash = v.text;
+      }
+    }
+    if (channel.empty() || classify_channel(channel) == ChannelKind::invalid) return err("INVALID_CHAN");
+    if (cmd == "TRIM_HISTORY" && hash.empty()) return err("INVALID_ARGUMENTS");
+    auto rec = ctx.store.load_sync(channel);
+    if (!rec) return err("E_STORAGE");
+    if (!*rec || (*rec)->deleted) return err("ENOENT");
+    if (!ChannelMeta::from_record(**rec, ctx.limits).is_owner(key)) return err("INSUFFICIENT_PERMISSIONS");
+    JsonWriter notice;
+    if (cmd == "REMOVE_OWNED_CHANNEL") {
+      if (reason.empty()) reason = "OWNER_DELETED";
+      if (!ctx.store.mark_deleted_sync(channel, reason)) return err("E_STORAGE");
+      notice.begin_object().key("error").value("EDELETED").key("message").value(reason).key("channel").value(channel).end_object();
+    } else if (cmd == "CLEAR_OWNED_CHANNEL") {
+      if (!ctx.store.remove_messages_sync(channel, std::numeric_limits<std::int64_t>::max())) return err("E_STORAGE");
+      notice.begin_object().key("error").value("ECLEARED").key("channel").value(channel).end_object();
+    } else {
+      auto seq = ctx.store.seq_of_hash_sync(channel, hash);
+      if (!seq) return err("E_STORAGE");
+      if (!*seq) return err("ENOENT");
+      if (!ctx.store.remove_messages_sync(channel, **seq)) return err("E_STORAGE");
+    }
+    ctx.channel_changed(channel, notice.str());
     return finish();
   }
   return err("UNSUPPORTED_RPC_CALL");

@@ -58,6 +58,10 @@ struct RpcContext {
   std::function<void(const std::string&, const ChannelMeta&)> metadata_changed;
   std::function<ChannelMeta(const std::string&)> meta_of;
   std::function<tl::expected<std::int64_t, std::string>(const std::string&, const std::string&)> write_private_message;
+  // The channel's stored state changed under its members (deleted, cleared, trimmed):
+  // `notice` (a JSON object, may be empty) goes to every member from the history keeper
+  // and the cached metadata is dropped.
+  std::function<void(const std::string&, const std::string&)> channel_changed;
 };
 
 // A raw JSON value, or an error code.

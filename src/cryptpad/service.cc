@@ -677,6 +677,7 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
     RpcContext ctx{channels_store, sessions, clock, options, limits};
     ctx.metadata_changed = [this](const std::string& chan, const ChannelMeta& meta) { metadata_changed(chan, meta); };
     ctx.meta_of = [this](const std::string& chan) { return meta_of(chan); };
+    ctx.channel_changed = [this](const std::string& chan, const std::string& notice) { channel_changed(chan, notice); };
     ctx.write_private_message = [this](const std::string& chan, const std::string& content) {
       return write_private_message(chan, content);
     };
@@ -724,6 +725,16 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
     messages_stored.inc();
     relay(chan, frame({"0", "null", "\"MSG\"", q(chan), q(content)}), nullptr);
     return time;
+  }
+
+  void channel_changed(const std::string& chan, const std::string& notice) {
+    std::lock_guard lock(mu);
+    auto it = channels.find(chan);
+    if (it == channels.end()) return;
+    it->second.meta.reset();  // reloaded on next use
+    if (notice.empty()) return;
+    const std::string msg = frame({"0", q(hk), "\"MSG\"", q(chan), q(notice)});
+    for (const auto& m : it->second.members) m->send(msg);
   }
 
   // Pushes new metadata to the channel's members (see docs/cryptpad.md for the quirks).

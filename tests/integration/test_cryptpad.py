@@ -273,6 +273,20 @@ class WireProtocol(unittest.TestCase):
         a.request("MSG", hk, json.dumps(["tx3", ["NO_SUCH_COMMAND", None]]))
         self.assertEqual(a.hk_messages(hk, lambda m: True)[-1], ["tx3", "ERROR", "INVALID_RPC_CALL"])
 
+    def test_write_private_message(self):
+        a, b = self.client(), self.client()
+        chan = os.urandom(16).hex()
+        _, joins = a.join(chan)
+        hk = joins[0][1]
+        b.request("MSG", hk, json.dumps(["w1", ["WRITE_PRIVATE_MESSAGE", [chan, "for the mailbox"]]]))
+        reply = b.hk_messages(hk, lambda m: True)[-1]
+        self.assertEqual(reply[:2], ["w1", None])
+        self.assertIsInstance(reply[2], int)
+        self.assertEqual(a.next(), [0, None, "MSG", chan, "for the mailbox"])
+        a.request("MSG", hk, json.dumps(["GET_HISTORY", chan, {"txid": "h"}]))
+        msgs = a.hk_messages(hk, lambda m: isinstance(m, dict) and m.get("state") == 1)
+        self.assertEqual([m[1:5] for m in msgs if isinstance(m, list)], [[None, "MSG", chan, "for the mailbox"]])
+
     def test_api_config_and_broadcast(self):
         status, headers, body = self.h.request("GET", "/api/config")
         self.assertEqual(status, 200)
@@ -367,6 +381,13 @@ class ClientLibraries(unittest.TestCase):
         self.assertEqual(r["hash_after_reset"], r["expected_reset_hash"])
         self.assertEqual(r["restricted_join_error"], "ERESTRICTED")
         self.assertTrue(r["owner_can_join"])
+        self.assertEqual(r["trim"], "ok")
+        self.assertEqual(r["after_trim"], ["message two", "message three"])
+        self.assertEqual(r["stranger_remove"], "INSUFFICIENT_PERMISSIONS")
+        self.assertEqual(r["remove"], "ok")
+        self.assertEqual(r["watcher_error"]["error"], "EDELETED")
+        self.assertEqual(r["watcher_error"]["message"], "gone")
+        self.assertEqual(r["late_error"]["error"], "EDELETED")
 
 
 if __name__ == "__main__":

@@ -157,6 +157,7 @@ const scenarios = {
       if (reply[1] !== 'ERROR') cookie = reply[1];
       return reply;
     };
+    const other_keys = Nacl.sign.keyPair();
     const hashOf = (list) => NaclUtil.encodeBase64(Nacl.hash(NaclUtil.decodeUTF8(JSON.stringify(Array.from(new Set(list)).sort()))));
     const out = {};
     cookie = '1|2|3';
@@ -190,8 +191,31 @@ const scenarios = {
     } catch (e) {
       out.owner_can_join = false;
     }
-    network.disconnect();
-    stranger.disconnect();
+    // An owned, open channel: trimmed, then removed by its owner.
+    const doc = randomHex(16);
+    const owned = await openPad(network, doc, { owners: [pub] });
+    const watcherNet = await connect();
+    const watcher = await openPad(watcherNet, doc);
+    for (const m of ['message one', 'message two', 'message three']) await owned.send(m);
+    out.trim = (await signed('TRIM_HISTORY', { channel: doc, hash: 'message two' }))[1] === 'ERROR' ? 'failed' : 'ok';
+    const readerNet = await connect();
+    out.after_trim = (await openPad(readerNet, doc)).history;
+    // Someone else (with a valid session of their own) may not remove it.
+    const otherPub = NaclUtil.encodeBase64(other_keys.publicKey);
+    const otherCookie = (await call([sign(other_keys.secretKey, [null, 'COOKIE', '']), otherPub, null, 'COOKIE', '']))[1];
+    const removeArg = { channel: doc, reason: 'mine now' };
+    out.stranger_remove = (await call([sign(other_keys.secretKey, [otherCookie, 'REMOVE_OWNED_CHANNEL', removeArg]), otherPub,
+                                       otherCookie, 'REMOVE_OWNED_CHANNEL', removeArg]))[2];
+    out.remove = (await signed('REMOVE_OWNED_CHANNEL', { channel: doc, reason: 'gone' }))[1] === 'ERROR' ? 'failed' : 'ok';
+    await waitFor(() => watcher.errors.length > 0, 'EDELETED notice');
+    out.watcher_error = watcher.errors[0];
+    const lateNet = await connect();
+    const late = { errors: [] };
+    CPNF.start({ network: lateNet, channel: doc, noChainPad: true, crypto: plainCrypto,
+                 onChannelError: (e) => late.errors.push(e) });
+    await waitFor(() => late.errors.length > 0, 'EDELETED on GET_HISTORY');
+    out.late_error = late.errors[0];
+    [network, stranger, watcherNet, readerNet, lateNet].forEach((n) => n.disconnect());
     return out;
   },
 };
