@@ -62,6 +62,7 @@ struct Channel {
   std::string id;
   std::vector<std::shared_ptr<User>> members;
   std::optional<ChannelMeta> meta;  // cached while the channel is open
+  bool expiry_notified = false;
 };
 
 struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Impl> {
@@ -217,6 +218,16 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
           user->last_ping_ms = now;
           user->send(frame({"0", "\"\"", "\"PING\"", num(now_ms())}));
         }
+      }
+      // Expired channels: members are told once; the store refuses further use.
+      const std::int64_t wall = now_ms();
+      for (auto& [id, ch] : channels) {
+        if (!ch.meta || !ch.meta->expire || *ch.meta->expire > wall || ch.expiry_notified) continue;
+        ch.expiry_notified = true;
+        JsonWriter w;
+        w.begin_object().key("error").value("EEXPIRED").key("channel").value(id).end_object();
+        const std::string msg = frame({"0", q(hk), "\"MSG\"", q(id), q(w.str())});
+        for (const auto& m : ch.members) m->send(msg);
       }
     }
     schedule_sweep();

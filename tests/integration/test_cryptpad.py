@@ -315,6 +315,29 @@ class IdleConnections(unittest.TestCase):
                 ws.recv(timeout=20)
 
 
+class ExpiringChannels(unittest.TestCase):
+    def test_expired_channel_is_refused_and_members_are_told(self):
+        h = Hearth("[cryptpad]\nping_after_seconds = 3\n").start()  # the sweep runs every second
+        self.addCleanup(h.cleanup)
+        self.addCleanup(h.stop)
+        a = Client(h)
+        self.addCleanup(a.close)
+        chan = os.urandom(16).hex()
+        _, joins = a.join(chan)
+        hk = joins[0][1]
+        a.request("MSG", hk, json.dumps(["GET_HISTORY", chan, {"txid": 1, "metadata": {"expire": 1}}]))
+        created = a.hk_messages(hk, lambda m: isinstance(m, dict) and "expire" in m)[-1]
+        self.assertEqual(created["expire"], created["created"] + 1000)
+        a.hk_messages(hk, lambda m: isinstance(m, dict) and m.get("state") == 1)
+        # Within a sweep after the expiry: {error: EEXPIRED} from the history keeper.
+        notice, _ = a.ws.recv_until(lambda f: f[:2] == [0, hk] and "EEXPIRED" in f[4], timeout=20)
+        self.assertEqual(json.loads(notice[4]), {"error": "EEXPIRED", "channel": chan})
+        self.assertEqual(a.reply_to(a.request("MSG", chan, "too late")), [a.seq, "ERROR"])
+        a.request("MSG", hk, json.dumps(["GET_HISTORY", chan, {"txid": 2}]))
+        self.assertEqual(a.hk_messages(hk, lambda m: isinstance(m, dict) and "error" in m)[-1],
+                         {"error": "EEXPIRED", "channel": chan})
+
+
 class ClientLibraries(unittest.TestCase):
     """chainpad-netflux and netflux-websocket, as CryptPad's web app uses them."""
 
