@@ -382,17 +382,18 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
       }
       return hk_message(user, seq, args[1].text);
     }
-    bool is_channel, is_user = false;
+    // Users first: their ids are assigned by the server, while anyone may JOIN a channel
+    // named like someone's id to intercept their direct messages.
+    bool is_channel = false, is_user = false;
     std::shared_ptr<User> peer;
     {
       std::lock_guard lock(mu);
-      is_channel = channels.count(target) > 0;
-      if (!is_channel) {
-        auto u = users.find(target);
-        if (u != users.end()) {
-          is_user = true;
-          peer = u->second;
-        }
+      auto u = users.find(target);
+      if (u != users.end()) {
+        is_user = true;
+        peer = u->second;
+      } else {
+        is_channel = channels.count(target) > 0;
       }
     }
     if (is_user) {
