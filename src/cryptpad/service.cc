@@ -453,6 +453,7 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
                             if (!r) {
                               self->messages_rejected.inc();
                               self->log.warn("cryptpad.store_failed", {{"channel", chan}, {"error", r.error().describe()}});
+                              self->channel_changed(chan, "");  // forget the optimistic checkpoint id
                               return user->send(frame({seq, "\"ERROR\""}));
                             }
                             self->messages_stored.inc();

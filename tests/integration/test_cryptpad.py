@@ -298,6 +298,8 @@ class WireProtocol(unittest.TestCase):
         self.assertEqual(status, 200)
         broadcast = json.loads(body.decode()[27:-5])
         self.assertEqual(set(broadcast), {"curvePublic", "lastBroadcastHash", "surveyURL", "maintenance"})
+        # The websocket path without an Upgrade header.
+        self.assertEqual(self.h.request("GET", "/cryptpad_websocket")[0], 426)
 
 
 class IdleConnections(unittest.TestCase):
@@ -313,6 +315,16 @@ class IdleConnections(unittest.TestCase):
         with self.assertRaises(Closed):
             while True:
                 ws.recv(timeout=20)
+
+
+class Disabled(unittest.TestCase):
+    def test_disabled_backend_serves_nothing(self):
+        h = Hearth("[cryptpad]\nenabled = false\n").start()
+        self.addCleanup(h.cleanup)
+        self.addCleanup(h.stop)
+        self.assertEqual(h.request("GET", "/api/config")[0], 404)
+        self.assertEqual(h.request("GET", "/cryptpad_websocket")[0], 404)
+        self.assertNotIn("cryptpad_websocket", h.stdout())
 
 
 class ExpiringChannels(unittest.TestCase):
