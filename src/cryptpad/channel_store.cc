@@ -32,7 +32,8 @@ CREATE TABLE cryptpad_messages(
 CREATE INDEX cryptpad_messages_by_hash ON cryptpad_messages(channel, hash);
 CREATE TABLE cryptpad_pins(
   key TEXT NOT NULL,
-  channel TEXT NOT NULL,
+  channel TEXT NOT NULL,   -- as pinned, may carry a "#drive"-style tag
+  target TEXT NOT NULL,    -- the channel or blob id without the tag
   PRIMARY KEY(key, channel)
 ) WITHOUT ROWID;
 CREATE INDEX cryptpad_messages_checkpoints ON cryptpad_messages(channel, seq) WHERE cp = 1;
@@ -173,7 +174,8 @@ Result<void> ChannelStore::pin_sync(const std::string& key, const std::vector<st
       if (auto r = tx.exec("DELETE FROM cryptpad_pins WHERE key = ?", {key}); !r) return tl::unexpected(r.error());
     }
     for (const auto& c : channels) {
-      auto r = add ? tx.exec("INSERT OR IGNORE INTO cryptpad_pins(key, channel) VALUES (?, ?)", {key, c})
+      auto r = add ? tx.exec("INSERT OR IGNORE INTO cryptpad_pins(key, channel, target) VALUES (?, ?, ?)",
+                             {key, c, c.substr(0, c.find('#'))})
                    : tx.exec("DELETE FROM cryptpad_pins WHERE key = ? AND channel = ?", {key, c});
       if (!r) return tl::unexpected(r.error());
     }
@@ -200,9 +202,27 @@ Result<std::int64_t> ChannelStore::remove_messages_sync(const std::string& chann
 
 Result<std::int64_t> ChannelStore::size_sync(const std::string& channel) {
   return store_.read_sync([&](Transaction& tx) -> Result<std::int64_t> {
-    auto a = tx.query_one("SELECT COALESCE(SUM(LENGTH(content)), 0) FROM cryptpad_messages WHERE channel = ?", {channel});
+    auto a = tx.query_one("SELECT COALESCE(SUM(LENGTH(CAST(content AS BLOB))), 0) FROM cryptpad_messages WHERE channel = ?",
+                          {channel});
     if (!a) return tl::unexpected(a.error());
-    auto b = tx.query_one("SELECT COALESCE(SUM(LENGTH(metadata)), 0) FROM cryptpad_channels WHERE channel = ?", {channel});
+    auto b = tx.query_one("SELECT COALESCE(SUM(LENGTH(CAST(metadata AS BLOB))), 0) FROM cryptpad_channels WHERE channel = ?",
+                          {channel});
+    if (!b) return tl::unexpected(b.error());
+    return (*a)->integer(0) + (*b)->integer(0);
+  });
+}
+
+Result<std::int64_t> ChannelStore::pinned_size_sync(const std::string& key) {
+  return store_.read_sync([&](Transaction& tx) -> Result<std::int64_t> {
+    auto a = tx.query_one(
+        "SELECT COALESCE(SUM(LENGTH(CAST(m.content AS BLOB))), 0) FROM (SELECT DISTINCT target FROM cryptpad_pins "
+        "WHERE key = ?) p JOIN cryptpad_messages m ON m.channel = p.target",
+        {key});
+    if (!a) return tl::unexpected(a.error());
+    auto b = tx.query_one(
+        "SELECT COALESCE(SUM(LENGTH(CAST(c.metadata AS BLOB))), 0) FROM (SELECT DISTINCT target FROM cryptpad_pins "
+        "WHERE key = ?) p JOIN cryptpad_channels c ON c.channel = p.target",
+        {key});
     if (!b) return tl::unexpected(b.error());
     return (*a)->integer(0) + (*b)->integer(0);
   });

@@ -180,11 +180,6 @@ tl::expected<AuthenticatedReply, std::string> run_authenticated_rpc(RpcContext& 
     if (!pins) return err("E_STORAGE");
     return json_quote(pin_list_hash(*pins));
   };
-  auto total_size = [&](const std::vector<std::string>& pins) {
-    std::int64_t total = 0;
-    for (const auto& p : pins) total += channel_size(ctx, p.substr(0, p.find('#')));
-    return total;
-  };
 
   if (cmd == "COOKIE") return finish();
   if (cmd == "GET_HASH") {
@@ -204,9 +199,9 @@ tl::expected<AuthenticatedReply, std::string> run_authenticated_rpc(RpcContext& 
     return finish();
   }
   if (cmd == "GET_TOTAL_SIZE") {
-    auto pins = ctx.store.pins_sync(key);
-    if (!pins) return err("E_STORAGE");
-    reply.values.push_back(std::to_string(total_size(*pins)));
+    auto total = ctx.store.pinned_size_sync(key);
+    if (!total) return err("E_STORAGE");
+    reply.values.push_back(std::to_string(*total));
     return finish();
   }
   if (cmd == "GET_LIMIT" || cmd == "UPDATE_LIMITS") {
@@ -217,13 +212,24 @@ tl::expected<AuthenticatedReply, std::string> run_authenticated_rpc(RpcContext& 
     auto ids = string_list(r.arg, ctx.limits);
     if (!ids) return err("INVALID_PIN_LIST");
     if (cmd == "PIN") {
+      // Usage now plus what the new, not yet pinned documents add.
       auto pins = ctx.store.pins_sync(key);
-      if (!pins) return err("E_STORAGE");
-      std::vector<std::string> all = *pins;
-      all.insert(all.end(), ids->begin(), ids->end());
-      std::sort(all.begin(), all.end());
-      all.erase(std::unique(all.begin(), all.end()), all.end());
-      if (total_size(all) > ctx.options.default_storage_limit) return err("E_OVER_LIMIT");
+      auto total = ctx.store.pinned_size_sync(key);
+      if (!pins || !total) return err("E_STORAGE");
+      std::vector<std::string> targets;
+      for (const auto& p : *pins) targets.push_back(p.substr(0, p.find('#')));
+      std::sort(targets.begin(), targets.end());
+      std::int64_t usage = *total;
+      std::vector<std::string> added;
+      for (const auto& id : *ids) {
+        std::string target = id.substr(0, id.find('#'));
+        if (std::binary_search(targets.begin(), targets.end(), target) ||
+            std::find(added.begin(), added.end(), target) != added.end())
+          continue;
+        added.push_back(target);
+        usage += channel_size(ctx, target);
+      }
+      if (usage > ctx.options.default_storage_limit) return err("E_OVER_LIMIT");
     }
     // RESET is allowed over quota (CryptPad means to allow it once and never counts).
     if (auto p = ctx.store.pin_sync(key, *ids, cmd != "UNPIN", cmd == "RESET"); !p) return err("E_STORAGE");

@@ -359,7 +359,7 @@ class ClientLibraries(unittest.TestCase):
         cls.node = shutil.which("node")
         if not cls.node:
             raise unittest.SkipTest("node is not installed")
-        cls.h = Hearth().start()
+        cls.h = Hearth("[cryptpad]\nstorage_limit_bytes = 100000\n").start()
 
     @classmethod
     def tearDownClass(cls):
@@ -412,7 +412,10 @@ class ClientLibraries(unittest.TestCase):
         self.assertEqual(r["bad_signature"], "INVALID_SIGNATURE_OR_PUBLIC_KEY")
         self.assertEqual(r["hash_after_pin"], r["expected_hash"])
         self.assertEqual(r["pins"], sorted(r["pinned"]))
-        self.assertEqual(r["limit"][0], 50 * 1024 * 1024)
+        self.assertEqual(r["limit"][0], 100000)
+        self.assertGreater(r["total_size"], 0)
+        self.assertEqual(r["total_size"], r["channel_size"])  # the other pinned channel is empty
+        self.assertEqual(r["over_limit"], "E_OVER_LIMIT")
         self.assertEqual(r["hash_after_reset"], r["expected_reset_hash"])
         self.assertEqual(r["restricted_join_error"], "ERESTRICTED")
         self.assertTrue(r["owner_can_join"])

@@ -171,6 +171,14 @@ const scenarios = {
     out.hash_after_pin = (await signed('PIN', out.pinned))[2];
     out.expected_hash = hashOf(out.pinned);
     out.pins = (await signed('GET_PIN_LIST', undefined)).slice(2)[0];
+    out.total_size = (await signed('GET_TOTAL_SIZE', undefined))[2];
+    out.channel_size = (await call(['GET_FILE_SIZE', channel]))[2];
+    // Over the quota (the test server allows 100 000 bytes): PIN is refused.
+    const big = randomHex(16);
+    const bigPad = await openPad(network, big);
+    await bigPad.send('b'.repeat(60000));
+    await bigPad.send('c'.repeat(60000));
+    out.over_limit = (await signed('PIN', [big]))[2];
     out.limit = (await signed('GET_LIMIT', undefined)).slice(2);
     out.hash_after_reset = (await signed('RESET', [other]))[2];
     out.expected_reset_hash = hashOf([other]);
