@@ -5,6 +5,7 @@
 // `[txid, [sig, edPublic, cookie, CMD, arg]]`, where sig is an ed25519 detached signature
 // over the raw JSON text `[cookie,CMD,arg]`. Handlers run on net's worker pool and may
 // block on the store. Results are raw JSON values; errors are CryptPad's error codes.
+// Commands are registered in a table (rpc_commands.h), one file per command group.
 #pragma once
 
 #include <cstdint>
