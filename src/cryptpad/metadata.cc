@@ -110,8 +110,10 @@ Result<ChannelMeta::Initial> ChannelMeta::initial(const std::string& channel, st
   obj.set("created", std::to_string(now_ms));
   if (const std::string* ex = obj.get("expire")) {
     auto arr = parse_array("[" + *ex + "]", limits);
+    // Seconds from now; past 100 years it means "never" (and would overflow in ms).
+    constexpr std::int64_t kMaxExpireSeconds = std::int64_t{100} * 365 * 24 * 3600;
     if (arr && arr->size() == 1 && (*arr)[0].type == RawValue::Type::number && (*arr)[0].is_integer &&
-        (*arr)[0].integer > 0) {
+        (*arr)[0].integer > 0 && (*arr)[0].integer <= kMaxExpireSeconds) {
       std::int64_t abs = now_ms + (*arr)[0].integer * 1000;
       obj.set("expire", std::to_string(abs));
       out.record.expire = abs;

@@ -33,6 +33,10 @@ TEST(CryptpadMetadata, InitialConvertsExpiryAndAddsChannelAndCreated) {
   EXPECT_NE(meta.json.find(R"("created":1000)"), std::string::npos);
   EXPECT_NE(meta.json.find(R"("extra":{"a":1})"), std::string::npos);
   EXPECT_FALSE(ChannelMeta::initial("c1", R"({"validateKey":"nope"})", 1000, ParseLimits{}));
+  // An absurd expiry means "never" (and must not overflow when converted to ms).
+  auto forever = ChannelMeta::initial("c1", R"({"expire":14167709999999990})", 1000, ParseLimits{});
+  ASSERT_TRUE(forever);
+  EXPECT_FALSE(forever->record.expire);
 }
 
 TEST(CryptpadMetadata, OnlyOwnersChangeMetadata) {
