@@ -49,6 +49,7 @@ struct CryptpadOptions {
   std::string http_unsafe_origin;            // advertised in /api/config; "" = unset
   std::string http_safe_origin;
   std::string history_keeper_id;             // 16 hex; "" = random per start (as CryptPad)
+  int selfdestruct_delay_seconds = 30;       // a selfdestruct channel is removed this long after its last member left
 };
 
 using Offload = std::function<bool(std::function<void()>)>;

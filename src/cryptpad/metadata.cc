@@ -89,6 +89,7 @@ ChannelMeta ChannelMeta::from_record(const ChannelRecord& record, const ParseLim
   m.pending_owners = obj->strings("pending_owners", limits);
   m.allowed = obj->strings("allowed", limits);
   m.restricted = obj->boolean("restricted");
+  m.selfdestruct = obj->boolean("selfdestruct");
   return m;
 }
 

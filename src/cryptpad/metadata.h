@@ -40,6 +40,7 @@ struct ChannelMeta {
   std::string validate_key;
   std::vector<std::string> owners, pending_owners, allowed;
   bool restricted = false;
+  bool selfdestruct = false;            // burn-after-reading helper channel
   std::optional<std::int64_t> expire;   // absolute ms
   std::optional<std::string> deleted;   // placeholder reason
   std::string last_cp_id;               // id of the newest stored checkpoint

@@ -86,6 +86,10 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   mutable std::mutex mu;
   std::unordered_map<std::string, std::shared_ptr<User>> users;
   std::unordered_map<std::string, Channel> channels;
+  // Empty selfdestruct channels waiting for their delay, with the timer's generation (a
+  // rejoin and leave schedules a newer timer; the older one then does nothing).
+  std::map<std::string, std::uint64_t> selfdestruct_pending;
+  std::uint64_t selfdestruct_generation = 0;
 
   Impl(CryptpadOptions o, store::Store& store, Clock& c, Logger& l, MetricsRegistry& m, Offload off, RunAfter ra)
       : options(std::move(o)),
@@ -201,7 +205,37 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
     members.erase(std::remove(members.begin(), members.end(), user), members.end());
     std::string msg = frame({"0", q(user->id), "\"LEAVE\"", q(chan)});
     for (const auto& m : members) m->send(msg);
-    if (members.empty()) channels.erase(it);
+    if (!members.empty()) return;
+    const bool selfdestruct = it->second.meta && it->second.meta->selfdestruct && !it->second.meta->deleted;
+    channels.erase(it);
+    if (selfdestruct) schedule_selfdestruct(chan);
+  }
+
+  // A selfdestruct channel is removed a delay after its last member left, unless someone
+  // joined again meanwhile. Caller holds mu.
+  void schedule_selfdestruct(const std::string& chan) {
+    const std::uint64_t generation = ++selfdestruct_generation;
+    selfdestruct_pending[chan] = generation;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    run_after(std::chrono::seconds(options.selfdestruct_delay_seconds), [weak, chan, generation] {
+      auto self = weak.lock();
+      if (!self) return;
+      self->offload([weak, chan, generation] {
+        if (auto me = weak.lock()) me->finish_selfdestruct(chan, generation);
+      });
+    });
+  }
+
+  void finish_selfdestruct(const std::string& chan, std::uint64_t generation) {
+    {
+      std::lock_guard lock(mu);
+      auto it = selfdestruct_pending.find(chan);
+      if (it == selfdestruct_pending.end() || it->second != generation) return;  // rejoined meanwhile
+      selfdestruct_pending.erase(it);
+      if (channels.count(chan)) return;
+    }
+    if (auto r = channels_store.mark_deleted_sync(chan, "SELFDESTRUCT"); !r)
+      log.warn("cryptpad.selfdestruct_failed", {{"channel", chan}, {"error", r.error().describe()}});
   }
 
   void idle_sweep() {
@@ -313,14 +347,27 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
       chan = args[0].text;
     }
     ChannelKind kind = classify_channel(chan);
+    bool meta_selfdestruct = false;
+    std::optional<ChannelMeta> loaded;
     if (kind == ChannelKind::stored || kind == ChannelKind::other) {
-      ChannelMeta meta = meta_of(chan);
-      if (!may_access(meta, *user)) return error(user, seq, "ERESTRICTED", restricted_list(meta));
+      loaded = meta_of(chan);
+      if (!may_access(*loaded, *user)) return error(user, seq, "ERESTRICTED", restricted_list(*loaded));
+      meta_selfdestruct = loaded->selfdestruct && !loaded->deleted;
     }
-    std::lock_guard lock(mu);
+    std::unique_lock lock(mu);
     if (user->closed) return;
+    if (meta_selfdestruct && !channels.count(chan)) {
+      if (!selfdestruct_pending.erase(chan)) {
+        // Closed and not waiting for its delay: the server restarted meanwhile. It is
+        // removed now, as CryptPad does.
+        lock.unlock();
+        channels_store.mark_deleted_sync(chan, "SELFDESTRUCT");
+        return error(user, seq, "ESELFDESTRUCT", q(chan));
+      }
+    }
     auto& ch = channels[chan];
     ch.id = chan;
+    if (!ch.meta && loaded && !loaded->load_error) ch.meta = std::move(*loaded);  // cached while open
     const std::string hk_join = frame({"0", q(hk), "\"JOIN\"", q(chan)});
     const std::string own_join = frame({"0", q(user->id), "\"JOIN\"", q(chan)});
     const bool broadcast = kind == ChannelKind::broadcast;

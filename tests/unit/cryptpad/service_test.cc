@@ -86,14 +86,42 @@ struct CryptpadServiceTest : ::testing::Test {
     auto s = store::Store::open_sqlite({dir + "/db.sqlite", 2, 64, 1000}, log, metrics);
     ASSERT_TRUE(s) << s.error().describe();
     db = std::move(*s);
+    start_service();
+  }
+
+  // A fresh service on the same store (as after a restart); timers are collected, not run.
+  void start_service() {
+    service.reset();
+    router = net::Router();
+    timers.clear();
     CryptpadOptions o;
     o.history_keeper_id = hk;
     service = std::make_unique<CryptpadService>(
         o, *db, clock, log, metrics, [](std::function<void()> job) { job(); return true; },
-        [](std::chrono::milliseconds, std::function<void()>) {});
+        [this](std::chrono::milliseconds, std::function<void()> fn) { timers.push_back(std::move(fn)); });
     ASSERT_TRUE(service->migrate());
     service->install(router);
   }
+
+  void fire_timers() {
+    auto due = std::move(timers);
+    timers.clear();
+    for (auto& fn : due) fn();
+  }
+
+  std::string hk_frame(const Peer& p, const std::string& content) {
+    return R"([0,")" + hk + R"(","MSG",")" + p.id + R"(",)" + json_quote(content) + "]";
+  }
+
+  // JOIN + GET_HISTORY that creates the channel with `metadata`; waits for the end marker.
+  void create(Peer& p, const std::string& chan, const std::string& metadata) {
+    p.say(R"([1,"JOIN",")" + chan + R"("])");
+    std::string get = R"(["GET_HISTORY",")" + chan + R"(",{"txid":"t","metadata":)" + metadata + "}]";
+    p.say(R"([2,"MSG",")" + hk + R"(",)" + json_quote(get) + "]");
+    ASSERT_TRUE(p.conn->wait_for(hk_frame(p, R"({"state":1,"channel":")" + chan + R"(","txid":"t"})")));
+  }
+
+  std::vector<std::function<void()>> timers;
   void TearDown() override {
     service.reset();
     db->close();
@@ -183,6 +211,39 @@ TEST_F(CryptpadServiceTest, SignedChannelRefusesBadSignatures) {
   a.say(R"([4,"MSG",")" + chan + R"(",")" + bad + R"("])");
   ASSERT_TRUE(a.conn->wait_for(R"([4,"ERROR"])"));
   EXPECT_EQ(stored(chan), std::vector<std::string>{good});
+}
+
+TEST_F(CryptpadServiceTest, SelfdestructChannelIsRemovedAfterTheLastMemberLeft) {
+  const std::string chan(32, '5');
+  Peer a = connect();
+  create(a, chan, R"({"selfdestruct":true})");
+  a.say(R"([3,"LEAVE",")" + chan + R"(",""])");
+  ASSERT_EQ(timers.size(), 1u);
+  // Someone rejoins before the delay: the pending removal is cancelled...
+  Peer b = connect();
+  b.say(R"([1,"JOIN",")" + chan + R"("])");
+  EXPECT_TRUE(b.conn->wait_for(R"([1,"JACK",")" + chan + R"("])"));
+  b.say(R"([2,"LEAVE",")" + chan + R"(",""])");
+  ASSERT_EQ(timers.size(), 2u);
+  // ...and only the newest timer removes it.
+  fire_timers();
+  Peer c = connect();
+  c.say(R"([1,"JOIN",")" + chan + R"("])");
+  c.say(R"([2,"MSG",")" + hk + R"(",)" + json_quote(R"(["GET_HISTORY",")" + chan + R"(",{"txid":"u"}])") + "]");
+  EXPECT_TRUE(c.conn->wait_for(hk_frame(
+      c, R"({"error":"EDELETED","message":"SELFDESTRUCT","channel":")" + chan + R"(","txid":"u"})")));
+}
+
+TEST_F(CryptpadServiceTest, SelfdestructChannelReopenedAfterARestartIsRemoved) {
+  const std::string chan(32, '6');
+  {
+    Peer a = connect();
+    create(a, chan, R"({"selfdestruct":true})");
+  }
+  start_service();  // the member never left: the server went away
+  Peer b = connect();
+  b.say(R"([1,"JOIN",")" + chan + R"("])");
+  EXPECT_TRUE(b.conn->wait_for(R"([1,"ERROR","ESELFDESTRUCT",")" + chan + R"("])"));
 }
 
 TEST_F(CryptpadServiceTest, MalformedJsonClosesTheConnection) {
