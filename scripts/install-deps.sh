@@ -15,12 +15,29 @@ packages=(
   libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
 )
 
+# CryptPad's client libraries for the integration tests (tests/integration/cryptpad,
+# pinned by its package-lock.json). Node 20 and npm come from the machine image.
+install_node_test_packages() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/integration/cryptpad"
+  if [[ -d "$dir/node_modules/chainpad-netflux" ]]; then return 0; fi
+  if ! command -v npm >/dev/null; then
+    echo "install-deps: npm not found; the CryptPad client-library tests will be skipped" >&2
+    return 0
+  fi
+  echo "install-deps: npm ci in $dir" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+}
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ ${#missing[@]} -eq 0 ]]; then
+  install_node_test_packages
+  exit 0
+fi
 
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then
@@ -31,3 +48,4 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+install_node_test_packages

@@ -20,6 +20,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "cryptpad/cryptpad.h"
 #include "net/net.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
@@ -168,6 +169,33 @@ int run(const Config& config, bool print_banner) {
     respond(net::HttpResponse::text(200, "hearth 0.1.0\n"));
   });
 
+  // CryptPad: its websocket route must be on the Router before the server is created; the
+  // server it offloads to exists from the moment start() is called.
+  net::HttpServer* http_server = nullptr;
+  std::unique_ptr<cryptpad::CryptpadService> cryptpad_service;
+  if (config.cryptpad_enabled) {
+    cryptpad::CryptpadOptions cp;
+    cp.websocket_path = config.cryptpad_websocket_path;
+    cp.max_message_bytes = static_cast<std::size_t>(config.cryptpad_max_message_bytes);
+    cp.ping_after_seconds = config.cryptpad_ping_after_seconds;
+    cp.idle_timeout_seconds = config.cryptpad_idle_timeout_seconds;
+    cp.default_storage_limit = config.cryptpad_storage_limit_bytes;
+    cp.max_upload_bytes = config.cryptpad_max_upload_bytes;
+    cp.http_unsafe_origin = config.cryptpad_http_unsafe_origin;
+    cp.http_safe_origin = config.cryptpad_http_safe_origin;
+    cryptpad_service = std::make_unique<cryptpad::CryptpadService>(
+        cp, **store, clock, log, metrics,
+        [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },
+        [&http_server](std::chrono::milliseconds delay, std::function<void()> fn) {
+          if (http_server) http_server->run_after(delay, std::move(fn));
+        });
+    if (auto r = cryptpad_service->migrate(); !r) {
+      fmt::print(stderr, "hearthd: cannot prepare CryptPad storage: {}\n", r.error().describe());
+      return kExitStartup;
+    }
+    cryptpad_service->install(router);
+  }
+
   net::ServerOptions server_options;
   server_options.shards = config.shards;
   server_options.max_connections = config.max_connections;
@@ -226,7 +254,8 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
-  net::HttpServer* http_server = server->get();
+  http_server = server->get();
+  if (cryptpad_service) cryptpad_service->start();
   xmpp::XmppService xmpp_service(xmpp_options, **accounts, **store, clock, log, metrics,
                                  [http_server](std::function<void()> job) { return http_server->offload(std::move(job)); },
                                  [http_server](std::chrono::milliseconds delay, std::function<void()> fn) {
@@ -339,6 +368,10 @@ int run(const Config& config, bool print_banner) {
     for (const auto& e : xmpp_bound)
       out += fmt::format("  {:<6} {}:{}   ({})\n", e.tls ? "XMPPS" : "XMPP", url_host(e.address), e.port,
                          e.tls ? "client, direct TLS" : "client, STARTTLS");
+    if (cryptpad_service)
+      for (const auto& e : *bound)
+        out += fmt::format("  {:<6} {}://{}:{}{}   (CryptPad websocket)\n", "CPAD", e.tls ? "wss" : "ws", url_host(e.address),
+                           e.port, config.cryptpad_websocket_path);
     for (const auto& cert : generated) out += fmt::format("  self-signed certificate: {}\n", cert);
     out += fmt::format("  data directory: {}\n  admin socket:   {}\n", data_dir, socket_path);
     auto invite = (*accounts)->bootstrap_admin_invite(config.primary_domain().name);
@@ -411,6 +444,7 @@ int run(const Config& config, bool print_banner) {
   admin.stop();
   health.stop();
   server->reset();
+  cryptpad_service.reset();
   accounts->reset();
   (*store)->close();
   log.info("hearthd.stopped", {});

@@ -74,6 +74,16 @@ struct Config {
   int turn_tls_port = 0;
   std::string turn_secret;
   int turn_ttl_seconds = 86400;
+  // [cryptpad]
+  bool cryptpad_enabled = true;
+  std::string cryptpad_websocket_path = "/cryptpad_websocket";
+  std::int64_t cryptpad_max_message_bytes = 1 << 20;
+  int cryptpad_ping_after_seconds = 15;
+  int cryptpad_idle_timeout_seconds = 60;
+  std::int64_t cryptpad_storage_limit_bytes = 50 << 20;
+  std::int64_t cryptpad_max_upload_bytes = 20 << 20;
+  std::string cryptpad_http_unsafe_origin;
+  std::string cryptpad_http_safe_origin;
 
   // [limits]
   int max_connections = 10000;

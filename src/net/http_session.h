@@ -103,6 +103,7 @@ class WsHandle final : public WebSocketConnection, public std::enable_shared_fro
   }
   void close(int code, std::string reason) override { post_close(code, std::move(reason), false); }
   const std::string& remote_ip() const override { return ip_; }
+  std::size_t queued_bytes() const override { return queued_.load(); }
 
   void written(std::size_t n) { queued_.fetch_sub(n); }
   void mark_closed() { closed_.store(true); }

@@ -91,6 +91,10 @@ class WebSocketConnection {
   // Sends what is queued, then a close frame.
   virtual void close(int code = 1000, std::string reason = {}) = 0;
   virtual const std::string& remote_ip() const = 0;
+  // Bytes queued by send() and not yet written to the socket (thread-safe, a snapshot).
+  // Producers of long replies (CryptPad history) pause above a watermark instead of
+  // overflowing the budget.
+  virtual std::size_t queued_bytes() const { return 0; }
 };
 
 // Called on the connection's shard thread. on_close is called exactly once, when the
