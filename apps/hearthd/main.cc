@@ -17,6 +17,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "matrix/matrix.h"
 #include "net/net.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
@@ -148,8 +149,34 @@ int run(const Config& config, bool print_banner) {
     return {ops::HealthStatus::ok, "responding", "", {}};
   });
 
+  // The Matrix service needs the server's worker pool and timers, which exist only once
+  // the server is created (after the routes): its callbacks go through this pointer,
+  // set below before the server runs.
+  net::HttpServer* server_for_matrix = nullptr;
+  matrix::MatrixOptions matrix_options;
+  matrix_options.server_name = config.matrix_server_name.empty() ? config.primary_domain().name : config.matrix_server_name;
+  matrix_options.signing_key_path = data_dir + "/matrix/signing.key";
+  matrix_options.default_room_version = config.matrix_default_room_version;
+  matrix_options.max_body_bytes = config.http_max_body_bytes;
+  matrix_options.max_sync_timeout_ms = config.matrix_max_sync_timeout_seconds * 1000;
+  auto matrix_service = matrix::MatrixService::create(
+      matrix_options, **accounts, **store, clock, log, metrics,
+      [&server_for_matrix](std::function<void()> job) { return server_for_matrix && server_for_matrix->offload(std::move(job)); },
+      [&server_for_matrix](std::chrono::milliseconds delay, std::function<void()> fn) {
+        if (server_for_matrix) server_for_matrix->run_after(delay, std::move(fn));
+      });
+  if (!matrix_service) {
+    fmt::print(stderr, "hearthd: cannot prepare Matrix: {}\n", matrix_service.error().describe());
+    return kExitStartup;
+  }
+  if (auto r = (*matrix_service)->migrate(); !r) {
+    fmt::print(stderr, "hearthd: cannot prepare Matrix storage: {}\n", r.error().describe());
+    return kExitStartup;
+  }
+
   net::Router router;
   ops::install_health_routes(router, health, metrics);
+  (*matrix_service)->install_routes(router);
   ops::install_invite_routes(router, **accounts, log);
   router.add("GET", "/", [](net::HttpRequest&&, net::Respond respond) {
     respond(net::HttpResponse::text(200, "hearth 0.1.0\n"));
@@ -176,6 +203,7 @@ int run(const Config& config, bool print_banner) {
     if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
     if (config.https_port >= 0) specs.push_back({addr, config.https_port, true});
   }
+  server_for_matrix = server->get();
   auto bound = (*server)->listen(specs);
   if (!bound) {
     fmt::print(stderr, "hearthd: {}\n", bound.error().message);
@@ -230,6 +258,8 @@ int run(const Config& config, bool print_banner) {
     }
   }
 
+  (*matrix_service)->set_public_url(public_url);
+
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);
   ops::AdminCommands commands;
@@ -258,6 +288,8 @@ int run(const Config& config, bool print_banner) {
     for (const auto& e : xmpp_bound)
       out += fmt::format("  {:<6} {}:{}   ({})\n", e.tls ? "XMPPS" : "XMPP", url_host(e.address), e.port,
                          e.tls ? "client, direct TLS" : "client, STARTTLS");
+    out += fmt::format("  Matrix server name {} (signing key {})\n", matrix_options.server_name,
+                       (*matrix_service)->signing_key_id());
     for (const auto& cert : generated) out += fmt::format("  self-signed certificate: {}\n", cert);
     out += fmt::format("  data directory: {}\n  admin socket:   {}\n", data_dir, socket_path);
     auto invite = (*accounts)->bootstrap_admin_invite(config.primary_domain().name);
@@ -295,6 +327,7 @@ int run(const Config& config, bool print_banner) {
   admin.stop();
   health.stop();
   server->reset();
+  matrix_service->reset();
   accounts->reset();
   (*store)->close();
   log.info("hearthd.stopped", {});

@@ -136,6 +136,13 @@ const std::vector<Binding>& bindings() {
       {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
        bool_field(&Config::xmpp_strict_channel_binding)},
 
+      {"matrix.server_name", "\"\"", "Matrix server name: the part after `:` in `@user:server` and room ids; empty: the primary domain. Never change it once users exist.",
+       string_field(&Config::matrix_server_name)},
+      {"matrix.default_room_version", "\"11\"", "Room version of new rooms when the client names none: `10` or `11`.",
+       string_field(&Config::matrix_default_room_version, {"10", "11"})},
+      {"matrix.max_sync_timeout_seconds", "30", "Longest a `/sync` request waits for new events; longer client timeouts are shortened to this.",
+       integer_field(&Config::matrix_max_sync_timeout_seconds, 0, 300)},
+
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
        integer_field(&Config::max_connections, 1, 10'000'000)},
       {"limits.max_connections_per_ip", "100", "Connections open at once from one IP address.",

@@ -56,6 +56,11 @@ struct Config {
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;
 
+  // [matrix]
+  std::string matrix_server_name;  // empty: the primary domain
+  std::string matrix_default_room_version = "11";
+  int matrix_max_sync_timeout_seconds = 30;
+
   // [limits]
   int max_connections = 10000;
   int max_connections_per_ip = 100;

@@ -1,0 +1,200 @@
+// GET /sync: initial and incremental sync with long-polling (see matrix.h).
+#include <fmt/format.h>
+
+#include "core/json.h"
+#include "matrix/service_internal.h"
+
+namespace hearth::matrix {
+
+namespace {
+
+// The "room.timeline.limit" of a filter given inline (JSON) or by id; 0 if none.
+int timeline_limit_of(const JsonValue& filter) {
+  const JsonValue* room = filter.get("room");
+  const JsonValue* timeline = room ? room->get("timeline") : nullptr;
+  const JsonValue* limit = timeline ? timeline->get("limit") : nullptr;
+  return (limit && limit->is_int() && limit->as_int() > 0) ? static_cast<int>(std::min<std::int64_t>(limit->as_int(), 1000)) : 0;
+}
+
+std::string stripped(const StoredEvent& e) {
+  auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
+  if (!v) return "{}";
+  JsonValue out = JsonValue::object();
+  for (auto key : {"content", "sender", "state_key", "type"})
+    if (const JsonValue* m = v->get(key)) out.set(key, *m);
+  return canonical_json(out);
+}
+
+}  // namespace
+
+std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
+  SyncParams p;
+  p.limit = options.default_timeline_limit;
+  if (std::string since = ctx.query_param("since"); !since.empty()) {
+    std::int64_t n = 0;
+    bool okay = since.size() >= 2 && since[0] == 's';
+    for (std::size_t i = 1; okay && i < since.size(); ++i) {
+      okay = since[i] >= '0' && since[i] <= '9' && n < kMaxSafeInteger / 10;
+      n = n * 10 + (since[i] - '0');
+    }
+    if (!okay) return api_error(400, "M_INVALID_PARAM", "Invalid since token");
+    p.since = n;
+  }
+  if (std::string t = ctx.query_param("timeout"); !t.empty())
+    p.timeout_ms = std::clamp(std::atoi(t.c_str()), 0, options.max_sync_timeout_ms);
+  p.full_state = ctx.query_param("full_state") == "true";
+  if (std::string f = ctx.query_param("filter"); !f.empty()) {
+    if (f[0] == '{') {
+      auto filter = parse_json(f, {65536, 16});
+      if (!filter) return api_error(400, "M_BAD_JSON", "Invalid filter");
+      if (int l = timeline_limit_of(*filter)) p.limit = l;
+    } else {
+      auto json = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
+        auto row = tx.query_one("SELECT json FROM matrix_filters WHERE filter_id = ? AND user_id = ?",
+                                {std::atoll(f.c_str()), ctx.user_id});
+        if (!row) return tl::unexpected(row.error());
+        if (!*row) return std::optional<std::string>();
+        return std::optional<std::string>(std::string((*row)->text(0)));
+      });
+      if (!json) return api_error(500, "M_UNKNOWN", "Cannot read the filter");
+      if (!*json) return api_error(400, "M_INVALID_PARAM", "Unknown filter id");
+      if (auto filter = parse_json(**json); filter)
+        if (int l = timeline_limit_of(*filter)) p.limit = l;
+    }
+  }
+  p.limit = std::min(p.limit, options.max_timeline_limit);
+
+  bool empty = false;
+  std::int64_t seen = 0;
+  std::vector<std::string> keys;
+  auto result = run_sync(ctx.user_id, ctx.device_id, p, &empty, &seen, &keys);
+  if (!result || !empty || !p.since || p.timeout_ms == 0) return result;
+
+  // Nothing new: park until an event for one of our rooms (or our user) is committed.
+  auto w = std::make_shared<SyncHub::Waiter>();
+  w->id = hub.next_id();
+  w->user_id = ctx.user_id;
+  w->device_id = ctx.device_id;
+  w->params = p;
+  w->params.timeout_ms = 0;
+  w->respond = std::move(ctx.respond);
+  keys.push_back(ctx.user_id);
+  w->keys = std::move(keys);
+  if (!hub.park(w, seen)) {  // something arrived while we were reading
+    finish_waiter(w);
+    return std::nullopt;
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  std::uint64_t id = w->id;
+  run_after(std::chrono::milliseconds(p.timeout_ms), [weak, id] {
+    auto self = weak.lock();
+    if (!self) return;
+    auto waiter = self->hub.take(id);
+    if (!waiter) return;  // already woken
+    if (!self->offload([self, waiter] { self->finish_waiter(waiter); }))
+      waiter->respond(error_response({503, "M_UNKNOWN", "The server is busy; try again later"}));
+  });
+  return std::nullopt;
+}
+
+void MatrixService::Impl::finish_waiter(std::shared_ptr<SyncHub::Waiter> w) {
+  auto r = run_sync(w->user_id, w->device_id, w->params, nullptr, nullptr, nullptr);
+  if (r) {
+    w->respond(json_response(200, std::move(*r)));
+  } else {
+    w->respond(error_response(r.error()));
+  }
+}
+
+ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id, const std::string& device_id,
+                                                     const SyncParams& p, bool* empty_out, std::int64_t* seen_out,
+                                                     std::vector<std::string>* keys_out) {
+  std::int64_t now = clock.now_ms();
+  bool initial = !p.since || p.full_state;
+  std::int64_t since = p.since.value_or(0);
+  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+    auto max = rooms.max_stream(tx);
+    if (!max) return tl::unexpected(max.error());
+    auto memberships = rooms.memberships_of(tx, user_id);
+    if (!memberships) return tl::unexpected(memberships.error());
+    std::string join, invite, leave;
+    auto sep = [](std::string& s) {
+      if (!s.empty()) s += ',';
+    };
+    auto timeline_json = [&](const std::vector<StoredEvent>& events, bool limited, std::int64_t prev) {
+      std::string out = "{\"events\":[";
+      for (std::size_t i = 0; i < events.size(); ++i)
+        out += (i ? "," : "") + render_event(events[i], user_id, device_id, now);
+      out += fmt::format("],\"limited\":{},\"prev_batch\":\"s{}\"}}", limited ? "true" : "false", prev);
+      return out;
+    };
+    auto state_json = [&](const std::vector<StoredEvent>& events) {
+      std::string out = "{\"events\":[";
+      for (std::size_t i = 0; i < events.size(); ++i)
+        out += (i ? "," : "") + render_event(events[i], user_id, device_id, now);
+      return out + "]}";
+    };
+    for (const auto& m : *memberships) {
+      if (m.membership == "join") {
+        if (keys_out) keys_out->push_back(m.room_id);
+        bool fresh = initial || m.stream > since;
+        bool limited = false;
+        auto timeline = rooms.timeline(tx, m.room_id, fresh ? 0 : since, *max, p.limit, &limited);
+        if (!timeline) return tl::unexpected(timeline.error());
+        if (!fresh && timeline->empty()) continue;
+        std::int64_t first = timeline->empty() ? *max + 1 : timeline->front().stream;
+        std::vector<StoredEvent> state;
+        if (fresh || limited) {
+          auto s = rooms.current_state(tx, m.room_id, fresh ? -1 : since, first);
+          if (!s) return tl::unexpected(s.error());
+          state = std::move(*s);
+        }
+        sep(join);
+        join += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
+                ",\"state\":" + state_json(state) +
+                ",\"ephemeral\":{\"events\":[]},\"account_data\":{\"events\":[]},"
+                "\"unread_notifications\":{\"highlight_count\":0,\"notification_count\":0},\"summary\":{}}";
+      } else if (m.membership == "invite") {
+        if (!initial && m.stream <= since) continue;
+        std::string events;
+        for (auto type : {"m.room.create", "m.room.join_rules", "m.room.name", "m.room.canonical_alias",
+                          "m.room.avatar", "m.room.encryption", "m.room.topic"}) {
+          auto e = rooms.state_event(tx, m.room_id, type, "");
+          if (!e) return tl::unexpected(e.error());
+          if (*e) events += (events.empty() ? "" : ",") + stripped(**e);
+        }
+        auto mine = rooms.state_event(tx, m.room_id, "m.room.member", user_id);
+        if (!mine) return tl::unexpected(mine.error());
+        if (*mine) {
+          auto inviter = rooms.state_event(tx, m.room_id, "m.room.member", (*mine)->sender);
+          if (!inviter) return tl::unexpected(inviter.error());
+          if (*inviter && (*inviter)->sender != user_id) events += (events.empty() ? "" : ",") + stripped(**inviter);
+          events += (events.empty() ? "" : ",") + render_event(**mine, user_id, device_id, now);
+        }
+        sep(invite);
+        invite += json_quote(m.room_id) + ":{\"invite_state\":{\"events\":[" + events + "]}}";
+      } else if (m.membership == "leave" || m.membership == "ban") {
+        if (initial || m.stream <= since) continue;
+        bool limited = false;
+        auto timeline = rooms.timeline(tx, m.room_id, since, m.stream, p.limit, &limited);
+        if (!timeline) return tl::unexpected(timeline.error());
+        std::int64_t first = timeline->empty() ? m.stream : timeline->front().stream;
+        sep(leave);
+        leave += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
+                 ",\"state\":{\"events\":[]},\"account_data\":{\"events\":[]}}";
+      }
+    }
+    if (empty_out) *empty_out = join.empty() && invite.empty() && leave.empty();
+    if (seen_out) *seen_out = *max;
+    std::int64_t next = std::max(*max, since);
+    return fmt::format(
+        "{{\"next_batch\":\"s{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "\"presence\":{{\"events\":[]}},\"account_data\":{{\"events\":[]}},\"to_device\":{{\"events\":[]}},"
+        "\"device_lists\":{{\"changed\":[],\"left\":[]}},\"device_one_time_keys_count\":{{}}}}",
+        next, join, invite, leave);
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  return *r;
+}
+
+}  // namespace hearth::matrix
