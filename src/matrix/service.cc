@@ -151,6 +151,11 @@ std::vector<std::shared_ptr<SyncHub::Waiter>> SyncHub::wake(std::int64_t stream,
   return out;
 }
 
+std::size_t SyncHub::size() {
+  std::lock_guard lock(mu_);
+  return waiters_.size();
+}
+
 void SyncHub::set_latest(std::int64_t stream) {
   std::lock_guard lock(mu_);
   latest_ = std::max(latest_, stream);
@@ -179,7 +184,14 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
   if (!key) return tl::unexpected(key.error());
   auto impl = std::make_unique<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload),
                                      std::move(run_after), std::move(*key));
-  return std::unique_ptr<MatrixService>(new MatrixService(std::move(impl)));
+  std::unique_ptr<MatrixService> service(new MatrixService(std::move(impl)));
+  std::weak_ptr<Impl> weak = service->impl_;
+  metrics.callback_gauge("hearth_matrix_sync_waiting", "Matrix /sync requests parked until an event arrives",
+                         [weak] {
+                           auto self = weak.lock();
+                           return self ? static_cast<double>(self->hub.size()) : 0.0;
+                         });
+  return service;
 }
 
 Result<void> MatrixService::migrate() {

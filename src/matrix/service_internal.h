@@ -73,6 +73,7 @@ class SyncHub {
   // Records `stream` as the newest and removes the waiters of `keys`.
   std::vector<std::shared_ptr<Waiter>> wake(std::int64_t stream, const std::vector<std::string>& keys);
   void set_latest(std::int64_t stream);
+  std::size_t size();
   std::uint64_t next_id() { return ++next_id_; }
 
  private:
