@@ -319,6 +319,7 @@ int run(const Config& config, bool print_banner) {
     sigwait(&set, &sig);
     if (sig != SIGUSR2) log.info("hearthd.draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
     (*server)->stop();
+    (*matrix_service)->release_waiters();
   });
   log.info("hearthd.ready", {{"public_url", public_url}});
   (*server)->run();

@@ -13,11 +13,10 @@
 // wakes the waiters of that room (and of a member event's target), whose sync then runs
 // again on the worker pool. A timer (RunAfter) answers waiters whose timeout passed.
 //
-// Lifecycle: construct after accounts/ and the store are open, migrate(), install_routes()
+// Lifecycle: create() after accounts/ and the store are open, migrate(), install_routes()
 // before the Router is handed to the HttpServer, set_public_url() once the listeners are
-// bound; destroy after the server stopped (pending waiters are then answered 503-free:
-// their Respond objects are dropped, which net answers with 500, as for any request cut
-// by a stop).
+// bound; on stop, release_waiters() right after HttpServer::stop() so parked syncs are
+// answered within the drain; destroy after the server stopped.
 #pragma once
 
 #include <chrono>
@@ -76,6 +75,10 @@ class MatrixService {
   void install_routes(net::Router& router);
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.
   void set_public_url(std::string url);
+  // Answers every parked /sync now (with what it would get at its timeout), so that a
+  // server stop need not wait for long-polls to time out. Blocking (storage reads): call
+  // it from a thread that is not a shard, e.g. right after HttpServer::stop().
+  void release_waiters();
   // "ed25519:a_1b2c" and its public key (unpadded base64), for the banner and tests.
   std::string signing_key_id() const;
   std::string signing_public_key() const;

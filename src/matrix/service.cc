@@ -151,6 +151,15 @@ std::vector<std::shared_ptr<SyncHub::Waiter>> SyncHub::wake(std::int64_t stream,
   return out;
 }
 
+std::vector<std::shared_ptr<SyncHub::Waiter>> SyncHub::take_all() {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Waiter>> out;
+  for (auto& [id, w] : waiters_) out.push_back(std::move(w));
+  waiters_.clear();
+  by_key_.clear();
+  return out;
+}
+
 std::size_t SyncHub::size() {
   std::lock_guard lock(mu_);
   return waiters_.size();
@@ -205,6 +214,10 @@ Result<void> MatrixService::migrate() {
 void MatrixService::set_public_url(std::string url) {
   std::lock_guard lock(impl_->mu);
   impl_->public_url = std::move(url);
+}
+
+void MatrixService::release_waiters() {
+  for (auto& w : impl_->hub.take_all()) impl_->finish_waiter(w);
 }
 
 std::string MatrixService::signing_key_id() const { return impl_->key.key_id(); }

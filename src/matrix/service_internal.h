@@ -74,6 +74,8 @@ class SyncHub {
   std::vector<std::shared_ptr<Waiter>> wake(std::int64_t stream, const std::vector<std::string>& keys);
   void set_latest(std::int64_t stream);
   std::size_t size();
+  // Removes and returns every waiter (server stop).
+  std::vector<std::shared_ptr<Waiter>> take_all();
   std::uint64_t next_id() { return ++next_id_; }
 
  private:

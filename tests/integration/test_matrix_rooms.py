@@ -1,0 +1,153 @@
+"""Matrix rooms over plain HTTP (what every client library sends): public rooms joined by
+alias, invite/kick/ban/unban with their power-level checks, state events, the members
+endpoints, /sync's leave and invite sections, /messages in both directions, and a parked
+/sync answered at once when hearthd stops."""
+import json
+import re
+import threading
+import time
+import unittest
+
+from harness import Hearth
+
+
+class Rooms(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.h = Hearth().start()
+        cls.tokens = {}
+        for name in ("ann", "ben", "cat"):
+            r = cls.h.ctl("invite", "create")
+            assert r.returncode == 0, r.stderr
+            invite = re.search(r"token: (\S+)", r.stdout).group(1)
+            status, body = cls.api("POST", "/register", {
+                "username": name, "password": "pw " + name,
+                "auth": {"type": "m.login.registration_token", "token": invite}})
+            assert status == 200, body
+            cls.tokens[name] = body["access_token"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.h.stop()
+        cls.h.cleanup()
+
+    @classmethod
+    def api(cls, method, path, body=None, who=None, timeout=None):
+        headers = {"Content-Type": "application/json"}
+        if who:
+            headers["Authorization"] = f"Bearer {cls.tokens[who]}"
+        data = None if body is None else json.dumps(body)
+        status, _, raw = cls.h.request(method, "/_matrix/client/v3" + path, body=data, headers=headers)
+        return status, json.loads(raw) if raw else None
+
+    def ok(self, method, path, body=None, who=None):
+        status, reply = self.api(method, path, body, who)
+        self.assertEqual(status, 200, reply)
+        return reply
+
+    def forbidden(self, method, path, body=None, who=None):
+        status, reply = self.api(method, path, body, who)
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"), reply)
+
+    def sync(self, who, since=None, timeout=0):
+        q = f"?timeout={timeout}" + (f"&since={since}" if since else "")
+        return self.ok("GET", "/sync" + q, who=who)
+
+    def test_public_room_by_alias_and_moderation(self):
+        room = self.ok("POST", "/createRoom", {"preset": "public_chat", "room_alias_name": "lobby",
+                                               "name": "Lobby"}, who="ann")["room_id"]
+        self.assertEqual(self.ok("GET", "/directory/room/%23lobby:localhost", who="ben")["room_id"], room)
+        status, body = self.api("POST", "/createRoom", {"room_alias_name": "lobby"}, who="ben")
+        self.assertEqual((status, body["errcode"]), (400, "M_ROOM_IN_USE"))
+        self.assertEqual(self.ok("POST", "/join/%23lobby:localhost", {}, who="ben")["room_id"], room)
+        self.ok("POST", f"/rooms/{room}/join", {}, who="cat")
+        joined = self.ok("GET", f"/rooms/{room}/joined_members", who="ben")["joined"]
+        self.assertEqual(sorted(joined), ["@ann:localhost", "@ben:localhost", "@cat:localhost"])
+        self.assertEqual(joined["@ben:localhost"]["display_name"], "ben")
+
+        # Power levels: ben (0) may talk but not rename, kick or ban; ann (100) may.
+        self.ok("PUT", f"/rooms/{room}/send/m.room.message/1", {"msgtype": "m.text", "body": "hi"}, who="ben")
+        self.forbidden("PUT", f"/rooms/{room}/state/m.room.name/", {"name": "mine"}, who="ben")
+        self.forbidden("POST", f"/rooms/{room}/kick", {"user_id": "@cat:localhost"}, who="ben")
+        self.forbidden("POST", f"/rooms/{room}/ban", {"user_id": "@cat:localhost"}, who="ben")
+        self.ok("PUT", f"/rooms/{room}/state/m.room.name/", {"name": "Big lobby"}, who="ann")
+        self.assertEqual(self.ok("GET", f"/rooms/{room}/state/m.room.name/", who="cat"), {"name": "Big lobby"})
+
+        before = self.sync("cat")["next_batch"]
+        self.ok("POST", f"/rooms/{room}/ban", {"user_id": "@cat:localhost", "reason": "spam"}, who="ann")
+        self.forbidden("POST", f"/rooms/{room}/join", {}, who="cat")
+        self.forbidden("PUT", f"/rooms/{room}/send/m.room.message/2", {"body": "let me in"}, who="cat")
+        # The ban shows in cat's sync as a left room, ending with the ban event.
+        left = self.sync("cat", since=before)["rooms"]["leave"][room]["timeline"]["events"]
+        self.assertEqual((left[-1]["type"], left[-1]["content"]["membership"]), ("m.room.member", "ban"))
+        self.ok("POST", f"/rooms/{room}/unban", {"user_id": "@cat:localhost"}, who="ann")
+        self.ok("POST", f"/rooms/{room}/join", {}, who="cat")
+        self.ok("POST", f"/rooms/{room}/kick", {"user_id": "@cat:localhost"}, who="ann")
+        members = self.ok("GET", f"/rooms/{room}/members?membership=leave", who="ann")["chunk"]
+        self.assertEqual([m["state_key"] for m in members], ["@cat:localhost"])
+        # Kicked: cat can read history up to the kick, not what follows.
+        self.ok("PUT", f"/rooms/{room}/send/m.room.message/3", {"msgtype": "m.text", "body": "after kick"}, who="ann")
+        bodies = [e["content"].get("body") for e in
+                  self.ok("GET", f"/rooms/{room}/messages?dir=b&limit=50", who="cat")["chunk"]]
+        self.assertIn("hi", bodies)
+        self.assertNotIn("after kick", bodies)
+
+    def test_invite_only_room_and_leaving(self):
+        room = self.ok("POST", "/createRoom", {"preset": "private_chat"}, who="ann")["room_id"]
+        self.forbidden("POST", f"/rooms/{room}/join", {}, who="ben")
+        self.forbidden("GET", f"/rooms/{room}/state", who="ben")
+        before = self.sync("ben")["next_batch"]
+        self.ok("POST", f"/rooms/{room}/invite", {"user_id": "@ben:localhost"}, who="ann")
+        invited = self.sync("ben", since=before)["rooms"]["invite"][room]["invite_state"]["events"]
+        self.assertIn(("m.room.member", "@ben:localhost", "invite"),
+                      [(e["type"], e.get("state_key"), e["content"].get("membership")) for e in invited])
+        self.assertIn("m.room.create", [e["type"] for e in invited])
+        status, body = self.api("POST", f"/rooms/{room}/invite", {"user_id": "@nobody:localhost"}, who="ann")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+        self.ok("POST", f"/rooms/{room}/join", {}, who="ben")
+        self.assertIn(room, self.ok("GET", "/joined_rooms", who="ben")["joined_rooms"])
+        state_types = {e["type"] for e in self.ok("GET", f"/rooms/{room}/state", who="ben")}
+        self.assertTrue({"m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.member"} <= state_types)
+        self.ok("POST", f"/rooms/{room}/leave", {}, who="ben")
+        self.assertNotIn(room, self.ok("GET", "/joined_rooms", who="ben")["joined_rooms"])
+        self.forbidden("POST", f"/rooms/{room}/leave", {}, who="ben")
+
+    def test_messages_in_both_directions(self):
+        room = self.ok("POST", "/createRoom", {}, who="ann")["room_id"]
+        ids = [self.ok("PUT", f"/rooms/{room}/send/m.room.message/m{i}", {"msgtype": "m.text", "body": str(i)},
+                       who="ann")["event_id"] for i in range(7)]
+        page = self.ok("GET", f"/rooms/{room}/messages?dir=b&limit=3", who="ann")
+        self.assertEqual([e["event_id"] for e in page["chunk"]], ids[6:3:-1])
+        page2 = self.ok("GET", f"/rooms/{room}/messages?dir=b&limit=3&from={page['end']}", who="ann")
+        self.assertEqual([e["event_id"] for e in page2["chunk"]], ids[3:0:-1])
+        fwd = self.ok("GET", f"/rooms/{room}/messages?dir=f&limit=10&from={page2['end']}", who="ann")
+        self.assertEqual([e["event_id"] for e in fwd["chunk"]][:6], ids[1:7])
+        event = self.ok("GET", f"/rooms/{room}/event/{ids[0]}", who="ann")
+        self.assertEqual((event["content"]["body"], event["unsigned"]["transaction_id"]), ("0", "m0"))
+        status, body = self.api("GET", f"/rooms/{room}/messages?dir=x", who="ann")
+        self.assertEqual((status, body["errcode"]), (400, "M_INVALID_PARAM"))
+
+    def test_zz_stop_answers_a_parked_sync(self):
+        since = self.sync("ann")["next_batch"]
+        result = {}
+
+        def long_poll():
+            result["reply"] = self.api("GET", f"/sync?timeout=30000&since={since}", who="ann")
+
+        t = threading.Thread(target=long_poll)
+        t.start()
+        deadline = time.monotonic() + 20
+        while not re.search(r"^hearth_matrix_sync_waiting 1", self.h.request("GET", "/metrics")[2].decode(), re.M):
+            self.assertLess(time.monotonic(), deadline, "the sync never parked")
+            time.sleep(0.02)
+        started = time.monotonic()
+        self.h.stop()
+        t.join(10)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(result["reply"][0], 200, result)
+        self.assertLess(time.monotonic() - started, 4)  # well inside drain_seconds (5)
+        self.h.start()
+
+
+if __name__ == "__main__":
+    unittest.main()
