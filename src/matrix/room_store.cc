@@ -55,6 +55,23 @@ CREATE TABLE matrix_filters(
   user_id TEXT NOT NULL,
   json TEXT NOT NULL);
 )sql"},
+      {2, "profiles and account data", R"sql(
+CREATE TABLE matrix_profiles(
+  user_id TEXT PRIMARY KEY,
+  displayname TEXT,
+  avatar_url TEXT);
+CREATE TABLE matrix_account_data(
+  user_id TEXT NOT NULL,
+  room_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  content TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  PRIMARY KEY(user_id, room_id, type)) WITHOUT ROWID;
+CREATE INDEX matrix_account_data_position ON matrix_account_data(user_id, position);
+CREATE TABLE matrix_positions(
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL);
+)sql"},
   };
   return list;
 }
@@ -68,7 +85,9 @@ std::string render_event(const StoredEvent& e, std::string_view user_id, std::st
   if (!e.unsigned_extra.empty()) out += "," + e.unsigned_extra;
   if (!e.txn_id.empty() && e.sender == user_id && e.txn_device == device_id) {
     out += ",\"transaction_id\":";
-    json_escape_to(out, e.txn_id);
+    std::string_view txn = e.txn_id;
+    if (e.type == "m.room.redaction" && txn.substr(0, 7) == "redact:") txn.remove_prefix(7);  // own namespace
+    json_escape_to(out, txn);
   }
   out += "}}";
   return out;
@@ -270,6 +289,35 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
                       {event_id, room.depth, room.room_id});
   if (!head) return tl::unexpected(head.error());
   return AppendedEvent{event_id, stream};
+}
+
+Result<JsonValue> RoomStore::pdu(store::Transaction& tx, std::string_view event_id) const {
+  auto row = tx.query_one("SELECT pdu FROM matrix_events WHERE event_id = ?", {event_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return fail(Errc::not_found, "unknown event");
+  auto v = parse_json((*row)->text(0), {std::size_t{1} << 24, 128});
+  if (!v) return fail(Errc::corrupt, "stored event is not JSON");
+  return std::move(*v);
+}
+
+Result<void> RoomStore::apply_redaction(store::Transaction& tx, const RoomAppender& room, std::string_view target,
+                                        std::string_view redaction_event_id) const {
+  auto original = pdu(tx, target);
+  if (!original) return tl::unexpected(original.error());
+  auto because = event(tx, redaction_event_id);
+  if (!because) return tl::unexpected(because.error());
+  auto row = event(tx, target);
+  if (!row) return tl::unexpected(row.error());
+  if (!*because || !*row) return fail(Errc::not_found, "unknown event");
+  JsonValue redacted = redact_event(*original, room.version);
+  auto client = parse_json((*row)->client_json, {std::size_t{1} << 24, 128});
+  if (!client) return fail(Errc::corrupt, "stored event is not JSON");
+  client->set("content", *redacted.get("content"));
+  std::string extra = "\"redacted_because\":" + render_event(**because, "", "", (*because)->ts);
+  auto r = tx.exec("UPDATE matrix_events SET pdu = ?, client = ?, unsigned_extra = ? WHERE event_id = ?",
+                   {canonical_json(redacted), canonical_json(*client), extra, target});
+  if (!r) return tl::unexpected(r.error());
+  return ok();
 }
 
 Result<std::optional<std::string>> RoomStore::find_txn(store::Transaction& tx, std::string_view sender,

@@ -89,6 +89,14 @@ class RoomStore {
   // memberships and the room head. permission_denied when the auth rules refuse it.
   Result<AppendedEvent> append(store::Transaction& tx, RoomAppender& room, NewEvent ev, std::int64_t now_ms) const;
 
+  // Applies a committed redaction to the stored target: its PDU and client content are
+  // replaced by the room version's redacted form (hashes and signatures stay valid) and
+  // unsigned.redacted_because names the redaction event. not_found if unknown.
+  Result<void> apply_redaction(store::Transaction& tx, const RoomAppender& room, std::string_view target_event_id,
+                               std::string_view redaction_event_id) const;
+  // The PDU of a stored event, parsed; not_found if unknown.
+  Result<JsonValue> pdu(store::Transaction& tx, std::string_view event_id) const;
+
   // The event id earlier stored for (sender, device, txn), if any.
   Result<std::optional<std::string>> find_txn(store::Transaction& tx, std::string_view sender, std::string_view device,
                                               std::string_view txn_id) const;

@@ -27,7 +27,10 @@ JsonValue content_of(const StoredEvent& e) {
 ApiResult<std::int64_t> parse_token(std::string_view t) {
   if (t.size() < 2 || t[0] != 's') return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
   std::int64_t n = 0;
-  for (char c : t.substr(1)) {
+  t.remove_prefix(1);
+  if (auto underscore = t.find('_'); underscore != std::string_view::npos) t = t.substr(0, underscore);  // sync's "sN_M"
+  if (t.empty()) return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
+  for (char c : t) {
     if (c < '0' || c > '9' || n > kMaxSafeInteger / 10) return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
     n = n * 10 + (c - '0');
   }
@@ -132,11 +135,9 @@ ApiResult<std::string> MatrixService::Impl::create_room(Ctx& ctx) {
     if (version == RoomVersion::v10) create.set("creator", JsonValue::string(me));
     else create.erase("creator");
     if (auto r = add("m.room.create", "", std::move(create)); !r) return tl::unexpected(r.error());
-    if (auto r = add("m.room.member", me,
-                     content_with({{"membership", JsonValue::string("join")},
-                                   {"displayname", JsonValue::string(ctx.localpart)}}));
-        !r)
-      return tl::unexpected(r.error());
+    auto join = member_content(tx, me, "join");
+    if (!join) return tl::unexpected(join.error());
+    if (auto r = add("m.room.member", me, std::move(*join)); !r) return tl::unexpected(r.error());
     JsonValue pl = default_power_levels(me);
     if (preset == "trusted_private_chat")
       for (const auto& u : invites) pl.get("users")->set(u, JsonValue::integer(100));
@@ -245,11 +246,11 @@ ApiResult<std::string> MatrixService::Impl::join(Ctx& ctx, const std::string& ro
   if (server_of(room_id) != options.server_name) return api_error(403, "M_FORBIDDEN", "Federation is not supported yet");
   auto body = ctx.body(options.max_body_bytes);
   if (!body) return tl::unexpected(body.error());
-  JsonValue content = content_with({{"membership", JsonValue::string("join")},
-                                    {"displayname", JsonValue::string(ctx.localpart)}});
+  auto content = store.read_sync([&](store::Transaction& tx) { return member_content(tx, ctx.user_id, "join"); });
+  if (!content) return tl::unexpected(to_api_error(content.error()));
   if (std::string_view reason = body->string_at("reason"); !reason.empty())
-    content.set("reason", JsonValue::string(std::string(reason)));
-  auto r = append_one(room_id, NewEvent{"m.room.member", ctx.user_id, ctx.user_id, std::move(content), {}, {}, {}});
+    content->set("reason", JsonValue::string(std::string(reason)));
+  auto r = append_one(room_id, NewEvent{"m.room.member", ctx.user_id, ctx.user_id, std::move(*content), {}, {}, {}});
   if (!r) return tl::unexpected(r.error());
   JsonWriter w;
   w.begin_object().key("room_id").value(room_id).end_object();
@@ -292,6 +293,45 @@ ApiResult<std::string> MatrixService::Impl::send_event(Ctx& ctx) {
   auto r = append_one(ctx.params[0],
                       NewEvent{ctx.params[1], std::nullopt, ctx.user_id, std::move(*body), ctx.device_id, ctx.params[2], {}});
   if (!r) return tl::unexpected(r.error());
+  return event_id_reply(r->event_id);
+}
+
+ApiResult<std::string> MatrixService::Impl::redact(Ctx& ctx) {
+  auto body = ctx.body(options.max_event_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const std::string room_id = ctx.params[0], target = ctx.params[1];
+  JsonValue content = JsonValue::object();
+  if (std::string_view reason = body->string_at("reason"); !reason.empty())
+    content.set("reason", JsonValue::string(std::string(reason)));
+  auto r = store.write_sync([&](store::Transaction& tx) -> Result<AppendedEvent> {
+    auto prior = rooms.find_txn(tx, ctx.user_id, ctx.device_id, "redact:" + ctx.params[2]);
+    if (!prior) return tl::unexpected(prior.error());
+    if (*prior) return AppendedEvent{**prior, 0};
+    auto room = rooms.load_room(tx, room_id);
+    if (!room) return tl::unexpected(room.error());
+    auto original = rooms.event(tx, target);
+    if (!original) return tl::unexpected(original.error());
+    if (!*original || (*original)->room_id != room_id) return fail(Errc::not_found, "Event not found");
+    // Room versions 3+: the auth rules accept the redaction event by power level; it is
+    // applied only when the redactor has the redact level or sent the original.
+    PowerLevels pl = power_levels_from([&](std::string_view t, std::string_view k) { return room->lookup(t, k); },
+                                       room->version);
+    if ((*original)->sender != ctx.user_id && pl.user_level(ctx.user_id) < pl.named("redact"))
+      return fail(Errc::permission_denied, "Not allowed to redact other people's events");
+    JsonValue c = content;
+    if (room->version == RoomVersion::v11) c.set("redacts", JsonValue::string(target));
+    auto appended = rooms.append(tx, *room, NewEvent{"m.room.redaction", std::nullopt, ctx.user_id, std::move(c),
+                                                     ctx.device_id, "redact:" + ctx.params[2], target},
+                                 clock.now_ms());
+    if (!appended) return tl::unexpected(appended.error());
+    if (auto a = rooms.apply_redaction(tx, *room, target, appended->event_id); !a) return tl::unexpected(a.error());
+    return appended;
+  });
+  if (!r) {
+    if (r.error().code == Errc::not_found) return api_error(404, "M_NOT_FOUND", r.error().message);
+    return tl::unexpected(store_error(r.error()));
+  }
+  if (r->stream > 0) notify(r->stream, {room_id});
   return event_id_reply(r->event_id);
 }
 

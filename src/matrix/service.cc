@@ -101,9 +101,14 @@ ApiResult<JsonValue> Ctx::body(std::int64_t max_bytes) const {
 
 // ---- waiters
 
-bool SyncHub::park(std::shared_ptr<Waiter> w, std::int64_t seen) {
+std::uint64_t SyncHub::generation() {
   std::lock_guard lock(mu_);
-  if (latest_ > seen) return false;
+  return generation_;
+}
+
+bool SyncHub::park(std::shared_ptr<Waiter> w, std::uint64_t seen) {
+  std::lock_guard lock(mu_);
+  if (generation_ != seen) return false;
   for (const auto& k : w->keys) by_key_.emplace(k, w->id);
   waiters_[w->id] = std::move(w);
   return true;
@@ -132,9 +137,9 @@ std::shared_ptr<SyncHub::Waiter> SyncHub::take(std::uint64_t id) {
   return w;
 }
 
-std::vector<std::shared_ptr<SyncHub::Waiter>> SyncHub::wake(std::int64_t stream, const std::vector<std::string>& keys) {
+std::vector<std::shared_ptr<SyncHub::Waiter>> SyncHub::wake(const std::vector<std::string>& keys) {
   std::lock_guard lock(mu_);
-  latest_ = std::max(latest_, stream);
+  ++generation_;
   std::vector<std::uint64_t> ids;
   for (const auto& k : keys) {
     auto [b, e] = by_key_.equal_range(k);
@@ -165,13 +170,9 @@ std::size_t SyncHub::size() {
   return waiters_.size();
 }
 
-void SyncHub::set_latest(std::int64_t stream) {
-  std::lock_guard lock(mu_);
-  latest_ = std::max(latest_, stream);
-}
-
 void MatrixService::Impl::notify(std::int64_t stream, std::vector<std::string> keys) {
-  for (auto& w : hub.wake(stream, keys)) {
+  (void)stream;
+  for (auto& w : hub.wake(keys)) {
     auto self = shared_from_this();
     if (!offload([self, w] { self->finish_waiter(w); }))
       w->respond(error_response({503, "M_UNKNOWN", "The server is busy; try again later"}));
@@ -204,11 +205,7 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
 }
 
 Result<void> MatrixService::migrate() {
-  if (auto r = impl_->store.migrate("matrix", matrix_migrations()); !r) return r;
-  auto latest = impl_->store.read_sync([this](store::Transaction& tx) { return impl_->rooms.max_stream(tx); });
-  if (!latest) return tl::unexpected(latest.error());
-  impl_->hub.set_latest(*latest);
-  return ok();
+  return impl_->store.migrate("matrix", matrix_migrations());
 }
 
 void MatrixService::set_public_url(std::string url) {
@@ -295,6 +292,7 @@ const std::vector<Route>& routes() {
       {"POST", "rooms/{}/forget", true,
        [](I&, Ctx&) -> std::optional<ApiResult<std::string>> { return std::string("{}"); }},
       {"PUT", "rooms/{}/send/{}/{}", true, plain(&I::send_event)},
+      {"PUT", "rooms/{}/redact/{}/{}", true, plain(&I::redact)},
       {"PUT", "rooms/{}/state/{}", true, plain(&I::put_state)},
       {"PUT", "rooms/{}/state/{}/{}", true, plain(&I::put_state)},
       {"GET", "rooms/{}/state", true, plain(&I::get_state)},
@@ -307,6 +305,17 @@ const std::vector<Route>& routes() {
       {"GET", "joined_rooms", true, plain(&I::joined_rooms)},
       {"GET", "directory/room/{}", true, plain(&I::alias_get)},
       {"PUT", "directory/room/{}", true, plain(&I::alias_put)},
+      {"GET", "profile/{}", false, plain(&I::profile_get)},
+      {"GET", "profile/{}/displayname", false, plain(&I::profile_field_get)},
+      {"GET", "profile/{}/avatar_url", false, plain(&I::profile_field_get)},
+      {"PUT", "profile/{}/displayname", true, plain(&I::profile_field_put)},
+      {"PUT", "profile/{}/avatar_url", true, plain(&I::profile_field_put)},
+      {"GET", "user/{}/account_data/{}", true, plain(&I::account_data_get)},
+      {"PUT", "user/{}/account_data/{}", true, plain(&I::account_data_put)},
+      {"GET", "user/{}/rooms/{}/account_data/{}", true, plain(&I::account_data_get)},
+      {"PUT", "user/{}/rooms/{}/account_data/{}", true, plain(&I::account_data_put)},
+      {"GET", "devices", true, plain(&I::devices)},
+      {"GET", "devices/{}", true, plain(&I::device)},
       {"GET", "sync", true, [](I& impl, Ctx& ctx) { return impl.sync(ctx); }},
   };
   return table;

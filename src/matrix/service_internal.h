@@ -51,7 +51,8 @@ struct Ctx {
 };
 
 struct SyncParams {
-  std::optional<std::int64_t> since;
+  std::optional<std::int64_t> since;  // events stream position ("s<N>_<M>": N)
+  std::int64_t since_account_data = 0;  // account data position (M)
   int timeout_ms = 0;
   int limit = 10;
   bool full_state = false;
@@ -67,12 +68,13 @@ class SyncHub {
     net::Respond respond;
     std::vector<std::string> keys;  // rooms it is in, and its own user id
   };
-  // Parks the waiter unless an event newer than `seen` already arrived (then false).
-  bool park(std::shared_ptr<Waiter> w, std::int64_t seen);
+  // A counter bumped by every wake(); read it before a sync takes its snapshot.
+  std::uint64_t generation();
+  // Parks the waiter unless something was committed since `seen` (then false).
+  bool park(std::shared_ptr<Waiter> w, std::uint64_t seen);
   std::shared_ptr<Waiter> take(std::uint64_t id);
-  // Records `stream` as the newest and removes the waiters of `keys`.
-  std::vector<std::shared_ptr<Waiter>> wake(std::int64_t stream, const std::vector<std::string>& keys);
-  void set_latest(std::int64_t stream);
+  // Bumps the generation and removes the waiters of `keys`.
+  std::vector<std::shared_ptr<Waiter>> wake(const std::vector<std::string>& keys);
   std::size_t size();
   // Removes and returns every waiter (server stop).
   std::vector<std::shared_ptr<Waiter>> take_all();
@@ -80,7 +82,7 @@ class SyncHub {
 
  private:
   std::mutex mu_;
-  std::int64_t latest_ = 0;
+  std::uint64_t generation_ = 0;
   std::atomic<std::uint64_t> next_id_{0};
   std::unordered_map<std::uint64_t, std::shared_ptr<Waiter>> waiters_;
   std::unordered_multimap<std::string, std::uint64_t> by_key_;
@@ -115,7 +117,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   void dispatch(net::HttpRequest&& req, net::Respond respond);
   std::string user_id(std::string_view localpart) const { return "@" + std::string(localpart) + ":" + options.server_name; }
 
-  // After a committed append: wake the syncs that care.
+  // After a commit: wake the syncs that care (keys: room ids, user ids).
   void notify(std::int64_t stream, std::vector<std::string> keys);
 
   // Account endpoints (account_api.cc).
@@ -140,6 +142,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> membership_change(Ctx&, const std::string& room_id, std::string membership, bool target_in_body);
   ApiResult<std::string> send_event(Ctx&);
   ApiResult<std::string> put_state(Ctx&);
+  ApiResult<std::string> redact(Ctx&);
   ApiResult<std::string> get_state(Ctx&);
   ApiResult<std::string> get_state_event(Ctx&);
   ApiResult<std::string> messages(Ctx&);
@@ -158,7 +161,18 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Sync (sync_api.cc). Returns nullopt when the request was parked.
   std::optional<ApiResult<std::string>> sync(Ctx&);
   ApiResult<std::string> run_sync(const std::string& user_id, const std::string& device_id, const SyncParams& p,
-                                  bool* empty, std::int64_t* seen, std::vector<std::string>* keys);
+                                  bool* empty, std::vector<std::string>* keys);
+
+  // Profiles, account data, devices (profile_api.cc).
+  ApiResult<std::string> profile_get(Ctx&);
+  ApiResult<std::string> profile_field_get(Ctx&);
+  ApiResult<std::string> profile_field_put(Ctx&);
+  ApiResult<std::string> account_data_get(Ctx&);
+  ApiResult<std::string> account_data_put(Ctx&);
+  ApiResult<std::string> devices(Ctx&);
+  ApiResult<std::string> device(Ctx&);
+  // The member event content for joining/updating: membership plus profile fields.
+  Result<JsonValue> member_content(store::Transaction& tx, const std::string& user_id, std::string_view membership);
   void finish_waiter(std::shared_ptr<SyncHub::Waiter> w);
 };
 

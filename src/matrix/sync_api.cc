@@ -1,4 +1,6 @@
 // GET /sync: initial and incremental sync with long-polling (see matrix.h).
+#include <map>
+
 #include <fmt/format.h>
 
 #include "core/json.h"
@@ -31,14 +33,21 @@ std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
   SyncParams p;
   p.limit = options.default_timeline_limit;
   if (std::string since = ctx.query_param("since"); !since.empty()) {
-    std::int64_t n = 0;
+    // "s<events>" or "s<events>_<account data>"
+    std::int64_t parts[2] = {0, 0};
+    int part = 0;
     bool okay = since.size() >= 2 && since[0] == 's';
     for (std::size_t i = 1; okay && i < since.size(); ++i) {
-      okay = since[i] >= '0' && since[i] <= '9' && n < kMaxSafeInteger / 10;
-      n = n * 10 + (since[i] - '0');
+      if (since[i] == '_' && part == 0 && i > 1) {
+        part = 1;
+        continue;
+      }
+      okay = since[i] >= '0' && since[i] <= '9' && parts[part] < kMaxSafeInteger / 10;
+      parts[part] = parts[part] * 10 + (since[i] - '0');
     }
-    if (!okay) return api_error(400, "M_INVALID_PARAM", "Invalid since token");
-    p.since = n;
+    if (!okay || since.back() == '_') return api_error(400, "M_INVALID_PARAM", "Invalid since token");
+    p.since = parts[0];
+    p.since_account_data = parts[1];
   }
   if (std::string t = ctx.query_param("timeout"); !t.empty())
     p.timeout_ms = std::clamp(std::atoi(t.c_str()), 0, options.max_sync_timeout_ms);
@@ -65,9 +74,9 @@ std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
   p.limit = std::min(p.limit, options.max_timeline_limit);
 
   bool empty = false;
-  std::int64_t seen = 0;
   std::vector<std::string> keys;
-  auto result = run_sync(ctx.user_id, ctx.device_id, p, &empty, &seen, &keys);
+  std::uint64_t seen = hub.generation();  // before the snapshot: later commits re-run or wake us
+  auto result = run_sync(ctx.user_id, ctx.device_id, p, &empty, &keys);
   if (!result || !empty || !p.since || p.timeout_ms == 0) return result;
 
   // Nothing new: park until an event for one of our rooms (or our user) is committed.
@@ -98,7 +107,7 @@ std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
 }
 
 void MatrixService::Impl::finish_waiter(std::shared_ptr<SyncHub::Waiter> w) {
-  auto r = run_sync(w->user_id, w->device_id, w->params, nullptr, nullptr, nullptr);
+  auto r = run_sync(w->user_id, w->device_id, w->params, nullptr, nullptr);
   if (r) {
     w->respond(json_response(200, std::move(*r)));
   } else {
@@ -107,7 +116,7 @@ void MatrixService::Impl::finish_waiter(std::shared_ptr<SyncHub::Waiter> w) {
 }
 
 ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id, const std::string& device_id,
-                                                     const SyncParams& p, bool* empty_out, std::int64_t* seen_out,
+                                                     const SyncParams& p, bool* empty_out,
                                                      std::vector<std::string>* keys_out) {
   std::int64_t now = clock.now_ms();
   bool initial = !p.since || p.full_state;
@@ -117,6 +126,27 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
     if (!max) return tl::unexpected(max.error());
     auto memberships = rooms.memberships_of(tx, user_id);
     if (!memberships) return tl::unexpected(memberships.error());
+    // Account data newer than the token: global ("" room) and per room.
+    std::int64_t ad_since = initial ? -1 : p.since_account_data;
+    std::int64_t ad_max = 0;
+    {
+      auto row = tx.query_one("SELECT value FROM matrix_positions WHERE name = 'account_data'");
+      if (!row) return tl::unexpected(row.error());
+      if (*row) ad_max = (*row)->integer(0);
+    }
+    std::map<std::string, std::string> account_data;  // room id ("" = global) -> events
+    auto ad = tx.query("SELECT room_id, type, content FROM matrix_account_data WHERE user_id = ? AND position > ? "
+                       "ORDER BY position",
+                       {user_id, ad_since}, [&](const store::Row& row) {
+                         std::string& list = account_data[std::string(row.text(0))];
+                         if (!list.empty()) list += ',';
+                         list += "{\"type\":" + json_quote(row.text(1)) + ",\"content\":" + std::string(row.text(2)) + "}";
+                       });
+    if (!ad) return tl::unexpected(ad.error());
+    auto room_ad = [&](const std::string& room_id) {
+      auto it = account_data.find(room_id);
+      return "{\"events\":[" + (it == account_data.end() ? std::string() : it->second) + "]}";
+    };
     std::string join, invite, leave;
     auto sep = [](std::string& s) {
       if (!s.empty()) s += ',';
@@ -141,7 +171,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         bool limited = false;
         auto timeline = rooms.timeline(tx, m.room_id, fresh ? 0 : since, *max, p.limit, &limited);
         if (!timeline) return tl::unexpected(timeline.error());
-        if (!fresh && timeline->empty()) continue;
+        if (!fresh && timeline->empty() && !account_data.count(m.room_id)) continue;
         std::int64_t first = timeline->empty() ? *max + 1 : timeline->front().stream;
         std::vector<StoredEvent> state;
         if (fresh || limited) {
@@ -152,8 +182,8 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         sep(join);
         join += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
                 ",\"state\":" + state_json(state) +
-                ",\"ephemeral\":{\"events\":[]},\"account_data\":{\"events\":[]},"
-                "\"unread_notifications\":{\"highlight_count\":0,\"notification_count\":0},\"summary\":{}}";
+                ",\"ephemeral\":{\"events\":[]},\"account_data\":" + room_ad(m.room_id) +
+                ",\"unread_notifications\":{\"highlight_count\":0,\"notification_count\":0},\"summary\":{}}";
       } else if (m.membership == "invite") {
         if (!initial && m.stream <= since) continue;
         std::string events;
@@ -184,14 +214,14 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
                  ",\"state\":{\"events\":[]},\"account_data\":{\"events\":[]}}";
       }
     }
-    if (empty_out) *empty_out = join.empty() && invite.empty() && leave.empty();
-    if (seen_out) *seen_out = *max;
+    if (empty_out) *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("");
     std::int64_t next = std::max(*max, since);
+    std::int64_t next_ad = std::max(ad_max, p.since_account_data);
     return fmt::format(
-        "{{\"next_batch\":\"s{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
-        "\"presence\":{{\"events\":[]}},\"account_data\":{{\"events\":[]}},\"to_device\":{{\"events\":[]}},"
+        "{{\"next_batch\":\"s{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "\"presence\":{{\"events\":[]}},\"account_data\":{},\"to_device\":{{\"events\":[]}},"
         "\"device_lists\":{{\"changed\":[],\"left\":[]}},\"device_one_time_keys_count\":{{}}}}",
-        next, join, invite, leave);
+        next, next_ad, join, invite, leave, room_ad(""));
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));
   return *r;

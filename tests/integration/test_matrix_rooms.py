@@ -127,6 +127,74 @@ class Rooms(unittest.TestCase):
         status, body = self.api("GET", f"/rooms/{room}/messages?dir=x", who="ann")
         self.assertEqual((status, body["errcode"]), (400, "M_INVALID_PARAM"))
 
+    def test_redaction(self):
+        room = self.ok("POST", "/createRoom", {"preset": "public_chat"}, who="ann")["room_id"]
+        self.ok("POST", f"/rooms/{room}/join", {}, who="ben")
+        mine = self.ok("PUT", f"/rooms/{room}/send/m.room.message/r1", {"msgtype": "m.text", "body": "oops"},
+                       who="ben")["event_id"]
+        anns = self.ok("PUT", f"/rooms/{room}/send/m.room.message/r2", {"msgtype": "m.text", "body": "mine"},
+                       who="ann")["event_id"]
+        # Ben (level 0) may redact his own message but not Ann's.
+        self.forbidden("PUT", f"/rooms/{room}/redact/{anns}/x1", {"reason": "no"}, who="ben")
+        redaction = self.ok("PUT", f"/rooms/{room}/redact/{mine}/x2", {"reason": "typo"}, who="ben")["event_id"]
+        again = self.ok("PUT", f"/rooms/{room}/redact/{mine}/x2", {"reason": "typo"}, who="ben")["event_id"]
+        self.assertEqual(redaction, again)  # idempotent per transaction id
+        event = self.ok("GET", f"/rooms/{room}/event/{mine}", who="ann")
+        self.assertEqual(event["content"], {})
+        self.assertEqual(event["unsigned"]["redacted_because"]["event_id"], redaction)
+        red = self.ok("GET", f"/rooms/{room}/event/{redaction}", who="ben")
+        self.assertEqual((red["type"], red["redacts"], red["content"]["redacts"]), ("m.room.redaction", mine, mine))
+        self.assertEqual(red["unsigned"]["transaction_id"], "x2")
+        # Ann (100) may redact anything.
+        self.ok("PUT", f"/rooms/{room}/redact/{anns}/x3", {}, who="ann")
+        status, body = self.api("PUT", f"/rooms/{room}/redact/$nope/x4", {}, who="ann")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+
+    def test_profile_account_data_and_devices(self):
+        room = self.ok("POST", "/createRoom", {}, who="cat")["room_id"]
+        self.assertEqual(self.ok("GET", "/profile/@cat:localhost/displayname"), {"displayname": "cat"})
+        since = self.sync("cat")["next_batch"]
+        self.ok("PUT", "/profile/@cat:localhost/displayname", {"displayname": "Cat Stevens"}, who="cat")
+        self.forbidden("PUT", "/profile/@ann:localhost/displayname", {"displayname": "x"}, who="cat")
+        self.assertEqual(self.ok("GET", "/profile/@cat:localhost"), {"displayname": "Cat Stevens"})
+        status, body = self.api("GET", "/profile/@nobody:localhost")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+        # The room sees the new name in a member event.
+        timeline = self.sync("cat", since=since)["rooms"]["join"][room]["timeline"]["events"]
+        self.assertEqual(timeline[-1]["content"]["displayname"], "Cat Stevens")
+        self.assertEqual(timeline[-1]["unsigned"]["prev_content"]["displayname"], "cat")
+        # Account data, global and per room, reaches /sync (a parked sync is woken by it).
+        since = self.sync("cat")["next_batch"]
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("r", self.sync("cat", since=since, timeout=15000)))
+        t.start()
+        deadline = time.monotonic() + 20
+        while not re.search(r"^hearth_matrix_sync_waiting 1", self.h.request("GET", "/metrics")[2].decode(), re.M):
+            self.assertLess(time.monotonic(), deadline, "the sync never parked")
+            time.sleep(0.02)
+        self.ok("PUT", "/user/@cat:localhost/account_data/org.example.settings", {"theme": "dark"}, who="cat")
+        t.join(20)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(result["r"]["account_data"]["events"],
+                         [{"type": "org.example.settings", "content": {"theme": "dark"}}])
+        since = result["r"]["next_batch"]
+        self.ok("PUT", f"/user/@cat:localhost/rooms/{room}/account_data/m.tag", {"tags": {"u.work": {}}}, who="cat")
+        r = self.sync("cat", since=since)
+        self.assertEqual(r["account_data"]["events"], [])
+        self.assertEqual(r["rooms"]["join"][room]["account_data"]["events"][0]["type"], "m.tag")
+        self.assertEqual(self.ok("GET", "/user/@cat:localhost/account_data/org.example.settings", who="cat"),
+                         {"theme": "dark"})
+        self.forbidden("GET", "/user/@ann:localhost/account_data/org.example.settings", who="cat")
+        status, body = self.api("GET", "/user/@cat:localhost/account_data/none", who="cat")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+        # An initial sync has all of it.
+        r = self.sync("cat")
+        self.assertIn("org.example.settings", [e["type"] for e in r["account_data"]["events"]])
+        devices = self.ok("GET", "/devices", who="cat")["devices"]
+        self.assertEqual(len(devices), 1)
+        self.assertEqual(self.ok("GET", f"/devices/{devices[0]['device_id']}", who="cat")["device_id"],
+                         devices[0]["device_id"])
+
     def test_zz_stop_answers_a_parked_sync(self):
         since = self.sync("ann")["next_batch"]
         result = {}
