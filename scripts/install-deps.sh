@@ -20,7 +20,23 @@ for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+# matrix-js-sdk for tests/integration/test_matrix_js.py, from npm at the versions
+# package-lock.json pins (needs node >= 20, which the SDK requires).
+install_js_test_deps() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/integration/js"
+  [[ -d "$dir/node_modules/matrix-js-sdk" ]] && return 0
+  if ! command -v npm >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' 2>/dev/null; then
+    echo "install-deps: node >= 20 and npm are needed for the matrix-js-sdk test" >&2
+    return 0
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  install_js_test_deps
+  exit 0
+fi
 
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then
@@ -31,3 +47,4 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+install_js_test_deps
