@@ -12,7 +12,7 @@ packages=(
   # runtime tools
   openssl ca-certificates
   # tests
-  libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp python3-matrix-nio
+  libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp python3-matrix-nio python3-cryptography
 )
 
 missing=()

@@ -81,16 +81,23 @@ ApiResult<std::string> MatrixService::Impl::login(Ctx& ctx) {
     localpart = user.substr(1, colon - 1);
   }
   for (auto& c : localpart) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::int64_t now = clock.now_ms();
+  if (std::int64_t wait = login_throttle.retry_after_ms(localpart, ctx.http.remote_ip, now))
+    return tl::unexpected(ApiError{429, "M_LIMIT_EXCEEDED", "Too many failed logins; try again later", wait});
   auto verified = accounts.verify_password(options.server_name, localpart, password->as_string());
   if (!verified) {
     if (verified.error().code == Errc::unauthenticated || verified.error().code == Errc::not_found ||
-        verified.error().code == Errc::invalid_argument)
+        verified.error().code == Errc::invalid_argument) {
+      login_throttle.failed(localpart, ctx.http.remote_ip, now);
+      log.info("matrix.login_failed", {{"user", user_id(localpart)}, {"ip", ctx.http.remote_ip}});
       return api_error(403, "M_FORBIDDEN", "Invalid username or password");
+    }
     return tl::unexpected(to_api_error(verified.error()));
   }
   auto session = accounts.create_session(options.server_name, localpart, body->string_at("device_id"),
                                          body->string_at("initial_device_display_name"));
   if (!session) return tl::unexpected(to_api_error(session.error()));
+  login_throttle.succeeded(localpart);
   log.info("matrix.login", {{"user", user_id(localpart)}, {"device", session->device_id}});
   return session_reply(user_id(localpart), *session, options.server_name);
 }

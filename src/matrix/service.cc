@@ -34,10 +34,41 @@ net::HttpResponse error_response(const ApiError& e) {
   JsonWriter w;
   w.begin_object().key("errcode").value(e.errcode).key("error").value(e.error);
   if (e.errcode == "M_UNKNOWN_TOKEN") w.key("soft_logout").value(false);
+  if (e.retry_after_ms > 0) w.key("retry_after_ms").value(e.retry_after_ms);
   w.end_object();
   auto r = json_response(e.status, w.take());
-  if (e.status == 429) r.headers.push_back({"Retry-After", "1"});
+  if (e.status == 429)
+    r.headers.push_back({"Retry-After", std::to_string(std::max<std::int64_t>(1, (e.retry_after_ms + 999) / 1000))});
   return r;
+}
+
+std::int64_t LoginThrottle::retry_after_ms(const std::string& user, const std::string& ip, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  std::int64_t wait = 0;
+  for (auto [key, limit] : {std::pair{"u:" + user, kPerUser}, std::pair{"i:" + ip, kPerIp}}) {
+    auto it = windows_.find(key);
+    if (it == windows_.end() || now_ms - it->second.start_ms >= kWindowMs) continue;
+    if (it->second.failures >= limit) wait = std::max(wait, it->second.start_ms + kWindowMs - now_ms);
+  }
+  return wait;
+}
+
+void LoginThrottle::failed(const std::string& user, const std::string& ip, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  if (windows_.size() > 100'000) {  // bounded: drop expired windows
+    for (auto it = windows_.begin(); it != windows_.end();)
+      it = (now_ms - it->second.start_ms >= kWindowMs) ? windows_.erase(it) : std::next(it);
+  }
+  for (const auto& key : {"u:" + user, "i:" + ip}) {
+    Window& w = windows_[key];
+    if (now_ms - w.start_ms >= kWindowMs) w = {now_ms, 0};
+    ++w.failures;
+  }
+}
+
+void LoginThrottle::succeeded(const std::string& user) {
+  std::lock_guard lock(mu_);
+  windows_.erase("u:" + user);
 }
 
 namespace {
@@ -229,6 +260,21 @@ void MatrixService::install_routes(net::Router& router) {
              [impl](net::HttpRequest&&, net::Respond respond) { respond(impl->versions()); });
   router.add("GET", "/.well-known/matrix/client",
              [impl](net::HttpRequest&&, net::Respond respond) { respond(impl->well_known()); });
+  // The server's signing key, self-signed (server-server API "Publishing Keys"), so that
+  // other servers can verify this server's events once federation is enabled.
+  router.add("GET", "/_matrix/key/v2/server", [impl](net::HttpRequest&&, net::Respond respond) {
+    JsonValue keys = JsonValue::object();
+    keys.set("server_name", JsonValue::string(impl->options.server_name));
+    keys.set("valid_until_ts", JsonValue::integer(impl->clock.now_ms() + 7LL * 24 * 3600 * 1000));
+    JsonValue verify = JsonValue::object();
+    JsonValue key = JsonValue::object();
+    key.set("key", JsonValue::string(impl->key.public_key_base64()));
+    verify.set(impl->key.key_id(), std::move(key));
+    keys.set("verify_keys", std::move(verify));
+    keys.set("old_verify_keys", JsonValue::object());
+    sign_json(keys, impl->options.server_name, impl->key);
+    respond(json_response(200, canonical_json(keys)));
+  });
   router.add_prefix("*", "/_matrix/client/",
                     [impl](net::HttpRequest&& req, net::Respond respond) { impl->dispatch(std::move(req), std::move(respond)); },
                     blocking);

@@ -28,6 +28,7 @@ struct ApiError {
   int status;
   std::string errcode;
   std::string error;
+  std::int64_t retry_after_ms = 0;  // M_LIMIT_EXCEEDED
 };
 template <typename T>
 using ApiResult = tl::expected<T, ApiError>;
@@ -92,6 +93,28 @@ struct UiaSession {
   std::int64_t created_ms = 0;
 };
 
+// Failed password logins per user and per IP in a sliding window; past the limit a login
+// is refused with M_LIMIT_EXCEEDED before the password is even checked (no argon2 work).
+// Thread-safe.
+class LoginThrottle {
+ public:
+  static constexpr int kPerUser = 5;
+  static constexpr int kPerIp = 20;
+  static constexpr std::int64_t kWindowMs = 60'000;
+  // 0 if allowed, else how long to wait.
+  std::int64_t retry_after_ms(const std::string& user, const std::string& ip, std::int64_t now_ms);
+  void failed(const std::string& user, const std::string& ip, std::int64_t now_ms);
+  void succeeded(const std::string& user);
+
+ private:
+  struct Window {
+    std::int64_t start_ms = 0;
+    int failures = 0;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Window> windows_;
+};
+
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
        RunAfter ra, SigningKey k)
@@ -113,6 +136,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   std::string public_url;
   std::map<std::string, UiaSession> uia;
   SyncHub hub;
+  LoginThrottle login_throttle;
 
   void dispatch(net::HttpRequest&& req, net::Respond respond);
   std::string user_id(std::string_view localpart) const { return "@" + std::string(localpart) + ":" + options.server_name; }

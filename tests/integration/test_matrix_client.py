@@ -5,6 +5,7 @@ they exchange messages that /sync delivers (a waiting long-poll is woken by the 
 history comes back through /messages, and all of it survives a restart of hearthd."""
 import asyncio
 import json
+import os
 import re
 import unittest
 
@@ -210,6 +211,23 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         status, body = self.api("GET", "/account/whoami", token=token)
         self.assertEqual((status, body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
 
+    async def test_failed_logins_are_throttled(self):
+        self.register("frank", "frank's password", self.invite())
+        wrong = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "frank"}, "password": "no"}
+        for _ in range(5):
+            status, body = self.api("POST", "/login", wrong)
+            self.assertEqual((status, body["errcode"]), (403, "M_FORBIDDEN"))
+        # Even the right password is refused until the window passes.
+        right = dict(wrong, password="frank's password")
+        status, body = self.api("POST", "/login", right)
+        self.assertEqual((status, body["errcode"]), (429, "M_LIMIT_EXCEEDED"), body)
+        self.assertGreater(body["retry_after_ms"], 0)
+        # Other users are not affected.
+        self.register("gina", "gina's password", self.invite())
+        status, body = self.api("POST", "/login", {"type": "m.login.password", "user": "gina",
+                                                   "password": "gina's password"})
+        self.assertEqual(status, 200, body)
+
     async def test_discovery(self):
         status, _, raw = self.h.request("GET", "/_matrix/client/versions")
         self.assertEqual(status, 200)
@@ -219,6 +237,29 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         self.assertTrue(json.loads(raw)["m.homeserver"]["base_url"].startswith("http"))
         status, body = self.api("GET", "/login")
         self.assertEqual(body, {"flows": [{"type": "m.login.password"}]})
+
+    def test_server_key_is_published_and_self_signed(self):
+        """The key in <data>/matrix/signing.key, as other servers will fetch it: its
+        signature over the canonical JSON (without "signatures") verifies, and the key
+        file survives a restart unchanged."""
+        import base64
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        def b64(s):
+            return base64.b64decode(s + "=" * (-len(s) % 4))
+
+        status, _, raw = self.h.request("GET", "/_matrix/key/v2/server")
+        self.assertEqual(status, 200)
+        doc = json.loads(raw)
+        self.assertEqual(doc["server_name"], "localhost")
+        (key_id, key), = doc["verify_keys"].items()
+        self.assertTrue(key_id.startswith("ed25519:"))
+        signed = {k: v for k, v in doc.items() if k not in ("signatures", "unsigned")}
+        canonical = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        Ed25519PublicKey.from_public_bytes(b64(key["key"])).verify(b64(doc["signatures"]["localhost"][key_id]), canonical)
+        with open(os.path.join(self.h.data_dir, "matrix", "signing.key")) as f:
+            self.assertEqual(f.read().split()[:2], ["ed25519", key_id.split(":")[1]])
+        self.assertEqual(os.stat(os.path.join(self.h.data_dir, "matrix", "signing.key")).st_mode & 0o777, 0o600)
 
 
 if __name__ == "__main__":
