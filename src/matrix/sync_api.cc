@@ -167,7 +167,19 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
     for (const auto& m : *memberships) {
       if (m.membership == "join") {
         if (keys_out) keys_out->push_back(m.room_id);
-        bool fresh = initial || m.stream > since;
+        bool fresh = initial;
+        if (!fresh && m.stream > since) {
+          // The user's member event changed since the token: a join (fresh: full state)
+          // unless it only updated a joined member's profile.
+          auto mine = rooms.state_event(tx, m.room_id, "m.room.member", user_id);
+          if (!mine) return tl::unexpected(mine.error());
+          fresh = true;
+          if (*mine && !(*mine)->unsigned_extra.empty()) {
+            auto extra = parse_json("{" + (*mine)->unsigned_extra + "}", {std::size_t{1} << 24, 128});
+            const JsonValue* prev = extra ? extra->get("prev_content") : nullptr;
+            fresh = !(prev && prev->string_at("membership") == "join");
+          }
+        }
         bool limited = false;
         auto timeline = rooms.timeline(tx, m.room_id, fresh ? 0 : since, *max, p.limit, &limited);
         if (!timeline) return tl::unexpected(timeline.error());

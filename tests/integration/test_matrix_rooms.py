@@ -160,7 +160,10 @@ class Rooms(unittest.TestCase):
         status, body = self.api("GET", "/profile/@nobody:localhost")
         self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
         # The room sees the new name in a member event.
-        timeline = self.sync("cat", since=since)["rooms"]["join"][room]["timeline"]["events"]
+        joined = self.sync("cat", since=since)["rooms"]["join"][room]
+        timeline = joined["timeline"]["events"]
+        self.assertEqual(len(timeline), 1)  # only the change, not the room again
+        self.assertEqual(joined["state"]["events"], [])
         self.assertEqual(timeline[-1]["content"]["displayname"], "Cat Stevens")
         self.assertEqual(timeline[-1]["unsigned"]["prev_content"]["displayname"], "cat")
         # Account data, global and per room, reaches /sync (a parked sync is woken by it).
