@@ -179,3 +179,59 @@ TEST_F(RoomStoreTest, RenderAddsAgeAndOwnTransactionId) {
 
 }  // namespace
 }  // namespace hearth::matrix
+
+namespace hearth::matrix {
+namespace {
+
+// A room with 10,000 members and 30,000 more events: appends stay O(1) in the room's
+// size (member events are loaded per user, state is one row per key), and the reads a
+// client does (membership, timeline, one state event, the member list) stay correct.
+TEST_F(RoomStoreTest, BigRoomStateIsOneRowPerKey) {
+  create_room("!big:hs", "public");
+  constexpr int kMembers = 10000, kBatch = 500, kMessages = 30000;
+  auto run_batches = [&](int total, auto make) {
+    for (int start = 0; start < total; start += kBatch) {
+      auto r = db->write_sync([&](store::Transaction& tx) -> Result<bool> {
+        auto room = rooms.load_room(tx, "!big:hs");
+        if (!room) return tl::unexpected(room.error());
+        for (int i = start; i < std::min(total, start + kBatch); ++i) {
+          auto a = rooms.append(tx, *room, make(i), 1000 + i);
+          if (!a) return tl::unexpected(a.error());
+        }
+        return true;
+      });
+      ASSERT_TRUE(r) << r.error().describe();
+    }
+  };
+  run_batches(kMembers, [](int i) {
+    std::string user = "@u" + std::to_string(i) + ":hs";
+    return NewEvent{"m.room.member", user, user, *parse_json(R"({"membership":"join"})"), {}, {}, {}};
+  });
+  run_batches(kMessages, [](int i) {
+    return NewEvent{"m.room.message", std::nullopt, "@u" + std::to_string(i % kMembers) + ":hs",
+                    *parse_json(R"({"body":"m)" + std::to_string(i) + "\"}"), {}, {}, {}};
+  });
+  auto check = db->read_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto rows = tx.query_one("SELECT COUNT(*) FROM matrix_state WHERE room_id = '!big:hs'");
+    EXPECT_EQ((*rows)->integer(0), 3 + kMembers + 1);  // create, power levels, join rules, members
+    auto events = tx.query_one("SELECT COUNT(*) FROM matrix_events WHERE room_id = '!big:hs'");
+    EXPECT_EQ((*events)->integer(0), 4 + kMembers + kMessages);
+    auto m = rooms.membership(tx, "!big:hs", "@u9999:hs");
+    EXPECT_EQ(m->value_or(""), "join");
+    auto max = rooms.max_stream(tx);
+    bool more = false;
+    auto tl = rooms.timeline(tx, "!big:hs", 0, *max, 20, &more);
+    EXPECT_TRUE(more);
+    EXPECT_NE(tl->back().client_json.find("\"m29999\""), std::string::npos);
+    auto pdu = rooms.pdu(tx, tl->back().event_id);
+    EXPECT_EQ(pdu->get("auth_events")->items().size(), 3u);
+    EXPECT_EQ(pdu->get("depth")->as_int(), 4 + kMembers + kMessages);
+    auto members = rooms.members(tx, "!big:hs");
+    EXPECT_EQ(members->size(), static_cast<std::size_t>(kMembers + 1));
+    return true;
+  });
+  ASSERT_TRUE(check) << check.error().describe();
+}
+
+}  // namespace
+}  // namespace hearth::matrix
