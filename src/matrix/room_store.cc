@@ -72,6 +72,17 @@ CREATE TABLE matrix_positions(
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL);
 )sql"},
+      {3, "receipts", R"sql(
+CREATE TABLE matrix_receipts(
+  room_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  serial INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id, type)) WITHOUT ROWID;
+CREATE INDEX matrix_receipts_serial ON matrix_receipts(room_id, serial);
+)sql"},
   };
   return list;
 }

@@ -54,6 +54,8 @@ struct Ctx {
 struct SyncParams {
   std::optional<std::int64_t> since;  // events stream position ("s<N>_<M>": N)
   std::int64_t since_account_data = 0;  // account data position (M)
+  std::int64_t since_receipts = 0;      // receipts position (third part, if any)
+  std::int64_t since_typing = 0;        // typing serial (fourth part, if any)
   int timeout_ms = 0;
   int limit = 10;
   bool full_state = false;
@@ -87,6 +89,31 @@ class SyncHub {
   std::atomic<std::uint64_t> next_id_{0};
   std::unordered_map<std::uint64_t, std::shared_ptr<Waiter>> waiters_;
   std::unordered_multimap<std::string, std::uint64_t> by_key_;
+};
+
+// Who is typing where (in memory only, as the spec intends), and the serial that orders
+// typing changes. Serials are max(previous + 1, wall clock ms), so they keep growing
+// across restarts and an old token never hides a new change. Thread-safe.
+class TypingRooms {
+ public:
+  explicit TypingRooms(Clock& clock) : clock_(clock) {}
+  std::int64_t serial();
+  // Sets or clears; returns the change's serial (0 if nothing changed).
+  std::int64_t set(const std::string& room_id, const std::string& user_id, bool typing, std::int64_t expires_ms);
+  // Drops typers whose time passed; the rooms that changed.
+  std::vector<std::string> expire(std::int64_t now_ms);
+  // The room's typers if it changed after `since` (always when since < 0).
+  std::optional<std::vector<std::string>> changed(const std::string& room_id, std::int64_t since);
+
+ private:
+  struct Room {
+    std::map<std::string, std::int64_t> typers;  // user -> expiry (ms)
+    std::int64_t serial = 0;
+  };
+  Clock& clock_;
+  std::mutex mu_;
+  std::int64_t serial_ = 0;
+  std::unordered_map<std::string, Room> rooms_;
 };
 
 struct UiaSession {
@@ -137,6 +164,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   std::map<std::string, UiaSession> uia;
   SyncHub hub;
   LoginThrottle login_throttle;
+  TypingRooms typing{clock};
 
   void dispatch(net::HttpRequest&& req, net::Respond respond);
   std::string user_id(std::string_view localpart) const { return "@" + std::string(localpart) + ":" + options.server_name; }
@@ -194,6 +222,13 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> account_data_get(Ctx&);
   ApiResult<std::string> account_data_put(Ctx&);
   ApiResult<std::string> devices(Ctx&);
+  // Typing and receipts (ephemeral_api.cc).
+  ApiResult<std::string> typing_put(Ctx&);
+  ApiResult<std::string> receipt(Ctx&);
+  ApiResult<std::string> read_markers(Ctx&);
+  ApiResult<void> store_receipt(const std::string& room_id, const std::string& user_id, const std::string& type,
+                                const std::string& event_id);
+  void expire_typing();
   ApiResult<std::string> device(Ctx&);
   // The member event content for joining/updating: membership plus profile fields.
   Result<JsonValue> member_content(store::Transaction& tx, const std::string& user_id, std::string_view membership);

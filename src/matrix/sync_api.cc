@@ -33,21 +33,23 @@ std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
   SyncParams p;
   p.limit = options.default_timeline_limit;
   if (std::string since = ctx.query_param("since"); !since.empty()) {
-    // "s<events>" or "s<events>_<account data>"
-    std::int64_t parts[2] = {0, 0};
+    // "s<events>[_<account data>[_<receipts>[_<typing>]]]"
+    std::int64_t parts[4] = {0, 0, 0, 0};
     int part = 0;
-    bool okay = since.size() >= 2 && since[0] == 's';
+    bool okay = since.size() >= 2 && since[0] == 's' && since.back() != '_';
     for (std::size_t i = 1; okay && i < since.size(); ++i) {
-      if (since[i] == '_' && part == 0 && i > 1) {
-        part = 1;
+      if (since[i] == '_' && part < 3 && since[i - 1] != '_' && i > 1) {
+        ++part;
         continue;
       }
       okay = since[i] >= '0' && since[i] <= '9' && parts[part] < kMaxSafeInteger / 10;
       parts[part] = parts[part] * 10 + (since[i] - '0');
     }
-    if (!okay || since.back() == '_') return api_error(400, "M_INVALID_PARAM", "Invalid since token");
+    if (!okay) return api_error(400, "M_INVALID_PARAM", "Invalid since token");
     p.since = parts[0];
     p.since_account_data = parts[1];
+    p.since_receipts = parts[2];
+    p.since_typing = parts[3];
   }
   if (std::string t = ctx.query_param("timeout"); !t.empty())
     p.timeout_ms = std::clamp(std::atoi(t.c_str()), 0, options.max_sync_timeout_ms);
@@ -143,6 +145,50 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
                          list += "{\"type\":" + json_quote(row.text(1)) + ",\"content\":" + std::string(row.text(2)) + "}";
                        });
     if (!ad) return tl::unexpected(ad.error());
+    std::int64_t typing_serial = typing.serial();
+    std::int64_t rc_max = 0;
+    {
+      auto row = tx.query_one("SELECT value FROM matrix_positions WHERE name = 'receipts'");
+      if (!row) return tl::unexpected(row.error());
+      if (*row) rc_max = (*row)->integer(0);
+    }
+    std::int64_t rc_since = initial ? -1 : p.since_receipts;
+    // The room's ephemeral events (typing, receipts) changed since the token; "" if none.
+    auto ephemeral = [&](const std::string& room_id) -> Result<std::string> {
+      std::string out;
+      if (auto typers = typing.changed(room_id, initial ? -1 : p.since_typing)) {
+        out += R"({"type":"m.typing","content":{"user_ids":[)";
+        for (std::size_t i = 0; i < typers->size(); ++i) out += (i ? "," : "") + json_quote((*typers)[i]);
+        out += "]}}";
+      }
+      std::map<std::string, std::map<std::string, std::string>> by_event;  // event -> type -> users json
+      auto q = tx.query(
+          "SELECT user_id, type, event_id, ts FROM matrix_receipts WHERE room_id = ? AND serial > ? "
+          "AND (type <> 'm.read.private' OR user_id = ?)",
+          {room_id, rc_since, user_id}, [&](const store::Row& row) {
+            std::string& users = by_event[std::string(row.text(2))][std::string(row.text(1))];
+            if (!users.empty()) users += ',';
+            users += json_quote(row.text(0)) + fmt::format(R"(:{{"ts":{}}})", row.integer(3));
+          });
+      if (!q) return tl::unexpected(q.error());
+      if (!by_event.empty()) {
+        if (!out.empty()) out += ',';
+        out += R"({"type":"m.receipt","content":{)";
+        bool first_event = true;
+        for (const auto& [event_id, types] : by_event) {
+          out += (first_event ? "" : ",") + json_quote(event_id) + ":{";
+          first_event = false;
+          bool first_type = true;
+          for (const auto& [type, users] : types) {
+            out += (first_type ? "" : ",") + json_quote(type) + ":{" + users + "}";
+            first_type = false;
+          }
+          out += "}";
+        }
+        out += "}}";
+      }
+      return out;
+    };
     auto room_ad = [&](const std::string& room_id) {
       auto it = account_data.find(room_id);
       return "{\"events\":[" + (it == account_data.end() ? std::string() : it->second) + "]}";
@@ -183,7 +229,9 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         bool limited = false;
         auto timeline = rooms.timeline(tx, m.room_id, fresh ? 0 : since, *max, p.limit, &limited);
         if (!timeline) return tl::unexpected(timeline.error());
-        if (!fresh && timeline->empty() && !account_data.count(m.room_id)) continue;
+        auto eph = ephemeral(m.room_id);
+        if (!eph) return tl::unexpected(eph.error());
+        if (!fresh && timeline->empty() && !account_data.count(m.room_id) && eph->empty()) continue;
         std::int64_t first = timeline->empty() ? *max + 1 : timeline->front().stream;
         std::vector<StoredEvent> state;
         if (fresh || limited) {
@@ -194,7 +242,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         sep(join);
         join += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
                 ",\"state\":" + state_json(state) +
-                ",\"ephemeral\":{\"events\":[]},\"account_data\":" + room_ad(m.room_id) +
+                ",\"ephemeral\":{\"events\":[" + *eph + "]},\"account_data\":" + room_ad(m.room_id) +
                 ",\"unread_notifications\":{\"highlight_count\":0,\"notification_count\":0},\"summary\":{}}";
       } else if (m.membership == "invite") {
         if (!initial && m.stream <= since) continue;
@@ -229,11 +277,13 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
     if (empty_out) *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("");
     std::int64_t next = std::max(*max, since);
     std::int64_t next_ad = std::max(ad_max, p.since_account_data);
+    std::int64_t next_rc = std::max(rc_max, p.since_receipts);
+    std::int64_t next_ty = std::max(typing_serial, p.since_typing);
     return fmt::format(
-        "{{\"next_batch\":\"s{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "{{\"next_batch\":\"s{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
         "\"presence\":{{\"events\":[]}},\"account_data\":{},\"to_device\":{{\"events\":[]}},"
         "\"device_lists\":{{\"changed\":[],\"left\":[]}},\"device_one_time_keys_count\":{{}}}}",
-        next, next_ad, join, invite, leave, room_ad(""));
+        next, next_ad, next_rc, next_ty, join, invite, leave, room_ad(""));
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));
   return *r;

@@ -198,6 +198,44 @@ class Rooms(unittest.TestCase):
         self.assertEqual(self.ok("GET", f"/devices/{devices[0]['device_id']}", who="cat")["device_id"],
                          devices[0]["device_id"])
 
+    def test_typing_and_receipts(self):
+        room = self.ok("POST", "/createRoom", {"preset": "public_chat"}, who="ann")["room_id"]
+        self.ok("POST", f"/rooms/{room}/join", {}, who="ben")
+        msg = self.ok("PUT", f"/rooms/{room}/send/m.room.message/e1", {"msgtype": "m.text", "body": "read me"},
+                      who="ann")["event_id"]
+        since = self.sync("ann")["next_batch"]
+
+        def ephemeral(reply):
+            return reply["rooms"]["join"].get(room, {}).get("ephemeral", {}).get("events", [])
+
+        self.ok("PUT", f"/rooms/{room}/typing/@ben:localhost", {"typing": True, "timeout": 1000}, who="ben")
+        self.forbidden("PUT", f"/rooms/{room}/typing/@ann:localhost", {"typing": True}, who="ben")
+        r = self.sync("ann", since=since)
+        self.assertIn({"type": "m.typing", "content": {"user_ids": ["@ben:localhost"]}}, ephemeral(r))
+        # Nothing else happens: the typing timeout (1 s) itself wakes a parked sync.
+        started = time.monotonic()
+        r = self.sync("ann", since=r["next_batch"], timeout=15000)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertIn({"type": "m.typing", "content": {"user_ids": []}}, ephemeral(r))
+        since = r["next_batch"]
+
+        self.ok("POST", f"/rooms/{room}/receipt/m.read/{msg}", {}, who="ben")
+        self.ok("POST", f"/rooms/{room}/read_markers", {"m.fully_read": msg, "m.read.private": msg}, who="ann")
+        status, body = self.api("POST", f"/rooms/{room}/receipt/m.read/$unknown", {}, who="ben")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+        r = self.sync("ann", since=since)
+        receipts = [e["content"] for e in ephemeral(r) if e["type"] == "m.receipt"]
+        self.assertEqual(len(receipts), 1)
+        self.assertIn("@ben:localhost", receipts[0][msg]["m.read"])
+        self.assertIn("@ann:localhost", receipts[0][msg]["m.read.private"])  # her own private receipt
+        self.assertEqual(r["rooms"]["join"][room]["account_data"]["events"],
+                         [{"type": "m.fully_read", "content": {"event_id": msg}}])
+        # Ben sees Ann's public state but not her private receipt.
+        r = self.sync("ben")
+        receipts = [e["content"] for e in ephemeral(r) if e["type"] == "m.receipt"]
+        self.assertNotIn("m.read.private", receipts[0][msg])
+        self.assertIn("@ben:localhost", receipts[0][msg]["m.read"])
+
     def test_zz_stop_answers_a_parked_sync(self):
         since = self.sync("ann")["next_batch"]
         result = {}
