@@ -134,18 +134,11 @@ ApiResult<std::string> MatrixService::Impl::do_register(Ctx& ctx) {
                                ? R"([{"stages":["m.login.dummy"]},{"stages":["m.login.registration_token"]}])"
                                : R"([{"stages":["m.login.registration_token"]}])";
   const JsonValue* auth = body->get("auth");
+  // Our flows have one stage each, so a session carries no server-side state: the
+  // client's session id is echoed (or a new one made) and nothing is stored, which also
+  // leaves nothing for a flood of unauthenticated requests to fill.
   std::string session(auth ? auth->string_at("session") : std::string_view());
-  {
-    std::lock_guard lock(mu);
-    std::int64_t now = clock.now_ms();
-    for (auto it = uia.begin(); it != uia.end();)  // sessions live 30 minutes
-      it = (now - it->second.created_ms > 30 * 60 * 1000) ? uia.erase(it) : std::next(it);
-    if (session.empty() || !uia.count(session)) {
-      if (uia.size() > 10000) return api_error(429, "M_LIMIT_EXCEEDED", "Too many registrations in progress");
-      session = random_token(18);
-      uia[session] = {now};
-    }
-  }
+  if (session.empty() || session.size() > 64) session = random_token(18);
   auto unauthorized = [&](std::string_view errcode, std::string_view error) -> ApiResult<std::string> {
     // 401 with the UIA body (the spec's "User-Interactive Authentication API").
     ctx.respond(json_response(401, uia_reply(flows, session, errcode, error)));
@@ -173,10 +166,6 @@ ApiResult<std::string> MatrixService::Impl::do_register(Ctx& ctx) {
       case Errc::permission_denied: return unauthorized("M_FORBIDDEN", "Invalid or used registration token");
       default: return tl::unexpected(to_api_error(user.error()));
     }
-  }
-  {
-    std::lock_guard lock(mu);
-    uia.erase(session);
   }
   log.info("matrix.registered", {{"user", user_id(localpart)}});
   const JsonValue* inhibit = body->get("inhibit_login");

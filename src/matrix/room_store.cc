@@ -192,6 +192,10 @@ Result<void> load_member(store::Transaction& tx, RoomAppender& room, std::string
 
 Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& room, NewEvent ev,
                                         std::int64_t now_ms) const {
+  // Size limits of the spec's "Size limits": ids, type and state_key at most 255 bytes.
+  if (ev.type.empty() || ev.type.size() > 255 || ev.sender.size() > 255 || room.room_id.size() > 255 ||
+      (ev.state_key && ev.state_key->size() > 255))
+    return fail(Errc::invalid_argument, "type, state_key, sender and room id are limited to 255 bytes");
   bool is_member = ev.type == "m.room.member";
   if (auto r = load_member(tx, room, ev.sender); !r) return tl::unexpected(r.error());
   const JsonValue* via = nullptr;
@@ -238,6 +242,8 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
   if (auto r = check_event_auth(pdu, room.version, lookup); !r) return tl::unexpected(r.error());
 
   std::string event_id = hash_and_sign_event(pdu, room.version, server_name_, key_);
+  std::string pdu_json = canonical_json(pdu);
+  if (pdu_json.size() > kMaxPduBytes) return fail(Errc::resource_exhausted, std::string(kEventTooLarge));
 
   // The client format (without "unsigned").
   JsonValue client = JsonValue::object();
@@ -275,7 +281,7 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
   auto ins = tx.exec(
       "INSERT INTO matrix_events(event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra, "
       "txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-      {event_id, room.room_id, ev.type, ev.state_key, ev.sender, now_ms, canonical_json(pdu), canonical_json(client),
+      {event_id, room.room_id, ev.type, ev.state_key, ev.sender, now_ms, pdu_json, canonical_json(client),
        unsigned_extra, txn_device, txn_id});
   if (!ins) return tl::unexpected(ins.error());
   std::int64_t stream = tx.last_insert_id();

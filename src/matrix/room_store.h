@@ -28,6 +28,11 @@ namespace hearth::matrix {
 
 const std::vector<store::Migration>& matrix_migrations();
 
+// A PDU is at most 65,536 bytes of canonical JSON (spec: "Size limits"); append refuses
+// larger ones with Errc::resource_exhausted and this message.
+inline constexpr std::size_t kMaxPduBytes = 65536;
+inline constexpr std::string_view kEventTooLarge = "event too large";
+
 // One event as clients see it, with what the renderer needs.
 struct StoredEvent {
   std::int64_t stream = 0;

@@ -1,5 +1,7 @@
 // Room endpoints: createRoom, joining and membership changes, sending messages and state,
 // reading state, history (/messages), members, events, aliases.
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/json.h"
@@ -13,6 +15,8 @@ namespace {
 
 ApiError store_error(const Error& e) {
   if (e.code == Errc::permission_denied) return {403, "M_FORBIDDEN", e.message};
+  if (e.code == Errc::resource_exhausted && e.message == kEventTooLarge) return {413, "M_TOO_LARGE", "Event too large"};
+  if (e.code == Errc::invalid_argument) return {400, "M_INVALID_PARAM", e.message};
   if (e.code == Errc::not_found) return {404, "M_NOT_FOUND", "Unknown room"};
   return to_api_error(e);
 }
@@ -100,6 +104,8 @@ ApiResult<std::string> MatrixService::Impl::create_room(Ctx& ctx) {
         return api_error(403, "M_FORBIDDEN", "Federation is not supported yet");
       std::string lp = u.as_string().substr(1, u.as_string().find(':') - 1);
       if (!accounts.get_user(options.server_name, lp)) return api_error(404, "M_NOT_FOUND", "Unknown user " + u.as_string());
+      if (u.as_string() == ctx.user_id || std::find(invites.begin(), invites.end(), u.as_string()) != invites.end())
+        continue;  // the creator joins anyway; each invitee once
       invites.push_back(u.as_string());
     }
   }

@@ -116,10 +116,6 @@ class TypingRooms {
   std::unordered_map<std::string, Room> rooms_;
 };
 
-struct UiaSession {
-  std::int64_t created_ms = 0;
-};
-
 // Failed password logins per user and per IP in a sliding window; past the limit a login
 // is refused with M_LIMIT_EXCEEDED before the password is even checked (no argon2 work).
 // Thread-safe.
@@ -159,9 +155,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   SigningKey key;
   RoomStore rooms;
 
-  std::mutex mu;  // public_url, uia
+  std::mutex mu;  // public_url
   std::string public_url;
-  std::map<std::string, UiaSession> uia;
   SyncHub hub;
   LoginThrottle login_throttle;
   TypingRooms typing{clock};

@@ -201,6 +201,12 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(status, 200, room)
         status, body = self.api("PUT", f"/rooms/{room['room_id']}/send/m.room.message/t1", {"body": 1.5}, token=token)
         self.assertEqual((status, body["errcode"]), (400, "M_BAD_JSON"))
+        # Size limits: a PDU over 65,536 bytes, a state key over 255 bytes.
+        status, body = self.api("PUT", f"/rooms/{room['room_id']}/send/m.room.message/big", {"body": "x" * 65400},
+                                token=token)
+        self.assertEqual((status, body["errcode"]), (413, "M_TOO_LARGE"))
+        status, body = self.api("PUT", f"/rooms/{room['room_id']}/state/org.example/{'k' * 300}", {}, token=token)
+        self.assertEqual((status, body["errcode"]), (400, "M_INVALID_PARAM"))
         # The same transaction id gives the same event.
         _, first = self.api("PUT", f"/rooms/{room['room_id']}/send/m.room.message/t2", {"body": "x"}, token=token)
         _, second = self.api("PUT", f"/rooms/{room['room_id']}/send/m.room.message/t2", {"body": "x"}, token=token)
