@@ -83,6 +83,11 @@ CREATE TABLE matrix_receipts(
   PRIMARY KEY(room_id, user_id, type)) WITHOUT ROWID;
 CREATE INDEX matrix_receipts_serial ON matrix_receipts(room_id, serial);
 )sql"},
+      {4, "room directory", R"sql(
+CREATE TABLE matrix_directory(
+  room_id TEXT PRIMARY KEY,
+  added_ms INTEGER NOT NULL);
+)sql"},
   };
   return list;
 }

@@ -183,6 +183,10 @@ ApiResult<std::string> MatrixService::Impl::create_room(Ctx& ctx) {
       if (auto r = add("m.room.name", "", content_with({{"name", *name}})); !r) return tl::unexpected(r.error());
     if (const JsonValue* topic = body->get("topic"); topic && topic->is_string())
       if (auto r = add("m.room.topic", "", content_with({{"topic", *topic}})); !r) return tl::unexpected(r.error());
+    if (body->string_at("visibility") == "public") {
+      auto d = tx.exec("INSERT INTO matrix_directory(room_id, added_ms) VALUES (?, ?)", {room_id, now});
+      if (!d) return tl::unexpected(d.error());
+    }
     for (const auto& u : invites) {
       JsonValue c = content_with({{"membership", JsonValue::string("invite")}});
       if (is_direct) c.set("is_direct", JsonValue::boolean(true));

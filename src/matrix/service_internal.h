@@ -199,6 +199,13 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> get_event(Ctx&);
   ApiResult<std::string> alias_get(Ctx&);
   ApiResult<std::string> alias_put(Ctx&);
+  // Directory and context (directory_api.cc).
+  ApiResult<std::string> alias_delete(Ctx&);
+  ApiResult<std::string> room_aliases(Ctx&);
+  ApiResult<std::string> context(Ctx&);
+  ApiResult<std::string> visibility_get(Ctx&);
+  ApiResult<std::string> visibility_put(Ctx&);
+  ApiResult<std::string> public_rooms(Ctx&);
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);
   // Checks that the user is (or was) in the room; returns the membership.

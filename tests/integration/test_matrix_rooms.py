@@ -14,7 +14,9 @@ from harness import Hearth
 class Rooms(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.h = Hearth().start()
+        # Many requests from one address in a few seconds: lift the per-IP HTTP rate limit
+        # (its own tests are elsewhere) so that it does not decide these tests.
+        cls.h = Hearth(config_extra="[limits]\nrequests_per_second_per_ip = 100000\nrequest_burst_per_ip = 100000\n").start()
         cls.tokens = {}
         for name in ("ann", "ben", "cat"):
             r = cls.h.ctl("invite", "create")
@@ -235,6 +237,44 @@ class Rooms(unittest.TestCase):
         receipts = [e["content"] for e in ephemeral(r) if e["type"] == "m.receipt"]
         self.assertNotIn("m.read.private", receipts[0][msg])
         self.assertIn("@ben:localhost", receipts[0][msg]["m.read"])
+
+    def test_directory_aliases_and_context(self):
+        room = self.ok("POST", "/createRoom", {"visibility": "public", "preset": "public_chat",
+                                               "name": "Gardening club", "topic": "tomatoes",
+                                               "room_alias_name": "garden"}, who="ann")["room_id"]
+        hidden = self.ok("POST", "/createRoom", {"name": "Gardening secrets"}, who="ann")["room_id"]
+        found = self.ok("POST", "/publicRooms", {"filter": {"generic_search_term": "GARDEN"}}, who="ben")["chunk"]
+        self.assertEqual([r["room_id"] for r in found], [room])
+        self.assertEqual((found[0]["name"], found[0]["topic"], found[0]["canonical_alias"], found[0]["num_joined_members"]),
+                         ("Gardening club", "tomatoes", "#garden:localhost", 1))
+        status, _, raw = self.h.request("GET", "/_matrix/client/v3/publicRooms?limit=100")
+        self.assertEqual(status, 200)
+        self.assertIn(room, [r["room_id"] for r in json.loads(raw)["chunk"]])
+        self.assertEqual(self.ok("GET", f"/directory/list/room/{hidden}"), {"visibility": "private"})
+        self.forbidden("PUT", f"/directory/list/room/{hidden}", {"visibility": "public"}, who="ben")
+        self.ok("PUT", f"/directory/list/room/{hidden}", {"visibility": "public"}, who="ann")
+        self.assertEqual(self.ok("GET", f"/directory/list/room/{hidden}"), {"visibility": "public"})
+        self.ok("PUT", f"/directory/list/room/{hidden}", {"visibility": "private"}, who="ann")
+
+        self.ok("PUT", "/directory/room/%23veg:localhost", {"room_id": room}, who="ann")
+        self.assertEqual(self.ok("GET", f"/rooms/{room}/aliases", who="ann")["aliases"],
+                         ["#garden:localhost", "#veg:localhost"])
+        self.ok("POST", f"/rooms/{room}/join", {}, who="ben")
+        self.forbidden("DELETE", "/directory/room/%23veg:localhost", who="ben")
+        self.ok("DELETE", "/directory/room/%23veg:localhost", who="ann")
+        status, body = self.api("GET", "/directory/room/%23veg:localhost", who="ann")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+
+        ids = [self.ok("PUT", f"/rooms/{room}/send/m.room.message/c{i}", {"msgtype": "m.text", "body": str(i)},
+                       who="ann")["event_id"] for i in range(5)]
+        ctx = self.ok("GET", f"/rooms/{room}/context/{ids[2]}?limit=2", who="ben")
+        self.assertEqual(ctx["event"]["event_id"], ids[2])
+        self.assertEqual([e["event_id"] for e in ctx["events_before"]], [ids[1]])
+        self.assertEqual([e["event_id"] for e in ctx["events_after"]], [ids[3]])
+        after_end = self.ok("GET", f"/rooms/{room}/messages?dir=f&from={ctx['end']}", who="ben")["chunk"]
+        self.assertEqual(after_end[0]["event_id"], ids[4])
+        before_start = self.ok("GET", f"/rooms/{room}/messages?dir=b&from={ctx['start']}&limit=1", who="ben")["chunk"]
+        self.assertEqual(before_start[0]["event_id"], ids[0])
 
     def test_zz_stop_answers_a_parked_sync(self):
         since = self.sync("ann")["next_batch"]
