@@ -265,7 +265,10 @@ int run(const Config& config, bool print_banner) {
   ops::AdminCommands commands;
   ops::add_account_commands(commands, **accounts,
                             {config.primary_domain().name, public_url,
-                             [&xmpp_service](const std::string& bare) { return xmpp_service.forget_account(bare); }});
+                             [&xmpp_service, &matrix_service](const std::string& bare) -> Result<void> {
+                               if (auto r = xmpp_service.forget_account(bare); !r) return r;
+                               return (*matrix_service)->forget_account(bare);
+                             }});
   commands["health"] = [&health](const ops::AdminArgs& args) -> Result<std::string> {
     auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),

@@ -73,6 +73,12 @@ class MatrixService {
   // Applies the "matrix" schema migrations; blocking, at start-up.
   Result<void> migrate();
   void install_routes(net::Router& router);
+  // An account was deleted ("local@domain"): the Matrix user leaves every room it is in
+  // or invited to (leave events, so the rooms see it go), and its profile, account data,
+  // receipts and filters are removed. The room history it wrote stays, as in any Matrix
+  // room. Blocking (storage); call it off the event loops. migrate() also sweeps accounts
+  // deleted while the daemon was stopped.
+  Result<void> forget_account(const std::string& bare);
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.
   void set_public_url(std::string url);
   // Answers every parked /sync now (with what it would get at its timeout), so that a

@@ -1,9 +1,11 @@
 // MatrixService: construction, the route table and the dispatcher.
 #include <cctype>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "core/json.h"
+#include "matrix/auth_rules.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -236,7 +238,60 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
 }
 
 Result<void> MatrixService::migrate() {
-  return impl_->store.migrate("matrix", matrix_migrations());
+  if (auto r = impl_->store.migrate("matrix", matrix_migrations()); !r) return r;
+  // Sweep: Matrix users whose account was deleted while the daemon was stopped.
+  auto users = impl_->accounts.list_users(impl_->options.server_name);
+  if (!users) return tl::unexpected(users.error());
+  std::set<std::string> live;
+  for (const auto& u : *users) live.insert(impl_->user_id(u.localpart));
+  auto known = impl_->store.read_sync([](store::Transaction& tx) -> Result<std::vector<std::string>> {
+    std::vector<std::string> out;
+    auto r = tx.query(
+        "SELECT user_id FROM matrix_members WHERE membership IN ('join', 'invite', 'knock') "
+        "UNION SELECT user_id FROM matrix_profiles UNION SELECT user_id FROM matrix_account_data",
+        {}, [&](const store::Row& row) { out.emplace_back(row.text(0)); });
+    if (!r) return tl::unexpected(r.error());
+    return out;
+  });
+  if (!known) return tl::unexpected(known.error());
+  for (const auto& user : *known) {
+    if (live.count(user) || server_of(user) != impl_->options.server_name) continue;
+    impl_->log.info("matrix.forgot_deleted_account", {{"user", user}});
+    if (auto r = forget_account(user.substr(1, user.find(':') - 1) + "@" + impl_->options.server_name); !r) return r;
+  }
+  return ok();
+}
+
+Result<void> MatrixService::forget_account(const std::string& bare) {
+  auto at = bare.find('@');
+  if (at == std::string::npos || bare.substr(at + 1) != impl_->options.server_name) return ok();
+  const std::string user = impl_->user_id(bare.substr(0, at));
+  std::vector<std::string> keys{user};
+  std::int64_t last = 0;
+  auto r = impl_->store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto memberships = impl_->rooms.memberships_of(tx, user);
+    if (!memberships) return tl::unexpected(memberships.error());
+    for (const auto& m : *memberships) {
+      if (m.membership != "join" && m.membership != "invite" && m.membership != "knock") continue;
+      auto room = impl_->rooms.load_room(tx, m.room_id);
+      if (!room) return tl::unexpected(room.error());
+      JsonValue content = JsonValue::object();
+      content.set("membership", JsonValue::string("leave"));
+      content.set("reason", JsonValue::string("account deleted"));
+      auto a = impl_->rooms.append(tx, *room, NewEvent{"m.room.member", user, user, std::move(content), {}, {}, {}},
+                                   impl_->clock.now_ms());
+      if (!a) return tl::unexpected(a.error());
+      last = a->stream;
+      keys.push_back(m.room_id);
+    }
+    for (auto sql : {"DELETE FROM matrix_profiles WHERE user_id = ?", "DELETE FROM matrix_account_data WHERE user_id = ?",
+                     "DELETE FROM matrix_receipts WHERE user_id = ?", "DELETE FROM matrix_filters WHERE user_id = ?"})
+      if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
+    return true;
+  });
+  if (!r) return tl::unexpected(r.error());
+  impl_->notify(last, std::move(keys));
+  return ok();
 }
 
 void MatrixService::set_public_url(std::string url) {

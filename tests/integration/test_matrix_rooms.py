@@ -276,6 +276,44 @@ class Rooms(unittest.TestCase):
         before_start = self.ok("GET", f"/rooms/{room}/messages?dir=b&from={ctx['start']}&limit=1", who="ben")["chunk"]
         self.assertEqual(before_start[0]["event_id"], ids[0])
 
+    def new_user(self, name):
+        r = self.h.ctl("invite", "create")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        invite = re.search(r"token: (\S+)", r.stdout).group(1)
+        status, body = self.api("POST", "/register", {
+            "username": name, "password": "pw " + name,
+            "auth": {"type": "m.login.registration_token", "token": invite}})
+        self.assertEqual(status, 200, body)
+        self.tokens[name] = body["access_token"]
+
+    def member_state(self, room, user):
+        return self.ok("GET", f"/rooms/{room}/state/m.room.member/{user}", who="ann")
+
+    def test_deleted_accounts_leave_their_rooms(self):
+        self.new_user("dan")
+        room = self.ok("POST", "/createRoom", {"preset": "public_chat"}, who="ann")["room_id"]
+        invited = self.ok("POST", "/createRoom", {"invite": ["@dan:localhost"]}, who="ann")["room_id"]
+        self.ok("POST", f"/rooms/{room}/join", {}, who="dan")
+        self.ok("PUT", "/profile/@dan:localhost/displayname", {"displayname": "Dan"}, who="dan")
+        r = self.h.ctl("user", "del", "dan@localhost")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for rid in (room, invited):
+            self.assertEqual(self.member_state(rid, "@dan:localhost"),
+                             {"membership": "leave", "reason": "account deleted"})
+        status, body = self.api("GET", "/profile/@dan:localhost")
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+
+    def test_zy_deleting_while_stopped_is_swept_at_start(self):
+        self.new_user("eve")
+        room = self.ok("POST", "/createRoom", {"preset": "public_chat"}, who="ann")["room_id"]
+        self.ok("POST", f"/rooms/{room}/join", {}, who="eve")
+        self.assertEqual(self.h.stop(), 0)
+        r = self.h.ctl("user", "del", "eve@localhost")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.h.start()
+        self.assertEqual(self.member_state(room, "@eve:localhost")["membership"], "leave")
+        self.assertIn("matrix.forgot_deleted_account", self.h.stderr())
+
     def test_zz_stop_answers_a_parked_sync(self):
         since = self.sync("ann")["next_batch"]
         result = {}
