@@ -330,6 +330,12 @@ void MatrixService::install_routes(net::Router& router) {
     sign_json(keys, impl->options.server_name, impl->key);
     respond(json_response(200, canonical_json(keys)));
   });
+  // Media and federation are not served yet: answer in Matrix's error format so that
+  // clients (which probe /_matrix/media/v3/config) read a proper M_UNRECOGNIZED.
+  for (const char* prefix : {"/_matrix/media/", "/_matrix/federation/", "/_matrix/key/"})
+    router.add_prefix("*", prefix, [](net::HttpRequest&&, net::Respond respond) {
+      respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));
+    });
   router.add_prefix("*", "/_matrix/client/",
                     [impl](net::HttpRequest&& req, net::Respond respond) { impl->dispatch(std::move(req), std::move(respond)); },
                     blocking);

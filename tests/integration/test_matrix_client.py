@@ -243,6 +243,10 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         self.assertTrue(json.loads(raw)["m.homeserver"]["base_url"].startswith("http"))
         status, body = self.api("GET", "/login")
         self.assertEqual(body, {"flows": [{"type": "m.login.password"}]})
+        # Not served yet, but answered in Matrix's error format.
+        for path in ("/_matrix/media/v3/config", "/_matrix/federation/v1/version", "/_matrix/client/unstable/x"):
+            status, _, raw = self.h.request("GET", path)
+            self.assertEqual((status, json.loads(raw)["errcode"]), (404, "M_UNRECOGNIZED"), path)
 
     def test_server_key_is_published_and_self_signed(self):
         """The key in <data>/matrix/signing.key, as other servers will fetch it: its
