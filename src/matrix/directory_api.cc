@@ -84,12 +84,16 @@ ApiResult<std::string> MatrixService::Impl::context(Ctx& ctx) {
       if (!mine) return tl::unexpected(mine.error());
       if (*mine) upto = (*mine)->stream;
     }
-    if ((*e)->stream > upto) return fail(Errc::permission_denied, "The event is after you left");
+    auto filter = VisibilityFilter::load(tx, room_id, ctx.user_id);
+    if (!filter) return tl::unexpected(filter.error());
+    if ((*e)->stream > upto || !filter->visible(**e)) return std::optional<std::string>();
     std::int64_t at = (*e)->stream;
     auto before = rooms.paginate(tx, room_id, at - 1, true, limit / 2 + limit % 2, upto);
     if (!before) return tl::unexpected(before.error());
     auto after = rooms.paginate(tx, room_id, at, false, limit / 2, upto);
     if (!after) return tl::unexpected(after.error());
+    filter->apply(*before);
+    filter->apply(*after);
     auto state = rooms.current_state(tx, room_id);
     if (!state) return tl::unexpected(state.error());
     JsonWriter w;

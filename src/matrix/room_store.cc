@@ -32,7 +32,7 @@ CREATE TABLE matrix_events(
   txn_device TEXT,
   txn_id TEXT);
 CREATE INDEX matrix_events_room ON matrix_events(room_id, stream);
-CREATE UNIQUE INDEX matrix_events_txn ON matrix_events(sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+CREATE UNIQUE INDEX matrix_events_txn ON matrix_events(room_id, sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
 CREATE TABLE matrix_state(
   room_id TEXT NOT NULL,
   type TEXT NOT NULL,
@@ -313,6 +313,49 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
   return AppendedEvent{event_id, stream};
 }
 
+Result<VisibilityFilter> VisibilityFilter::load(store::Transaction& tx, std::string_view room_id,
+                                                std::string_view user_id) {
+  VisibilityFilter f;
+  auto content_field = [](std::string_view client_json, std::string_view key) {
+    auto v = parse_json(client_json, {std::size_t{1} << 24, 128});
+    const JsonValue* c = v ? v->get("content") : nullptr;
+    return c ? std::string(c->string_at(key)) : std::string();
+  };
+  f.user_id_ = std::string(user_id);
+  auto r = tx.query(
+      "SELECT stream, type, client FROM matrix_events WHERE room_id = ? AND ((type = 'm.room.history_visibility' "
+      "AND state_key = '') OR (type = 'm.room.member' AND state_key = ?)) ORDER BY stream",
+      {room_id, user_id}, [&](const store::Row& row) {
+        if (row.text(1) == "m.room.member") {
+          f.membership_.emplace_back(row.integer(0), content_field(row.text(2), "membership"));
+        } else {
+          f.visibility_.emplace_back(row.integer(0), content_field(row.text(2), "history_visibility"));
+        }
+      });
+  if (!r) return tl::unexpected(r.error());
+  return f;
+}
+
+bool VisibilityFilter::visible(std::int64_t stream, bool own_member_event) const {
+  if (own_member_event) return true;  // a user always sees their own membership changes
+  std::string_view visibility = "shared";
+  for (const auto& [at, value] : visibility_) {
+    if (at >= stream) break;
+    visibility = value;
+  }
+  if (visibility == "world_readable") return true;
+  std::string_view membership = "leave";
+  bool joined_later = false;
+  for (const auto& [at, value] : membership_) {
+    if (at <= stream) membership = value;
+    else if (value == "join") joined_later = true;
+  }
+  if (membership == "join") return true;
+  if (visibility == "shared" && (joined_later || (!membership_.empty() && membership_.back().second == "join")))
+    return true;
+  return visibility == "invited" && membership == "invite";
+}
+
 Result<JsonValue> RoomStore::pdu(store::Transaction& tx, std::string_view event_id) const {
   auto row = tx.query_one("SELECT pdu FROM matrix_events WHERE event_id = ?", {event_id});
   if (!row) return tl::unexpected(row.error());
@@ -342,10 +385,12 @@ Result<void> RoomStore::apply_redaction(store::Transaction& tx, const RoomAppend
   return ok();
 }
 
-Result<std::optional<std::string>> RoomStore::find_txn(store::Transaction& tx, std::string_view sender,
-                                                       std::string_view device, std::string_view txn_id) const {
-  auto row = tx.query_one("SELECT event_id FROM matrix_events WHERE sender = ? AND txn_device = ? AND txn_id = ?",
-                          {sender, device, txn_id});
+Result<std::optional<std::string>> RoomStore::find_txn(store::Transaction& tx, std::string_view room_id,
+                                                       std::string_view sender, std::string_view device,
+                                                       std::string_view txn_id) const {
+  auto row = tx.query_one(
+      "SELECT event_id FROM matrix_events WHERE room_id = ? AND sender = ? AND txn_device = ? AND txn_id = ?",
+      {room_id, sender, device, txn_id});
   if (!row) return tl::unexpected(row.error());
   if (!*row) return std::optional<std::string>();
   return std::optional<std::string>(std::string((*row)->text(0)));

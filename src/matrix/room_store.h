@@ -68,6 +68,32 @@ struct RoomAppender {
   const JsonValue* lookup(std::string_view type, std::string_view key) const;
 };
 
+// Which events of a room a user may see (spec: "History visibility"), from the room's
+// m.room.history_visibility events and the user's own member events (both few per room,
+// loaded once per request). An event is visible when the visibility in force before it was
+// world_readable; or the user's membership at it (their latest member event at or before
+// it) was join; or it is the user's own member event; or it was `shared` and the user is joined now or joined later; or it was
+// `invited` and the user's membership at it was invite. Rooms without the state event
+// count as `shared`.
+class VisibilityFilter {
+ public:
+  static Result<VisibilityFilter> load(store::Transaction& tx, std::string_view room_id, std::string_view user_id);
+  // `own_member_event`: the user's own membership events are always visible to them.
+  bool visible(std::int64_t stream, bool own_member_event = false) const;
+  bool visible(const StoredEvent& e) const {
+    return visible(e.stream, e.type == "m.room.member" && e.state_key && *e.state_key == user_id_);
+  }
+  template <typename Events>
+  void apply(Events& events) const {
+    std::erase_if(events, [this](const StoredEvent& e) { return !visible(e); });
+  }
+
+ private:
+  std::string user_id_;
+  std::vector<std::pair<std::int64_t, std::string>> visibility_;  // stream, value (ascending)
+  std::vector<std::pair<std::int64_t, std::string>> membership_;  // the user's, ascending
+};
+
 struct AppendedEvent {
   std::string event_id;
   std::int64_t stream = 0;
@@ -102,8 +128,10 @@ class RoomStore {
   // The PDU of a stored event, parsed; not_found if unknown.
   Result<JsonValue> pdu(store::Transaction& tx, std::string_view event_id) const;
 
-  // The event id earlier stored for (sender, device, txn), if any.
-  Result<std::optional<std::string>> find_txn(store::Transaction& tx, std::string_view sender, std::string_view device,
+  // The event id earlier stored for (room, sender, device, txn), if any. Transaction ids
+  // are scoped like the request path they came with (per room), and per device.
+  Result<std::optional<std::string>> find_txn(store::Transaction& tx, std::string_view room_id,
+                                              std::string_view sender, std::string_view device,
                                               std::string_view txn_id) const;
 
   // --- reads

@@ -213,7 +213,7 @@ ApiResult<AppendedEvent> MatrixService::Impl::append_one(const std::string& room
   std::string target = ev.type == "m.room.member" && ev.state_key ? *ev.state_key : std::string();
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<AppendedEvent> {
     if (!ev.txn_id.empty()) {
-      auto prior = rooms.find_txn(tx, ev.sender, ev.txn_device, ev.txn_id);
+      auto prior = rooms.find_txn(tx, room_id, ev.sender, ev.txn_device, ev.txn_id);
       if (!prior) return tl::unexpected(prior.error());
       if (*prior) return AppendedEvent{**prior, 0};
     }
@@ -314,7 +314,7 @@ ApiResult<std::string> MatrixService::Impl::redact(Ctx& ctx) {
   if (std::string_view reason = body->string_at("reason"); !reason.empty())
     content.set("reason", JsonValue::string(std::string(reason)));
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<AppendedEvent> {
-    auto prior = rooms.find_txn(tx, ctx.user_id, ctx.device_id, "redact:" + ctx.params[2]);
+    auto prior = rooms.find_txn(tx, room_id, ctx.user_id, ctx.device_id, "redact:" + ctx.params[2]);
     if (!prior) return tl::unexpected(prior.error());
     if (*prior) return AppendedEvent{**prior, 0};
     auto room = rooms.load_room(tx, room_id);
@@ -416,12 +416,16 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
     if (dir == "b") start = std::min(start, upto);
     auto events = rooms.paginate(tx, room_id, start, dir == "b", limit, upto);
     if (!events) return tl::unexpected(events.error());
+    auto filter = VisibilityFilter::load(tx, room_id, ctx.user_id);
+    if (!filter) return tl::unexpected(filter.error());
+    std::optional<std::int64_t> last;  // the page's end follows the unfiltered page
+    if (!events->empty()) last = events->back().stream;
+    filter->apply(*events);
     JsonWriter w;
     w.begin_object().key("start").value(fmt::format("s{}", start)).key("chunk").begin_array();
     for (const auto& e : *events) w.raw(render_event(e, ctx.user_id, ctx.device_id, now));
     w.end_array();
-    if (!events->empty())
-      w.key("end").value(fmt::format("s{}", dir == "b" ? events->back().stream - 1 : events->back().stream));
+    if (last) w.key("end").value(fmt::format("s{}", dir == "b" ? *last - 1 : *last));
     w.end_object();
     return w.take();
   });
@@ -495,6 +499,9 @@ ApiResult<std::string> MatrixService::Impl::get_event(Ctx& ctx) {
     auto e = rooms.event(tx, ctx.params[1]);
     if (!e) return tl::unexpected(e.error());
     if (!*e || (*e)->room_id != ctx.params[0]) return std::optional<std::string>();
+    auto filter = VisibilityFilter::load(tx, ctx.params[0], ctx.user_id);
+    if (!filter) return tl::unexpected(filter.error());
+    if (!filter->visible(**e)) return std::optional<std::string>();
     return std::optional<std::string>(render_event(**e, ctx.user_id, ctx.device_id, now));
   });
   if (!r) return tl::unexpected(store_error(r.error()));

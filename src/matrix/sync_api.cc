@@ -229,6 +229,9 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         bool limited = false;
         auto timeline = rooms.timeline(tx, m.room_id, fresh ? 0 : since, *max, p.limit, &limited);
         if (!timeline) return tl::unexpected(timeline.error());
+        auto filter = VisibilityFilter::load(tx, m.room_id, user_id);
+        if (!filter) return tl::unexpected(filter.error());
+        filter->apply(*timeline);
         auto eph = ephemeral(m.room_id);
         if (!eph) return tl::unexpected(eph.error());
         if (!fresh && timeline->empty() && !account_data.count(m.room_id) && eph->empty()) continue;
@@ -268,6 +271,9 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         bool limited = false;
         auto timeline = rooms.timeline(tx, m.room_id, since, m.stream, p.limit, &limited);
         if (!timeline) return tl::unexpected(timeline.error());
+        auto filter = VisibilityFilter::load(tx, m.room_id, user_id);
+        if (!filter) return tl::unexpected(filter.error());
+        filter->apply(*timeline);
         std::int64_t first = timeline->empty() ? m.stream : timeline->front().stream;
         sep(leave);
         leave += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +

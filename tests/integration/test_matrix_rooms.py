@@ -276,6 +276,31 @@ class Rooms(unittest.TestCase):
         before_start = self.ok("GET", f"/rooms/{room}/messages?dir=b&from={ctx['start']}&limit=1", who="ben")["chunk"]
         self.assertEqual(before_start[0]["event_id"], ids[0])
 
+    def test_history_visibility(self):
+        def bodies(who, room):
+            return [e["content"].get("body") for e in
+                    self.ok("GET", f"/rooms/{room}/messages?dir=b&limit=100", who=who)["chunk"]
+                    if e["type"] == "m.room.message"]
+
+        for visibility, ben_sees_before in (("joined", False), ("invited", False), ("shared", True)):
+            room = self.ok("POST", "/createRoom", {"initial_state": [{
+                "type": "m.room.history_visibility", "content": {"history_visibility": visibility}}]},
+                who="ann")["room_id"]
+            before = self.ok("PUT", f"/rooms/{room}/send/m.room.message/b", {"msgtype": "m.text", "body": "before"},
+                             who="ann")["event_id"]
+            self.ok("POST", f"/rooms/{room}/invite", {"user_id": "@ben:localhost"}, who="ann")
+            self.ok("PUT", f"/rooms/{room}/send/m.room.message/i", {"msgtype": "m.text", "body": "invited"}, who="ann")
+            self.ok("POST", f"/rooms/{room}/join", {}, who="ben")
+            self.ok("PUT", f"/rooms/{room}/send/m.room.message/a", {"msgtype": "m.text", "body": "after"}, who="ann")
+            expected = (["after"] + (["invited"] if visibility != "joined" else [])
+                        + (["before"] if ben_sees_before else []))
+            self.assertEqual(bodies("ben", room), expected, visibility)
+            self.assertEqual(bodies("ann", room), ["after", "invited", "before"])
+            status, _ = self.api("GET", f"/rooms/{room}/event/{before}", who="ben")
+            self.assertEqual(status, 200 if ben_sees_before else 404, visibility)
+            timeline = self.sync("ben")["rooms"]["join"][room]["timeline"]["events"]
+            self.assertEqual("before" in [e["content"].get("body") for e in timeline], ben_sees_before, visibility)
+
     def new_user(self, name):
         r = self.h.ctl("invite", "create")
         self.assertEqual(r.returncode, 0, r.stderr)

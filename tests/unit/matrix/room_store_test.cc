@@ -50,7 +50,7 @@ struct RoomStoreTest : ::testing::Test {
       auto room = rooms.load_room(tx, room_id);
       if (!room) return tl::unexpected(room.error());
       if (!ev.txn_id.empty()) {
-        auto prior = rooms.find_txn(tx, ev.sender, ev.txn_device, ev.txn_id);
+        auto prior = rooms.find_txn(tx, room_id, ev.sender, ev.txn_device, ev.txn_id);
         if (!prior) return tl::unexpected(prior.error());
         if (*prior) return AppendedEvent{**prior, 0};
       }
@@ -110,7 +110,7 @@ TEST_F(RoomStoreTest, RefusedEventsLeaveNoTrace) {
   EXPECT_EQ(unknown.error().code, Errc::not_found);
 }
 
-TEST_F(RoomStoreTest, TransactionIdsAreIdempotentPerDevice) {
+TEST_F(RoomStoreTest, TransactionIdsAreIdempotentPerDeviceAndRoom) {
   create_room("!a:hs", "invite");
   NewEvent msg{"m.room.message", std::nullopt, "@alice:hs", content(R"({"body":"once"})"), "DEV", "t1", {}};
   auto a = append("!a:hs", msg);
@@ -121,6 +121,13 @@ TEST_F(RoomStoreTest, TransactionIdsAreIdempotentPerDevice) {
   auto c = append("!a:hs", msg);
   ASSERT_TRUE(c);
   EXPECT_NE(c->event_id, a->event_id);
+  // Scoped per room, like the request path: the same txn id in another room is new.
+  create_room("!b:hs", "invite");
+  msg.txn_device = "DEV";
+  auto d = append("!b:hs", msg);
+  ASSERT_TRUE(d);
+  EXPECT_NE(d->event_id, a->event_id);
+  EXPECT_GT(d->stream, 0);
 }
 
 TEST_F(RoomStoreTest, MembershipsStateAndTimelineSurviveReopen) {
