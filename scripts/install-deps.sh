@@ -13,6 +13,7 @@ packages=(
   openssl ca-certificates
   # tests
   libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
+  python3-matrix-nio python3-cryptography
 )
 
 # CryptPad's client libraries for the integration tests (tests/integration/cryptpad,
@@ -34,8 +35,23 @@ for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
+# matrix-js-sdk for tests/integration/test_matrix_js.py, from npm at the versions
+# package-lock.json pins (needs node >= 20, which the SDK requires).
+install_js_test_deps() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/integration/js"
+  [[ -d "$dir/node_modules/matrix-js-sdk" ]] && return 0
+  if ! command -v npm >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' 2>/dev/null; then
+    echo "install-deps: node >= 20 and npm are needed for the matrix-js-sdk test" >&2
+    return 0
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+    echo "install-deps: npm ci failed in $dir; integration.matrix_js will fail" >&2
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   install_node_test_packages
+  install_js_test_deps
   exit 0
 fi
 
@@ -49,3 +65,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 install_node_test_packages
+install_js_test_deps

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "cryptpad/cryptpad.h"
+#include "matrix/matrix.h"
 #include "net/net.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
@@ -162,8 +163,34 @@ int run(const Config& config, bool print_banner) {
     return {ops::HealthStatus::ok, "responding", "", {}};
   });
 
+  // The Matrix service needs the server's worker pool and timers, which exist only once
+  // the server is created (after the routes): its callbacks go through this pointer,
+  // set below before the server runs.
+  net::HttpServer* server_for_matrix = nullptr;
+  matrix::MatrixOptions matrix_options;
+  matrix_options.server_name = config.matrix_server_name.empty() ? config.primary_domain().name : config.matrix_server_name;
+  matrix_options.signing_key_path = data_dir + "/matrix/signing.key";
+  matrix_options.default_room_version = config.matrix_default_room_version;
+  matrix_options.max_body_bytes = config.http_max_body_bytes;
+  matrix_options.max_sync_timeout_ms = config.matrix_max_sync_timeout_seconds * 1000;
+  auto matrix_service = matrix::MatrixService::create(
+      matrix_options, **accounts, **store, clock, log, metrics,
+      [&server_for_matrix](std::function<void()> job) { return server_for_matrix && server_for_matrix->offload(std::move(job)); },
+      [&server_for_matrix](std::chrono::milliseconds delay, std::function<void()> fn) {
+        if (server_for_matrix) server_for_matrix->run_after(delay, std::move(fn));
+      });
+  if (!matrix_service) {
+    fmt::print(stderr, "hearthd: cannot prepare Matrix: {}\n", matrix_service.error().describe());
+    return kExitStartup;
+  }
+  if (auto r = (*matrix_service)->migrate(); !r) {
+    fmt::print(stderr, "hearthd: cannot prepare Matrix storage: {}\n", r.error().describe());
+    return kExitStartup;
+  }
+
   net::Router router;
   ops::install_health_routes(router, health, metrics);
+  (*matrix_service)->install_routes(router);
   ops::install_invite_routes(router, **accounts, log);
   router.add("GET", "/", [](net::HttpRequest&&, net::Respond respond) {
     respond(net::HttpResponse::text(200, "hearth 0.1.0\n"));
@@ -218,6 +245,7 @@ int run(const Config& config, bool print_banner) {
     if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
     if (config.https_port >= 0) specs.push_back({addr, config.https_port, true});
   }
+  server_for_matrix = server->get();
   auto bound = (*server)->listen(specs);
   if (!bound) {
     fmt::print(stderr, "hearthd: {}\n", bound.error().message);
@@ -292,12 +320,17 @@ int run(const Config& config, bool print_banner) {
     }
   }
 
+  (*matrix_service)->set_public_url(public_url);
+
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);
   ops::AdminCommands commands;
   ops::add_account_commands(commands, **accounts,
                             {config.primary_domain().name, public_url,
-                             [&xmpp_service](const std::string& bare) { return xmpp_service.forget_account(bare); }});
+                             [&xmpp_service, &matrix_service](const std::string& bare) -> Result<void> {
+                               if (auto r = xmpp_service.forget_account(bare); !r) return r;
+                               return (*matrix_service)->forget_account(bare);
+                             }});
   commands["health"] = [&health](const ops::AdminArgs& args) -> Result<std::string> {
     auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
@@ -372,6 +405,8 @@ int run(const Config& config, bool print_banner) {
       for (const auto& e : *bound)
         out += fmt::format("  {:<6} {}://{}:{}{}   (CryptPad websocket)\n", "CPAD", e.tls ? "wss" : "ws", url_host(e.address),
                            e.port, config.cryptpad_websocket_path);
+    out += fmt::format("  Matrix server name {} (signing key {})\n", matrix_options.server_name,
+                       (*matrix_service)->signing_key_id());
     for (const auto& cert : generated) out += fmt::format("  self-signed certificate: {}\n", cert);
     out += fmt::format("  data directory: {}\n  admin socket:   {}\n", data_dir, socket_path);
     auto invite = (*accounts)->bootstrap_admin_invite(config.primary_domain().name);
@@ -401,6 +436,7 @@ int run(const Config& config, bool print_banner) {
     sigwait(&set, &sig);
     if (sig != SIGUSR2) log.info("hearthd.draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
     (*server)->stop();
+    (*matrix_service)->release_waiters();
   });
   log.info("hearthd.ready", {{"public_url", public_url}});
   // systemd (incident I09): READY=1 now, then WATCHDOG=1 only while every event loop turns,
@@ -445,6 +481,7 @@ int run(const Config& config, bool print_banner) {
   health.stop();
   server->reset();
   cryptpad_service.reset();
+  matrix_service->reset();
   accounts->reset();
   (*store)->close();
   log.info("hearthd.stopped", {});

@@ -186,6 +186,12 @@ const std::vector<Binding>& bindings() {
        string_field(&Config::cryptpad_http_unsafe_origin)},
       {"cryptpad.http_safe_origin", "\"\"", "Sandbox origin of the CryptPad web application, advertised in `/api/config`.",
        string_field(&Config::cryptpad_http_safe_origin)},
+      {"matrix.server_name", "\"\"", "Matrix server name: the part after `:` in `@user:server` and room ids; empty: the primary domain. Never change it once users exist.",
+       string_field(&Config::matrix_server_name)},
+      {"matrix.default_room_version", "\"11\"", "Room version of new rooms when the client names none: `10` or `11`.",
+       string_field(&Config::matrix_default_room_version, {"10", "11"})},
+      {"matrix.max_sync_timeout_seconds", "30", "Longest a `/sync` request waits for new events; longer client timeouts are shortened to this.",
+       integer_field(&Config::matrix_max_sync_timeout_seconds, 0, 300)},
 
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
        integer_field(&Config::max_connections, 1, 10'000'000)},

@@ -84,6 +84,10 @@ struct Config {
   std::int64_t cryptpad_max_upload_bytes = 20 << 20;
   std::string cryptpad_http_unsafe_origin;
   std::string cryptpad_http_safe_origin;
+  // [matrix]
+  std::string matrix_server_name;  // empty: the primary domain
+  std::string matrix_default_room_version = "11";
+  int matrix_max_sync_timeout_seconds = 30;
 
   // [limits]
   int max_connections = 10000;

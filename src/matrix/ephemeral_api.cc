@@ -1,0 +1,178 @@
+// Typing notifications (in memory) and read receipts / read markers (stored), delivered in
+// /sync's per-room "ephemeral" section.
+#include <fmt/format.h>
+
+#include "core/json.h"
+#include "matrix/service_internal.h"
+
+namespace hearth::matrix {
+
+std::int64_t TypingRooms::serial() {
+  std::lock_guard lock(mu_);
+  return serial_;
+}
+
+std::int64_t TypingRooms::set(const std::string& room_id, const std::string& user_id, bool typing,
+                              std::int64_t expires_ms) {
+  std::lock_guard lock(mu_);
+  Room& room = rooms_[room_id];
+  bool was = room.typers.count(user_id) > 0;
+  if (typing) {
+    room.typers[user_id] = expires_ms;
+  } else {
+    room.typers.erase(user_id);
+  }
+  if (was == typing) return 0;  // a refresh of the timeout is not a change
+  serial_ = std::max(serial_ + 1, clock_.now_ms());
+  room.serial = serial_;
+  return serial_;
+}
+
+std::vector<std::string> TypingRooms::expire(std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> changed;
+  for (auto it = rooms_.begin(); it != rooms_.end();) {
+    bool any = false;
+    for (auto t = it->second.typers.begin(); t != it->second.typers.end();) {
+      if (t->second <= now_ms) {
+        t = it->second.typers.erase(t);
+        any = true;
+      } else {
+        ++t;
+      }
+    }
+    if (any) {
+      serial_ = std::max(serial_ + 1, now_ms);
+      it->second.serial = serial_;
+      changed.push_back(it->first);
+    }
+    // Rooms nobody types in are kept until their last change is older than a minute
+    // (so a sync that is behind still sees "nobody types" once).
+    if (it->second.typers.empty() && serial_ - it->second.serial > 60'000) {
+      it = rooms_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return changed;
+}
+
+std::optional<std::vector<std::string>> TypingRooms::changed(const std::string& room_id, std::int64_t since) {
+  std::lock_guard lock(mu_);
+  auto it = rooms_.find(room_id);
+  if (it == rooms_.end() || (since >= 0 && it->second.serial <= since)) return std::nullopt;
+  std::vector<std::string> users;
+  for (const auto& [user, expiry] : it->second.typers) users.push_back(user);
+  return users;
+}
+
+void MatrixService::Impl::expire_typing() {
+  auto rooms_changed = typing.expire(clock.now_ms());
+  if (!rooms_changed.empty()) notify(0, std::move(rooms_changed));
+}
+
+ApiResult<std::string> MatrixService::Impl::typing_put(Ctx& ctx) {
+  if (ctx.params[1] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot set typing for other users");
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const JsonValue* typing_flag = body->get("typing");
+  if (!typing_flag || !typing_flag->is_bool()) return api_error(400, "M_BAD_JSON", "typing must be true or false");
+  const std::string room_id = ctx.params[0];
+  auto m = store.read_sync([&](store::Transaction& tx) { return rooms.membership(tx, room_id, ctx.user_id); });
+  if (!m) return tl::unexpected(to_api_error(m.error()));
+  if (!*m || **m != "join") return api_error(403, "M_FORBIDDEN", "You are not in this room");
+  std::int64_t timeout = 30000;
+  if (const JsonValue* t = body->get("timeout"); t && t->is_int()) timeout = std::clamp<std::int64_t>(t->as_int(), 1000, 120000);
+  std::int64_t serial = typing.set(room_id, ctx.user_id, typing_flag->as_bool(), clock.now_ms() + timeout);
+  if (typing_flag->as_bool()) {
+    std::weak_ptr<Impl> weak = weak_from_this();
+    run_after(std::chrono::milliseconds(timeout + 50), [weak] {
+      if (auto self = weak.lock()) self->expire_typing();
+    });
+  }
+  if (serial) notify(0, {room_id});
+  return std::string("{}");
+}
+
+ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, const std::string& user_id,
+                                                   const std::string& type, const std::string& event_id) {
+  std::int64_t now = clock.now_ms();
+  auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto m = rooms.membership(tx, room_id, user_id);
+    if (!m) return tl::unexpected(m.error());
+    if (!*m || **m != "join") return fail(Errc::permission_denied, "You are not in this room");
+    auto e = rooms.event(tx, event_id);
+    if (!e) return tl::unexpected(e.error());
+    if (!*e || (*e)->room_id != room_id) return fail(Errc::not_found, "Event not found");
+    // Positions come from a counter bumped inside the write, so a reader's snapshot
+    // never sees a later position without every earlier one.
+    auto pos = tx.exec(
+        "INSERT INTO matrix_positions(name, value) VALUES ('receipts', 1) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + 1");
+    if (!pos) return tl::unexpected(pos.error());
+    auto up = tx.exec(
+        "INSERT INTO matrix_receipts(room_id, user_id, type, event_id, ts, serial) "
+        "VALUES (?,?,?,?,?,(SELECT value FROM matrix_positions WHERE name = 'receipts')) "
+        "ON CONFLICT(room_id, user_id, type) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, "
+        "serial = excluded.serial",
+        {room_id, user_id, type, event_id, now});
+    if (!up) return tl::unexpected(up.error());
+    return true;
+  });
+  if (!r) {
+    if (r.error().code == Errc::not_found) return api_error(404, "M_NOT_FOUND", r.error().message);
+    return tl::unexpected(to_api_error(r.error()));
+  }
+  // A private receipt concerns only its owner's syncs.
+  notify(0, {type == "m.read.private" ? user_id : room_id});
+  return {};
+}
+
+ApiResult<std::string> MatrixService::Impl::receipt(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const std::string& type = ctx.params[1];
+  if (type == "m.fully_read") {
+    ctx.http.body = fmt::format(R"({{"m.fully_read":{}}})", json_quote(ctx.params[2]));
+    return read_markers(ctx);
+  }
+  if (type != "m.read" && type != "m.read.private") return api_error(400, "M_INVALID_PARAM", "Unknown receipt type");
+  if (auto r = store_receipt(ctx.params[0], ctx.user_id, type, ctx.params[2]); !r) return tl::unexpected(r.error());
+  return std::string("{}");
+}
+
+ApiResult<std::string> MatrixService::Impl::read_markers(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const std::string room_id = ctx.params[0];
+  for (auto type : {"m.read", "m.read.private"}) {
+    std::string_view id = body->string_at(type);
+    if (id.empty()) continue;
+    if (auto r = store_receipt(room_id, ctx.user_id, type, std::string(id)); !r) return tl::unexpected(r.error());
+  }
+  if (std::string_view fully = body->string_at("m.fully_read"); !fully.empty()) {
+    // The fully-read marker is room account data of type m.fully_read.
+    std::string content = fmt::format(R"({{"event_id":{}}})", json_quote(fully));
+    auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+      auto m = rooms.membership(tx, room_id, ctx.user_id);
+      if (!m) return tl::unexpected(m.error());
+      if (!*m || **m != "join") return fail(Errc::permission_denied, "You are not in this room");
+      auto pos = tx.exec(
+          "INSERT INTO matrix_positions(name, value) VALUES ('account_data', 1) "
+          "ON CONFLICT(name) DO UPDATE SET value = value + 1");
+      if (!pos) return tl::unexpected(pos.error());
+      auto up = tx.exec(
+          "INSERT INTO matrix_account_data(user_id, room_id, type, content, position) "
+          "VALUES (?, ?, 'm.fully_read', ?, (SELECT value FROM matrix_positions WHERE name = 'account_data')) "
+          "ON CONFLICT(user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position",
+          {ctx.user_id, room_id, content});
+      if (!up) return tl::unexpected(up.error());
+      return true;
+    });
+    if (!r) return tl::unexpected(to_api_error(r.error()));
+    notify(0, {ctx.user_id});
+  }
+  return std::string("{}");
+}
+
+}  // namespace hearth::matrix

@@ -1,0 +1,489 @@
+#include "matrix/room_store.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "core/json.h"
+#include "matrix/auth_rules.h"
+
+namespace hearth::matrix {
+
+const std::vector<store::Migration>& matrix_migrations() {
+  static const std::vector<store::Migration> list = {
+      {1, "rooms, events, state, memberships, aliases, filters", R"sql(
+CREATE TABLE matrix_rooms(
+  room_id TEXT PRIMARY KEY,
+  version TEXT NOT NULL,
+  last_event_id TEXT NOT NULL DEFAULT '',
+  depth INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL);
+CREATE TABLE matrix_events(
+  stream INTEGER PRIMARY KEY AUTOINCREMENT,
+  event_id TEXT NOT NULL UNIQUE,
+  room_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  state_key TEXT,
+  sender TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  pdu TEXT NOT NULL,
+  client TEXT NOT NULL,
+  unsigned_extra TEXT NOT NULL DEFAULT '',
+  txn_device TEXT,
+  txn_id TEXT);
+CREATE INDEX matrix_events_room ON matrix_events(room_id, stream);
+CREATE UNIQUE INDEX matrix_events_txn ON matrix_events(room_id, sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+CREATE TABLE matrix_state(
+  room_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  state_key TEXT NOT NULL,
+  stream INTEGER NOT NULL,
+  PRIMARY KEY(room_id, type, state_key)) WITHOUT ROWID;
+CREATE TABLE matrix_members(
+  room_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  membership TEXT NOT NULL,
+  stream INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id)) WITHOUT ROWID;
+CREATE INDEX matrix_members_user ON matrix_members(user_id);
+CREATE TABLE matrix_aliases(
+  alias TEXT PRIMARY KEY,
+  room_id TEXT NOT NULL,
+  creator TEXT NOT NULL);
+CREATE TABLE matrix_filters(
+  filter_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id TEXT NOT NULL,
+  json TEXT NOT NULL);
+)sql"},
+      {2, "profiles and account data", R"sql(
+CREATE TABLE matrix_profiles(
+  user_id TEXT PRIMARY KEY,
+  displayname TEXT,
+  avatar_url TEXT);
+CREATE TABLE matrix_account_data(
+  user_id TEXT NOT NULL,
+  room_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  content TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  PRIMARY KEY(user_id, room_id, type)) WITHOUT ROWID;
+CREATE INDEX matrix_account_data_position ON matrix_account_data(user_id, position);
+CREATE TABLE matrix_positions(
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL);
+)sql"},
+      {3, "receipts", R"sql(
+CREATE TABLE matrix_receipts(
+  room_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  serial INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id, type)) WITHOUT ROWID;
+CREATE INDEX matrix_receipts_serial ON matrix_receipts(room_id, serial);
+)sql"},
+      {4, "room directory", R"sql(
+CREATE TABLE matrix_directory(
+  room_id TEXT PRIMARY KEY,
+  added_ms INTEGER NOT NULL);
+)sql"},
+  };
+  return list;
+}
+
+std::string render_event(const StoredEvent& e, std::string_view user_id, std::string_view device_id,
+                         std::int64_t now_ms) {
+  std::string out = e.client_json;
+  out.pop_back();  // the closing '}'
+  out += ",\"unsigned\":{";
+  out += fmt::format("\"age\":{}", std::max<std::int64_t>(0, now_ms - e.ts));
+  if (!e.unsigned_extra.empty()) out += "," + e.unsigned_extra;
+  if (!e.txn_id.empty() && e.sender == user_id && e.txn_device == device_id) {
+    out += ",\"transaction_id\":";
+    std::string_view txn = e.txn_id;
+    if (e.type == "m.room.redaction" && txn.substr(0, 7) == "redact:") txn.remove_prefix(7);  // own namespace
+    json_escape_to(out, txn);
+  }
+  out += "}}";
+  return out;
+}
+
+const JsonValue* RoomAppender::lookup(std::string_view type, std::string_view key) const {
+  auto it = state.find(std::make_pair(std::string(type), std::string(key)));
+  return it == state.end() ? nullptr : &it->second.pdu;
+}
+
+namespace {
+
+constexpr std::string_view kEventColumns =
+    "stream, event_id, room_id, type, state_key, sender, ts, client, unsigned_extra, txn_device, txn_id";
+
+StoredEvent read_event(const store::Row& r) {
+  StoredEvent e;
+  e.stream = r.integer(0);
+  e.event_id = std::string(r.text(1));
+  e.room_id = std::string(r.text(2));
+  e.type = std::string(r.text(3));
+  if (!r.is_null(4)) e.state_key = std::string(r.text(4));
+  e.sender = std::string(r.text(5));
+  e.ts = r.integer(6);
+  e.client_json = std::string(r.text(7));
+  e.unsigned_extra = std::string(r.text(8));
+  e.txn_device = std::string(r.text(9));
+  e.txn_id = std::string(r.text(10));
+  return e;
+}
+
+std::string sql_events(std::string_view tail) { return fmt::format("SELECT {} FROM matrix_events {}", kEventColumns, tail); }
+
+}  // namespace
+
+RoomAppender RoomStore::new_room(std::string room_id, RoomVersion version) const {
+  RoomAppender r;
+  r.room_id = std::move(room_id);
+  r.version = version;
+  return r;
+}
+
+Result<RoomAppender> RoomStore::load_room(store::Transaction& tx, std::string_view room_id) const {
+  auto row = tx.query_one("SELECT version, last_event_id, depth FROM matrix_rooms WHERE room_id = ?", {room_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return fail(Errc::not_found, "unknown room");
+  auto version = parse_room_version((*row)->text(0));
+  if (!version) return fail(Errc::corrupt, "room with an unknown version");
+  RoomAppender room;
+  room.room_id = std::string(room_id);
+  room.version = *version;
+  room.last_event_id = std::string((*row)->text(1));
+  room.depth = (*row)->integer(2);
+  room.exists = true;
+  Result<void> bad = ok();
+  auto r = tx.query(
+      "SELECT s.type, s.state_key, e.event_id, e.pdu FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
+      "WHERE s.room_id = ? AND s.type <> 'm.room.member'",
+      {room_id}, [&](const store::Row& row) {
+        auto pdu = parse_json(row.text(3), {std::size_t{1} << 24, 128});
+        if (!pdu) {
+          bad = fail(Errc::corrupt, "stored event is not JSON");
+          return;
+        }
+        room.state[{std::string(row.text(0)), std::string(row.text(1))}] = {std::string(row.text(2)), std::move(*pdu)};
+      });
+  if (!r) return tl::unexpected(r.error());
+  if (!bad) return tl::unexpected(bad.error());
+  return room;
+}
+
+namespace {
+
+// Member events are loaded on demand (a big room has many), everything else up front.
+Result<void> load_member(store::Transaction& tx, RoomAppender& room, std::string_view user_id) {
+  auto key = std::make_pair(std::string("m.room.member"), std::string(user_id));
+  if (!room.exists || room.state.count(key)) return ok();
+  auto row = tx.query_one(
+      "SELECT e.event_id, e.pdu FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
+      "WHERE s.room_id = ? AND s.type = 'm.room.member' AND s.state_key = ?",
+      {room.room_id, user_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return ok();
+  auto pdu = parse_json((*row)->text(1), {std::size_t{1} << 24, 128});
+  if (!pdu) return fail(Errc::corrupt, "stored event is not JSON");
+  room.state[key] = {std::string((*row)->text(0)), std::move(*pdu)};
+  return ok();
+}
+
+}  // namespace
+
+Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& room, NewEvent ev,
+                                        std::int64_t now_ms) const {
+  // Size limits of the spec's "Size limits": ids, type and state_key at most 255 bytes.
+  if (ev.type.empty() || ev.type.size() > 255 || ev.sender.size() > 255 || room.room_id.size() > 255 ||
+      (ev.state_key && ev.state_key->size() > 255))
+    return fail(Errc::invalid_argument, "type, state_key, sender and room id are limited to 255 bytes");
+  bool is_member = ev.type == "m.room.member";
+  if (auto r = load_member(tx, room, ev.sender); !r) return tl::unexpected(r.error());
+  const JsonValue* via = nullptr;
+  if (is_member && ev.state_key) {
+    if (auto r = load_member(tx, room, *ev.state_key); !r) return tl::unexpected(r.error());
+    via = ev.content.get("join_authorised_via_users_server");
+    if (via && via->is_string())
+      if (auto r = load_member(tx, room, via->as_string()); !r) return tl::unexpected(r.error());
+  }
+
+  JsonValue pdu = JsonValue::object();
+  pdu.set("type", JsonValue::string(ev.type));
+  pdu.set("room_id", JsonValue::string(room.room_id));
+  pdu.set("sender", JsonValue::string(ev.sender));
+  if (ev.state_key) pdu.set("state_key", JsonValue::string(*ev.state_key));
+  pdu.set("content", ev.content);
+  pdu.set("origin_server_ts", JsonValue::integer(now_ms));
+  pdu.set("depth", JsonValue::integer(std::min(room.depth + 1, kMaxSafeInteger)));
+  if (ev.redacts && room.version == RoomVersion::v10) pdu.set("redacts", JsonValue::string(*ev.redacts));
+
+  std::vector<JsonValue> prev, auth;
+  if (!room.last_event_id.empty()) prev.push_back(JsonValue::string(room.last_event_id));
+  auto add_auth = [&](std::string_view type, std::string_view key) {
+    auto it = room.state.find(std::make_pair(std::string(type), std::string(key)));
+    if (it == room.state.end()) return;
+    JsonValue id = JsonValue::string(it->second.event_id);
+    if (std::find(auth.begin(), auth.end(), id) == auth.end()) auth.push_back(std::move(id));
+  };
+  if (ev.type != "m.room.create") {
+    add_auth("m.room.create", "");
+    add_auth("m.room.power_levels", "");
+    add_auth("m.room.member", ev.sender);
+    if (is_member && ev.state_key) {
+      add_auth("m.room.member", *ev.state_key);
+      std::string_view m = ev.content.string_at("membership");
+      if (m == "join" || m == "invite" || m == "knock") add_auth("m.room.join_rules", "");
+      if (via && via->is_string()) add_auth("m.room.member", via->as_string());
+    }
+  }
+  pdu.set("prev_events", JsonValue::array(std::move(prev)));
+  pdu.set("auth_events", JsonValue::array(std::move(auth)));
+
+  StateLookup lookup = [&room](std::string_view type, std::string_view key) { return room.lookup(type, key); };
+  if (auto r = check_event_auth(pdu, room.version, lookup); !r) return tl::unexpected(r.error());
+
+  std::string event_id = hash_and_sign_event(pdu, room.version, server_name_, key_);
+  std::string pdu_json = canonical_json(pdu);
+  if (pdu_json.size() > kMaxPduBytes) return fail(Errc::resource_exhausted, std::string(kEventTooLarge));
+
+  // The client format (without "unsigned").
+  JsonValue client = JsonValue::object();
+  client.set("content", ev.content);
+  client.set("event_id", JsonValue::string(event_id));
+  client.set("origin_server_ts", JsonValue::integer(now_ms));
+  client.set("room_id", JsonValue::string(room.room_id));
+  client.set("sender", JsonValue::string(ev.sender));
+  client.set("type", JsonValue::string(ev.type));
+  if (ev.state_key) client.set("state_key", JsonValue::string(*ev.state_key));
+  if (ev.redacts) client.set("redacts", JsonValue::string(*ev.redacts));
+  std::string unsigned_extra;
+  if (ev.state_key) {
+    auto it = room.state.find(std::make_pair(ev.type, *ev.state_key));
+    if (it != room.state.end()) {
+      unsigned_extra = "\"prev_content\":";
+      const JsonValue* pc = it->second.pdu.get("content");
+      unsigned_extra += pc ? canonical_json(*pc) : "{}";
+      unsigned_extra += ",\"replaces_state\":";
+      json_escape_to(unsigned_extra, it->second.event_id);
+    }
+  }
+
+  if (!room.exists) {
+    auto r = tx.exec("INSERT INTO matrix_rooms(room_id, version, created_ms) VALUES (?, ?, ?)",
+                     {room.room_id, room_version_id(room.version), now_ms});
+    if (!r) return tl::unexpected(r.error());
+    room.exists = true;
+  }
+  std::optional<std::string> txn_device, txn_id;
+  if (!ev.txn_id.empty()) {
+    txn_device = ev.txn_device;
+    txn_id = ev.txn_id;
+  }
+  auto ins = tx.exec(
+      "INSERT INTO matrix_events(event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra, "
+      "txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+      {event_id, room.room_id, ev.type, ev.state_key, ev.sender, now_ms, pdu_json, canonical_json(client),
+       unsigned_extra, txn_device, txn_id});
+  if (!ins) return tl::unexpected(ins.error());
+  std::int64_t stream = tx.last_insert_id();
+  if (ev.state_key) {
+    auto r = tx.exec(
+        "INSERT INTO matrix_state(room_id, type, state_key, stream) VALUES (?,?,?,?) "
+        "ON CONFLICT(room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
+        {room.room_id, ev.type, *ev.state_key, stream});
+    if (!r) return tl::unexpected(r.error());
+    if (is_member) {
+      auto m = tx.exec(
+          "INSERT INTO matrix_members(room_id, user_id, membership, stream) VALUES (?,?,?,?) "
+          "ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, stream = excluded.stream",
+          {room.room_id, *ev.state_key, ev.content.string_at("membership"), stream});
+      if (!m) return tl::unexpected(m.error());
+    }
+    room.state[{ev.type, *ev.state_key}] = {event_id, pdu};
+  }
+  room.depth += 1;
+  room.last_event_id = event_id;
+  auto head = tx.exec("UPDATE matrix_rooms SET last_event_id = ?, depth = ? WHERE room_id = ?",
+                      {event_id, room.depth, room.room_id});
+  if (!head) return tl::unexpected(head.error());
+  return AppendedEvent{event_id, stream};
+}
+
+Result<VisibilityFilter> VisibilityFilter::load(store::Transaction& tx, std::string_view room_id,
+                                                std::string_view user_id) {
+  VisibilityFilter f;
+  auto content_field = [](std::string_view client_json, std::string_view key) {
+    auto v = parse_json(client_json, {std::size_t{1} << 24, 128});
+    const JsonValue* c = v ? v->get("content") : nullptr;
+    return c ? std::string(c->string_at(key)) : std::string();
+  };
+  f.user_id_ = std::string(user_id);
+  auto r = tx.query(
+      "SELECT stream, type, client FROM matrix_events WHERE room_id = ? AND ((type = 'm.room.history_visibility' "
+      "AND state_key = '') OR (type = 'm.room.member' AND state_key = ?)) ORDER BY stream",
+      {room_id, user_id}, [&](const store::Row& row) {
+        if (row.text(1) == "m.room.member") {
+          f.membership_.emplace_back(row.integer(0), content_field(row.text(2), "membership"));
+        } else {
+          f.visibility_.emplace_back(row.integer(0), content_field(row.text(2), "history_visibility"));
+        }
+      });
+  if (!r) return tl::unexpected(r.error());
+  return f;
+}
+
+bool VisibilityFilter::visible(std::int64_t stream, bool own_member_event) const {
+  if (own_member_event) return true;  // a user always sees their own membership changes
+  std::string_view visibility = "shared";
+  for (const auto& [at, value] : visibility_) {
+    if (at >= stream) break;
+    visibility = value;
+  }
+  if (visibility == "world_readable") return true;
+  std::string_view membership = "leave";
+  bool joined_later = false;
+  for (const auto& [at, value] : membership_) {
+    if (at <= stream) membership = value;
+    else if (value == "join") joined_later = true;
+  }
+  if (membership == "join") return true;
+  if (visibility == "shared" && (joined_later || (!membership_.empty() && membership_.back().second == "join")))
+    return true;
+  return visibility == "invited" && membership == "invite";
+}
+
+Result<JsonValue> RoomStore::pdu(store::Transaction& tx, std::string_view event_id) const {
+  auto row = tx.query_one("SELECT pdu FROM matrix_events WHERE event_id = ?", {event_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return fail(Errc::not_found, "unknown event");
+  auto v = parse_json((*row)->text(0), {std::size_t{1} << 24, 128});
+  if (!v) return fail(Errc::corrupt, "stored event is not JSON");
+  return std::move(*v);
+}
+
+Result<void> RoomStore::apply_redaction(store::Transaction& tx, const RoomAppender& room, std::string_view target,
+                                        std::string_view redaction_event_id) const {
+  auto original = pdu(tx, target);
+  if (!original) return tl::unexpected(original.error());
+  auto because = event(tx, redaction_event_id);
+  if (!because) return tl::unexpected(because.error());
+  auto row = event(tx, target);
+  if (!row) return tl::unexpected(row.error());
+  if (!*because || !*row) return fail(Errc::not_found, "unknown event");
+  JsonValue redacted = redact_event(*original, room.version);
+  auto client = parse_json((*row)->client_json, {std::size_t{1} << 24, 128});
+  if (!client) return fail(Errc::corrupt, "stored event is not JSON");
+  client->set("content", *redacted.get("content"));
+  std::string extra = "\"redacted_because\":" + render_event(**because, "", "", (*because)->ts);
+  auto r = tx.exec("UPDATE matrix_events SET pdu = ?, client = ?, unsigned_extra = ? WHERE event_id = ?",
+                   {canonical_json(redacted), canonical_json(*client), extra, target});
+  if (!r) return tl::unexpected(r.error());
+  return ok();
+}
+
+Result<std::optional<std::string>> RoomStore::find_txn(store::Transaction& tx, std::string_view room_id,
+                                                       std::string_view sender, std::string_view device,
+                                                       std::string_view txn_id) const {
+  auto row = tx.query_one(
+      "SELECT event_id FROM matrix_events WHERE room_id = ? AND sender = ? AND txn_device = ? AND txn_id = ?",
+      {room_id, sender, device, txn_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(std::string((*row)->text(0)));
+}
+
+Result<std::int64_t> RoomStore::max_stream(store::Transaction& tx) const {
+  auto row = tx.query_one("SELECT COALESCE(MAX(stream), 0) FROM matrix_events");
+  if (!row) return tl::unexpected(row.error());
+  return (*row)->integer(0);
+}
+
+Result<std::vector<RoomStore::Membership>> RoomStore::memberships_of(store::Transaction& tx,
+                                                                     std::string_view user_id) const {
+  std::vector<Membership> out;
+  auto r = tx.query("SELECT room_id, membership, stream FROM matrix_members WHERE user_id = ? ORDER BY room_id",
+                    {user_id}, [&](const store::Row& row) {
+                      out.push_back({std::string(row.text(0)), std::string(row.text(1)), row.integer(2)});
+                    });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::optional<std::string>> RoomStore::membership(store::Transaction& tx, std::string_view room_id,
+                                                         std::string_view user_id) const {
+  auto row = tx.query_one("SELECT membership FROM matrix_members WHERE room_id = ? AND user_id = ?", {room_id, user_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(std::string((*row)->text(0)));
+}
+
+Result<std::vector<StoredEvent>> RoomStore::timeline(store::Transaction& tx, std::string_view room_id,
+                                                     std::int64_t after, std::int64_t upto, int limit,
+                                                     bool* more) const {
+  std::vector<StoredEvent> out;
+  auto r = tx.query(sql_events("WHERE room_id = ? AND stream > ? AND stream <= ? ORDER BY stream DESC LIMIT ?"),
+                    {room_id, after, upto, limit + 1}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+  if (!r) return tl::unexpected(r.error());
+  if (more) *more = static_cast<int>(out.size()) > limit;
+  if (static_cast<int>(out.size()) > limit) out.resize(limit);
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+Result<std::vector<StoredEvent>> RoomStore::paginate(store::Transaction& tx, std::string_view room_id,
+                                                     std::int64_t from, bool backwards, int limit,
+                                                     std::int64_t upto) const {
+  std::vector<StoredEvent> out;
+  auto on_row = [&](const store::Row& row) { out.push_back(read_event(row)); };
+  Result<void> r = backwards
+                       ? tx.query(sql_events("WHERE room_id = ? AND stream <= ? ORDER BY stream DESC LIMIT ?"),
+                                  {room_id, from, limit}, on_row)
+                       : tx.query(sql_events("WHERE room_id = ? AND stream > ? AND stream <= ? ORDER BY stream LIMIT ?"),
+                                  {room_id, from, upto, limit}, on_row);
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::vector<StoredEvent>> RoomStore::current_state(store::Transaction& tx, std::string_view room_id,
+                                                          std::int64_t changed_after, std::int64_t before) const {
+  std::vector<StoredEvent> out;
+  auto r = tx.query(
+      fmt::format("SELECT e.{} FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
+                  "WHERE s.room_id = ? AND s.stream > ? AND s.stream < ? ORDER BY s.stream",
+                  "stream, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.ts, e.client, e.unsigned_extra, "
+                  "e.txn_device, e.txn_id"),
+      {room_id, changed_after, before}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::optional<StoredEvent>> RoomStore::state_event(store::Transaction& tx, std::string_view room_id,
+                                                          std::string_view type, std::string_view state_key) const {
+  std::optional<StoredEvent> out;
+  auto r = tx.query(sql_events("WHERE stream = (SELECT stream FROM matrix_state WHERE room_id = ? AND type = ? AND "
+                               "state_key = ?)"),
+                    {room_id, type, state_key}, [&](const store::Row& row) { out = read_event(row); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::optional<StoredEvent>> RoomStore::event(store::Transaction& tx, std::string_view event_id) const {
+  std::optional<StoredEvent> out;
+  auto r = tx.query(sql_events("WHERE event_id = ?"), {event_id}, [&](const store::Row& row) { out = read_event(row); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::vector<StoredEvent>> RoomStore::members(store::Transaction& tx, std::string_view room_id) const {
+  std::vector<StoredEvent> out;
+  auto r = tx.query(sql_events("WHERE stream IN (SELECT stream FROM matrix_members WHERE room_id = ?) ORDER BY stream"),
+                    {room_id}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+}  // namespace hearth::matrix

@@ -1,0 +1,172 @@
+// Room storage: events as rows ordered by one global stream position, the current state
+// as a table keyed by (room, type, state_key), memberships as their own table so that
+// "rooms of a user" and "members of a room" are index lookups (no per-event copies of the
+// state, so a room with 10,000 members and 100,000 events costs rows, not copies).
+//
+// Everything here runs inside a store Transaction: appends on the writer thread (one
+// write job per client request, so createRoom's events commit together), reads on a
+// reader. Nothing is cached across transactions; the class holds no mutable state.
+//
+// Stream tokens: "s<N>" means "after the event at stream position N"; N survives restarts
+// because it is the events table's AUTOINCREMENT key.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "matrix/canonical_json.h"
+#include "matrix/events.h"
+#include "store/store.h"
+
+namespace hearth::matrix {
+
+const std::vector<store::Migration>& matrix_migrations();
+
+// A PDU is at most 65,536 bytes of canonical JSON (spec: "Size limits"); append refuses
+// larger ones with Errc::resource_exhausted and this message.
+inline constexpr std::size_t kMaxPduBytes = 65536;
+inline constexpr std::string_view kEventTooLarge = "event too large";
+
+// One event as clients see it, with what the renderer needs.
+struct StoredEvent {
+  std::int64_t stream = 0;
+  std::string event_id;
+  std::string room_id;
+  std::string type;
+  std::optional<std::string> state_key;
+  std::string sender;
+  std::int64_t ts = 0;
+  std::string client_json;     // client format without "unsigned"
+  std::string unsigned_extra;  // members of "unsigned" ("" if none), e.g. "prev_content":{...}
+  std::string txn_device, txn_id;
+};
+
+// Renders a StoredEvent for a requesting device (adds unsigned.transaction_id for the
+// sender's own device, unsigned.age from `now_ms`).
+std::string render_event(const StoredEvent& e, std::string_view user_id, std::string_view device_id,
+                         std::int64_t now_ms);
+
+// The per-transaction view of one room used while appending events.
+struct RoomAppender {
+  struct StateEntry {
+    std::string event_id;
+    JsonValue pdu;
+  };
+  std::string room_id;
+  RoomVersion version = RoomVersion::v11;
+  std::string last_event_id;
+  std::int64_t depth = 0;
+  std::map<std::pair<std::string, std::string>, StateEntry, std::less<>> state;
+  bool exists = false;
+
+  const JsonValue* lookup(std::string_view type, std::string_view key) const;
+};
+
+// Which events of a room a user may see (spec: "History visibility"), from the room's
+// m.room.history_visibility events and the user's own member events (both few per room,
+// loaded once per request). An event is visible when the visibility in force before it was
+// world_readable; or the user's membership at it (their latest member event at or before
+// it) was join; or it is the user's own member event; or it was `shared` and the user is joined now or joined later; or it was
+// `invited` and the user's membership at it was invite. Rooms without the state event
+// count as `shared`.
+class VisibilityFilter {
+ public:
+  static Result<VisibilityFilter> load(store::Transaction& tx, std::string_view room_id, std::string_view user_id);
+  // `own_member_event`: the user's own membership events are always visible to them.
+  bool visible(std::int64_t stream, bool own_member_event = false) const;
+  bool visible(const StoredEvent& e) const {
+    return visible(e.stream, e.type == "m.room.member" && e.state_key && *e.state_key == user_id_);
+  }
+  template <typename Events>
+  void apply(Events& events) const {
+    std::erase_if(events, [this](const StoredEvent& e) { return !visible(e); });
+  }
+
+ private:
+  std::string user_id_;
+  std::vector<std::pair<std::int64_t, std::string>> visibility_;  // stream, value (ascending)
+  std::vector<std::pair<std::int64_t, std::string>> membership_;  // the user's, ascending
+};
+
+struct AppendedEvent {
+  std::string event_id;
+  std::int64_t stream = 0;
+};
+
+struct NewEvent {
+  std::string type;
+  std::optional<std::string> state_key;
+  std::string sender;
+  JsonValue content;
+  std::string txn_device, txn_id;  // idempotency (send/redact), empty if none
+  std::optional<std::string> redacts;
+};
+
+class RoomStore {
+ public:
+  RoomStore(std::string server_name, const SigningKey& key) : server_name_(std::move(server_name)), key_(key) {}
+
+  // Loads a room's version, head and current state (not_found for an unknown room).
+  Result<RoomAppender> load_room(store::Transaction& tx, std::string_view room_id) const;
+  // A new room row (the create event is then appended like any other).
+  RoomAppender new_room(std::string room_id, RoomVersion version) const;
+  // Builds, authorises (auth rules), hashes, signs and stores one event; updates state,
+  // memberships and the room head. permission_denied when the auth rules refuse it.
+  Result<AppendedEvent> append(store::Transaction& tx, RoomAppender& room, NewEvent ev, std::int64_t now_ms) const;
+
+  // Applies a committed redaction to the stored target: its PDU and client content are
+  // replaced by the room version's redacted form (hashes and signatures stay valid) and
+  // unsigned.redacted_because names the redaction event. not_found if unknown.
+  Result<void> apply_redaction(store::Transaction& tx, const RoomAppender& room, std::string_view target_event_id,
+                               std::string_view redaction_event_id) const;
+  // The PDU of a stored event, parsed; not_found if unknown.
+  Result<JsonValue> pdu(store::Transaction& tx, std::string_view event_id) const;
+
+  // The event id earlier stored for (room, sender, device, txn), if any. Transaction ids
+  // are scoped like the request path they came with (per room), and per device.
+  Result<std::optional<std::string>> find_txn(store::Transaction& tx, std::string_view room_id,
+                                              std::string_view sender, std::string_view device,
+                                              std::string_view txn_id) const;
+
+  // --- reads
+  Result<std::int64_t> max_stream(store::Transaction& tx) const;
+  // (room_id, membership, stream of the member event) for every room the user has a
+  // member event in.
+  struct Membership {
+    std::string room_id, membership;
+    std::int64_t stream = 0;
+  };
+  Result<std::vector<Membership>> memberships_of(store::Transaction& tx, std::string_view user_id) const;
+  Result<std::optional<std::string>> membership(store::Transaction& tx, std::string_view room_id,
+                                                std::string_view user_id) const;
+  // Events of a room with after < stream <= upto, the last `limit` of them, oldest first;
+  // `more` is set when older ones in the range were left out.
+  Result<std::vector<StoredEvent>> timeline(store::Transaction& tx, std::string_view room_id, std::int64_t after,
+                                            std::int64_t upto, int limit, bool* more) const;
+  // Pagination: backwards (stream <= from, newest first) or forwards (stream > from).
+  Result<std::vector<StoredEvent>> paginate(store::Transaction& tx, std::string_view room_id, std::int64_t from,
+                                            bool backwards, int limit, std::int64_t upto) const;
+  // Current state events (client format); `changed_after`: only those whose stream lies
+  // in (changed_after, before).
+  Result<std::vector<StoredEvent>> current_state(store::Transaction& tx, std::string_view room_id,
+                                                 std::int64_t changed_after = -1,
+                                                 std::int64_t before = INT64_MAX) const;
+  Result<std::optional<StoredEvent>> state_event(store::Transaction& tx, std::string_view room_id,
+                                                 std::string_view type, std::string_view state_key) const;
+  Result<std::optional<StoredEvent>> event(store::Transaction& tx, std::string_view event_id) const;
+  Result<std::vector<StoredEvent>> members(store::Transaction& tx, std::string_view room_id) const;
+
+  const std::string& server_name() const { return server_name_; }
+
+ private:
+  std::string server_name_;
+  const SigningKey& key_;
+};
+
+}  // namespace hearth::matrix

@@ -1,0 +1,240 @@
+// Private to src/matrix: the state MatrixService's handlers share, and the request
+// context each handler gets. Handlers run on net's blocking worker pool.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "accounts/accounts.h"
+#include "core/clock.h"
+#include "matrix/canonical_json.h"
+#include "matrix/events.h"
+#include "matrix/matrix.h"
+#include "matrix/room_store.h"
+#include "net/net.h"
+#include "store/store.h"
+
+namespace hearth::matrix {
+
+// A handler's failure as the client sees it: HTTP status, errcode, message.
+struct ApiError {
+  int status;
+  std::string errcode;
+  std::string error;
+  std::int64_t retry_after_ms = 0;  // M_LIMIT_EXCEEDED
+};
+template <typename T>
+using ApiResult = tl::expected<T, ApiError>;
+
+inline tl::unexpected<ApiError> api_error(int status, std::string errcode, std::string error) {
+  return tl::unexpected(ApiError{status, std::move(errcode), std::move(error)});
+}
+// The one mapping from core errors to Matrix errcodes.
+ApiError to_api_error(const Error& e);
+net::HttpResponse error_response(const ApiError& e);
+net::HttpResponse json_response(int status, std::string body);
+
+struct Ctx {
+  net::HttpRequest http;
+  net::Respond respond;
+  std::vector<std::string> params;  // path placeholders, percent-decoded
+  std::string user_id, localpart, device_id;  // set when the route needs auth
+  std::string query_param(std::string_view key) const;
+  // The body as a JSON object ("" counts as {}); M_NOT_JSON / M_BAD_JSON otherwise.
+  ApiResult<JsonValue> body(std::int64_t max_bytes) const;
+};
+
+struct SyncParams {
+  std::optional<std::int64_t> since;  // events stream position ("s<N>_<M>": N)
+  std::int64_t since_account_data = 0;  // account data position (M)
+  std::int64_t since_receipts = 0;      // receipts position (third part, if any)
+  std::int64_t since_typing = 0;        // typing serial (fourth part, if any)
+  int timeout_ms = 0;
+  int limit = 10;
+  bool full_state = false;
+};
+
+// Long-poll waiters for /sync (see matrix.h). Thread-safe.
+class SyncHub {
+ public:
+  struct Waiter {
+    std::uint64_t id = 0;
+    std::string user_id, device_id;
+    SyncParams params;
+    net::Respond respond;
+    std::vector<std::string> keys;  // rooms it is in, and its own user id
+  };
+  // A counter bumped by every wake(); read it before a sync takes its snapshot.
+  std::uint64_t generation();
+  // Parks the waiter unless something was committed since `seen` (then false).
+  bool park(std::shared_ptr<Waiter> w, std::uint64_t seen);
+  std::shared_ptr<Waiter> take(std::uint64_t id);
+  // Bumps the generation and removes the waiters of `keys`.
+  std::vector<std::shared_ptr<Waiter>> wake(const std::vector<std::string>& keys);
+  std::size_t size();
+  // Removes and returns every waiter (server stop).
+  std::vector<std::shared_ptr<Waiter>> take_all();
+  std::uint64_t next_id() { return ++next_id_; }
+
+ private:
+  std::mutex mu_;
+  std::uint64_t generation_ = 0;
+  std::atomic<std::uint64_t> next_id_{0};
+  std::unordered_map<std::uint64_t, std::shared_ptr<Waiter>> waiters_;
+  std::unordered_multimap<std::string, std::uint64_t> by_key_;
+};
+
+// Who is typing where (in memory only, as the spec intends), and the serial that orders
+// typing changes. Serials are max(previous + 1, wall clock ms), so they keep growing
+// across restarts and an old token never hides a new change. Thread-safe.
+class TypingRooms {
+ public:
+  explicit TypingRooms(Clock& clock) : clock_(clock) {}
+  std::int64_t serial();
+  // Sets or clears; returns the change's serial (0 if nothing changed).
+  std::int64_t set(const std::string& room_id, const std::string& user_id, bool typing, std::int64_t expires_ms);
+  // Drops typers whose time passed; the rooms that changed.
+  std::vector<std::string> expire(std::int64_t now_ms);
+  // The room's typers if it changed after `since` (always when since < 0).
+  std::optional<std::vector<std::string>> changed(const std::string& room_id, std::int64_t since);
+
+ private:
+  struct Room {
+    std::map<std::string, std::int64_t> typers;  // user -> expiry (ms)
+    std::int64_t serial = 0;
+  };
+  Clock& clock_;
+  std::mutex mu_;
+  std::int64_t serial_ = 0;
+  std::unordered_map<std::string, Room> rooms_;
+};
+
+// Failed password logins per user and per IP in a sliding window; past the limit a login
+// is refused with M_LIMIT_EXCEEDED before the password is even checked (no argon2 work).
+// Thread-safe.
+class LoginThrottle {
+ public:
+  static constexpr int kPerUser = 5;
+  static constexpr int kPerIp = 20;
+  static constexpr std::int64_t kWindowMs = 60'000;
+  // 0 if allowed, else how long to wait.
+  std::int64_t retry_after_ms(const std::string& user, const std::string& ip, std::int64_t now_ms);
+  void failed(const std::string& user, const std::string& ip, std::int64_t now_ms);
+  void succeeded(const std::string& user);
+
+ private:
+  struct Window {
+    std::int64_t start_ms = 0;
+    int failures = 0;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Window> windows_;
+};
+
+struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
+  Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
+       RunAfter ra, SigningKey k)
+      : options(std::move(o)), accounts(a), store(s), clock(c), log(l), metrics(m), offload(std::move(off)),
+        run_after(std::move(ra)), key(std::move(k)), rooms(options.server_name, key) {}
+
+  MatrixOptions options;
+  accounts::Accounts& accounts;
+  store::Store& store;
+  Clock& clock;
+  Logger& log;
+  MetricsRegistry& metrics;
+  Offload offload;
+  RunAfter run_after;
+  SigningKey key;
+  RoomStore rooms;
+
+  std::mutex mu;  // public_url
+  std::string public_url;
+  SyncHub hub;
+  LoginThrottle login_throttle;
+  TypingRooms typing{clock};
+
+  void dispatch(net::HttpRequest&& req, net::Respond respond);
+  std::string user_id(std::string_view localpart) const { return "@" + std::string(localpart) + ":" + options.server_name; }
+
+  // After a commit: wake the syncs that care (keys: room ids, user ids).
+  void notify(std::int64_t stream, std::vector<std::string> keys);
+
+  // Account endpoints (account_api.cc).
+  net::HttpResponse versions();
+  net::HttpResponse well_known();
+  ApiResult<std::string> login_flows(Ctx&);
+  ApiResult<std::string> login(Ctx&);
+  ApiResult<std::string> do_register(Ctx&);
+  ApiResult<std::string> register_available(Ctx&);
+  ApiResult<std::string> token_validity(Ctx&);
+  ApiResult<std::string> whoami(Ctx&);
+  ApiResult<std::string> logout(Ctx&);
+  ApiResult<std::string> logout_all(Ctx&);
+  ApiResult<std::string> capabilities(Ctx&);
+  ApiResult<std::string> pushrules(Ctx&);
+  ApiResult<std::string> filter_upload(Ctx&);
+  ApiResult<std::string> filter_get(Ctx&);
+
+  // Rooms (rooms_api.cc).
+  ApiResult<std::string> create_room(Ctx&);
+  ApiResult<std::string> join(Ctx&, const std::string& room_or_alias);
+  ApiResult<std::string> membership_change(Ctx&, const std::string& room_id, std::string membership, bool target_in_body);
+  ApiResult<std::string> send_event(Ctx&);
+  ApiResult<std::string> put_state(Ctx&);
+  ApiResult<std::string> redact(Ctx&);
+  ApiResult<std::string> get_state(Ctx&);
+  ApiResult<std::string> get_state_event(Ctx&);
+  ApiResult<std::string> messages(Ctx&);
+  ApiResult<std::string> members(Ctx&);
+  ApiResult<std::string> joined_members(Ctx&);
+  ApiResult<std::string> joined_rooms(Ctx&);
+  ApiResult<std::string> get_event(Ctx&);
+  ApiResult<std::string> alias_get(Ctx&);
+  ApiResult<std::string> alias_put(Ctx&);
+  // Directory and context (directory_api.cc).
+  ApiResult<std::string> alias_delete(Ctx&);
+  ApiResult<std::string> room_aliases(Ctx&);
+  ApiResult<std::string> context(Ctx&);
+  ApiResult<std::string> visibility_get(Ctx&);
+  ApiResult<std::string> visibility_put(Ctx&);
+  ApiResult<std::string> public_rooms(Ctx&);
+  // Appends one event as `ctx.user_id` in its own write job.
+  ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);
+  // Checks that the user is (or was) in the room; returns the membership.
+  ApiResult<std::string> require_member(store::Transaction& tx, const std::string& room_id, const std::string& user,
+                                        bool must_be_joined);
+
+  // Sync (sync_api.cc). Returns nullopt when the request was parked.
+  std::optional<ApiResult<std::string>> sync(Ctx&);
+  ApiResult<std::string> run_sync(const std::string& user_id, const std::string& device_id, const SyncParams& p,
+                                  bool* empty, std::vector<std::string>* keys);
+
+  // Profiles, account data, devices (profile_api.cc).
+  ApiResult<std::string> profile_get(Ctx&);
+  ApiResult<std::string> profile_field_get(Ctx&);
+  ApiResult<std::string> profile_field_put(Ctx&);
+  ApiResult<std::string> account_data_get(Ctx&);
+  ApiResult<std::string> account_data_put(Ctx&);
+  ApiResult<std::string> devices(Ctx&);
+  // Typing and receipts (ephemeral_api.cc).
+  ApiResult<std::string> typing_put(Ctx&);
+  ApiResult<std::string> receipt(Ctx&);
+  ApiResult<std::string> read_markers(Ctx&);
+  ApiResult<void> store_receipt(const std::string& room_id, const std::string& user_id, const std::string& type,
+                                const std::string& event_id);
+  void expire_typing();
+  ApiResult<std::string> device(Ctx&);
+  // The member event content for joining/updating: membership plus profile fields.
+  Result<JsonValue> member_content(store::Transaction& tx, const std::string& user_id, std::string_view membership);
+  void finish_waiter(std::shared_ptr<SyncHub::Waiter> w);
+};
+
+}  // namespace hearth::matrix

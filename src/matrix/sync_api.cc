@@ -1,0 +1,298 @@
+// GET /sync: initial and incremental sync with long-polling (see matrix.h).
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/json.h"
+#include "matrix/service_internal.h"
+
+namespace hearth::matrix {
+
+namespace {
+
+// The "room.timeline.limit" of a filter given inline (JSON) or by id; 0 if none.
+int timeline_limit_of(const JsonValue& filter) {
+  const JsonValue* room = filter.get("room");
+  const JsonValue* timeline = room ? room->get("timeline") : nullptr;
+  const JsonValue* limit = timeline ? timeline->get("limit") : nullptr;
+  return (limit && limit->is_int() && limit->as_int() > 0) ? static_cast<int>(std::min<std::int64_t>(limit->as_int(), 1000)) : 0;
+}
+
+std::string stripped(const StoredEvent& e) {
+  auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
+  if (!v) return "{}";
+  JsonValue out = JsonValue::object();
+  for (auto key : {"content", "sender", "state_key", "type"})
+    if (const JsonValue* m = v->get(key)) out.set(key, *m);
+  return canonical_json(out);
+}
+
+}  // namespace
+
+std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
+  SyncParams p;
+  p.limit = options.default_timeline_limit;
+  if (std::string since = ctx.query_param("since"); !since.empty()) {
+    // "s<events>[_<account data>[_<receipts>[_<typing>]]]"
+    std::int64_t parts[4] = {0, 0, 0, 0};
+    int part = 0;
+    bool okay = since.size() >= 2 && since[0] == 's' && since.back() != '_';
+    for (std::size_t i = 1; okay && i < since.size(); ++i) {
+      if (since[i] == '_' && part < 3 && since[i - 1] != '_' && i > 1) {
+        ++part;
+        continue;
+      }
+      okay = since[i] >= '0' && since[i] <= '9' && parts[part] < kMaxSafeInteger / 10;
+      parts[part] = parts[part] * 10 + (since[i] - '0');
+    }
+    if (!okay) return api_error(400, "M_INVALID_PARAM", "Invalid since token");
+    p.since = parts[0];
+    p.since_account_data = parts[1];
+    p.since_receipts = parts[2];
+    p.since_typing = parts[3];
+  }
+  if (std::string t = ctx.query_param("timeout"); !t.empty())
+    p.timeout_ms = std::clamp(std::atoi(t.c_str()), 0, options.max_sync_timeout_ms);
+  p.full_state = ctx.query_param("full_state") == "true";
+  if (std::string f = ctx.query_param("filter"); !f.empty()) {
+    if (f[0] == '{') {
+      auto filter = parse_json(f, {65536, 16});
+      if (!filter) return api_error(400, "M_BAD_JSON", "Invalid filter");
+      if (int l = timeline_limit_of(*filter)) p.limit = l;
+    } else {
+      auto json = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
+        auto row = tx.query_one("SELECT json FROM matrix_filters WHERE filter_id = ? AND user_id = ?",
+                                {std::atoll(f.c_str()), ctx.user_id});
+        if (!row) return tl::unexpected(row.error());
+        if (!*row) return std::optional<std::string>();
+        return std::optional<std::string>(std::string((*row)->text(0)));
+      });
+      if (!json) return api_error(500, "M_UNKNOWN", "Cannot read the filter");
+      if (!*json) return api_error(400, "M_INVALID_PARAM", "Unknown filter id");
+      if (auto filter = parse_json(**json); filter)
+        if (int l = timeline_limit_of(*filter)) p.limit = l;
+    }
+  }
+  p.limit = std::min(p.limit, options.max_timeline_limit);
+
+  bool empty = false;
+  std::vector<std::string> keys;
+  std::uint64_t seen = hub.generation();  // before the snapshot: later commits re-run or wake us
+  auto result = run_sync(ctx.user_id, ctx.device_id, p, &empty, &keys);
+  if (!result || !empty || !p.since || p.timeout_ms == 0) return result;
+
+  // Nothing new: park until an event for one of our rooms (or our user) is committed.
+  auto w = std::make_shared<SyncHub::Waiter>();
+  w->id = hub.next_id();
+  w->user_id = ctx.user_id;
+  w->device_id = ctx.device_id;
+  w->params = p;
+  w->params.timeout_ms = 0;
+  w->respond = std::move(ctx.respond);
+  keys.push_back(ctx.user_id);
+  w->keys = std::move(keys);
+  if (!hub.park(w, seen)) {  // something arrived while we were reading
+    finish_waiter(w);
+    return std::nullopt;
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  std::uint64_t id = w->id;
+  run_after(std::chrono::milliseconds(p.timeout_ms), [weak, id] {
+    auto self = weak.lock();
+    if (!self) return;
+    auto waiter = self->hub.take(id);
+    if (!waiter) return;  // already woken
+    if (!self->offload([self, waiter] { self->finish_waiter(waiter); }))
+      waiter->respond(error_response({503, "M_UNKNOWN", "The server is busy; try again later"}));
+  });
+  return std::nullopt;
+}
+
+void MatrixService::Impl::finish_waiter(std::shared_ptr<SyncHub::Waiter> w) {
+  auto r = run_sync(w->user_id, w->device_id, w->params, nullptr, nullptr);
+  if (r) {
+    w->respond(json_response(200, std::move(*r)));
+  } else {
+    w->respond(error_response(r.error()));
+  }
+}
+
+ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id, const std::string& device_id,
+                                                     const SyncParams& p, bool* empty_out,
+                                                     std::vector<std::string>* keys_out) {
+  std::int64_t now = clock.now_ms();
+  bool initial = !p.since || p.full_state;
+  std::int64_t since = p.since.value_or(0);
+  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+    auto max = rooms.max_stream(tx);
+    if (!max) return tl::unexpected(max.error());
+    auto memberships = rooms.memberships_of(tx, user_id);
+    if (!memberships) return tl::unexpected(memberships.error());
+    // Account data newer than the token: global ("" room) and per room.
+    std::int64_t ad_since = initial ? -1 : p.since_account_data;
+    std::int64_t ad_max = 0;
+    {
+      auto row = tx.query_one("SELECT value FROM matrix_positions WHERE name = 'account_data'");
+      if (!row) return tl::unexpected(row.error());
+      if (*row) ad_max = (*row)->integer(0);
+    }
+    std::map<std::string, std::string> account_data;  // room id ("" = global) -> events
+    auto ad = tx.query("SELECT room_id, type, content FROM matrix_account_data WHERE user_id = ? AND position > ? "
+                       "ORDER BY position",
+                       {user_id, ad_since}, [&](const store::Row& row) {
+                         std::string& list = account_data[std::string(row.text(0))];
+                         if (!list.empty()) list += ',';
+                         list += "{\"type\":" + json_quote(row.text(1)) + ",\"content\":" + std::string(row.text(2)) + "}";
+                       });
+    if (!ad) return tl::unexpected(ad.error());
+    std::int64_t typing_serial = typing.serial();
+    std::int64_t rc_max = 0;
+    {
+      auto row = tx.query_one("SELECT value FROM matrix_positions WHERE name = 'receipts'");
+      if (!row) return tl::unexpected(row.error());
+      if (*row) rc_max = (*row)->integer(0);
+    }
+    std::int64_t rc_since = initial ? -1 : p.since_receipts;
+    // The room's ephemeral events (typing, receipts) changed since the token; "" if none.
+    auto ephemeral = [&](const std::string& room_id) -> Result<std::string> {
+      std::string out;
+      if (auto typers = typing.changed(room_id, initial ? -1 : p.since_typing)) {
+        out += R"({"type":"m.typing","content":{"user_ids":[)";
+        for (std::size_t i = 0; i < typers->size(); ++i) out += (i ? "," : "") + json_quote((*typers)[i]);
+        out += "]}}";
+      }
+      std::map<std::string, std::map<std::string, std::string>> by_event;  // event -> type -> users json
+      auto q = tx.query(
+          "SELECT user_id, type, event_id, ts FROM matrix_receipts WHERE room_id = ? AND serial > ? "
+          "AND (type <> 'm.read.private' OR user_id = ?)",
+          {room_id, rc_since, user_id}, [&](const store::Row& row) {
+            std::string& users = by_event[std::string(row.text(2))][std::string(row.text(1))];
+            if (!users.empty()) users += ',';
+            users += json_quote(row.text(0)) + fmt::format(R"(:{{"ts":{}}})", row.integer(3));
+          });
+      if (!q) return tl::unexpected(q.error());
+      if (!by_event.empty()) {
+        if (!out.empty()) out += ',';
+        out += R"({"type":"m.receipt","content":{)";
+        bool first_event = true;
+        for (const auto& [event_id, types] : by_event) {
+          out += (first_event ? "" : ",") + json_quote(event_id) + ":{";
+          first_event = false;
+          bool first_type = true;
+          for (const auto& [type, users] : types) {
+            out += (first_type ? "" : ",") + json_quote(type) + ":{" + users + "}";
+            first_type = false;
+          }
+          out += "}";
+        }
+        out += "}}";
+      }
+      return out;
+    };
+    auto room_ad = [&](const std::string& room_id) {
+      auto it = account_data.find(room_id);
+      return "{\"events\":[" + (it == account_data.end() ? std::string() : it->second) + "]}";
+    };
+    std::string join, invite, leave;
+    auto sep = [](std::string& s) {
+      if (!s.empty()) s += ',';
+    };
+    auto timeline_json = [&](const std::vector<StoredEvent>& events, bool limited, std::int64_t prev) {
+      std::string out = "{\"events\":[";
+      for (std::size_t i = 0; i < events.size(); ++i)
+        out += (i ? "," : "") + render_event(events[i], user_id, device_id, now);
+      out += fmt::format("],\"limited\":{},\"prev_batch\":\"s{}\"}}", limited ? "true" : "false", prev);
+      return out;
+    };
+    auto state_json = [&](const std::vector<StoredEvent>& events) {
+      std::string out = "{\"events\":[";
+      for (std::size_t i = 0; i < events.size(); ++i)
+        out += (i ? "," : "") + render_event(events[i], user_id, device_id, now);
+      return out + "]}";
+    };
+    for (const auto& m : *memberships) {
+      if (m.membership == "join") {
+        if (keys_out) keys_out->push_back(m.room_id);
+        bool fresh = initial;
+        if (!fresh && m.stream > since) {
+          // The user's member event changed since the token: a join (fresh: full state)
+          // unless it only updated a joined member's profile.
+          auto mine = rooms.state_event(tx, m.room_id, "m.room.member", user_id);
+          if (!mine) return tl::unexpected(mine.error());
+          fresh = true;
+          if (*mine && !(*mine)->unsigned_extra.empty()) {
+            auto extra = parse_json("{" + (*mine)->unsigned_extra + "}", {std::size_t{1} << 24, 128});
+            const JsonValue* prev = extra ? extra->get("prev_content") : nullptr;
+            fresh = !(prev && prev->string_at("membership") == "join");
+          }
+        }
+        bool limited = false;
+        auto timeline = rooms.timeline(tx, m.room_id, fresh ? 0 : since, *max, p.limit, &limited);
+        if (!timeline) return tl::unexpected(timeline.error());
+        auto filter = VisibilityFilter::load(tx, m.room_id, user_id);
+        if (!filter) return tl::unexpected(filter.error());
+        filter->apply(*timeline);
+        auto eph = ephemeral(m.room_id);
+        if (!eph) return tl::unexpected(eph.error());
+        if (!fresh && timeline->empty() && !account_data.count(m.room_id) && eph->empty()) continue;
+        std::int64_t first = timeline->empty() ? *max + 1 : timeline->front().stream;
+        std::vector<StoredEvent> state;
+        if (fresh || limited) {
+          auto s = rooms.current_state(tx, m.room_id, fresh ? -1 : since, first);
+          if (!s) return tl::unexpected(s.error());
+          state = std::move(*s);
+        }
+        sep(join);
+        join += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
+                ",\"state\":" + state_json(state) +
+                ",\"ephemeral\":{\"events\":[" + *eph + "]},\"account_data\":" + room_ad(m.room_id) +
+                ",\"unread_notifications\":{\"highlight_count\":0,\"notification_count\":0},\"summary\":{}}";
+      } else if (m.membership == "invite") {
+        if (!initial && m.stream <= since) continue;
+        std::string events;
+        for (auto type : {"m.room.create", "m.room.join_rules", "m.room.name", "m.room.canonical_alias",
+                          "m.room.avatar", "m.room.encryption", "m.room.topic"}) {
+          auto e = rooms.state_event(tx, m.room_id, type, "");
+          if (!e) return tl::unexpected(e.error());
+          if (*e) events += (events.empty() ? "" : ",") + stripped(**e);
+        }
+        auto mine = rooms.state_event(tx, m.room_id, "m.room.member", user_id);
+        if (!mine) return tl::unexpected(mine.error());
+        if (*mine) {
+          auto inviter = rooms.state_event(tx, m.room_id, "m.room.member", (*mine)->sender);
+          if (!inviter) return tl::unexpected(inviter.error());
+          if (*inviter && (*inviter)->sender != user_id) events += (events.empty() ? "" : ",") + stripped(**inviter);
+          events += (events.empty() ? "" : ",") + render_event(**mine, user_id, device_id, now);
+        }
+        sep(invite);
+        invite += json_quote(m.room_id) + ":{\"invite_state\":{\"events\":[" + events + "]}}";
+      } else if (m.membership == "leave" || m.membership == "ban") {
+        if (initial || m.stream <= since) continue;
+        bool limited = false;
+        auto timeline = rooms.timeline(tx, m.room_id, since, m.stream, p.limit, &limited);
+        if (!timeline) return tl::unexpected(timeline.error());
+        auto filter = VisibilityFilter::load(tx, m.room_id, user_id);
+        if (!filter) return tl::unexpected(filter.error());
+        filter->apply(*timeline);
+        std::int64_t first = timeline->empty() ? m.stream : timeline->front().stream;
+        sep(leave);
+        leave += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
+                 ",\"state\":{\"events\":[]},\"account_data\":{\"events\":[]}}";
+      }
+    }
+    if (empty_out) *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("");
+    std::int64_t next = std::max(*max, since);
+    std::int64_t next_ad = std::max(ad_max, p.since_account_data);
+    std::int64_t next_rc = std::max(rc_max, p.since_receipts);
+    std::int64_t next_ty = std::max(typing_serial, p.since_typing);
+    return fmt::format(
+        "{{\"next_batch\":\"s{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "\"presence\":{{\"events\":[]}},\"account_data\":{},\"to_device\":{{\"events\":[]}},"
+        "\"device_lists\":{{\"changed\":[],\"left\":[]}},\"device_one_time_keys_count\":{{}}}}",
+        next, next_ad, next_rc, next_ty, join, invite, leave, room_ad(""));
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  return *r;
+}
+
+}  // namespace hearth::matrix
