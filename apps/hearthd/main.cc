@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "accounts/accounts.h"
+#include "blobs/blobs.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/json.h"
@@ -163,10 +164,10 @@ int run(const Config& config, bool print_banner) {
     return {ops::HealthStatus::ok, "responding", "", {}};
   });
 
-  // The Matrix service needs the server's worker pool and timers, which exist only once
-  // the server is created (after the routes): its callbacks go through this pointer,
+  // The protocol services need the server's worker pool and timers, which exist only once
+  // the server is created (after the routes): their callbacks go through this pointer,
   // set below before the server runs.
-  net::HttpServer* server_for_matrix = nullptr;
+  net::HttpServer* http_server = nullptr;
   matrix::MatrixOptions matrix_options;
   matrix_options.server_name = config.matrix_server_name.empty() ? config.primary_domain().name : config.matrix_server_name;
   matrix_options.signing_key_path = data_dir + "/matrix/signing.key";
@@ -175,9 +176,9 @@ int run(const Config& config, bool print_banner) {
   matrix_options.max_sync_timeout_ms = config.matrix_max_sync_timeout_seconds * 1000;
   auto matrix_service = matrix::MatrixService::create(
       matrix_options, **accounts, **store, clock, log, metrics,
-      [&server_for_matrix](std::function<void()> job) { return server_for_matrix && server_for_matrix->offload(std::move(job)); },
-      [&server_for_matrix](std::chrono::milliseconds delay, std::function<void()> fn) {
-        if (server_for_matrix) server_for_matrix->run_after(delay, std::move(fn));
+      [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },
+      [&http_server](std::chrono::milliseconds delay, std::function<void()> fn) {
+        if (http_server) http_server->run_after(delay, std::move(fn));
       });
   if (!matrix_service) {
     fmt::print(stderr, "hearthd: cannot prepare Matrix: {}\n", matrix_service.error().describe());
@@ -188,8 +189,58 @@ int run(const Config& config, bool print_banner) {
     return kExitStartup;
   }
 
+  std::vector<std::string> domain_names;
+  for (const auto& d : config.domains) domain_names.push_back(d.name);
+  xmpp::XmppOptions xmpp_options;
+  xmpp_options.domains = domain_names;
+  xmpp_options.max_stanza_bytes = static_cast<std::size_t>(config.xmpp_max_stanza_bytes);
+  xmpp_options.read_bytes_per_second = static_cast<std::size_t>(config.xmpp_read_bytes_per_second);
+  xmpp_options.read_burst_bytes = static_cast<std::size_t>(config.xmpp_read_bytes_per_second) * 8;
+  xmpp_options.max_offline_messages = config.xmpp_max_offline_messages;
+  xmpp_options.max_roster_items = config.xmpp_max_roster_items;
+  xmpp_options.pep_max_item_bytes = static_cast<std::size_t>(config.xmpp_pep_max_item_bytes);
+  xmpp_options.pep_max_nodes = config.xmpp_pep_max_nodes;
+  xmpp_options.pep_max_items = config.xmpp_pep_max_items;
+  xmpp_options.fast_token_ttl_days = config.xmpp_fast_token_ttl_days;
+  xmpp_options.archive_retention_days = config.xmpp_archive_retention_days;
+  xmpp_options.archive_purge_interval_seconds = config.xmpp_archive_purge_interval_seconds;
+  xmpp_options.muc = config.xmpp_muc;
+  xmpp_options.muc_max_users_per_room = config.xmpp_muc_max_users_per_room;
+  xmpp_options.contact_addresses = {{"abuse", config.contact_abuse},
+                                    {"admin", config.contact_admin},
+                                    {"security", config.contact_security},
+                                    {"status", config.contact_status},
+                                    {"support", config.contact_support}};
+  xmpp_options.turn_host = config.turn_host;
+  xmpp_options.turn_port = config.turn_port;
+  xmpp_options.turn_tls_port = config.turn_tls_port;
+  xmpp_options.turn_secret = config.turn_secret;
+  xmpp_options.turn_ttl_seconds = config.turn_ttl_seconds;
+  xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
+  xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
+  xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
+  blobs::BlobStore blob_store(**store, clock,
+                              {data_dir + "/blobs", config.upload_max_file_bytes, config.upload_daily_quota_bytes});
+  if (auto r = blob_store.open(); !r) {
+    fmt::print(stderr, "hearthd: cannot prepare the file store: {}\n", r.error().describe());
+    return kExitStartup;
+  }
+  if (config.upload_enabled) xmpp_options.upload_blobs = &blob_store;
+  xmpp_options.upload_expiry_days = config.upload_expiry_days;
+  xmpp::XmppService xmpp_service(
+      xmpp_options, **accounts, **store, clock, log, metrics,
+      [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },
+      [&http_server](std::chrono::milliseconds delay, std::function<void()> fn) {
+        if (http_server) http_server->run_after(delay, std::move(fn));
+      });
+  if (auto r = xmpp_service.migrate(); !r) {
+    fmt::print(stderr, "hearthd: cannot prepare XMPP storage: {}\n", r.error().describe());
+    return kExitStartup;
+  }
+
   net::Router router;
   ops::install_health_routes(router, health, metrics);
+  xmpp_service.install_http_routes(router);
   (*matrix_service)->install_routes(router);
   ops::install_invite_routes(router, **accounts, log);
   router.add("GET", "/", [](net::HttpRequest&&, net::Respond respond) {
@@ -198,7 +249,6 @@ int run(const Config& config, bool print_banner) {
 
   // CryptPad: its websocket route must be on the Router before the server is created; the
   // server it offloads to exists from the moment start() is called.
-  net::HttpServer* http_server = nullptr;
   std::unique_ptr<cryptpad::CryptpadService> cryptpad_service;
   if (config.cryptpad_enabled) {
     cryptpad::CryptpadOptions cp;
@@ -245,54 +295,14 @@ int run(const Config& config, bool print_banner) {
     if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
     if (config.https_port >= 0) specs.push_back({addr, config.https_port, true});
   }
-  server_for_matrix = server->get();
+  http_server = server->get();
   auto bound = (*server)->listen(specs);
   if (!bound) {
     fmt::print(stderr, "hearthd: {}\n", bound.error().message);
     return kExitStartup;
   }
 
-  std::vector<std::string> domain_names;
-  for (const auto& d : config.domains) domain_names.push_back(d.name);
-  xmpp::XmppOptions xmpp_options;
-  xmpp_options.domains = domain_names;
-  xmpp_options.max_stanza_bytes = static_cast<std::size_t>(config.xmpp_max_stanza_bytes);
-  xmpp_options.read_bytes_per_second = static_cast<std::size_t>(config.xmpp_read_bytes_per_second);
-  xmpp_options.read_burst_bytes = static_cast<std::size_t>(config.xmpp_read_bytes_per_second) * 8;
-  xmpp_options.max_offline_messages = config.xmpp_max_offline_messages;
-  xmpp_options.max_roster_items = config.xmpp_max_roster_items;
-  xmpp_options.pep_max_item_bytes = static_cast<std::size_t>(config.xmpp_pep_max_item_bytes);
-  xmpp_options.pep_max_nodes = config.xmpp_pep_max_nodes;
-  xmpp_options.pep_max_items = config.xmpp_pep_max_items;
-  xmpp_options.fast_token_ttl_days = config.xmpp_fast_token_ttl_days;
-  xmpp_options.archive_retention_days = config.xmpp_archive_retention_days;
-  xmpp_options.archive_purge_interval_seconds = config.xmpp_archive_purge_interval_seconds;
-  xmpp_options.muc = config.xmpp_muc;
-  xmpp_options.muc_max_users_per_room = config.xmpp_muc_max_users_per_room;
-  xmpp_options.contact_addresses = {{"abuse", config.contact_abuse},
-                                    {"admin", config.contact_admin},
-                                    {"security", config.contact_security},
-                                    {"status", config.contact_status},
-                                    {"support", config.contact_support}};
-  xmpp_options.turn_host = config.turn_host;
-  xmpp_options.turn_port = config.turn_port;
-  xmpp_options.turn_tls_port = config.turn_tls_port;
-  xmpp_options.turn_secret = config.turn_secret;
-  xmpp_options.turn_ttl_seconds = config.turn_ttl_seconds;
-  xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
-  xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
-  xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
-  http_server = server->get();
   if (cryptpad_service) cryptpad_service->start();
-  xmpp::XmppService xmpp_service(xmpp_options, **accounts, **store, clock, log, metrics,
-                                 [http_server](std::function<void()> job) { return http_server->offload(std::move(job)); },
-                                 [http_server](std::chrono::milliseconds delay, std::function<void()> fn) {
-                                   http_server->run_after(delay, std::move(fn));
-                                 });
-  if (auto r = xmpp_service.migrate(); !r) {
-    fmt::print(stderr, "hearthd: cannot prepare XMPP storage: {}\n", r.error().describe());
-    return kExitStartup;
-  }
   std::vector<net::BoundEndpoint> xmpp_bound;
   for (bool direct_tls : {false, true}) {
     int port = direct_tls ? config.xmpp_c2s_tls_port : config.xmpp_c2s_port;
@@ -321,6 +331,7 @@ int run(const Config& config, bool print_banner) {
   }
 
   (*matrix_service)->set_public_url(public_url);
+  xmpp_service.set_public_url(public_url);
 
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);

@@ -60,6 +60,12 @@ struct Config {
   int xmpp_archive_retention_days = 0;
   int xmpp_archive_purge_interval_seconds = 3600;
   bool xmpp_muc = true;
+
+  // [upload] files shared through XEP-0363 (stored in blobs/)
+  bool upload_enabled = true;
+  std::int64_t upload_max_file_bytes = 100LL << 20;
+  std::int64_t upload_daily_quota_bytes = 200LL << 20;
+  int upload_expiry_days = 14;
   int xmpp_muc_max_users_per_room = 1000;
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;

@@ -21,6 +21,8 @@
 #include "xmpp/mod_extdisco.h"
 #include "xmpp/mod_last.h"
 #include "xmpp/mod_pep.h"
+#include "xmpp/mod_upload.h"
+#include "blobs/blobs.h"
 #include "xmpp/muc.h"
 #include "xmpp/mod_private.h"
 #include "xmpp/mod_vcard.h"
@@ -113,6 +115,7 @@ struct XmppService::Impl {
   std::shared_ptr<BlockList> blocks;
   std::shared_ptr<Pep> pep;
   std::shared_ptr<LastActivity> last;
+  std::vector<std::shared_ptr<HttpUploadService>> uploads;  // one per domain; they share tables
   // Per-module removal of an account's data (filled by migrate()).
   std::vector<std::function<Result<void>(const std::string& bare)>> erasers;
 
@@ -1074,6 +1077,18 @@ Result<void> XmppService::migrate() {
       PepOptions{impl_->options.pep_max_item_bytes, impl_->options.pep_max_nodes, impl_->options.pep_max_items});
   if (auto r = impl_->pep->register_iqs(iqs); !r) return r;
   impl_->im.set_pep(impl_->pep);
+  if (o.upload_blobs) {
+    for (const auto& domain : o.domains) {
+      UploadOptions uo;
+      uo.domain = "upload." + domain;
+      uo.expiry_days = o.upload_expiry_days;
+      auto upload = std::make_shared<HttpUploadService>(uo, *o.upload_blobs, impl_->store, impl_->clock, impl_->log,
+                                                        [impl](const Element& st) { return impl->im.deliver_from_service(st); });
+      if (auto r = upload->migrate(); !r) return r;
+      impl_->im.add_service(uo.domain, upload);
+      impl_->uploads.push_back(upload);
+    }
+  }
   if (o.muc) {
     for (const auto& domain : o.domains) {
       MucOptions mo;
@@ -1103,6 +1118,10 @@ Result<void> XmppService::migrate() {
       [impl](const std::string& bare) { return impl->pep->forget_account(bare); },
       [impl](const std::string& bare) { return impl->fast.forget_account(bare); },
       [impl](const std::string& bare) { return impl->last->forget_account(bare); },
+      [impl](const std::string& bare) -> Result<void> {
+        if (!impl->options.upload_blobs) return ok();
+        return impl->options.upload_blobs->forget_owner(bare);
+      },
   };
   return sweep_deleted_accounts();
 }
@@ -1168,6 +1187,12 @@ void purge_archive(std::weak_ptr<XmppService::Impl> weak, std::int64_t purged_so
     if (!impl) return;
     const auto& o = impl->options;
     auto n = impl->xstore.purge_expired_archive(o.archive_retention_days, impl->clock.now_ms(), o.archive_purge_batch);
+    if (n && !impl->uploads.empty()) {
+      // XEP-0363 files past their expiry (incident I12) go in the same small batches.
+      auto files = impl->uploads.front()->purge(impl->clock.now_ms(), o.archive_purge_batch);
+      if (!files) n = tl::unexpected(files.error());
+      else *n = std::max(*n, *files);
+    }
     std::chrono::milliseconds interval(std::int64_t{o.archive_purge_interval_seconds} * 1000);
     if (!n) {
       impl->log.warn("xmpp.archive_purge_failed", {{"error", n.error().describe()}});
@@ -1187,6 +1212,14 @@ void purge_archive(std::weak_ptr<XmppService::Impl> weak, std::int64_t purged_so
 }  // namespace
 
 void XmppService::start_background_tasks() { purge_archive(impl_, 0); }
+
+void XmppService::install_http_routes(net::Router& router) {
+  if (!impl_->uploads.empty()) impl_->uploads.front()->install_routes(router);
+}
+
+void XmppService::set_public_url(const std::string& url) {
+  for (const auto& u : impl_->uploads) u->set_public_url(url);
+}
 
 net::StreamAcceptor XmppService::acceptor(bool direct_tls) {
   auto impl = impl_;

@@ -34,6 +34,9 @@ class Accounts;
 namespace hearth::store {
 class Store;
 }
+namespace hearth::blobs {
+class BlobStore;
+}
 
 namespace hearth::xmpp {
 
@@ -64,6 +67,8 @@ struct XmppOptions {
   int archive_purge_interval_seconds = 3600;
   int archive_purge_batch = 500;  // rows per transaction; the purge yields between batches
   bool muc = true;                 // XEP-0045 at conference.<domain> for every served domain
+  blobs::BlobStore* upload_blobs = nullptr;  // XEP-0363 at upload.<domain> when set; must outlive the service
+  int upload_expiry_days = 14;
   int muc_max_users_per_room = 1000;  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
@@ -83,6 +88,11 @@ class XmppService {
   XmppService& operator=(const XmppService&) = delete;
 
   Result<void> migrate();
+
+  // XEP-0363: the PUT/GET routes of uploads (call before the Router goes to the server).
+  void install_http_routes(net::Router& router);
+  // The base URL upload slots point at, once the HTTP listeners are bound.
+  void set_public_url(const std::string& url);
 
   // For HttpServer::listen_stream. `direct_tls`: the listener already negotiated TLS
   // (XEP-0368); otherwise STARTTLS is required before authentication.
