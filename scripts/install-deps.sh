@@ -13,7 +13,7 @@ packages=(
   openssl ca-certificates
   # tests
   libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
-  python3-matrix-nio python3-cryptography
+  python3-matrix-nio python3-cryptography chromium
 )
 
 # CryptPad's client libraries for the integration tests (tests/integration/cryptpad,
@@ -35,6 +35,20 @@ for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
+# Converse.js and playwright-core for tests/integration/test_xmpp_websocket.py (pinned by
+# tests/integration/web/package-lock.json; the browser is Debian's chromium).
+install_web_test_deps() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/integration/web"
+  [[ -d "$dir/node_modules/converse.js" && -d "$dir/node_modules/playwright-core" ]] && return 0
+  if ! command -v npm >/dev/null; then
+    echo "install-deps: npm is needed for the Converse.js test" >&2
+    return 0
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+    echo "install-deps: npm ci failed in $dir; integration.xmpp_websocket will fail" >&2
+}
+
 # matrix-js-sdk for tests/integration/test_matrix_js.py, from npm at the versions
 # package-lock.json pins (needs node >= 20, which the SDK requires).
 install_js_test_deps() {
@@ -52,6 +66,7 @@ install_js_test_deps() {
 if [[ ${#missing[@]} -eq 0 ]]; then
   install_node_test_packages
   install_js_test_deps
+  install_web_test_deps
   exit 0
 fi
 
@@ -66,3 +81,4 @@ $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 install_node_test_packages
 install_js_test_deps
+install_web_test_deps

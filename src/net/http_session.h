@@ -104,6 +104,10 @@ class WsHandle final : public WebSocketConnection, public std::enable_shared_fro
   void close(int code, std::string reason) override { post_close(code, std::move(reason), false); }
   const std::string& remote_ip() const override { return ip_; }
   std::size_t queued_bytes() const override { return queued_.load(); }
+  void post(std::function<void()> fn) override { shard_->post(std::move(fn)); }
+  void post_after(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    shard_->post_after(delay, std::move(fn));
+  }
 
   void written(std::size_t n) { queued_.fetch_sub(n); }
   void mark_closed() { closed_.store(true); }
@@ -138,8 +142,24 @@ class WsSession final : public WsOutbox, public std::enable_shared_from_this<WsS
     t.keep_alive_pings = true;
     beast::get_lowest_layer(ws_).expires_never();
     ws_.set_option(t);
+    bool select_subprotocol = false;
+    if (!route_.subprotocol.empty()) {
+      std::string_view offered = upgrade[http::field::sec_websocket_protocol];
+      for (std::size_t pos = 0; pos <= offered.size();) {
+        auto comma = offered.find(',', pos);
+        std::string_view item = offered.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        if (item == route_.subprotocol) select_subprotocol = true;
+        if (comma == std::string_view::npos) break;
+        pos = comma + 1;
+      }
+    }
     ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "hearth"); }));
+        [select_subprotocol, proto = route_.subprotocol](websocket::response_type& res) {
+          res.set(http::field::server, "hearth");
+          if (select_subprotocol) res.set(http::field::sec_websocket_protocol, proto);
+        }));
     ws_.read_message_max(route_.max_message_bytes);
     ws_.auto_fragment(false);
 

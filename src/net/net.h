@@ -90,6 +90,14 @@ class WebSocketConnection {
   virtual void send(std::string message, bool binary = false) = 0;
   // Sends what is queued, then a close frame.
   virtual void close(int code = 1000, std::string reason = {}) = 0;
+  // Runs `fn` on the connection's shard thread (where its callbacks run), now or after a
+  // delay; dropped once the server stopped. For front ends that hop to the worker pool and
+  // back, as stream sessions do.
+  virtual void post(std::function<void()> fn) { (void)fn; }
+  virtual void post_after(std::chrono::milliseconds delay, std::function<void()> fn) {
+    (void)delay;
+    (void)fn;
+  }
   virtual const std::string& remote_ip() const = 0;
   // Bytes queued by send() and not yet written to the socket (thread-safe, a snapshot).
   // Producers of long replies (CryptPad history) pause above a watermark instead of
@@ -119,6 +127,7 @@ struct RouteMatch {
 struct WebSocketRoute {
   WebSocketAcceptor acceptor;
   std::size_t max_message_bytes = 1 << 20;
+  std::string subprotocol;
 };
 
 // The routing table. Built on one thread before HttpServer::create, immutable afterwards
@@ -131,7 +140,10 @@ class Router {
   void add_prefix(std::string method, std::string prefix, HttpHandler h, RouteOptions o = {});
   // WebSocket upgrade on an exact path. A request on that path without an Upgrade header
   // gets 426 (unless an HTTP route matches it).
-  void websocket(std::string path, WebSocketAcceptor a, std::size_t max_message_bytes = 1 << 20);
+  // `subprotocol`: when the client offers it (Sec-WebSocket-Protocol), the handshake selects
+  // it (RFC 6455 §4.2.2; XMPP over WebSocket needs "xmpp", RFC 7395 §3.2).
+  void websocket(std::string path, WebSocketAcceptor a, std::size_t max_message_bytes = 1 << 20,
+                 std::string subprotocol = {});
 
   // Exact routes first, then prefixes from longest to shortest. not_found if no path
   // matches; method_not_allowed (with the union of accepted methods) if paths match but

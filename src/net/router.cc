@@ -35,8 +35,8 @@ void Router::add_prefix(std::string method, std::string prefix, HttpHandler h, R
                    [](const Route& a, const Route& b) { return a.path.size() > b.path.size(); });
 }
 
-void Router::websocket(std::string path, WebSocketAcceptor a, std::size_t max_message_bytes) {
-  websockets_.push_back({std::move(path), WebSocketRoute{std::move(a), max_message_bytes}});
+void Router::websocket(std::string path, WebSocketAcceptor a, std::size_t max_message_bytes, std::string subprotocol) {
+  websockets_.push_back({std::move(path), WebSocketRoute{std::move(a), max_message_bytes, std::move(subprotocol)}});
 }
 
 RouteMatch Router::find(std::string_view method, std::string_view path) const {

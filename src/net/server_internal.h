@@ -21,6 +21,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
@@ -50,6 +51,14 @@ struct ShardPost {
   void post(std::function<void()> fn) {
     std::lock_guard lock(mutex);
     if (ctx) asio::post(*ctx, std::move(fn));
+  }
+  void post_after(std::chrono::milliseconds delay, std::function<void()> fn) {
+    std::lock_guard lock(mutex);
+    if (!ctx) return;
+    auto timer = std::make_shared<asio::steady_timer>(*ctx, delay);
+    timer->async_wait([timer, fn = std::move(fn)](const boost::system::error_code& ec) {
+      if (!ec) fn();
+    });
   }
 };
 

@@ -34,6 +34,7 @@
 #include "xmpp/xml.h"
 #include "xmpp/xmpp.h"
 #include "xmpp/xmpp_store.h"
+#include "xmpp/ws_framing.h"
 
 namespace hearth::xmpp {
 namespace {
@@ -116,6 +117,8 @@ struct XmppService::Impl {
   std::shared_ptr<Pep> pep;
   std::shared_ptr<LastActivity> last;
   std::vector<std::shared_ptr<HttpUploadService>> uploads;  // one per domain; they share tables
+  std::mutex url_mutex;
+  std::string public_url;  // https://host:port, once the listeners are bound
   // Per-module removal of an account's data (filled by migrate()).
   std::vector<std::function<Result<void>(const std::string& bare)>> erasers;
 
@@ -1215,10 +1218,108 @@ void XmppService::start_background_tasks() { purge_archive(impl_, 0); }
 
 void XmppService::install_http_routes(net::Router& router) {
   if (!impl_->uploads.empty()) impl_->uploads.front()->install_routes(router);
+  router.websocket(std::string(kWebSocketPath), websocket_acceptor(), impl_->options.max_stanza_bytes, "xmpp");
+  // XEP-0156: where web clients find the WebSocket endpoint.
+  auto impl = impl_;
+  auto endpoint = [impl]() {
+    std::lock_guard lock(impl->url_mutex);
+    std::string url = impl->public_url;
+    if (url.rfind("https://", 0) == 0) url = "wss://" + url.substr(8);
+    else if (url.rfind("http://", 0) == 0) url = "ws://" + url.substr(7);
+    return url + std::string(kWebSocketPath);
+  };
+  router.add("GET", "/.well-known/host-meta", [endpoint](net::HttpRequest&&, net::Respond respond) {
+    net::HttpResponse r;
+    r.content_type = "application/xrd+xml";
+    r.body = fmt::format(
+        "<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
+        "  <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
+        xml_escape(endpoint()));
+    r.headers.emplace_back("Access-Control-Allow-Origin", "*");
+    respond(std::move(r));
+  });
+  router.add("GET", "/.well-known/host-meta.json", [endpoint](net::HttpRequest&&, net::Respond respond) {
+    net::HttpResponse r = net::HttpResponse::json(
+        200, fmt::format("{{\"links\":[{{\"rel\":\"urn:xmpp:alt-connections:websocket\",\"href\":\"{}\"}}]}}", endpoint()));
+    r.headers.emplace_back("Access-Control-Allow-Origin", "*");
+    respond(std::move(r));
+  });
 }
 
 void XmppService::set_public_url(const std::string& url) {
   for (const auto& u : impl_->uploads) u->set_public_url(url);
+  std::lock_guard lock(impl_->url_mutex);
+  impl_->public_url = url;
+  while (!impl_->public_url.empty() && impl_->public_url.back() == '/') impl_->public_url.pop_back();
+}
+
+namespace {
+
+// RFC 7395: a c2s session over a WebSocket. The session writes the byte stream it always
+// writes; this turns it into one message per element (ws_framing.h).
+class WsStream final : public net::StreamConnection {
+ public:
+  WsStream(std::shared_ptr<net::WebSocketConnection> ws, bool secure, std::string server_name)
+      : ws_(std::move(ws)), secure_(secure), server_name_(std::move(server_name)) {}
+  void send(std::string bytes) override {
+    std::vector<std::string> messages;
+    {
+      std::lock_guard lock(mutex_);
+      messages = frame_outgoing(pending_, bytes);
+      // Order matters across threads: send while holding the lock.
+      for (auto& m : messages) ws_->send(std::move(m));
+    }
+  }
+  void close() override { ws_->close(1000); }
+  void start_tls(std::function<void(Result<void>)> done, std::string) override {
+    done(fail(Errc::unavailable, "a WebSocket gets its TLS from wss://"));
+  }
+  bool is_tls() const override { return secure_; }
+  std::string remote_ip() const override { return ws_->remote_ip(); }
+  std::string server_name() const override { return server_name_; }
+  std::string alpn() const override { return {}; }
+  std::string tls_version() const override { return {}; }
+  Result<std::string> channel_binding(std::string_view) const override {
+    return fail(Errc::unavailable, "no channel binding over WebSocket");
+  }
+  void set_read_rate(std::size_t, std::size_t) override {}
+  void set_idle_timeout(int) override {}
+  void post(std::function<void()> fn) override { ws_->post(std::move(fn)); }
+  void post_after(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    ws_->post_after(delay, std::move(fn));
+  }
+
+ private:
+  std::shared_ptr<net::WebSocketConnection> ws_;
+  bool secure_;
+  std::string server_name_;
+  std::mutex mutex_;
+  std::string pending_;
+};
+
+bool is_loopback(std::string_view ip) { return ip == "::1" || ip.rfind("127.", 0) == 0; }
+
+}  // namespace
+
+net::WebSocketAcceptor XmppService::websocket_acceptor() {
+  auto impl = impl_;
+  return [impl](std::shared_ptr<net::WebSocketConnection> ws, const net::HttpRequest& request) {
+    // Credentials travel inside; plain ws:// only from this machine (a reverse proxy that
+    // terminates TLS).
+    if (!request.tls && !is_loopback(request.remote_ip)) {
+      ws->close(1008, "use wss://");
+      return net::WebSocketCallbacks{};
+    }
+    auto conn = std::make_shared<WsStream>(ws, true, request.server_name);
+    auto session = std::make_shared<C2sSession>(impl, conn, /*direct_tls=*/true);
+    net::WebSocketCallbacks cb;
+    cb.on_message = [session](std::string_view message, bool) {
+      auto bytes = unframe_incoming(message);
+      session->on_data(bytes ? std::string_view(*bytes) : message);
+    };
+    cb.on_close = [session] { session->on_close(); };
+    return cb;
+  };
 }
 
 net::StreamAcceptor XmppService::acceptor(bool direct_tls) {

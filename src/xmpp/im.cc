@@ -754,7 +754,7 @@ void ImRouter::register_core_iqs() {
   iqs_.add({std::string(kPingNs), "ping", IqTarget::both,
             get_only([](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) { r.result(); }),
             {std::string(kPingNs)}});
-  iqs_.add({std::string(kSessionNs), "session", IqTarget::server,
+  iqs_.add({std::string(kSessionNs), "session", IqTarget::both,
             // RFC 3921 sessions: a no-op kept for old clients.
             [](const SessionIdentity&, const std::string&, const Element&, const Element&, IqReply& r) { r.result(); },
             {}});

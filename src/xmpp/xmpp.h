@@ -94,6 +94,11 @@ class XmppService {
   // The base URL upload slots point at, once the HTTP listeners are bound.
   void set_public_url(const std::string& url);
 
+  // RFC 7395 XMPP over WebSocket at this path of the HTTP listeners (installed by
+  // install_http_routes with XEP-0156 host-meta discovery).
+  static constexpr std::string_view kWebSocketPath = "/xmpp-websocket";
+  net::WebSocketAcceptor websocket_acceptor();
+
   // For HttpServer::listen_stream. `direct_tls`: the listener already negotiated TLS
   // (XEP-0368); otherwise STARTTLS is required before authentication.
   net::StreamAcceptor acceptor(bool direct_tls);

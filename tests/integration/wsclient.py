@@ -13,7 +13,7 @@ class Closed(Exception):
 
 
 class WebSocket:
-    def __init__(self, host, port, path, timeout=10, receive_buffer=None):
+    def __init__(self, host, port, path, timeout=10, receive_buffer=None, protocol=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer:  # a slow reader: small kernel buffer, so the server's queue grows
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -21,7 +21,8 @@ class WebSocket:
         self.sock.connect((host, port))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           + (f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else "") + "\r\n").encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(1)
@@ -31,6 +32,7 @@ class WebSocket:
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status:
             raise AssertionError(f"websocket upgrade refused: {status!r}")
+        self.response_head = head.decode(errors="replace")
         self.buffer = b""
         self.close_code = None
 
