@@ -24,6 +24,7 @@
 #include "ops/account_commands.h"
 #include "ops/admin.h"
 #include "ops/health.h"
+#include "ops/status_page.h"
 #include "ops/storage_watch.h"
 #include "ops/http_routes.h"
 #include "ops/system.h"
@@ -161,6 +162,21 @@ int run(const Config& config, bool print_banner) {
     return {ops::HealthStatus::ok, "responding", "", {}};
   });
 
+  // The static status page and Atom feed (incident I14), regenerated from the health
+  // checks when the overall state changes and on admin notices.
+  std::unique_ptr<ops::StatusPage> status_page;
+  if (config.status_page) {
+    ops::StatusPageOptions status_options;
+    status_options.dir = config.status_dir.empty() ? data_dir + "/status" : absolute(config.status_dir);
+    status_options.title = config.status_title;
+    status_page = std::make_unique<ops::StatusPage>(status_options, log);
+    if (auto r = status_page->start(); !r) {
+      fmt::print(stderr, "hearthd: status page: {}\n", r.error().message);
+      return kExitStartup;
+    }
+    health.on_snapshot([page = status_page.get()](const ops::HealthSnapshot& snap) { page->on_health(snap); });
+  }
+
   net::Router router;
   ops::install_health_routes(router, health, metrics);
   ops::install_invite_routes(router, **accounts, log);
@@ -273,6 +289,22 @@ int run(const Config& config, bool print_banner) {
     auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
                        json_quote(snap.to_nagios_line()), snap.to_json());
+  };
+  // Backups (incident I05): hearthctl asks for a consistent database snapshot, made by this
+  // process's store on a reader connection (no write lock), and packs it itself.
+  commands["backup.snapshot"] = [db](const ops::AdminArgs& args) -> Result<std::string> {
+    auto path = args.find("path");
+    if (path == args.end() || path->second.empty() || path->second.front() != '/')
+      return fail(Errc::invalid_argument, "path (absolute) is required");
+    if (auto r = db->snapshot_to(path->second); !r) return tl::unexpected(r.error());
+    return fmt::format("{{\"path\":{}}}", json_quote(path->second));
+  };
+  commands["notice"] = [page = status_page.get()](const ops::AdminArgs& args) -> Result<std::string> {
+    if (!page) return fail(Errc::unavailable, "the status page is off (ops.status_page = false)");
+    auto text = args.find("text");
+    if (text == args.end()) return fail(Errc::invalid_argument, "text is required");
+    if (auto r = page->add_notice(text->second); !r) return tl::unexpected(r.error());
+    return fmt::format("{{\"dir\":{}}}", json_quote(page->dir()));
   };
   commands["user.retention"] = [&xmpp_service, &config](const ops::AdminArgs& args) -> Result<std::string> {
     auto jid = args.find("jid");
