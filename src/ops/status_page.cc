@@ -215,8 +215,9 @@ Result<void> StatusPage::write_files() {
         escape(it->status), escape(it->text));
   atom += "</feed>\n";
 
-  if (auto r = write_atomically(options_.dir + "/index.html", html); !r) return r;
+  // The feed first: whoever sees the new page finds its entry in the feed too.
   if (auto r = write_atomically(options_.dir + "/feed.atom", atom); !r) return r;
+  if (auto r = write_atomically(options_.dir + "/index.html", html); !r) return r;
   int fd = ::open(options_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
     ::fsync(fd);
