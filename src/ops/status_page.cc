@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -47,6 +48,13 @@ std::string rfc3339(std::int64_t ms) {
 
 std::string human(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%d %H:%M:%S} UTC", fmt::gmtime(static_cast<std::time_t>(ms / 1000)));
+}
+
+// Stable across restarts and trimming: the entry's time, kind and a hash of its text.
+std::string entry_id(const std::string& feed_id, const StatusEntry& e) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (char c : e.kind + '\n' + e.text) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return fmt::format("{}:{}:{:016x}", feed_id, e.time_ms, h);
 }
 
 std::string entry_title(const StatusEntry& e) {
@@ -97,7 +105,12 @@ std::string_view colour(std::string_view status) {
 }  // namespace
 
 StatusPage::StatusPage(StatusPageOptions options, Logger& log) : options_(std::move(options)), log_(log) {
-  if (options_.feed_id.empty()) options_.feed_id = "urn:hearth:status:" + options_.title;
+  if (options_.feed_id.empty()) {
+    // An Atom id is a URI: the title reduced to letters, digits and dashes.
+    std::string slug;
+    for (char c : options_.title) slug += std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '-';
+    options_.feed_id = "urn:hearth:status:" + slug;
+  }
 }
 
 Result<void> StatusPage::start() {
@@ -206,12 +219,11 @@ Result<void> StatusPage::write_files() {
       "  <title>{}</title>\n  <id>{}</id>\n  <updated>{}</updated>\n  <author><name>hearthd</name></author>\n"
       "  <link rel=\"alternate\" type=\"text/html\" href=\"index.html\"/>\n",
       t, escape(options_.feed_id), rfc3339(updated));
-  std::size_t n = 0;
-  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it, ++n)
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)
     atom += fmt::format(
-        "  <entry>\n    <title>{}</title>\n    <id>{}:{}:{}</id>\n    <updated>{}</updated>\n"
+        "  <entry>\n    <title>{}</title>\n    <id>{}</id>\n    <updated>{}</updated>\n"
         "    <category term=\"{}\"/>\n    <content type=\"text\">{}</content>\n  </entry>\n",
-        escape(entry_title(*it)), escape(options_.feed_id), it->time_ms, entries_.size() - 1 - n, rfc3339(it->time_ms),
+        escape(entry_title(*it)), escape(entry_id(options_.feed_id, *it)), rfc3339(it->time_ms),
         escape(it->status), escape(it->text));
   atom += "</feed>\n";
 
