@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/chrono.h>
@@ -121,11 +122,20 @@ Result<ops::AdminReply> call(const Target& t, const std::string& command, const 
 // online backup: a read transaction, no write lock), or, when no daemon runs, by opening
 // the stopped data directory here while holding its lock.
 Result<void> snapshot_database(const Target& t, const std::string& path) {
-  constexpr int kSnapshotTimeoutMs = 6 * 3600 * 1000;
-  auto reply = ops::admin_call(t.socket, "backup.snapshot", {{"path", path}}, kSnapshotTimeoutMs);
+  auto reply = ops::admin_call(t.socket, "backup.snapshot", {{"path", path}});
   if (reply) {
     if (!reply->ok) return fail(reply->code, reply->message);
-    return ok();
+    // The daemon copies on its own thread (its admin socket keeps answering); ask until
+    // it is done, for at most six hours.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(6);
+    for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(200))) {
+      auto status = ops::admin_call(t.socket, "backup.snapshot_status", {{"path", path}});
+      if (!status) return fail(status.error().code, fmt::format("lost hearthd during the snapshot: {}", status.error().message));
+      if (!status->ok) return fail(status->code, status->message);
+      if (ops::json_field(status->result_json, "state") == "done") return ok();
+      if (std::chrono::steady_clock::now() > deadline) return fail(Errc::unavailable, "the database snapshot did not finish in 6 hours");
+      std::this_thread::sleep_for(pause);
+    }
   }
   if (reply.error().code != Errc::unavailable) return tl::unexpected(reply.error());
   if (ops::DataDirLock::is_held_by_other(t.data_dir))

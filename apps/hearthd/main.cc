@@ -23,6 +23,7 @@
 #include "net/net.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
+#include "ops/backup.h"
 #include "ops/health.h"
 #include "ops/status_page.h"
 #include "ops/storage_watch.h"
@@ -279,6 +280,10 @@ int run(const Config& config, bool print_banner) {
     }
   }
 
+  // Backups (incident I05): hearthctl asks for a consistent database snapshot, made by this
+  // process's store on a reader connection (no write lock) off the admin thread, and packs
+  // it itself.
+  ops::SnapshotRunner snapshots([db](const std::string& path) { return db->snapshot_to(path); });
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);
   ops::AdminCommands commands;
@@ -290,14 +295,19 @@ int run(const Config& config, bool print_banner) {
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
                        json_quote(snap.to_nagios_line()), snap.to_json());
   };
-  // Backups (incident I05): hearthctl asks for a consistent database snapshot, made by this
-  // process's store on a reader connection (no write lock), and packs it itself.
-  commands["backup.snapshot"] = [db](const ops::AdminArgs& args) -> Result<std::string> {
+  commands["backup.snapshot"] = [&snapshots](const ops::AdminArgs& args) -> Result<std::string> {
     auto path = args.find("path");
     if (path == args.end() || path->second.empty() || path->second.front() != '/')
       return fail(Errc::invalid_argument, "path (absolute) is required");
-    if (auto r = db->snapshot_to(path->second); !r) return tl::unexpected(r.error());
-    return fmt::format("{{\"path\":{}}}", json_quote(path->second));
+    if (auto r = snapshots.start(path->second); !r) return tl::unexpected(r.error());
+    return fmt::format("{{\"path\":{},\"state\":\"running\"}}", json_quote(path->second));
+  };
+  commands["backup.snapshot_status"] = [&snapshots](const ops::AdminArgs& args) -> Result<std::string> {
+    auto path = args.find("path");
+    if (path == args.end()) return fail(Errc::invalid_argument, "path is required");
+    auto done = snapshots.finished(path->second);
+    if (!done) return tl::unexpected(done.error());
+    return fmt::format("{{\"path\":{},\"state\":\"{}\"}}", json_quote(path->second), *done ? "done" : "running");
   };
   commands["notice"] = [page = status_page.get()](const ops::AdminArgs& args) -> Result<std::string> {
     if (!page) return fail(Errc::unavailable, "the status page is off (ops.status_page = false)");

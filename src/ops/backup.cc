@@ -416,6 +416,36 @@ Result<BackupLock> BackupLock::acquire(const std::string& data_dir) {
   return BackupLock(fd);
 }
 
+// ---- snapshots in the daemon -------------------------------------------------------------
+
+SnapshotRunner::~SnapshotRunner() {
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<void> SnapshotRunner::start(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  if (running_) return fail(Errc::unavailable, fmt::format("a backup is already running (snapshot to {})", path_));
+  if (thread_.joinable()) thread_.join();
+  running_ = true;
+  path_ = path;
+  result_.reset();
+  thread_ = std::thread([this, path] {
+    Result<void> r = snapshot_(path);
+    std::lock_guard lock(mutex_);
+    result_ = std::move(r);
+    running_ = false;
+  });
+  return ok();
+}
+
+Result<bool> SnapshotRunner::finished(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  if (path != path_) return fail(Errc::not_found, fmt::format("no snapshot to {} was started", path));
+  if (running_) return false;
+  if (!*result_) return tl::unexpected(result_->error());
+  return true;
+}
+
 // ---- backup ------------------------------------------------------------------------------
 
 Result<BackupReport> create_backup(const BackupOptions& o) {

@@ -36,9 +36,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -81,6 +83,33 @@ class BackupLock {
  private:
   explicit BackupLock(int fd) : fd_(fd) {}
   int fd_ = -1;
+};
+
+// The daemon's side of an online backup: runs one database snapshot at a time on its own
+// thread, so the admin socket (which serves one command at a time) keeps answering —
+// `hearthctl check` included — while a large database is copied. hearthctl starts a
+// snapshot with the admin command `backup.snapshot` and polls `backup.snapshot_status`.
+// Thread-safe; the destructor waits for a running snapshot.
+class SnapshotRunner {
+ public:
+  using Snapshot = std::function<Result<void>(const std::string& path)>;
+  explicit SnapshotRunner(Snapshot snapshot) : snapshot_(std::move(snapshot)) {}
+  ~SnapshotRunner();
+  SnapshotRunner(const SnapshotRunner&) = delete;
+  SnapshotRunner& operator=(const SnapshotRunner&) = delete;
+
+  // Errc::unavailable while another snapshot runs.
+  Result<void> start(const std::string& path);
+  // "running", "done", or the snapshot's error (Errc::not_found: no snapshot of `path`).
+  Result<bool> finished(const std::string& path);
+
+ private:
+  Snapshot snapshot_;
+  std::mutex mutex_;
+  std::thread thread_;
+  std::string path_;
+  bool running_ = false;
+  std::optional<Result<void>> result_;
 };
 
 struct BackupOptions {
