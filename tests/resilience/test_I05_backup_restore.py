@@ -14,10 +14,13 @@ file named and nothing left behind; a second concurrent backup refused by the lo
 (incident I02's racing backup jobs); a backup killed with SIGKILL midway leaves the daemon
 and its data directory fine, and its partial output is refused by restore.
 
-Defence off (no configuration switch): with the BackupLock acquisition removed from
-create_backup, test_I05_concurrent_backup_is_refused_by_the_lock fails (the second backup
-runs); with the checksum comparison in read_stream removed, the corrupted-content case of
-test_I05_corrupted_backup_is_refused_naming_the_file restores silently.
+Defence off (no configuration switch; run with temporary patches to src/ops/backup.cc):
+without the BackupLock acquisition in create_backup,
+test_I05_concurrent_backup_is_refused_by_the_lock fails ("0 != 2": the second backup runs
+and even clears the first one's scratch space); without the three SHA-256 comparisons
+(record, manifest, restored state), test_I05_corrupted_backup_is_refused_naming_the_file
+fails ("0 != 2": the tampered backup restores silently). A damaged compressed stream is
+still caught by zstd's own frame checksum.
 """
 import asyncio
 import hashlib
