@@ -14,7 +14,7 @@
 # MB/s are of the uncompressed bytes (database + files). Caches are warm (no root-only
 # drop_caches), so reads come from memory: the figures compare the write paths.
 set -euo pipefail
-DB_MIB=256 BLOB_MIB=128 SMALL=2000 LEVEL=3 THREADS=0
+DB_MIB=256 BLOB_MIB=128 SMALL=2000 LEVEL=3 THREADS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --db-mib) DB_MIB=$2; shift 2 ;;

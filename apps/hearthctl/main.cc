@@ -219,11 +219,11 @@ int main(int argc, char** argv) {
 
   auto* backup = app.add_subcommand("backup", "Write an online, consistent backup of the data directory: one zstd stream with a manifest of SHA-256 checksums");
   std::string backup_out, backup_since;
-  int backup_level = 3, backup_threads = 0;
+  int backup_level = 3, backup_threads = 1;
   backup->add_option("output", backup_out, "Backup file, or - for standard output")->required();
   backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out; the database is always whole");
   backup->add_option("--level", backup_level, "zstd compression level (1-19)")->check(CLI::Range(1, 19));
-  backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the main thread)")->check(CLI::Range(0, 64));
+  backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the thread that reads and hashes; 1, the default, overlaps the two like tar | zstd)")->check(CLI::Range(0, 64));
 
   auto* restore = app.add_subcommand("restore", "Rebuild a new data directory from a full backup and the incrementals on top of it, verifying every checksum");
   std::vector<std::string> restore_inputs;
@@ -275,9 +275,9 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "hearthctl: backup failed: {}\n", r.error().message);
       return kCritical;
     }
-    fmt::print(stderr, "backup {} ({} #{}): {} files ({} unchanged, left out), {} bytes in, {} bytes out, {:.2f} s, {}\n",
+    fmt::print(stderr, "backup {} ({} #{}): {} files ({} unchanged, left out), {} bytes in, {} bytes out, {:.2f} s (database snapshot {:.2f} s), {}\n",
                r->manifest.backup_id, r->manifest.full() ? "full" : "incremental", r->manifest.sequence,
-               r->files_included, r->files_unchanged, r->bytes_read, r->bytes_written, r->seconds,
+               r->files_included, r->files_unchanged, r->bytes_read, r->bytes_written, r->seconds, r->snapshot_seconds,
                mib_per_s(r->bytes_read, r->seconds));
     return kOk;
   }

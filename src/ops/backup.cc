@@ -463,7 +463,10 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
   } cleanup{tmp};
 
   const std::string snapshot = tmp + "/hearth.db";
-  if (auto r = o.snapshot_database(snapshot); !r)
+  auto snapshot_started = std::chrono::steady_clock::now();
+  auto snapshot_result = o.snapshot_database(snapshot);
+  double snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - snapshot_started).count();
+  if (auto& r = snapshot_result; !r)
     return fail(r.error().code, fmt::format("database snapshot failed: {}", r.error().message));
   ::chmod(snapshot.c_str(), 0600);  // restored as the live database: private
 
@@ -473,6 +476,7 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
 
   std::map<std::string, std::string> previous;  // path -> sha256 in the `since` backup
   BackupReport report;
+  report.snapshot_seconds = snapshot_seconds;
   BackupManifest& m = report.manifest;
   m.backup_id = random_id();
   m.created_at_ms = now_ms();

@@ -133,6 +133,7 @@ struct BackupReport {
   int files_included = 0;
   int files_unchanged = 0;
   double seconds = 0;
+  double snapshot_seconds = 0;      // of which: the database snapshot
 };
 
 // Takes the BackupLock, snapshots the database into <data_dir>/.backup-tmp/, writes the
