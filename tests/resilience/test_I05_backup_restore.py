@@ -6,10 +6,10 @@ ONE zstd stream holding a snapshot of the database (made by the daemon's store o
 connection, so writes go on meanwhile), the TLS keys and certificates and every other
 file of the data directory, each with its SHA-256, and a manifest. `hearthctl restore`
 rebuilds a new data directory from it (and incrementals on top), verifying every checksum,
-and a plain hearthd started on it serves the same accounts, rosters and archives.
+and a plain hearthd started on it serves the same accounts, rosters, archives, rooms and PEP nodes.
 
 Covered here: a backup under XMPP write load restored to a new directory and served on
-other ports (login, roster, MAM archive); incrementals; a corrupted byte refused with the
+other ports (login, roster, MAM archive, a PEP node, a persistent room with its history); incrementals; a corrupted byte refused with the
 file named and nothing left behind; a second concurrent backup refused by the lock
 (incident I02's racing backup jobs); a backup killed with SIGKILL midway leaves the daemon
 and its data directory fine, and its partial output is refused by restore.
@@ -34,7 +34,13 @@ import unittest
 
 from resilience import Hearth, wait_until
 from harness import HEARTHCTL
-from test_xmpp_client import Client, TIMEOUT
+from test_xmpp_client import Client, TIMEOUT, next_item
+from test_xmpp_muc import MUC, MucClient
+from test_xmpp_pep import BOOKMARKS, PepClient
+
+
+class FullClient(PepClient, MucClient):
+    """PEP and MUC in one session."""
 
 BEFORE = [f"before backup {i}" for i in range(20)]
 
@@ -68,9 +74,16 @@ class BackupRestore(unittest.IsolatedAsyncioTestCase):
 
     async def test_I05_online_backup_under_load_restores_to_a_serving_server(self):
         h = self.h
-        alice = Client("alice@localhost/desk", "alice secret pw", h.cert_path())
+        alice = FullClient("alice@localhost/desk", "alice secret pw", h.cert_path())
         await alice.login(h.xmpp_port)
+        await alice.join("lounge", "Alice")
+        await alice.configure("lounge", persistentroom="1", roomname="The Lounge")
+        alice.send_message(mto=f"lounge@{MUC}", mbody="said in the room", mtype="groupchat")
+        await next_item(alice.room_messages, lambda m: m["body"] == "said in the room")
         await alice.update_roster("bob@localhost", name="Bobby", groups=["Friends"])
+        await alice.publish(BOOKMARKS, "room1@conference.localhost",
+                            f"<conference xmlns='{BOOKMARKS}' name='Room 1' autojoin='true'><nick>al</nick></conference>",
+                            persist_items="true", access_model="whitelist", max_items="max")
         for body in BEFORE:
             alice.send_message(mto="bob@localhost", mbody=body, mtype="chat")
         # Everything above is stored once a ping round trip came back after it (the
@@ -135,11 +148,16 @@ class BackupRestore(unittest.IsolatedAsyncioTestCase):
 
         h2.start()
         self.assertNotEqual(h2.xmpp_port, h.xmpp_port)
-        bob = Client("bob@localhost/new", "bob secret pw", h2.cert_path())
+        bob = FullClient("bob@localhost/new", "bob secret pw", h2.cert_path())
         await bob.login(h2.xmpp_port)
-        alice2 = Client("alice@localhost/new", "alice secret pw", h2.cert_path())
+        _, _, _, history = await bob.join("lounge", "Bob", maxstanzas=5)
+        self.assertEqual([m["body"] for m in history], ["said in the room"])
+        info = await bob["xep_0030"].get_info(jid=f"lounge@{MUC}", timeout=TIMEOUT)
+        self.assertIn("muc_persistent", info["disco_info"]["features"])
+        alice2 = PepClient("alice@localhost/new", "alice secret pw", h2.cert_path())
         await alice2.login(h2.xmpp_port)
         self.assertEqual(alice2.client_roster["bob@localhost"]["name"], "Bobby")
+        self.assertEqual(await alice2.item_ids("alice@localhost", BOOKMARKS), ["room1@conference.localhost"])
         self.assertEqual(alice2.client_roster["bob@localhost"]["groups"], ["Friends"])
         archived = []
         async for msg in bob["xep_0313"].iterate(with_jid="alice@localhost", rsm={"max": 100}):
