@@ -457,6 +457,11 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
   const std::string tmp = o.data_dir + "/" + std::string(kTmpDir);
   remove_tree(tmp);
   if (::mkdir(tmp.c_str(), 0700) != 0) return sys_fail("cannot create", tmp);
+  // hearthd writes the snapshot here as its own user: when root runs the backup, the
+  // scratch directory belongs to the data directory's owner.
+  struct stat owner {};
+  if (::geteuid() == 0 && ::stat(o.data_dir.c_str(), &owner) == 0 && ::chown(tmp.c_str(), owner.st_uid, owner.st_gid) != 0)
+    return sys_fail("cannot hand over", tmp);
   struct Cleanup {
     std::string dir;
     ~Cleanup() { remove_tree(dir); }
