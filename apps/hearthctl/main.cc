@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/chrono.h>
@@ -20,6 +21,8 @@
 #include "core/metrics.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
+#include "ops/backup.h"
+#include "ops/status_page.h"
 #include "ops/system.h"
 #include "store/store.h"
 
@@ -115,6 +118,48 @@ Result<ops::AdminReply> call(const Target& t, const std::string& command, const 
   return out;
 }
 
+// A consistent snapshot of the database at `path`: made by the running daemon's store (an
+// online backup: a read transaction, no write lock), or, when no daemon runs, by opening
+// the stopped data directory here while holding its lock.
+Result<void> snapshot_database(const Target& t, const std::string& path) {
+  auto reply = ops::admin_call(t.socket, "backup.snapshot", {{"path", path}});
+  if (reply) {
+    if (!reply->ok) return fail(reply->code, reply->message);
+    // The daemon copies on its own thread (its admin socket keeps answering); ask until
+    // it is done, for at most six hours.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(6);
+    for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(200))) {
+      auto status = ops::admin_call(t.socket, "backup.snapshot_status", {{"path", path}});
+      if (!status) return fail(status.error().code, fmt::format("lost hearthd during the snapshot: {}", status.error().message));
+      if (!status->ok) return fail(status->code, status->message);
+      if (ops::json_field(status->result_json, "state") == "done") return ok();
+      if (std::chrono::steady_clock::now() > deadline) return fail(Errc::unavailable, "the database snapshot did not finish in 6 hours");
+      std::this_thread::sleep_for(pause);
+    }
+  }
+  if (reply.error().code != Errc::unavailable) return tl::unexpected(reply.error());
+  if (ops::DataDirLock::is_held_by_other(t.data_dir))
+    return fail(Errc::unavailable, fmt::format("hearthd holds {} but does not answer on {}", t.data_dir, t.socket));
+  if (!std::filesystem::exists(t.data_dir + "/hearth.db"))
+    return fail(Errc::not_found, fmt::format("no database at {}/hearth.db", t.data_dir));
+  auto lock = ops::DataDirLock::acquire(t.data_dir);
+  if (!lock) return tl::unexpected(lock.error());
+  Logger log(LogLevel::warn, LogFormat::text);
+  MetricsRegistry metrics;
+  store::StoreOptions so;
+  so.path = t.data_dir + "/hearth.db";
+  so.readers = 1;
+  auto store = store::Store::open_sqlite(so, log, metrics);
+  if (!store) return tl::unexpected(store.error());
+  auto r = (*store)->snapshot_to(path);
+  (*store)->close();
+  return r;
+}
+
+std::string mib_per_s(std::uint64_t bytes, double seconds) {
+  return fmt::format("{:.1f} MiB/s", seconds > 0 ? static_cast<double>(bytes) / (1 << 20) / seconds : 0.0);
+}
+
 int report(const Result<ops::AdminReply>& reply, const std::function<void(const std::string&)>& on_ok) {
   if (!reply) {
     fmt::print(stderr, "hearthctl: {}\n", reply.error().message);
@@ -172,6 +217,28 @@ int main(int argc, char** argv) {
   inv_create->add_flag("--admin", admin, "The account created with it is an administrator");
   inv_create->add_option("--ttl-hours", ttl_hours, "Lifetime in hours (default: accounts.invite_ttl_hours)");
 
+  auto* backup = app.add_subcommand("backup", "Write an online, consistent backup of the data directory: one zstd stream with a manifest of SHA-256 checksums");
+  std::string backup_out, backup_since;
+  int backup_level = 3, backup_threads = 1;
+  backup->add_option("output", backup_out, "Backup file, or - for standard output")->required();
+  backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out; the database is always whole");
+  backup->add_option("--level", backup_level, "zstd compression level (1-19)")->check(CLI::Range(1, 19));
+  backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the thread that reads and hashes; 1, the default, overlaps the two like tar | zstd)")->check(CLI::Range(0, 64));
+
+  auto* restore = app.add_subcommand("restore", "Rebuild a new data directory from a full backup and the incrementals on top of it, verifying every checksum");
+  std::vector<std::string> restore_inputs;
+  std::string restore_dir;
+  restore->add_option("backups", restore_inputs, "The full backup, then its incrementals in order (- for standard input)")->required();
+  restore->add_option("--data-dir,--into", restore_dir, "The data directory to create (must be missing or empty)")->required();
+
+  auto* verify = app.add_subcommand("verify", "Read a backup and check every checksum, without restoring it");
+  std::string verify_in;
+  verify->add_option("backup", verify_in, "Backup file, or - for standard input")->required();
+
+  auto* notice = app.add_subcommand("notice", "Add an admin notice to the status page and its Atom feed");
+  std::string notice_text;
+  notice->add_option("text", notice_text, "The notice, as readers will see it")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   Target t;
@@ -188,6 +255,77 @@ int main(int argc, char** argv) {
   t.data_dir = std::filesystem::absolute(data_dir.empty() ? t.config.data_dir : data_dir).lexically_normal().string();
   t.socket = !socket.empty() ? socket : !t.config.admin_socket.empty() ? t.config.admin_socket : t.data_dir + "/hearthd.sock";
 
+  if (backup->parsed()) {
+    ops::BackupOptions o;
+    o.data_dir = t.data_dir;
+    o.output = backup_out;
+    o.zstd_level = backup_level;
+    o.zstd_workers = backup_threads;
+    if (!backup_since.empty()) {
+      auto m = ops::read_backup_manifest(backup_since);
+      if (!m) {
+        fmt::print(stderr, "hearthctl: --since: {}\n", m.error().message);
+        return kCritical;
+      }
+      o.since = std::move(*m);
+    }
+    o.snapshot_database = [&t](const std::string& path) { return snapshot_database(t, path); };
+    auto r = ops::create_backup(o);
+    if (!r) {
+      fmt::print(stderr, "hearthctl: backup failed: {}\n", r.error().message);
+      return kCritical;
+    }
+    fmt::print(stderr, "backup {} ({} #{}): {} files ({} unchanged, left out), {} bytes in, {} bytes out, {:.2f} s (database snapshot {:.2f} s), {}\n",
+               r->manifest.backup_id, r->manifest.full() ? "full" : "incremental", r->manifest.sequence,
+               r->files_included, r->files_unchanged, r->bytes_read, r->bytes_written, r->seconds, r->snapshot_seconds,
+               mib_per_s(r->bytes_read, r->seconds));
+    return kOk;
+  }
+  if (restore->parsed()) {
+    auto r = ops::restore_backup(restore_inputs, restore_dir);
+    if (!r) {
+      fmt::print(stderr, "hearthctl: restore failed, nothing was written: {}\n", r.error().message);
+      return kCritical;
+    }
+    fmt::print("restored {} files ({} bytes) into {} from backup {} (sequence {}), every checksum verified, "
+               "{:.2f} s, {}\n",
+               r->files, r->bytes_restored, restore_dir, r->manifest.backup_id, r->manifest.sequence, r->seconds,
+               mib_per_s(r->bytes_restored, r->seconds));
+    return kOk;
+  }
+  if (verify->parsed()) {
+    auto m = ops::read_backup_manifest(verify_in);
+    if (!m) {
+      fmt::print(stderr, "hearthctl: {}\n", m.error().message);
+      return kCritical;
+    }
+    int included = 0;
+    for (const auto& f : m->files) included += f.included;
+    fmt::print("{}: backup {} ({} #{}), {} files listed, {} in this file, every checksum ok\n", verify_in, m->backup_id,
+               m->full() ? "full" : "incremental", m->sequence, m->files.size(), included);
+    return kOk;
+  }
+  if (notice->parsed()) {
+    auto reply = ops::admin_call(t.socket, "notice", {{"text", notice_text}});
+    if (!reply && reply.error().code == Errc::unavailable && !ops::DataDirLock::is_held_by_other(t.data_dir)) {
+      // hearthd is down: write the notice into the page ourselves; that is when it matters.
+      Logger log(LogLevel::warn, LogFormat::text);
+      ops::StatusPageOptions so;
+      so.dir = t.config.status_dir.empty() ? t.data_dir + "/status"
+                                          : std::filesystem::absolute(t.config.status_dir).lexically_normal().string();
+      so.title = t.config.status_title;
+      ops::StatusPage page(so, log);
+      auto r = page.start();
+      if (r) r = page.add_notice(notice_text);
+      if (!r) {
+        fmt::print(stderr, "hearthctl: {}\n", r.error().message);
+        return kCritical;
+      }
+      fmt::print("notice added to {} (hearthd is not running)\n", so.dir);
+      return kOk;
+    }
+    return report(reply, [](const std::string& r) { fmt::print("notice added to {}\n", ops::json_field(r, "dir")); });
+  }
   if (check->parsed()) {
     ops::AdminArgs args;
     if (fresh) args["fresh"] = "true";

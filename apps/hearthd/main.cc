@@ -26,7 +26,9 @@
 #include "net/net.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
+#include "ops/backup.h"
 #include "ops/health.h"
+#include "ops/status_page.h"
 #include "ops/storage_watch.h"
 #include "ops/http_routes.h"
 #include "ops/system.h"
@@ -163,6 +165,21 @@ int run(const Config& config, bool print_banner) {
     if (auto r = db->ping(); !r) return {ops::HealthStatus::critical, "", r.error().describe(), {}};
     return {ops::HealthStatus::ok, "responding", "", {}};
   });
+
+  // The static status page and Atom feed (incident I14), regenerated from the health
+  // checks when the overall state changes and on admin notices.
+  std::unique_ptr<ops::StatusPage> status_page;
+  if (config.status_page) {
+    ops::StatusPageOptions status_options;
+    status_options.dir = config.status_dir.empty() ? data_dir + "/status" : absolute(config.status_dir);
+    status_options.title = config.status_title;
+    status_page = std::make_unique<ops::StatusPage>(status_options, log);
+    if (auto r = status_page->start(); !r) {
+      fmt::print(stderr, "hearthd: status page: {}\n", r.error().message);
+      return kExitStartup;
+    }
+    health.on_snapshot([page = status_page.get()](const ops::HealthSnapshot& snap) { page->on_health(snap); });
+  }
 
   // The protocol services need the server's worker pool and timers, which exist only once
   // the server is created (after the routes): their callbacks go through this pointer,
@@ -333,6 +350,10 @@ int run(const Config& config, bool print_banner) {
   (*matrix_service)->set_public_url(public_url);
   xmpp_service.set_public_url(public_url);
 
+  // Backups (incident I05): hearthctl asks for a consistent database snapshot, made by this
+  // process's store on a reader connection (no write lock) off the admin thread, and packs
+  // it itself.
+  ops::SnapshotRunner snapshots([db](const std::string& path) { return db->snapshot_to(path); });
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);
   ops::AdminCommands commands;
@@ -346,6 +367,27 @@ int run(const Config& config, bool print_banner) {
     auto snap = args.count("fresh") ? health.run_now() : health.snapshot();
     return fmt::format("{{\"exit_code\":{},\"line\":{},\"snapshot\":{}}}", snap.nagios_exit_code(),
                        json_quote(snap.to_nagios_line()), snap.to_json());
+  };
+  commands["backup.snapshot"] = [&snapshots](const ops::AdminArgs& args) -> Result<std::string> {
+    auto path = args.find("path");
+    if (path == args.end() || path->second.empty() || path->second.front() != '/')
+      return fail(Errc::invalid_argument, "path (absolute) is required");
+    if (auto r = snapshots.start(path->second); !r) return tl::unexpected(r.error());
+    return fmt::format("{{\"path\":{},\"state\":\"running\"}}", json_quote(path->second));
+  };
+  commands["backup.snapshot_status"] = [&snapshots](const ops::AdminArgs& args) -> Result<std::string> {
+    auto path = args.find("path");
+    if (path == args.end()) return fail(Errc::invalid_argument, "path is required");
+    auto done = snapshots.finished(path->second);
+    if (!done) return tl::unexpected(done.error());
+    return fmt::format("{{\"path\":{},\"state\":\"{}\"}}", json_quote(path->second), *done ? "done" : "running");
+  };
+  commands["notice"] = [page = status_page.get()](const ops::AdminArgs& args) -> Result<std::string> {
+    if (!page) return fail(Errc::unavailable, "the status page is off (ops.status_page = false)");
+    auto text = args.find("text");
+    if (text == args.end()) return fail(Errc::invalid_argument, "text is required");
+    if (auto r = page->add_notice(text->second); !r) return tl::unexpected(r.error());
+    return fmt::format("{{\"dir\":{}}}", json_quote(page->dir()));
   };
   commands["user.retention"] = [&xmpp_service, &config](const ops::AdminArgs& args) -> Result<std::string> {
     auto jid = args.find("jid");

@@ -246,6 +246,12 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::wal_warning_mib, 1, 1 << 30)},
       {"ops.read_only_at_reserve", "true", "Enter read-only mode at the reserve floor. Off: hearthd only warns, and writes run until the disk is full (for tests of the defence; do not turn it off in production).",
        bool_field(&Config::read_only_at_reserve)},
+      {"ops.status_page", "true", "Write a static status page (`index.html`) and an Atom feed (`feed.atom`) from the health checks and admin notices, for copying to another host (incident I14).",
+       bool_field(&Config::status_page)},
+      {"ops.status_dir", "\"\"", "Directory of the status page and feed; empty: `<data_dir>/status`.",
+       string_field(&Config::status_dir)},
+      {"ops.status_title", "\"hearth status\"", "Title of the status page and of its Atom feed.",
+       string_field(&Config::status_title)},
       {"ops.debug_commands", "false", "Enable admin-socket commands that exist for resilience tests (`debug.block_shard`). Never in production.",
        bool_field(&Config::debug_commands)},
 

@@ -123,6 +123,9 @@ struct Config {
   int disk_reserve_inodes = 1000;  // ... or this many free inodes
   int wal_warning_mib = 256;
   bool read_only_at_reserve = true;
+  bool status_page = true;         // static status page + Atom feed (incident I14)
+  std::string status_dir;          // empty: <data_dir>/status
+  std::string status_title = "hearth status";
   bool debug_commands = false;     // test-only admin commands (debug.*)
 
   // [log]

@@ -33,9 +33,9 @@ Result<sockaddr_un> unix_address(const std::string& path) {
 }
 
 // Reads until '\n', EOF, the size limit or the deadline.
-Result<std::string> read_line(int fd, std::size_t limit) {
+Result<std::string> read_line(int fd, std::size_t limit, int timeout_ms = kIoTimeoutMs) {
   std::string out;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kIoTimeoutMs);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   char buf[4096];
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
@@ -214,7 +214,8 @@ void AdminServer::handle(int fd) {
   write_all(fd, reply + "\n");
 }
 
-Result<AdminReply> admin_call(const std::string& socket_path, const std::string& command, const AdminArgs& args) {
+Result<AdminReply> admin_call(const std::string& socket_path, const std::string& command, const AdminArgs& args,
+                              int reply_timeout_ms) {
   auto addr = unix_address(socket_path);
   if (!addr) return tl::unexpected(addr.error());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -234,7 +235,7 @@ Result<AdminReply> admin_call(const std::string& socket_path, const std::string&
     ::close(fd);
     return fail(Errc::io, "cannot send to the admin socket");
   }
-  auto line = read_line(fd, 16 * 1024 * 1024);
+  auto line = read_line(fd, 16 * 1024 * 1024, reply_timeout_ms);
   ::close(fd);
   if (!line) return tl::unexpected(line.error());
   simdjson::dom::parser parser;

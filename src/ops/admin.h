@@ -71,8 +71,9 @@ struct AdminReply {
 };
 
 // Client side. Errc::unavailable when nothing listens on the socket (daemon not running).
+// `reply_timeout_ms` bounds the wait for the answer (5 s; longer for a database snapshot).
 Result<AdminReply> admin_call(const std::string& socket_path, const std::string& command,
-                              const AdminArgs& args);
+                              const AdminArgs& args, int reply_timeout_ms = 5000);
 
 // A parsed JSON value reduced to what admin results need: used by hearthctl to print.
 // Returns the string value of a top-level key of a JSON object, or "" if absent.

@@ -147,6 +147,7 @@ HealthSnapshot HealthMonitor::run_now() {
                                          {"value", now.result.value}, {"msg", now.result.message}});
     }
   }
+  if (listener_) listener_(snap);
   return snap;
 }
 

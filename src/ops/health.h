@@ -72,6 +72,9 @@ class HealthMonitor {
 
   // Before start() only.
   void add_check(std::string name, HealthCheck check);
+  // Before start() only: called with every new snapshot, on the thread that ran the
+  // checks (the status page uses it). Must be quick and must not call run_now().
+  void on_snapshot(std::function<void(const HealthSnapshot&)> listener) { listener_ = std::move(listener); }
 
   // Runs every check once synchronously, then every interval on the monitor's thread.
   void start();
@@ -89,6 +92,7 @@ class HealthMonitor {
   std::chrono::milliseconds interval_;
   std::vector<std::pair<std::string, HealthCheck>> checks_;
   std::vector<Gauge*> status_gauges_;
+  std::function<void(const HealthSnapshot&)> listener_;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -246,6 +246,13 @@ class Store {
   // "ok", or the problems the database reports, one per line. Blocking; may be slow.
   virtual Result<std::string> integrity_check() = 0;
 
+  // Writes a consistent copy of the whole database to a new file at `path` (which must
+  // not exist), for backups. Runs on one reader thread inside one read transaction
+  // (SQLite's online backup API, all pages in one step): it sees the last committed state
+  // and never blocks the writer, which keeps committing to the WAL meanwhile. The copy is
+  // fsynced before this returns. Blocking; takes one reader for its duration.
+  virtual Result<void> snapshot_to(const std::string& path) = 0;
+
   // Drains both queues and joins the threads; idempotent. Blocking.
   virtual void close() = 0;
 

@@ -1,7 +1,11 @@
 // SQLite backend of store::Store: one writer connection on one thread (group commit),
 // a pool of reader connections, each on its own thread. Connections are opened with
 // SQLITE_OPEN_NOMUTEX because each one is only ever used by the thread that owns it.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <algorithm>
 #include <cerrno>
@@ -288,6 +292,7 @@ class SqliteTransaction final : public Transaction {
 
   std::int64_t last_insert_id() const override { return sqlite3_last_insert_rowid(conn_.db()); }
   bool read_only() const override { return conn_.reader(); }
+  sqlite3* db() const { return conn_.db(); }
 
  private:
   Result<Connection::Lease> start(std::string_view sql, std::span<const Value> params) {
@@ -441,6 +446,54 @@ class SqliteStore final : public Store {
       });
       if (!r) return tl::unexpected(r.error());
       return out;
+    });
+  }
+
+  Result<void> snapshot_to(const std::string& path) override {
+    if (::access(path.c_str(), F_OK) == 0)
+      return fail(Errc::already_exists, fmt::format("snapshot target {} already exists", path));
+    return read_sync<void>([&path](Transaction& tx) -> Result<void> {
+      sqlite3* src = static_cast<SqliteTransaction&>(tx).db();
+      // Start the read transaction now: every page below comes from this one snapshot.
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(src, "SELECT count(*) FROM sqlite_master", -1, &st, nullptr) != SQLITE_OK)
+        return tl::unexpected(sqlite_error(src, "snapshot: read"));
+      int rc = sqlite3_step(st);
+      sqlite3_finalize(st);
+      if (rc != SQLITE_ROW) return tl::unexpected(sqlite_error(src, "snapshot: read"));
+      sqlite3* dst = nullptr;
+      rc = sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+      auto close_dst = [&dst] { sqlite3_close_v2(dst); };
+      if (rc != SQLITE_OK) {
+        Error e(Errc::io, fmt::format("snapshot: cannot create {}: {}", path, dst ? sqlite3_errmsg(dst) : "out of memory"));
+        close_dst();
+        return tl::unexpected(e);
+      }
+      sqlite3_exec(dst, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
+      sqlite3_backup* b = sqlite3_backup_init(dst, "main", src, "main");
+      if (!b) {
+        Error e = sqlite_error(dst, "snapshot: backup_init");
+        close_dst();
+        return tl::unexpected(e);
+      }
+      rc = sqlite3_backup_step(b, -1);
+      sqlite3_backup_finish(b);
+      if (rc != SQLITE_DONE) {
+        Error e(map_sqlite_code(rc), fmt::format("snapshot to {}: {}", path, sqlite3_errstr(rc)));
+        close_dst();
+        ::unlink(path.c_str());
+        return tl::unexpected(e);
+      }
+      // The copy keeps the WAL flag of its source; check it opens and is whole.
+      close_dst();
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || ::fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0) ::close(fd);
+        return fail(Errc::io, fmt::format("snapshot: fsync {}: {}", path, std::strerror(e)));
+      }
+      ::close(fd);
+      return ok();
     });
   }
 

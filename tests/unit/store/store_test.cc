@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "core/log.h"
@@ -563,6 +564,54 @@ TEST_F(StoreTest, CloseDrainsQueuedJobsAndRejectsLaterOnes) {
 
   Store& reopened = open();
   EXPECT_EQ(count_items(reopened), kJobs + 1);
+}
+
+}  // namespace
+}  // namespace hearth::store
+
+
+namespace hearth::store {
+namespace {
+
+// Backups (incident I05): a snapshot is one committed state, taken while writes go on.
+TEST_F(StoreTest, SnapshotIsConsistentWhileWritesContinue) {
+  Store& s = open();
+  create_table(s);
+  for (int i = 0; i < 100; ++i)
+    ASSERT_TRUE(s.write_sync([i](Transaction& tx) -> Result<void> {
+      auto r = tx.exec("INSERT INTO items (v) VALUES (?)", {fmt::format("before {}", i)});
+      if (!r) return tl::unexpected(r.error());
+      return ok();
+    }));
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    while (!stop)
+      (void)s.write_sync([](Transaction& tx) -> Result<void> {
+        auto r = tx.exec("INSERT INTO items (v) VALUES ('during')");
+        if (!r) return tl::unexpected(r.error());
+        return ok();
+      });
+  });
+  std::string copy = (dir_ / "copy.db").string();
+  auto r = s.snapshot_to(copy);
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_FALSE(s.snapshot_to(copy)) << "an existing target is refused";
+  StoreOptions o;
+  o.path = copy;
+  auto c = Store::open_sqlite(o, logger_, metrics_);
+  ASSERT_TRUE(c) << c.error().describe();
+  auto check = (*c)->integrity_check();
+  ASSERT_TRUE(check);
+  EXPECT_EQ(*check, "ok");
+  auto n = (*c)->read_sync([](Transaction& tx) -> Result<std::int64_t> {
+    auto row = tx.query_one("SELECT count(*) FROM items WHERE v LIKE 'before %'");
+    if (!row) return tl::unexpected(row.error());
+    return (*row)->integer(0);
+  });
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 100);
 }
 
 }  // namespace

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Backup and restore throughput against a plain copy of the same bytes (issue 8, I05/I08).
+#
+#   bench/backup.sh [--db-mib N] [--blob-mib N] [--small-files N] [--level L] [--threads T]
+#
+# Builds a data directory (hearthd creates it; then a filler table makes the database
+# N MiB of semi-compressible rows, plus blobs/ with large random files and many 4 KiB
+# files, the I08 shape), starts hearthd on it, and times, each with an fsync at the end:
+#   backup   hearthctl backup (online, through the running daemon) to one file
+#   restore  hearthctl restore into a new directory (checksums verified, fsynced)
+#   cp       cp -a of the same directory (not consistent while hearthd writes!), then sync -f
+#   tar      tar | zstd -3 of the same directory (what people script by hand), then sync
+#   disk     dd of the same number of bytes with oflag=direct: the disk's own write speed
+# MB/s are of the uncompressed bytes (database + files). Caches are warm (no root-only
+# drop_caches), so reads come from memory: the figures compare the write paths.
+set -euo pipefail
+DB_MIB=256 BLOB_MIB=128 SMALL=2000 LEVEL=3 THREADS=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --db-mib) DB_MIB=$2; shift 2 ;;
+    --blob-mib) BLOB_MIB=$2; shift 2 ;;
+    --small-files) SMALL=$2; shift 2 ;;
+    --level) LEVEL=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HEARTHD=${HEARTHD:-$ROOT/build/apps/hearthd/hearthd}
+HEARTHCTL=${HEARTHCTL:-$ROOT/build/apps/hearthctl/hearthctl}
+WORK=$(mktemp -d /var/tmp/hearth-bench-backup.XXXXXX)
+PID=""
+cleanup() { [[ -n "$PID" ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cat > "$WORK/h.toml" <<TOML
+[server]
+data_dir = "$WORK/data"
+[http]
+port = 0
+https_port = 0
+[xmpp]
+c2s_port = 0
+c2s_tls_port = 0
+[ops]
+disk_reserve_mib = 0
+TOML
+start() {
+  "$HEARTHD" -c "$WORK/h.toml" > "$WORK/hd.out" 2> "$WORK/hd.log" & PID=$!
+  for _ in $(seq 500); do grep -q "Press Ctrl-C" "$WORK/hd.out" 2>/dev/null && return; sleep 0.02; done
+  echo "hearthd did not start" >&2; cat "$WORK/hd.log" >&2; exit 1
+}
+start; kill "$PID"; wait "$PID" || true; PID=""
+/usr/bin/python3 - "$WORK/data" "$DB_MIB" "$BLOB_MIB" "$SMALL" <<'PY'
+import hashlib, os, random, sqlite3, sys
+data, db_mib, blob_mib, small = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(7)
+words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))).decode() for _ in range(5000)]
+db = sqlite3.connect(os.path.join(data, "hearth.db"))
+db.execute("CREATE TABLE IF NOT EXISTS bench_filler (id INTEGER PRIMARY KEY, body TEXT)")
+row = 0
+target = db_mib << 20
+while row * 600 < target:
+    db.executemany("INSERT INTO bench_filler (body) VALUES (?)",
+                   [(" ".join(rng.choices(words, k=100)),) for _ in range(5000)])
+    row += 5000
+db.commit(); db.execute("PRAGMA wal_checkpoint(TRUNCATE)"); db.close()
+def blob(content):
+    d = hashlib.sha256(content).hexdigest()
+    os.makedirs(os.path.join(data, "blobs", d[:2]), exist_ok=True)
+    with open(os.path.join(data, "blobs", d[:2], d), "wb") as f: f.write(content)
+for _ in range(blob_mib): blob(os.urandom(1 << 20))
+for i in range(small): blob(os.urandom(2048) + b"x" * 2048 + str(i).encode())
+PY
+start
+BYTES=$(cd "$WORK/data" && find . -type f ! -name 'hearth.db-*' ! -name '*.lock' -printf '%s\n' | awk '{s+=$1} END {print s}')
+secs() { /usr/bin/python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.3f}")' "$1" "$2"; }
+now() { date +%s.%N; }
+rate() { /usr/bin/python3 -c 'import sys; b, s = int(sys.argv[1]), float(sys.argv[2]); print(f"{b / (1 << 20) / s:8.1f} MiB/s  ({s / (b / (1 << 30)):6.1f} s per GiB)")' "$1" "$2"; }
+
+t0=$(now); "$HEARTHCTL" -c "$WORK/h.toml" backup --level "$LEVEL" --threads "$THREADS" "$WORK/full.bak" 2> "$WORK/backup.log"; t1=$(now)
+BACKUP_S=$(secs "$t0" "$t1")
+t0=$(now); "$HEARTHCTL" restore "$WORK/full.bak" --data-dir "$WORK/restored" > "$WORK/restore.log"; t1=$(now)
+RESTORE_S=$(secs "$t0" "$t1")
+t0=$(now); cp -a "$WORK/data" "$WORK/cp" && sync -f "$WORK/cp"; t1=$(now)
+CP_S=$(secs "$t0" "$t1")
+t0=$(now); tar -C "$WORK/data" --exclude='hearth.db-*' --exclude='*.lock' --exclude='hearthd.sock' -cf - . | zstd -q -3 -o "$WORK/tar.zst" && sync -f "$WORK/tar.zst"; t1=$(now)
+TAR_S=$(secs "$t0" "$t1")
+t0=$(now); dd if=/dev/zero of="$WORK/dd" bs=1M count=$((BYTES >> 20)) oflag=direct status=none; t1=$(now)
+DD_S=$(secs "$t0" "$t1")
+
+echo "# backup/restore throughput ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
+echo "data: $((BYTES >> 20)) MiB (database ${DB_MIB} MiB of text rows, ${BLOB_MIB} x 1 MiB random blobs, ${SMALL} x 4 KiB files);"
+echo "backup file $(( $(stat -c %s "$WORK/full.bak") >> 20 )) MiB (zstd level $LEVEL, threads $THREADS); tar.zst $(( $(stat -c %s "$WORK/tar.zst") >> 20 )) MiB"
+printf '  %-34s %7ss  %s\n' "hearthctl backup (online)" "$BACKUP_S" "$(rate "$BYTES" "$BACKUP_S")"
+printf '  %-34s %7ss  %s\n' "hearthctl restore (verified)" "$RESTORE_S" "$(rate "$BYTES" "$RESTORE_S")"
+printf '  %-34s %7ss  %s\n' "plain copy (cp -a + sync)" "$CP_S" "$(rate "$BYTES" "$CP_S")"
+printf '  %-34s %7ss  %s\n' "tar | zstd -3 (+ sync)" "$TAR_S" "$(rate "$BYTES" "$TAR_S")"
+printf '  %-34s %7ss  %s\n' "disk sequential write (dd direct)" "$DD_S" "$(rate "$BYTES" "$DD_S")"
+echo "hearthctl: $(tail -1 "$WORK/backup.log")"
+echo "hearthctl: $(tail -1 "$WORK/restore.log")"

@@ -1,0 +1,816 @@
+#include "ops/backup.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <simdjson.h>
+#include <zstd.h>
+
+#include "core/json.h"
+
+namespace hearth::ops {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kHeader = "HEARTH-BACKUP 1\n";
+constexpr std::size_t kChunk = 1 << 20;
+constexpr std::string_view kTmpDir = ".backup-tmp";
+
+tl::unexpected<Error> sys_fail(std::string_view what, const std::string& path, int e = errno) {
+  return fail(Errc::io, fmt::format("{} {}: {}", what, path, std::strerror(e)));
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string random_id() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}{:08x}{:08x}", rd(), rd(), rd(), rd());
+}
+
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* p, std::size_t n) { EVP_DigestUpdate(ctx_, p, n); }
+  std::string hex() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, md, &len);
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
+    return out;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+bool write_fd(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+Result<void> fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sys_fail("open directory", dir);
+  int rc = ::fsync(fd);
+  int e = errno;
+  ::close(fd);
+  if (rc != 0) return sys_fail("fsync directory", dir, e);
+  return ok();
+}
+
+// A relative path that stays inside the directory it is joined to.
+bool safe_relative_path(std::string_view p) {
+  if (p.empty() || p.front() == '/' || p.find('\n') != std::string_view::npos || p.find('\0') != std::string_view::npos)
+    return false;
+  std::size_t start = 0;
+  while (start <= p.size()) {
+    auto end = p.find('/', start);
+    if (end == std::string_view::npos) end = p.size();
+    auto part = p.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+// ---- compressed output -------------------------------------------------------------------
+
+class ZstdWriter {
+ public:
+  ZstdWriter(int fd, int level, int workers) : fd_(fd), cctx_(ZSTD_createCCtx()), out_(ZSTD_CStreamOutSize()) {
+    ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(cctx_, ZSTD_c_checksumFlag, 1);
+    if (workers > 0) ZSTD_CCtx_setParameter(cctx_, ZSTD_c_nbWorkers, workers);
+  }
+  ~ZstdWriter() { ZSTD_freeCCtx(cctx_); }
+  ZstdWriter(const ZstdWriter&) = delete;
+  ZstdWriter& operator=(const ZstdWriter&) = delete;
+
+  Result<void> write(std::string_view data) { return feed(data, ZSTD_e_continue); }
+  Result<void> finish() { return feed({}, ZSTD_e_end); }
+  std::uint64_t written() const { return written_; }
+
+ private:
+  Result<void> feed(std::string_view data, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{data.data(), data.size(), 0};
+    for (;;) {
+      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
+      std::size_t left = ZSTD_compressStream2(cctx_, &out, &in, mode);
+      if (ZSTD_isError(left)) return fail(Errc::internal, fmt::format("zstd: {}", ZSTD_getErrorName(left)));
+      if (out.pos > 0) {
+        if (!write_fd(fd_, out_.data(), out.pos)) return fail(Errc::io, fmt::format("writing the backup: {}", std::strerror(errno)));
+        written_ += out.pos;
+      }
+      bool done = mode == ZSTD_e_end ? left == 0 : in.pos == in.size;
+      if (done) return ok();
+    }
+  }
+
+  int fd_;
+  ZSTD_CCtx* cctx_;
+  std::vector<char> out_;
+  std::uint64_t written_ = 0;
+};
+
+// ---- compressed input --------------------------------------------------------------------
+
+class ZstdReader {
+ public:
+  explicit ZstdReader(int fd) : fd_(fd), dctx_(ZSTD_createDCtx()), in_(ZSTD_DStreamInSize()), out_(ZSTD_DStreamOutSize()) {}
+  ~ZstdReader() { ZSTD_freeDCtx(dctx_); }
+  ZstdReader(const ZstdReader&) = delete;
+  ZstdReader& operator=(const ZstdReader&) = delete;
+
+  // Up to n bytes (fewer only at the end of the stream).
+  Result<std::size_t> read(char* dst, std::size_t n) {
+    std::size_t got = 0;
+    while (got < n) {
+      if (out_pos_ < out_len_) {
+        std::size_t take = std::min(n - got, out_len_ - out_pos_);
+        std::memcpy(dst + got, out_.data() + out_pos_, take);
+        out_pos_ += take;
+        got += take;
+        continue;
+      }
+      auto more = refill();
+      if (!more) return tl::unexpected(more.error());
+      if (!*more) break;
+    }
+    return got;
+  }
+
+  Result<std::string> read_line(std::size_t limit = 4096) {
+    std::string line;
+    char c = 0;
+    while (line.size() < limit) {
+      auto n = read(&c, 1);
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) return fail(Errc::corrupt, "the backup ends early (truncated: no end record)");
+      if (c == '\n') return line;
+      line += c;
+    }
+    return fail(Errc::corrupt, "malformed record (line too long)");
+  }
+
+  // True when the stream (and the file) ended exactly at a frame boundary.
+  Result<bool> at_clean_end() {
+    char c = 0;
+    auto n = read(&c, 1);
+    if (!n) return tl::unexpected(n.error());
+    return *n == 0 && frame_done_;
+  }
+
+ private:
+  // Decompresses more; false at the end of the input.
+  Result<bool> refill() {
+    out_pos_ = out_len_ = 0;
+    for (;;) {
+      if (in_pos_ == in_len_) {
+        ssize_t r;
+        do r = ::read(fd_, in_.data(), in_.size());
+        while (r < 0 && errno == EINTR);
+        if (r < 0) return fail(Errc::io, fmt::format("reading the backup: {}", std::strerror(errno)));
+        if (r == 0) {
+          if (!frame_done_) return fail(Errc::corrupt, "the backup ends early (truncated compressed stream)");
+          return false;
+        }
+        in_len_ = static_cast<std::size_t>(r);
+        in_pos_ = 0;
+      }
+      ZSTD_inBuffer in{in_.data(), in_len_, in_pos_};
+      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
+      std::size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
+      in_pos_ = in.pos;
+      if (ZSTD_isError(rc)) return fail(Errc::corrupt, fmt::format("the compressed stream is damaged ({})", ZSTD_getErrorName(rc)));
+      frame_done_ = rc == 0;
+      if (out.pos > 0) {
+        out_len_ = out.pos;
+        return true;
+      }
+    }
+  }
+
+  int fd_;
+  ZSTD_DCtx* dctx_;
+  std::vector<char> in_;
+  std::size_t in_pos_ = 0, in_len_ = 0;
+  std::vector<char> out_;
+  std::size_t out_pos_ = 0, out_len_ = 0;
+  bool frame_done_ = false;
+};
+
+// ---- files of a data directory -----------------------------------------------------------
+
+bool excluded(const std::string& rel) {
+  static const char* names[] = {"hearth.db", "hearth.db-wal", "hearth.db-shm", "hearth.db-journal",
+                                "hearthd.lock", "hearthd.sock", "backup.lock"};
+  for (const char* n : names)
+    if (rel == n) return true;
+  if (rel.rfind(".backup-tmp", 0) == 0 || rel.rfind("status/", 0) == 0 || rel == "status") return true;
+  auto base = rel.substr(rel.rfind('/') + 1);
+  return base.rfind(".hearth-probe-", 0) == 0;
+}
+
+Result<void> list_files(const std::string& root, const std::string& rel, std::vector<std::string>& out) {
+  std::string dir = rel.empty() ? root : root + "/" + rel;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return sys_fail("cannot list", dir);
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::string child = rel.empty() ? name : rel + "/" + name;
+    if (excluded(child)) continue;
+    struct stat st {};
+    if (::lstat((root + "/" + child).c_str(), &st) != 0) continue;  // vanished meanwhile
+    if (S_ISDIR(st.st_mode)) {
+      if (auto r = list_files(root, child, out); !r) {
+        ::closedir(d);
+        return r;
+      }
+    } else if (S_ISREG(st.st_mode)) {
+      out.push_back(child);
+    }
+  }
+  ::closedir(d);
+  return ok();
+}
+
+Result<std::string> hash_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return sys_fail("cannot open", path);
+  Sha256 sha;
+  std::vector<char> buf(kChunk);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      return sys_fail("cannot read", path, e);
+    }
+    if (n == 0) break;
+    sha.update(buf.data(), static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return sha.hex();
+}
+
+// Streams one file record; fills `entry` (size, mode, sha256).
+Result<std::uint64_t> write_file_record(ZstdWriter& z, const std::string& path, BackupFileEntry& entry) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return sys_fail("cannot open", path);
+  struct stat st {};
+  ::fstat(fd, &st);
+  entry.size = static_cast<std::uint64_t>(st.st_size);
+  entry.mode = st.st_mode & 07777;
+  auto head = z.write(fmt::format("file {} {:o} {}\n", entry.size, entry.mode, entry.path));
+  if (!head) {
+    ::close(fd);
+    return tl::unexpected(head.error());
+  }
+  Sha256 sha;
+  std::vector<char> buf(kChunk);
+  std::uint64_t left = entry.size;
+  while (left > 0) {
+    ssize_t n = ::read(fd, buf.data(), std::min<std::uint64_t>(left, buf.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : 0;
+      ::close(fd);
+      if (n == 0) return fail(Errc::io, fmt::format("{} shrank while it was backed up", path));
+      return sys_fail("cannot read", path, e);
+    }
+    sha.update(buf.data(), static_cast<std::size_t>(n));
+    if (auto w = z.write({buf.data(), static_cast<std::size_t>(n)}); !w) {
+      ::close(fd);
+      return tl::unexpected(w.error());
+    }
+    left -= static_cast<std::uint64_t>(n);
+  }
+  ::close(fd);
+  entry.sha256 = sha.hex();
+  if (auto w = z.write(fmt::format("sha256 {}\n", entry.sha256)); !w) return tl::unexpected(w.error());
+  return entry.size;
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+}  // namespace
+
+// ---- manifest ----------------------------------------------------------------------------
+
+std::string BackupManifest::to_json() const {
+  JsonWriter w;
+  w.begin_object()
+      .key("format").value("hearth-backup/1")
+      .key("backup_id").value(backup_id)
+      .key("parent_id").value(parent_id)
+      .key("base_id").value(base_id)
+      .key("sequence").value(sequence)
+      .key("created_at_ms").value(created_at_ms)
+      .key("files").begin_array();
+  for (const auto& f : files) {
+    w.begin_object().key("path").value(f.path).key("size").value(f.size).key("mode").value(static_cast<std::int64_t>(f.mode))
+        .key("sha256").value(f.sha256).key("included").value(f.included).end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+Result<BackupManifest> BackupManifest::parse(std::string_view json) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  auto bad = [](std::string_view what) { return fail(Errc::corrupt, fmt::format("malformed backup manifest: {}", what)); };
+  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS) return bad("not JSON");
+  std::string_view format;
+  if (doc["format"].get_string().get(format) != simdjson::SUCCESS || format != "hearth-backup/1")
+    return bad("unknown format (expected hearth-backup/1)");
+  BackupManifest m;
+  std::string_view s;
+  if (doc["backup_id"].get_string().get(s) != simdjson::SUCCESS) return bad("no backup_id");
+  m.backup_id = s;
+  if (doc["parent_id"].get_string().get(s) != simdjson::SUCCESS) return bad("no parent_id");
+  m.parent_id = s;
+  if (doc["base_id"].get_string().get(s) != simdjson::SUCCESS) return bad("no base_id");
+  m.base_id = s;
+  std::uint64_t seq = 0;
+  std::int64_t created = 0;
+  if (doc["sequence"].get_uint64().get(seq) != simdjson::SUCCESS) return bad("no sequence");
+  if (doc["created_at_ms"].get_int64().get(created) != simdjson::SUCCESS) return bad("no created_at_ms");
+  m.sequence = seq;
+  m.created_at_ms = created;
+  simdjson::dom::array files;
+  if (doc["files"].get_array().get(files) != simdjson::SUCCESS) return bad("no files");
+  for (auto f : files) {
+    BackupFileEntry e;
+    std::int64_t mode = 0;
+    if (f["path"].get_string().get(s) != simdjson::SUCCESS) return bad("a file without a path");
+    e.path = s;
+    if (!safe_relative_path(e.path)) return bad(fmt::format("unsafe path '{}'", e.path));
+    if (f["size"].get_uint64().get(e.size) != simdjson::SUCCESS || f["mode"].get_int64().get(mode) != simdjson::SUCCESS ||
+        f["sha256"].get_string().get(s) != simdjson::SUCCESS || f["included"].get_bool().get(e.included) != simdjson::SUCCESS)
+      return bad(fmt::format("incomplete entry for '{}'", e.path));
+    e.sha256 = s;
+    e.mode = static_cast<std::uint32_t>(mode) & 07777;
+    m.files.push_back(std::move(e));
+  }
+  return m;
+}
+
+// ---- lock --------------------------------------------------------------------------------
+
+BackupLock& BackupLock::operator=(BackupLock&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+BackupLock::~BackupLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<BackupLock> BackupLock::acquire(const std::string& data_dir) {
+  std::string path = data_dir + "/backup.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return sys_fail("cannot open the backup lock", path);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK)
+      return fail(Errc::unavailable, fmt::format("a backup is already running on {} (it holds {}); wait for it to finish",
+                                                 data_dir, path));
+    return sys_fail("cannot lock", path, e);
+  }
+  return BackupLock(fd);
+}
+
+// ---- snapshots in the daemon -------------------------------------------------------------
+
+SnapshotRunner::~SnapshotRunner() {
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<void> SnapshotRunner::start(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  if (running_) return fail(Errc::unavailable, fmt::format("a backup is already running (snapshot to {})", path_));
+  if (thread_.joinable()) thread_.join();
+  running_ = true;
+  path_ = path;
+  result_.reset();
+  thread_ = std::thread([this, path] {
+    Result<void> r = snapshot_(path);
+    std::lock_guard lock(mutex_);
+    result_ = std::move(r);
+    running_ = false;
+  });
+  return ok();
+}
+
+Result<bool> SnapshotRunner::finished(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  if (path != path_) return fail(Errc::not_found, fmt::format("no snapshot to {} was started", path));
+  if (running_) return false;
+  if (!*result_) return tl::unexpected(result_->error());
+  return true;
+}
+
+// ---- backup ------------------------------------------------------------------------------
+
+Result<BackupReport> create_backup(const BackupOptions& o) {
+  auto started = std::chrono::steady_clock::now();
+  auto lock = BackupLock::acquire(o.data_dir);
+  if (!lock) return tl::unexpected(lock.error());
+  // Scratch space for the database snapshot; anything in it is left from a killed backup
+  // (we hold the lock, so no other backup uses it).
+  const std::string tmp = o.data_dir + "/" + std::string(kTmpDir);
+  remove_tree(tmp);
+  if (::mkdir(tmp.c_str(), 0700) != 0) return sys_fail("cannot create", tmp);
+  // hearthd writes the snapshot here as its own user: when root runs the backup, the
+  // scratch directory belongs to the data directory's owner.
+  struct stat owner {};
+  if (::geteuid() == 0 && ::stat(o.data_dir.c_str(), &owner) == 0 && ::chown(tmp.c_str(), owner.st_uid, owner.st_gid) != 0)
+    return sys_fail("cannot hand over", tmp);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { remove_tree(dir); }
+  } cleanup{tmp};
+
+  const std::string snapshot = tmp + "/hearth.db";
+  auto snapshot_started = std::chrono::steady_clock::now();
+  auto snapshot_result = o.snapshot_database(snapshot);
+  double snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - snapshot_started).count();
+  if (auto& r = snapshot_result; !r)
+    return fail(r.error().code, fmt::format("database snapshot failed: {}", r.error().message));
+  ::chmod(snapshot.c_str(), 0600);  // restored as the live database: private
+
+  std::vector<std::string> files;
+  if (auto r = list_files(o.data_dir, "", files); !r) return tl::unexpected(r.error());
+  std::sort(files.begin(), files.end());
+
+  std::map<std::string, std::string> previous;  // path -> sha256 in the `since` backup
+  BackupReport report;
+  report.snapshot_seconds = snapshot_seconds;
+  BackupManifest& m = report.manifest;
+  m.backup_id = random_id();
+  m.created_at_ms = now_ms();
+  if (o.since) {
+    m.parent_id = o.since->backup_id;
+    m.base_id = o.since->base_id.empty() ? o.since->backup_id : o.since->base_id;
+    m.sequence = o.since->sequence + 1;
+    for (const auto& f : o.since->files) previous[f.path] = f.sha256;
+  } else {
+    m.base_id = m.backup_id;
+  }
+
+  const bool to_stdout = o.output == "-";
+  const std::string partial = o.output + ".partial";
+  int fd = to_stdout ? STDOUT_FILENO : ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return sys_fail("cannot create", partial);
+  auto fail_out = [&](Error e) -> Result<BackupReport> {
+    if (!to_stdout) {
+      ::close(fd);
+      ::unlink(partial.c_str());
+    }
+    return tl::unexpected(std::move(e));
+  };
+  ZstdWriter z(fd, o.zstd_level, o.zstd_workers);
+  if (auto w = z.write(kHeader); !w) return fail_out(w.error());
+
+  auto add = [&](const std::string& source, const std::string& rel) -> Result<void> {
+    BackupFileEntry e;
+    e.path = rel;
+    auto it = previous.find(rel);
+    if (it != previous.end() && rel != "hearth.db") {
+      auto sha = hash_file(source);
+      if (!sha) return tl::unexpected(sha.error());
+      if (*sha == it->second) {
+        struct stat st {};
+        ::stat(source.c_str(), &st);
+        e.size = static_cast<std::uint64_t>(st.st_size);
+        e.mode = st.st_mode & 07777;
+        e.sha256 = *sha;
+        e.included = false;
+        ++report.files_unchanged;
+        m.files.push_back(std::move(e));
+        return ok();
+      }
+    }
+    auto n = write_file_record(z, source, e);
+    if (!n) return tl::unexpected(n.error());
+    report.bytes_read += *n;
+    ++report.files_included;
+    m.files.push_back(std::move(e));
+    return ok();
+  };
+  if (auto r = add(snapshot, "hearth.db"); !r) return fail_out(r.error());
+  for (const auto& rel : files) {
+    if (!safe_relative_path(rel)) continue;  // a name with a newline: cannot be recorded
+    auto r = add(o.data_dir + "/" + rel, rel);
+    if (!r && r.error().code == Errc::io && ::access((o.data_dir + "/" + rel).c_str(), F_OK) != 0) continue;  // deleted meanwhile
+    if (!r) return fail_out(r.error());
+  }
+  std::sort(m.files.begin(), m.files.end(), [](const auto& a, const auto& b) { return a.path < b.path; });
+  std::string json = m.to_json();
+  Sha256 msha;
+  msha.update(json.data(), json.size());
+  if (auto w = z.write(fmt::format("manifest {}\n{}sha256 {}\nend {}\n", json.size(), json, msha.hex(), m.backup_id)); !w)
+    return fail_out(w.error());
+  if (auto w = z.finish(); !w) return fail_out(w.error());
+  if (!to_stdout) {
+    if (::fsync(fd) != 0) return fail_out(Error(Errc::io, fmt::format("fsync {}: {}", partial, std::strerror(errno))));
+    ::close(fd);
+    if (::rename(partial.c_str(), o.output.c_str()) != 0) {
+      int e = errno;
+      ::unlink(partial.c_str());
+      return sys_fail("cannot rename the backup to", o.output, e);
+    }
+    std::string dir = fs::path(o.output).parent_path().string();
+    if (auto r = fsync_dir(dir.empty() ? "." : dir); !r) return tl::unexpected(r.error());
+  } else if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
+    return fail(Errc::io, fmt::format("fsync of standard output: {}", std::strerror(errno)));
+  }
+  report.bytes_written = z.written();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return report;
+}
+
+// ---- reading a backup --------------------------------------------------------------------
+
+namespace {
+
+// Reads one backup stream. For each file record calls `on_file(entry, reader)`, which must
+// consume exactly entry.size bytes and return their SHA-256; the record's checksum line is
+// then compared. Returns the manifest, after checking it against the records.
+using FileSink = std::function<Result<std::string>(const BackupFileEntry&, ZstdReader&)>;
+
+Result<BackupManifest> read_stream(int fd, const std::string& name, const FileSink& on_file) {
+  ZstdReader z(fd);
+  auto bad = [&name](std::string_view what) { return fail(Errc::corrupt, fmt::format("{}: {}", name, what)); };
+  auto header = z.read_line();
+  if (!header) return bad(header.error().message);
+  if (*header + "\n" != kHeader) return bad("not a hearth backup (bad header)");
+  std::map<std::string, std::string> seen;  // path -> sha256 of the records
+  std::string current = "(header)";
+  for (;;) {
+    auto line = z.read_line();
+    if (!line) return bad(fmt::format("{} (after {})", line.error().message, current));
+    if (line->rfind("file ", 0) == 0) {
+      BackupFileEntry e;
+      char path_buf[4096] = {};
+      unsigned long long size = 0;
+      unsigned mode = 0;
+      int consumed = 0;
+      if (std::sscanf(line->c_str(), "file %llu %o %n", &size, &mode, &consumed) != 2 || consumed <= 0)
+        return bad(fmt::format("malformed file record after {}", current));
+      (void)path_buf;
+      e.path = line->substr(static_cast<std::size_t>(consumed));
+      e.size = size;
+      e.mode = mode & 07777;
+      if (!safe_relative_path(e.path)) return bad(fmt::format("unsafe path '{}'", e.path));
+      current = e.path;
+      auto sha = on_file(e, z);
+      if (!sha) return bad(fmt::format("file {}: {}", e.path, sha.error().message));
+      auto sum = z.read_line();
+      if (!sum) return bad(fmt::format("file {}: {}", e.path, sum.error().message));
+      if (*sum != "sha256 " + *sha)
+        return bad(fmt::format("checksum mismatch for file {}: its bytes hash to {}, the backup recorded {}", e.path, *sha,
+                               sum->size() > 7 ? sum->substr(7) : *sum));
+      seen[e.path] = *sha;
+    } else if (line->rfind("manifest ", 0) == 0) {
+      current = "the manifest";
+      std::uint64_t size = std::strtoull(line->c_str() + 9, nullptr, 10);
+      if (size > (256u << 20)) return bad("manifest too large");
+      std::string json(size, '\0');
+      auto n = z.read(json.data(), size);
+      if (!n) return bad(n.error().message);
+      if (*n != size) return bad("the backup ends early (truncated manifest)");
+      Sha256 sha;
+      sha.update(json.data(), json.size());
+      auto sum = z.read_line();
+      if (!sum) return bad(sum.error().message);
+      if (*sum != "sha256 " + sha.hex()) return bad("checksum mismatch for the manifest");
+      auto m = BackupManifest::parse(json);
+      if (!m) return bad(m.error().message);
+      auto end = z.read_line();
+      if (!end) return bad(end.error().message);
+      if (*end != "end " + m->backup_id) return bad("malformed end record");
+      auto clean = z.at_clean_end();
+      if (!clean) return bad(clean.error().message);
+      if (!*clean) return bad("unexpected data after the end record");
+      // Every record is in the manifest with the same checksum, and every file the
+      // manifest says is included has a record.
+      for (const auto& f : m->files) {
+        auto it = seen.find(f.path);
+        if (f.included && it == seen.end()) return bad(fmt::format("file {} is in the manifest but not in the backup", f.path));
+        if (it != seen.end() && it->second != f.sha256)
+          return bad(fmt::format("checksum mismatch for file {}: the manifest records {}", f.path, f.sha256));
+        if (it != seen.end()) seen.erase(it);
+      }
+      if (!seen.empty()) return bad(fmt::format("file {} is in the backup but not in its manifest", seen.begin()->first));
+      return m;
+    } else {
+      return bad(fmt::format("malformed record after {}", current));
+    }
+  }
+}
+
+Result<int> open_input(const std::string& path) {
+  if (path == "-") return STDIN_FILENO;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return sys_fail("cannot open", path);
+  return fd;
+}
+
+Result<std::string> skip_bytes(const BackupFileEntry& e, ZstdReader& z) {
+  Sha256 sha;
+  std::vector<char> buf(kChunk);
+  std::uint64_t left = e.size;
+  while (left > 0) {
+    auto n = z.read(buf.data(), std::min<std::uint64_t>(left, buf.size()));
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return fail(Errc::corrupt, "the backup ends early (truncated file)");
+    sha.update(buf.data(), *n);
+    left -= *n;
+  }
+  return sha.hex();
+}
+
+}  // namespace
+
+Result<BackupManifest> read_backup_manifest(const std::string& path) {
+  auto fd = open_input(path);
+  if (!fd) return tl::unexpected(fd.error());
+  char first = 0;
+  if (path != "-" && ::pread(*fd, &first, 1, 0) == 1 && first == '{') {
+    std::string json;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(*fd, buf, sizeof buf)) > 0) json.append(buf, static_cast<std::size_t>(n));
+    ::close(*fd);
+    return BackupManifest::parse(json);
+  }
+  auto m = read_stream(*fd, path, skip_bytes);
+  if (*fd != STDIN_FILENO) ::close(*fd);
+  return m;
+}
+
+Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, const std::string& data_dir_in) {
+  auto started = std::chrono::steady_clock::now();
+  if (inputs.empty()) return fail(Errc::invalid_argument, "no backup to restore");
+  std::string target = fs::absolute(data_dir_in).lexically_normal().string();
+  while (target.size() > 1 && target.back() == '/') target.pop_back();
+  std::error_code ec;
+  if (fs::exists(target, ec)) {
+    if (!fs::is_directory(target, ec) || !fs::is_empty(target, ec))
+      return fail(Errc::already_exists,
+                  fmt::format("{} exists and is not empty: restore only builds a new data directory", target));
+  }
+  std::string parent = fs::path(target).parent_path().string();
+  if (!fs::is_directory(parent, ec)) return fail(Errc::not_found, fmt::format("{} does not exist", parent));
+  std::string tmpl = parent + "/." + fs::path(target).filename().string() + ".restore-XXXXXX";
+  std::vector<char> buf_path(tmpl.begin(), tmpl.end());
+  buf_path.push_back('\0');
+  if (!::mkdtemp(buf_path.data())) return sys_fail("cannot create a temporary directory like", tmpl);
+  const std::string tmp = buf_path.data();
+  ::chmod(tmp.c_str(), 0700);
+  struct Cleanup {
+    std::string dir;
+    bool keep = false;
+    ~Cleanup() {
+      if (!keep) remove_tree(dir);
+    }
+  } cleanup{tmp};
+
+  RestoreReport report;
+  std::map<std::string, std::string> state;  // path -> sha256 now in tmp
+  std::optional<BackupManifest> last;
+  std::vector<char> buf(kChunk);
+  for (const auto& input : inputs) {
+    auto fd = open_input(input);
+    if (!fd) return tl::unexpected(fd.error());
+    auto sink = [&](const BackupFileEntry& e, ZstdReader& z) -> Result<std::string> {
+      std::string dest = tmp + "/" + e.path;
+      fs::create_directories(fs::path(dest).parent_path(), ec);
+      int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (out < 0) return sys_fail("cannot create", dest);
+      Sha256 sha;
+      std::uint64_t left = e.size;
+      while (left > 0) {
+        auto n = z.read(buf.data(), std::min<std::uint64_t>(left, buf.size()));
+        if (!n || *n == 0) {
+          ::close(out);
+          if (!n) return tl::unexpected(n.error());
+          return fail(Errc::corrupt, "the backup ends early (truncated file)");
+        }
+        sha.update(buf.data(), *n);
+        if (!write_fd(out, buf.data(), *n)) {
+          int err = errno;
+          ::close(out);
+          return sys_fail("cannot write", dest, err);
+        }
+        left -= *n;
+      }
+      ::fchmod(out, e.mode & 0700 ? e.mode : 0600);
+      // No fsync per file (thousands of small blobs, incident I08): one syncfs() of the
+      // whole tree below, before anything is renamed into place.
+      if (::close(out) != 0) return sys_fail("cannot write", dest);
+      report.bytes_restored += e.size;
+      std::string hex = sha.hex();
+      state[e.path] = hex;
+      return hex;
+    };
+    auto m = read_stream(*fd, input, sink);
+    if (*fd != STDIN_FILENO) ::close(*fd);
+    if (!m) return tl::unexpected(m.error());
+    if (!last && !m->full())
+      return fail(Errc::invalid_argument,
+                  fmt::format("{} is an incremental backup (sequence {}); restore starts from a full backup", input, m->sequence));
+    if (last && m->parent_id != last->backup_id)
+      return fail(Errc::invalid_argument,
+                  fmt::format("{} does not follow the previous backup (its parent is {}, the previous backup is {}, "
+                              "sequence {}); give the backups of one chain in order",
+                              input, m->parent_id.empty() ? "none: it is a full backup" : m->parent_id, last->backup_id,
+                              last->sequence));
+    // The data directory as of this backup: exactly the files of its manifest.
+    std::map<std::string, std::string> wanted;
+    for (const auto& f : m->files) wanted[f.path] = f.sha256;
+    for (auto it = state.begin(); it != state.end();) {
+      if (!wanted.count(it->first)) {
+        ::unlink((tmp + "/" + it->first).c_str());
+        it = state.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const auto& [path, sha] : wanted) {
+      auto it = state.find(path);
+      if (it == state.end())
+        return fail(Errc::corrupt, fmt::format("{}: file {} is not in this backup nor in the ones before it", input, path));
+      if (it->second != sha)
+        return fail(Errc::corrupt, fmt::format("{}: checksum mismatch for file {} (unchanged since the previous backup "
+                                               "by its manifest, but the restored copy differs)", input, path));
+    }
+    last = std::move(*m);
+  }
+  report.files = static_cast<int>(state.size());
+  // Every restored file's data and metadata, in one call, then each directory.
+  {
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return sys_fail("open directory", tmp);
+    int rc = ::syncfs(fd);
+    int e = errno;
+    ::close(fd);
+    if (rc != 0) return sys_fail("syncfs", tmp, e);
+  }
+  // Directories: fsync each one holding restored files, then the tree itself.
+  std::vector<std::string> dirs{tmp};
+  for (auto it = fs::recursive_directory_iterator(tmp, ec); !ec && it != fs::recursive_directory_iterator(); ++it) {
+    if (it->is_directory()) {
+      ::chmod(it->path().c_str(), 0700);
+      dirs.push_back(it->path().string());
+    }
+  }
+  for (auto d = dirs.rbegin(); d != dirs.rend(); ++d)
+    if (auto r = fsync_dir(*d); !r) return tl::unexpected(r.error());
+  if (fs::exists(target, ec) && ::rmdir(target.c_str()) != 0) return sys_fail("cannot replace the empty directory", target);
+  if (::rename(tmp.c_str(), target.c_str()) != 0) return sys_fail("cannot rename the restored directory to", target);
+  cleanup.keep = true;
+  if (auto r = fsync_dir(parent); !r) return tl::unexpected(r.error());
+  report.manifest = std::move(*last);
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return report;
+}
+
+}  // namespace hearth::ops
