@@ -21,6 +21,7 @@
 #include "xmpp/mod_extdisco.h"
 #include "xmpp/mod_last.h"
 #include "xmpp/mod_pep.h"
+#include "xmpp/mod_push.h"
 #include "xmpp/mod_upload.h"
 #include "blobs/blobs.h"
 #include "xmpp/muc.h"
@@ -81,6 +82,7 @@ struct XmppService::Impl {
         store(s),
         clock(c),
         log(l),
+        metrics(m),
         offload(std::move(off)),
         run_after(std::move(after)),
         xstore(s, c, XmppStoreOptions{o.max_roster_items, o.max_offline_messages}),
@@ -100,6 +102,7 @@ struct XmppService::Impl {
   store::Store& store;
   Clock& clock;
   Logger& log;
+  MetricsRegistry& metrics;
   Offload offload;
   RunAfter run_after;
   XmppStore xstore;
@@ -116,6 +119,7 @@ struct XmppService::Impl {
   std::shared_ptr<BlockList> blocks;
   std::shared_ptr<Pep> pep;
   std::shared_ptr<LastActivity> last;
+  std::shared_ptr<PushService> push;
   std::vector<std::shared_ptr<HttpUploadService>> uploads;  // one per domain; they share tables
   std::mutex url_mutex;
   std::string public_url;  // https://host:port, once the listeners are bound
@@ -1080,6 +1084,24 @@ Result<void> XmppService::migrate() {
       PepOptions{impl_->options.pep_max_item_bytes, impl_->options.pep_max_nodes, impl_->options.pep_max_items});
   if (auto r = impl_->pep->register_iqs(iqs); !r) return r;
   impl_->im.set_pep(impl_->pep);
+  impl_->push = std::make_shared<PushService>(impl_->store, impl_->clock, impl_->log, impl_->metrics, [impl](const Element& iq) {
+    // App servers on our own domains are reached at once; others need federation.
+    auto to = Jid::parse(iq.attr("to"));
+    if (!to || !impl->im.is_local_domain(to->domain) || to->local.empty()) return false;
+    bool sent = false;
+    for (const auto& s : impl->registry.sessions(to->bare())) {
+      if (!to->resource.empty() ? s.resource != to->resource : !s.available) continue;
+      Element copy = iq;
+      copy.set_attr("to", s.full_jid);
+      ImRouter::send(*s.sink, copy);
+      sent = true;
+    }
+    return sent;
+  });
+  if (auto r = impl_->push->register_iqs(iqs); !r) return r;
+  impl_->im.set_push_hook([push = impl_->push](const std::string& owner, const std::string& sender) {
+    push->notify(owner, sender);
+  });
   if (o.upload_blobs) {
     for (const auto& domain : o.domains) {
       UploadOptions uo;
@@ -1121,6 +1143,7 @@ Result<void> XmppService::migrate() {
       [impl](const std::string& bare) { return impl->pep->forget_account(bare); },
       [impl](const std::string& bare) { return impl->fast.forget_account(bare); },
       [impl](const std::string& bare) { return impl->last->forget_account(bare); },
+      [impl](const std::string& bare) { return impl->push->forget_account(bare); },
       [impl](const std::string& bare) -> Result<void> {
         if (!impl->options.upload_blobs) return ok();
         return impl->options.upload_blobs->forget_owner(bare);

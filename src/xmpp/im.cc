@@ -255,6 +255,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (auto s = registry_.find(to->bare(), to->resource)) {
       if (!archive_for_recipient(st, to->bare())) return error_back("resource-constraint");
       send(*s->sink, st);
+      if (push_hook_ && s->sink->detached() && archivable(st)) push_hook_(to->bare(), from_full);
       send_carbons(st, to->bare(), "received", {s->id});
       messages_routed_.inc();
       return;
@@ -294,6 +295,14 @@ void ImRouter::deliver_to_bare(const std::string& bare, const Element& st) {
     }
   }
   if (!delivered_to.empty()) {
+    if (push_hook_ && archivable(st)) {
+      // Every client it went to is away (its connection dropped, resumption pending): wake one.
+      bool all_detached = true;
+      for (const auto& s : sessions)
+        if (std::find(delivered_to.begin(), delivered_to.end(), s.id) != delivered_to.end() && !s.sink->detached())
+          all_detached = false;
+      if (all_detached) push_hook_(bare, std::string(st.attr("from")));
+    }
     send_carbons(st, bare, "received", delivered_to);
     messages_routed_.inc();
     return;
@@ -318,6 +327,7 @@ void ImRouter::deliver_to_bare(const std::string& bare, const Element& st) {
     return;
   }
   messages_offline_.inc();
+  if (push_hook_) push_hook_(bare, std::string(st.attr("from")));
 }
 
 void ImRouter::reroute_unacked(const std::string& bare, std::vector<std::string> stanzas) {

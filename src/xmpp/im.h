@@ -104,6 +104,11 @@ class ImRouter {
   // Delivers a stanza from a local service to a local user ('to' a full JID: that session
   // only; a bare JID: routed as a message from anyone). False when a full JID has no session.
   bool deliver_from_service(const Element& stanza);
+  // XEP-0357: called when a message for `owner` could not reach a connected client
+  // (stored offline, or queued for a session waiting to be resumed); set at start-up.
+  void set_push_hook(std::function<void(const std::string& owner, const std::string& sender)> hook) {
+    push_hook_ = std::move(hook);
+  }
   // XEP-0163: set once at start-up.
   void set_pep(std::shared_ptr<PepHooks> pep) { pep_ = std::move(pep); }
   // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
@@ -160,6 +165,7 @@ class ImRouter {
   std::shared_ptr<PepHooks> pep_;
   std::vector<Element> server_forms_;
   std::function<void(const std::string&, const std::string&)> logout_hook_;
+  std::function<void(const std::string&, const std::string&)> push_hook_;
   std::vector<std::pair<std::string, std::shared_ptr<LocalService>>> services_;
   LocalService* service_for(std::string_view domain) const;
 

@@ -93,6 +93,11 @@ std::uint32_t SessionSink::sent_count() const {
   return sent_;
 }
 
+bool SessionSink::detached() const {
+  std::lock_guard lock(mutex_);
+  return !conn_;
+}
+
 void SessionSink::detach() {
   std::lock_guard lock(mutex_);
   conn_.reset();

@@ -46,6 +46,8 @@ class SessionSink {
 
   // The connection went away; keep queuing.
   void detach();
+  // No connection right now (waiting for a resumption): what is delivered only queues.
+  bool detached() const;
   // A resumed connection: acknowledge `h`, then re-send everything still unacknowledged.
   bool attach(std::shared_ptr<net::StreamConnection> conn, std::uint32_t h);
   // Closes the current connection (if any) after sending `farewell`.
