@@ -285,7 +285,10 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
       keys.push_back(m.room_id);
     }
     for (auto sql : {"DELETE FROM matrix_profiles WHERE user_id = ?", "DELETE FROM matrix_account_data WHERE user_id = ?",
-                     "DELETE FROM matrix_receipts WHERE user_id = ?", "DELETE FROM matrix_filters WHERE user_id = ?"})
+                     "DELETE FROM matrix_receipts WHERE user_id = ?", "DELETE FROM matrix_filters WHERE user_id = ?",
+                     "DELETE FROM matrix_device_keys WHERE user_id = ?", "DELETE FROM matrix_one_time_keys WHERE user_id = ?",
+                     "DELETE FROM matrix_fallback_keys WHERE user_id = ?", "DELETE FROM matrix_to_device WHERE user_id = ?",
+                     "DELETE FROM matrix_cross_signing WHERE user_id = ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
   });
@@ -433,6 +436,15 @@ const std::vector<Route>& routes() {
       {"POST", "rooms/{}/read_markers", true, plain(&I::read_markers)},
       {"GET", "devices", true, plain(&I::devices)},
       {"GET", "devices/{}", true, plain(&I::device)},
+      {"DELETE", "devices/{}", true, plain(&I::device_delete)},
+      {"POST", "delete_devices", true, plain(&I::delete_devices)},
+      {"POST", "keys/upload", true, plain(&I::keys_upload)},
+      {"POST", "keys/query", true, plain(&I::keys_query)},
+      {"POST", "keys/claim", true, plain(&I::keys_claim)},
+      {"GET", "keys/changes", true, plain(&I::keys_changes)},
+      {"POST", "keys/device_signing/upload", true, plain(&I::device_signing_upload)},
+      {"POST", "keys/signatures/upload", true, plain(&I::signatures_upload)},
+      {"PUT", "sendToDevice/{}/{}", true, plain(&I::send_to_device)},
       {"GET", "sync", true, [](I& impl, Ctx& ctx) { return impl.sync(ctx); }},
   };
   return table;
