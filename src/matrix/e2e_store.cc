@@ -233,4 +233,19 @@ Result<void> put_cross_signing_key(store::Transaction& tx, const std::string& us
   return ok();
 }
 
+bool backup_key_is_better(const JsonValue& candidate, const JsonValue& existing) {
+  auto verified = [](const JsonValue& k) {
+    const JsonValue* v = k.get("is_verified");
+    return v && v->is_bool() && v->as_bool();
+  };
+  auto number = [](const JsonValue& k, std::string_view field) {
+    const JsonValue* v = k.get(field);
+    return v && v->is_int() ? v->as_int() : kMaxSafeInteger;
+  };
+  if (verified(candidate) != verified(existing)) return verified(candidate);
+  if (number(candidate, "first_message_index") != number(existing, "first_message_index"))
+    return number(candidate, "first_message_index") < number(existing, "first_message_index");
+  return number(candidate, "forwarded_count") < number(existing, "forwarded_count");
+}
+
 }  // namespace hearth::matrix::e2e

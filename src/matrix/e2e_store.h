@@ -86,4 +86,10 @@ Result<std::optional<std::string>> cross_signing_key(store::Transaction& tx, con
 Result<void> put_cross_signing_key(store::Transaction& tx, const std::string& user, const std::string& key_type,
                                    const std::string& json);
 
+// Room key backup ("Server-side key backups"): does `candidate` (KeyBackupData: is_verified,
+// first_message_index, forwarded_count) replace `existing`? The spec's order: a verified
+// key beats an unverified one; then the lower first_message_index; then the lower
+// forwarded_count. Equal keys do not replace.
+bool backup_key_is_better(const JsonValue& candidate, const JsonValue& existing);
+
 }  // namespace hearth::matrix::e2e

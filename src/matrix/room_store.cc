@@ -132,6 +132,22 @@ CREATE TABLE matrix_cross_signing(
   json TEXT NOT NULL,
   PRIMARY KEY(user_id, key_type)) WITHOUT ROWID;
 )sql"},
+      {6, "server-side room key backup", R"sql(
+CREATE TABLE matrix_backup_versions(
+  user_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  algorithm TEXT NOT NULL,
+  auth_data TEXT NOT NULL,
+  etag INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(user_id, version)) WITHOUT ROWID;
+CREATE TABLE matrix_backup_keys(
+  user_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  room_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY(user_id, version, room_id, session_id)) WITHOUT ROWID;
+)sql"},
   };
   return list;
 }

@@ -288,7 +288,8 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
                      "DELETE FROM matrix_receipts WHERE user_id = ?", "DELETE FROM matrix_filters WHERE user_id = ?",
                      "DELETE FROM matrix_device_keys WHERE user_id = ?", "DELETE FROM matrix_one_time_keys WHERE user_id = ?",
                      "DELETE FROM matrix_fallback_keys WHERE user_id = ?", "DELETE FROM matrix_to_device WHERE user_id = ?",
-                     "DELETE FROM matrix_cross_signing WHERE user_id = ?"})
+                     "DELETE FROM matrix_cross_signing WHERE user_id = ?", "DELETE FROM matrix_backup_keys WHERE user_id = ?",
+                     "DELETE FROM matrix_backup_versions WHERE user_id = ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
   });
@@ -445,6 +446,20 @@ const std::vector<Route>& routes() {
       {"POST", "keys/device_signing/upload", true, plain(&I::device_signing_upload)},
       {"POST", "keys/signatures/upload", true, plain(&I::signatures_upload)},
       {"PUT", "sendToDevice/{}/{}", true, plain(&I::send_to_device)},
+      {"POST", "room_keys/version", true, plain(&I::backup_version_create)},
+      {"GET", "room_keys/version", true, plain(&I::backup_version_get)},
+      {"GET", "room_keys/version/{}", true, plain(&I::backup_version_get)},
+      {"PUT", "room_keys/version/{}", true, plain(&I::backup_version_put)},
+      {"DELETE", "room_keys/version/{}", true, plain(&I::backup_version_delete)},
+      {"PUT", "room_keys/keys", true, plain(&I::backup_keys)},
+      {"PUT", "room_keys/keys/{}", true, plain(&I::backup_keys)},
+      {"PUT", "room_keys/keys/{}/{}", true, plain(&I::backup_keys)},
+      {"GET", "room_keys/keys", true, plain(&I::backup_keys)},
+      {"GET", "room_keys/keys/{}", true, plain(&I::backup_keys)},
+      {"GET", "room_keys/keys/{}/{}", true, plain(&I::backup_keys)},
+      {"DELETE", "room_keys/keys", true, plain(&I::backup_keys)},
+      {"DELETE", "room_keys/keys/{}", true, plain(&I::backup_keys)},
+      {"DELETE", "room_keys/keys/{}/{}", true, plain(&I::backup_keys)},
       {"GET", "sync", true, [](I& impl, Ctx& ctx) { return impl.sync(ctx); }},
   };
   return table;

@@ -265,6 +265,12 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
                                         const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
                                         bool* nonempty);
+  // Room key backup (backup_api.cc).
+  ApiResult<std::string> backup_version_create(Ctx&);
+  ApiResult<std::string> backup_version_get(Ctx&);
+  ApiResult<std::string> backup_version_put(Ctx&);
+  ApiResult<std::string> backup_version_delete(Ctx&);
+  ApiResult<std::string> backup_keys(Ctx&);
   // Deletes the to-device messages a sync token acknowledged (one write, only if any).
   Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);
 };

@@ -308,6 +308,62 @@ class MatrixE2E(unittest.IsolatedAsyncioTestCase):
         s, b = self.api("GET", "/sync?since=" + base["next_batch"], token=gina)
         self.assertIn("@hank:localhost", b["device_lists"]["left"])
 
+    def test_room_key_backup(self):
+        self.user("iris")
+        token, _ = self.login("iris")
+        s, b = self.api("GET", "/room_keys/version", token=token)
+        self.assertEqual((s, b["errcode"]), (404, "M_NOT_FOUND"))
+        alg = "m.megolm_backup.v1.curve25519-aes-sha2"
+        s, b = self.api("POST", "/room_keys/version", {"algorithm": alg, "auth_data": {"public_key": "pk1"}}, token=token)
+        self.assertEqual(s, 200, b)
+        v1 = b["version"]
+        s, b = self.api("GET", "/room_keys/version", token=token)
+        self.assertEqual(b, {"algorithm": alg, "auth_data": {"public_key": "pk1"}, "count": 0, "etag": b["etag"],
+                             "version": v1})
+
+        def key(fmi, fc, verified, tag):
+            return {"first_message_index": fmi, "forwarded_count": fc, "is_verified": verified,
+                    "session_data": {"ciphertext": tag}}
+        s, b = self.api("PUT", f"/room_keys/keys/!r:localhost/S1?version={v1}", key(5, 0, False, "a"), token=token)
+        self.assertEqual((s, b["count"]), (200, 1))
+        etag = b["etag"]
+        # A worse copy (higher first_message_index) does not replace it, the etag stays.
+        s, b = self.api("PUT", f"/room_keys/keys/!r:localhost?version={v1}",
+                        {"sessions": {"S1": key(9, 0, False, "worse")}}, token=token)
+        self.assertEqual((b["count"], b["etag"]), (1, etag))
+        # A verified copy wins even with a higher index; then a lower index wins among verified.
+        self.api("PUT", f"/room_keys/keys?version={v1}",
+                 {"rooms": {"!r:localhost": {"sessions": {"S1": key(7, 0, True, "verified"),
+                                                          "S2": key(0, 0, False, "other")}}}}, token=token)
+        s, b = self.api("GET", f"/room_keys/keys/!r:localhost/S1?version={v1}", token=token)
+        self.assertEqual(b["session_data"], {"ciphertext": "verified"})
+        s, b = self.api("PUT", f"/room_keys/keys/!r:localhost/S1?version={v1}", key(3, 2, True, "better"), token=token)
+        self.assertEqual(b["count"], 2)
+        self.assertNotEqual(b["etag"], etag)
+        s, b = self.api("GET", f"/room_keys/keys?version={v1}", token=token)
+        self.assertEqual(b["rooms"]["!r:localhost"]["sessions"]["S1"]["session_data"], {"ciphertext": "better"})
+        self.assertEqual(set(b["rooms"]["!r:localhost"]["sessions"]), {"S1", "S2"})
+        s, b = self.api("GET", f"/room_keys/keys/!r:localhost/S9?version={v1}", token=token)
+        self.assertEqual(s, 404)
+        # Updating auth_data keeps the algorithm; a new version makes the old one read-only.
+        s, b = self.api("PUT", f"/room_keys/version/{v1}", {"algorithm": alg, "auth_data": {"public_key": "pk1b"}},
+                        token=token)
+        self.assertEqual(s, 200, b)
+        s, b = self.api("POST", "/room_keys/version", {"algorithm": alg, "auth_data": {"public_key": "pk2"}}, token=token)
+        v2 = b["version"]
+        s, b = self.api("PUT", f"/room_keys/keys/!r:localhost/S3?version={v1}", key(0, 0, False, "x"), token=token)
+        self.assertEqual((s, b["errcode"], b["current_version"]), (403, "M_WRONG_ROOM_KEYS_VERSION", v2))
+        s, b = self.api("GET", f"/room_keys/version/{v1}", token=token)
+        self.assertEqual((b["count"], b["auth_data"]), (2, {"public_key": "pk1b"}))
+        s, b = self.api("DELETE", f"/room_keys/keys/!r:localhost/S2?version={v1}", token=token)
+        self.assertEqual(b["count"], 1)
+        s, b = self.api("DELETE", f"/room_keys/version/{v1}", token=token)
+        self.assertEqual(s, 200, b)
+        s, b = self.api("GET", f"/room_keys/version/{v1}", token=token)
+        self.assertEqual(s, 404)
+        s, b = self.api("GET", "/room_keys/version", token=token)
+        self.assertEqual(b["version"], v2)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -17,6 +17,11 @@
 namespace hearth::matrix {
 namespace {
 
+std::string fmt_key(bool verified, int fmi, int fc) {
+  return std::string(R"({"is_verified":)") + (verified ? "true" : "false") + R"(,"first_message_index":)" +
+         std::to_string(fmi) + R"(,"forwarded_count":)" + std::to_string(fc) + R"(,"session_data":{}})";
+}
+
 struct E2eStoreTest : ::testing::Test {
   std::string dir = (std::filesystem::temp_directory_path() /
                      ("hearth-e2e-" + std::to_string(::getpid()) + "-" +
@@ -173,6 +178,18 @@ TEST_F(E2eStoreTest, DeviceListChangesFollowSharedRooms) {
   // My own key changes are reported to me.
   write([&](store::Transaction& tx) { return e2e::bump_device_list(tx, "@me:hs"); });
   EXPECT_TRUE(changes("@me:hs", 8, pos1).changed.count("@me:hs"));
+}
+
+TEST(BackupKeys, VerifiedThenLowerFirstIndexThenFewerForwardsWins) {
+  auto k = [](bool verified, int fmi, int fc) {
+    return *parse_json(fmt_key(verified, fmi, fc));
+  };
+  EXPECT_TRUE(e2e::backup_key_is_better(k(true, 9, 9), k(false, 0, 0)));
+  EXPECT_FALSE(e2e::backup_key_is_better(k(false, 0, 0), k(true, 9, 9)));
+  EXPECT_TRUE(e2e::backup_key_is_better(k(false, 1, 9), k(false, 2, 0)));
+  EXPECT_FALSE(e2e::backup_key_is_better(k(false, 3, 0), k(false, 2, 0)));
+  EXPECT_TRUE(e2e::backup_key_is_better(k(true, 2, 0), k(true, 2, 1)));
+  EXPECT_FALSE(e2e::backup_key_is_better(k(true, 2, 1), k(true, 2, 1)));  // equal: keep the stored one
 }
 
 }  // namespace
