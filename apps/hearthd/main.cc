@@ -173,6 +173,9 @@ int run(const Config& config, bool print_banner) {
   matrix_options.default_room_version = config.matrix_default_room_version;
   matrix_options.max_body_bytes = config.http_max_body_bytes;
   matrix_options.max_sync_timeout_ms = config.matrix_max_sync_timeout_seconds * 1000;
+  matrix_options.media_dir = data_dir + "/media";
+  matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
+  matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
   auto matrix_service = matrix::MatrixService::create(
       matrix_options, **accounts, **store, clock, log, metrics,
       [&server_for_matrix](std::function<void()> job) { return server_for_matrix && server_for_matrix->offload(std::move(job)); },

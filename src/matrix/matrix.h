@@ -53,6 +53,9 @@ struct MatrixOptions {
   int max_sync_timeout_ms = 30000;        // longer client timeouts are shortened to this
   int default_timeline_limit = 10;
   int max_timeline_limit = 100;
+  std::string media_dir;                              // "<data>/media": content-addressed uploads
+  std::int64_t max_upload_bytes = 50 << 20;           // one upload (M_TOO_LARGE beyond)
+  std::int64_t media_quota_bytes = std::int64_t{1} << 30;  // all uploads of one user
 };
 
 // Runs a blocking job on the worker pool; false when the pool is saturated.

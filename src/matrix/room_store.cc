@@ -148,6 +148,17 @@ CREATE TABLE matrix_backup_keys(
   json TEXT NOT NULL,
   PRIMARY KEY(user_id, version, room_id, session_id)) WITHOUT ROWID;
 )sql"},
+      {7, "media repository", R"sql(
+CREATE TABLE matrix_media(
+  media_id TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  filename TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL);
+CREATE INDEX matrix_media_user ON matrix_media(user_id);
+)sql"},
   };
   return list;
 }

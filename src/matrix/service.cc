@@ -334,9 +334,13 @@ void MatrixService::install_routes(net::Router& router) {
     sign_json(keys, impl->options.server_name, impl->key);
     respond(json_response(200, canonical_json(keys)));
   });
-  // Media and federation are not served yet: answer in Matrix's error format so that
-  // clients (which probe /_matrix/media/v3/config) read a proper M_UNRECOGNIZED.
-  for (const char* prefix : {"/_matrix/media/", "/_matrix/federation/", "/_matrix/key/"})
+  // Federation is not served yet: answer in Matrix's error format (M_UNRECOGNIZED).
+  net::RouteOptions media_route = blocking;
+  media_route.max_body_bytes = impl->options.max_upload_bytes + 1;  // one byte more: answered M_TOO_LARGE in JSON
+  router.add_prefix("*", "/_matrix/media/",
+                    [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
+                    media_route);
+  for (const char* prefix : {"/_matrix/federation/", "/_matrix/key/"})
     router.add_prefix("*", prefix, [](net::HttpRequest&&, net::Respond respond) {
       respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));
     });
@@ -446,6 +450,11 @@ const std::vector<Route>& routes() {
       {"POST", "keys/device_signing/upload", true, plain(&I::device_signing_upload)},
       {"POST", "keys/signatures/upload", true, plain(&I::signatures_upload)},
       {"PUT", "sendToDevice/{}/{}", true, plain(&I::send_to_device)},
+      {"GET", "media/config", true, plain(&I::media_config)},
+      {"POST", "media/upload", true, plain(&I::media_upload)},
+      {"GET", "media/download/{}/{}", true, plain(&I::media_download)},
+      {"GET", "media/download/{}/{}/{}", true, plain(&I::media_download)},
+      {"GET", "media/thumbnail/{}/{}", true, plain(&I::media_thumbnail)},
       {"POST", "room_keys/version", true, plain(&I::backup_version_create)},
       {"GET", "room_keys/version", true, plain(&I::backup_version_get)},
       {"GET", "room_keys/version/{}", true, plain(&I::backup_version_get)},
@@ -481,7 +490,7 @@ bool match(std::string_view pattern, const std::vector<std::string_view>& segs, 
 
 }  // namespace
 
-void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond) {
+void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth) {
   std::string_view path = req.path;
   constexpr std::string_view prefix = "/_matrix/client/";
   path.remove_prefix(prefix.size());
@@ -517,7 +526,7 @@ void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond)
   }
   auto params = std::move(ctx.params);
   ctx = Ctx{std::move(req), std::move(respond), std::move(params)};
-  if (found->auth) {
+  if (found->auth && !skip_auth) {
     std::string token;
     std::string_view authz = ctx.http.header("authorization");
     if (authz.size() > 7 && (authz.substr(0, 7) == "Bearer " || authz.substr(0, 7) == "bearer ")) {

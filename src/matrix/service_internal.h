@@ -17,6 +17,7 @@
 #include "matrix/canonical_json.h"
 #include "matrix/events.h"
 #include "matrix/matrix.h"
+#include "matrix/media_store.h"
 #include "matrix/room_store.h"
 #include "net/net.h"
 #include "store/store.h"
@@ -161,6 +162,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   RunAfter run_after;
   SigningKey key;
   RoomStore rooms;
+  MediaStore media{options.media_dir};
 
   std::mutex mu;  // public_url
   std::string public_url;
@@ -168,7 +170,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   LoginThrottle login_throttle;
   TypingRooms typing{clock};
 
-  void dispatch(net::HttpRequest&& req, net::Respond respond);
+  // skip_auth: the legacy unauthenticated media download runs a client route without a token.
+  void dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth = false);
   std::string user_id(std::string_view localpart) const { return "@" + std::string(localpart) + ":" + options.server_name; }
 
   // After a commit: wake the syncs that care (keys: room ids, user ids).
@@ -265,6 +268,12 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
                                         const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
                                         bool* nonempty);
+  // Media repository (media_api.cc).
+  ApiResult<std::string> media_config(Ctx&);
+  ApiResult<std::string> media_upload(Ctx&);
+  ApiResult<std::string> media_download(Ctx&);
+  ApiResult<std::string> media_thumbnail(Ctx&);
+  void legacy_media(net::HttpRequest&& req, net::Respond respond);
   // Room key backup (backup_api.cc).
   ApiResult<std::string> backup_version_create(Ctx&);
   ApiResult<std::string> backup_version_get(Ctx&);
