@@ -324,6 +324,11 @@ int run(const Config& config, bool print_banner) {
   }
 
   (*matrix_service)->set_public_url(public_url);
+  // A Matrix user deactivating their account gets the same cleanup as `hearthctl user del`.
+  (*matrix_service)->set_account_deleted_hook([&xmpp_service, &matrix_service](const std::string& bare) -> Result<void> {
+    if (auto r = xmpp_service.forget_account(bare); !r) return r;
+    return (*matrix_service)->forget_account(bare);
+  });
 
   const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);

@@ -82,6 +82,10 @@ class MatrixService {
   // room. Blocking (storage); call it off the event loops. migrate() also sweeps accounts
   // deleted while the daemon was stopped.
   Result<void> forget_account(const std::string& bare);
+  // Called with "local@domain" after a user deactivated their account over Matrix (the
+  // account is already deleted in accounts/): the daemon's account-deletion cleanup (XMPP
+  // and Matrix). Without it, only forget_account() runs. Thread-safe; set before serving.
+  void set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook);
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.
   void set_public_url(std::string url);
   // Answers every parked /sync now (with what it would get at its timeout), so that a

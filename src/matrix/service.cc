@@ -298,6 +298,11 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
   return ok();
 }
 
+void MatrixService::set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook) {
+  std::lock_guard lock(impl_->mu);
+  impl_->account_deleted = std::move(hook);
+}
+
 void MatrixService::set_public_url(std::string url) {
   std::lock_guard lock(impl_->mu);
   impl_->public_url = std::move(url);
@@ -372,6 +377,8 @@ const std::vector<Route>& routes() {
       {"GET", "register/available", false, plain(&I::register_available)},
       {"GET", "register/m.login.registration_token/validity", false, plain(&I::token_validity)},
       {"GET", "account/whoami", true, plain(&I::whoami)},
+      {"POST", "account/password", true, plain(&I::password_change)},
+      {"POST", "account/deactivate", true, plain(&I::deactivate)},
       {"POST", "logout", true, plain(&I::logout)},
       {"POST", "logout/all", true, plain(&I::logout_all)},
       {"GET", "capabilities", true, plain(&I::capabilities)},

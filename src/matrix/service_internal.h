@@ -268,6 +268,10 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
                                         const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
                                         bool* nonempty);
+  // Password change and deactivation (account_api.cc).
+  ApiResult<std::string> password_change(Ctx&);
+  ApiResult<std::string> deactivate(Ctx&);
+  std::function<Result<void>(const std::string&)> account_deleted;  // under mu
   // Media repository (media_api.cc).
   ApiResult<std::string> media_config(Ctx&);
   ApiResult<std::string> media_upload(Ctx&);

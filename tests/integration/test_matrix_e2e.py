@@ -364,6 +364,44 @@ class MatrixE2E(unittest.IsolatedAsyncioTestCase):
         s, b = self.api("GET", "/room_keys/version", token=token)
         self.assertEqual(b["version"], v2)
 
+    # -- account management with UIA (same helpers) ---------------------------------------
+    def test_password_change_and_deactivation(self):
+        self.user("jack")
+        self.user("kate")
+        token, _ = self.login("jack")
+        other, _ = self.login("jack")
+        s, b = self.api("POST", "/account/password", {"new_password": "new secret"}, token=token)
+        self.assertEqual(s, 401, b)
+        self.assertEqual(b["flows"], [{"stages": ["m.login.password"]}])
+        s, b = self.api("POST", "/account/password", {"new_password": "new secret", "auth": {
+            "type": "m.login.password", "session": b["session"], "password": "secret password",
+            "identifier": {"type": "m.id.user", "user": "jack"}}}, token=token)
+        self.assertEqual(s, 200, b)
+        # The old password no longer logs in, the new one does; other devices were logged out.
+        s, b = self.api("POST", "/login", {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "jack"},
+                                           "password": "secret password"})
+        self.assertEqual(s, 403, b)
+        self.login("jack", "new secret")
+        self.assertEqual(self.api("GET", "/account/whoami", token=other)[0], 401)
+        self.assertEqual(self.api("GET", "/account/whoami", token=token)[0], 200)
+
+        # Deactivation: Jack leaves his rooms, his token and account are gone.
+        kate, _ = self.login("kate")
+        s, room = self.api("POST", "/createRoom", {"invite": ["@jack:localhost"]}, token=kate)
+        self.assertEqual(self.api("POST", f"/join/{room['room_id']}", {}, token=token)[0], 200)
+        s, b = self.api("POST", "/account/deactivate", {"auth": {
+            "type": "m.login.password", "password": "wrong", "identifier": {"type": "m.id.user", "user": "jack"}}},
+            token=token)
+        self.assertEqual((s, b.get("errcode")), (401, "M_FORBIDDEN"))
+        s, b = self.api("POST", "/account/deactivate", {"auth": {
+            "type": "m.login.password", "password": "new secret", "identifier": {"type": "m.id.user", "user": "jack"}}},
+            token=token)
+        self.assertEqual(s, 200, b)
+        self.assertEqual(self.api("GET", "/account/whoami", token=token)[0], 401)
+        s, members = self.api("GET", f"/rooms/{room['room_id']}/joined_members", token=kate)
+        self.assertNotIn("@jack:localhost", members["joined"])
+        self.assertNotIn("jack@localhost", self.h.ctl("user", "list").stdout)
+
 
 if __name__ == "__main__":
     unittest.main()
