@@ -444,6 +444,8 @@ const std::vector<Route>& routes() {
       {"GET", "user/{}/rooms/{}/account_data/{}", true, plain(&I::account_data_get)},
       {"PUT", "user/{}/rooms/{}/account_data/{}", true, plain(&I::account_data_put)},
       {"PUT", "rooms/{}/typing/{}", true, plain(&I::typing_put)},
+      {"GET", "presence/{}/status", true, plain(&I::presence_get)},
+      {"PUT", "presence/{}/status", true, plain(&I::presence_put)},
       {"POST", "rooms/{}/receipt/{}/{}", true, plain(&I::receipt)},
       {"POST", "rooms/{}/read_markers", true, plain(&I::read_markers)},
       {"GET", "devices", true, plain(&I::devices)},

@@ -268,6 +268,15 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
                                         const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
                                         bool* nonempty);
+  // Presence (ephemeral_api.cc): in memory, like typing; not pushed in /sync yet.
+  struct Presence {
+    std::string state = "offline", status_msg;
+    std::int64_t last_active_ms = 0;
+  };
+  std::mutex presence_mu;
+  std::unordered_map<std::string, Presence> presence;
+  ApiResult<std::string> presence_get(Ctx&);
+  ApiResult<std::string> presence_put(Ctx&);
   // Password change and deactivation (account_api.cc).
   ApiResult<std::string> password_change(Ctx&);
   ApiResult<std::string> deactivate(Ctx&);

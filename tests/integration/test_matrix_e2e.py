@@ -402,6 +402,24 @@ class MatrixE2E(unittest.IsolatedAsyncioTestCase):
         self.assertNotIn("@jack:localhost", members["joined"])
         self.assertNotIn("jack@localhost", self.h.ctl("user", "list").stdout)
 
+    def test_presence(self):
+        self.user("lena")
+        token, _ = self.login("lena")
+        s, b = self.api("GET", "/presence/@lena:localhost/status", token=token)
+        self.assertEqual((s, b), (200, {"presence": "offline"}))
+        s, b = self.api("PUT", "/presence/@lena:localhost/status", {"presence": "unavailable", "status_msg": "lunch"},
+                        token=token)
+        self.assertEqual(s, 200, b)
+        s, b = self.api("GET", "/presence/@lena:localhost/status", token=token)
+        self.assertEqual((b["presence"], b["status_msg"], b["currently_active"]), ("unavailable", "lunch", False))
+        self.assertGreaterEqual(b["last_active_ago"], 0)
+        s, b = self.api("PUT", "/presence/@lena:localhost/status", {"presence": "dancing"}, token=token)
+        self.assertEqual((s, b["errcode"]), (400, "M_INVALID_PARAM"))
+        s, b = self.api("PUT", "/presence/@someone:localhost/status", {"presence": "online"}, token=token)
+        self.assertEqual(s, 403)
+        s, b = self.api("GET", "/presence/@nobody:localhost/status", token=token)
+        self.assertEqual((s, b["errcode"]), (404, "M_NOT_FOUND"))
+
 
 if __name__ == "__main__":
     unittest.main()
