@@ -66,9 +66,17 @@ ApiResult<std::string> MatrixService::Impl::backup_version_create(Ctx& ctx) {
   if (body->string_at("algorithm").empty() || !auth || !auth->is_object())
     return api_error(400, "M_BAD_JSON", "algorithm and auth_data are required");
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
+    // Version numbers are never reused, even after the newest version was deleted.
     auto last = load_version(tx, ctx.user_id, "");
     if (!last) return tl::unexpected(last.error());
-    std::int64_t v = *last ? (*last)->version + 1 : 1;
+    const std::string counter = "backup_version:" + ctx.user_id;
+    auto seen = tx.query_one("SELECT value FROM matrix_positions WHERE name = ?", {counter});
+    if (!seen) return tl::unexpected(seen.error());
+    std::int64_t v = std::max(*last ? (*last)->version : 0, *seen ? (*seen)->integer(0) : 0) + 1;
+    auto pos = tx.exec("INSERT INTO matrix_positions(name, value) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                       {counter, v});
+    if (!pos) return tl::unexpected(pos.error());
     auto in = tx.exec("INSERT INTO matrix_backup_versions(user_id, version, algorithm, auth_data) VALUES (?, ?, ?, ?)",
                       {ctx.user_id, v, std::string(body->string_at("algorithm")), canonical_json(*auth)});
     if (!in) return tl::unexpected(in.error());

@@ -289,7 +289,8 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
                      "DELETE FROM matrix_device_keys WHERE user_id = ?", "DELETE FROM matrix_one_time_keys WHERE user_id = ?",
                      "DELETE FROM matrix_fallback_keys WHERE user_id = ?", "DELETE FROM matrix_to_device WHERE user_id = ?",
                      "DELETE FROM matrix_cross_signing WHERE user_id = ?", "DELETE FROM matrix_backup_keys WHERE user_id = ?",
-                     "DELETE FROM matrix_backup_versions WHERE user_id = ?"})
+                     "DELETE FROM matrix_backup_versions WHERE user_id = ?",
+                     "DELETE FROM matrix_positions WHERE name = 'backup_version:' || ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
   });

@@ -363,6 +363,10 @@ class MatrixE2E(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(s, 404)
         s, b = self.api("GET", "/room_keys/version", token=token)
         self.assertEqual(b["version"], v2)
+        # Deleting the newest version does not make its number available again.
+        self.assertEqual(self.api("DELETE", f"/room_keys/version/{v2}", token=token)[0], 200)
+        s, b = self.api("POST", "/room_keys/version", {"algorithm": alg, "auth_data": {}}, token=token)
+        self.assertNotIn(b["version"], (v1, v2))
 
     # -- account management with UIA (same helpers) ---------------------------------------
     def test_password_change_and_deactivation(self):
