@@ -191,6 +191,9 @@ int run(const Config& config, bool print_banner) {
   matrix_options.default_room_version = config.matrix_default_room_version;
   matrix_options.max_body_bytes = config.http_max_body_bytes;
   matrix_options.max_sync_timeout_ms = config.matrix_max_sync_timeout_seconds * 1000;
+  matrix_options.media_dir = data_dir + "/media";
+  matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
+  matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
   auto matrix_service = matrix::MatrixService::create(
       matrix_options, **accounts, **store, clock, log, metrics,
       [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },
@@ -349,6 +352,11 @@ int run(const Config& config, bool print_banner) {
 
   (*matrix_service)->set_public_url(public_url);
   xmpp_service.set_public_url(public_url);
+  // A Matrix user deactivating their account gets the same cleanup as `hearthctl user del`.
+  (*matrix_service)->set_account_deleted_hook([&xmpp_service, &matrix_service](const std::string& bare) -> Result<void> {
+    if (auto r = xmpp_service.forget_account(bare); !r) return r;
+    return (*matrix_service)->forget_account(bare);
+  });
 
   // Backups (incident I05): hearthctl asks for a consistent database snapshot, made by this
   // process's store on a reader connection (no write lock) off the admin thread, and packs

@@ -200,6 +200,10 @@ const std::vector<Binding>& bindings() {
        string_field(&Config::matrix_default_room_version, {"10", "11"})},
       {"matrix.max_sync_timeout_seconds", "30", "Longest a `/sync` request waits for new events; longer client timeouts are shortened to this.",
        integer_field(&Config::matrix_max_sync_timeout_seconds, 0, 300)},
+      {"matrix.max_upload_bytes", "52428800", "Largest Matrix media upload (advertised as `m.upload.size`); larger: 413 `M_TOO_LARGE`.",
+       integer_field(&Config::matrix_max_upload_bytes, 1, std::int64_t{4} << 30)},
+      {"matrix.media_quota_bytes", "1073741824", "Total size of the media one Matrix user may upload; past it uploads answer 413 `M_TOO_LARGE`.",
+       integer_field(&Config::matrix_media_quota_bytes, 0, std::int64_t{1} << 50)},
 
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
        integer_field(&Config::max_connections, 1, 10'000'000)},

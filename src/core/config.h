@@ -94,6 +94,8 @@ struct Config {
   std::string matrix_server_name;  // empty: the primary domain
   std::string matrix_default_room_version = "11";
   int matrix_max_sync_timeout_seconds = 30;
+  std::int64_t matrix_max_upload_bytes = 50 << 20;
+  std::int64_t matrix_media_quota_bytes = std::int64_t{1} << 30;
 
   // [limits]
   int max_connections = 10000;

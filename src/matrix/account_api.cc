@@ -218,7 +218,7 @@ ApiResult<std::string> MatrixService::Impl::logout_all(Ctx& ctx) {
 ApiResult<std::string> MatrixService::Impl::capabilities(Ctx&) {
   return fmt::format(
       R"({{"capabilities":{{"m.room_versions":{{"default":{},"available":{{"10":"stable","11":"stable"}}}},)"
-      R"("m.change_password":{{"enabled":false}},"m.set_displayname":{{"enabled":false}},)"
+      R"("m.change_password":{{"enabled":true}},"m.set_displayname":{{"enabled":false}},)"
       R"("m.set_avatar_url":{{"enabled":false}},"m.3pid_changes":{{"enabled":false}}}}}})",
       json_quote(options.default_room_version));
 }
@@ -253,6 +253,58 @@ ApiResult<std::string> MatrixService::Impl::filter_get(Ctx& ctx) {
   if (!json) return tl::unexpected(to_api_error(json.error()));
   if (!*json) return api_error(404, "M_NOT_FOUND", "No such filter");
   return **json;
+}
+
+}  // namespace hearth::matrix
+
+namespace hearth::matrix {
+
+// POST /account/password (UIA m.login.password): new password for XMPP and Matrix alike;
+// with logout_devices (default true) every other device is logged out (its keys go too).
+ApiResult<std::string> MatrixService::Impl::password_change(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const JsonValue* pw = body->get("new_password");
+  if (!pw || !pw->is_string() || pw->as_string().empty() || pw->as_string().size() > 1024)
+    return api_error(400, "M_MISSING_PARAM", "new_password is required");
+  if (auto a = require_password(ctx, *body); !a) return tl::unexpected(a.error());
+  if (auto r = accounts.set_password(options.server_name, ctx.localpart, pw->as_string()); !r)
+    return tl::unexpected(to_api_error(r.error()));
+  const JsonValue* logout = body->get("logout_devices");
+  if (!logout || !logout->is_bool() || logout->as_bool()) {
+    auto list = accounts.list_devices(options.server_name, ctx.localpart);
+    if (!list) return tl::unexpected(to_api_error(list.error()));
+    std::vector<std::string> others;
+    for (const auto& d : *list)
+      if (d.device_id != ctx.device_id) others.push_back(d.device_id);
+    if (!others.empty())
+      if (auto d = delete_devices_of(ctx.user_id, ctx.localpart, others); !d) return tl::unexpected(d.error());
+  }
+  log.info("matrix.password_changed", {{"user", ctx.user_id}});
+  return std::string("{}");
+}
+
+// POST /account/deactivate (UIA m.login.password): deletes the hearth account (XMPP too)
+// through accounts/, then the account-deleted hook makes the user leave its rooms and
+// drops its Matrix data, as `hearthctl user del` does.
+ApiResult<std::string> MatrixService::Impl::deactivate(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  if (auto a = require_password(ctx, *body); !a) return tl::unexpected(a.error());
+  if (auto r = accounts.delete_user(options.server_name, ctx.localpart); !r)
+    return tl::unexpected(to_api_error(r.error()));
+  std::string bare = ctx.localpart + "@" + options.server_name;
+  std::function<Result<void>(const std::string&)> hook;
+  {
+    std::lock_guard lock(mu);
+    hook = account_deleted;
+  }
+  // A failure here is swept at the next start (migrate() forgets deleted accounts).
+  if (hook) {
+    if (auto r = hook(bare); !r) log.warn("matrix.deactivate_cleanup_failed", {{"user", ctx.user_id}, {"error", r.error().describe()}});
+  }
+  log.info("matrix.deactivated", {{"user", ctx.user_id}});
+  return std::string(R"({"id_server_unbind_result":"no-support"})");
 }
 
 }  // namespace hearth::matrix

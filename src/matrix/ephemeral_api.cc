@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/json.h"
+#include "matrix/auth_rules.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -173,6 +174,47 @@ ApiResult<std::string> MatrixService::Impl::read_markers(Ctx& ctx) {
     notify(0, {ctx.user_id});
   }
   return std::string("{}");
+}
+
+ApiResult<std::string> MatrixService::Impl::presence_put(Ctx& ctx) {
+  if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot set other users' presence");
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  std::string_view state = body->string_at("presence");
+  if (state != "online" && state != "offline" && state != "unavailable")
+    return api_error(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable");
+  const JsonValue* msg = body->get("status_msg");
+  if (msg && !msg->is_null() && (!msg->is_string() || msg->as_string().size() > 1024))
+    return api_error(400, "M_INVALID_PARAM", "status_msg must be a string of at most 1024 bytes");
+  std::lock_guard lock(presence_mu);
+  if (presence.size() > 1'000'000 && !presence.count(ctx.user_id)) return api_error(503, "M_UNKNOWN", "Too many presences");
+  Presence& p = presence[ctx.user_id];
+  p.state = std::string(state);
+  p.status_msg = msg && msg->is_string() ? msg->as_string() : "";
+  p.last_active_ms = clock.now_ms();
+  return std::string("{}");
+}
+
+ApiResult<std::string> MatrixService::Impl::presence_get(Ctx& ctx) {
+  const std::string& user = ctx.params[0];
+  if (user.size() < 4 || user[0] != '@' || server_of(user) != options.server_name ||
+      !accounts.get_user(options.server_name, user.substr(1, user.find(':') - 1)))
+    return api_error(404, "M_NOT_FOUND", "Unknown user");
+  Presence p;
+  {
+    std::lock_guard lock(presence_mu);
+    if (auto it = presence.find(user); it != presence.end()) p = it->second;
+  }
+  JsonWriter w;
+  w.begin_object().key("presence").value(p.state);
+  if (p.last_active_ms > 0) {
+    std::int64_t ago = std::max<std::int64_t>(0, clock.now_ms() - p.last_active_ms);
+    w.key("last_active_ago").value(ago);
+    w.key("currently_active").value(p.state == "online");
+  }
+  if (!p.status_msg.empty()) w.key("status_msg").value(p.status_msg);
+  w.end_object();
+  return w.take();
 }
 
 }  // namespace hearth::matrix

@@ -53,6 +53,9 @@ struct MatrixOptions {
   int max_sync_timeout_ms = 30000;        // longer client timeouts are shortened to this
   int default_timeline_limit = 10;
   int max_timeline_limit = 100;
+  std::string media_dir;                              // "<data>/media": content-addressed uploads
+  std::int64_t max_upload_bytes = 50 << 20;           // one upload (M_TOO_LARGE beyond)
+  std::int64_t media_quota_bytes = std::int64_t{1} << 30;  // all uploads of one user
 };
 
 // Runs a blocking job on the worker pool; false when the pool is saturated.
@@ -79,6 +82,10 @@ class MatrixService {
   // room. Blocking (storage); call it off the event loops. migrate() also sweeps accounts
   // deleted while the daemon was stopped.
   Result<void> forget_account(const std::string& bare);
+  // Called with "local@domain" after a user deactivated their account over Matrix (the
+  // account is already deleted in accounts/): the daemon's account-deletion cleanup (XMPP
+  // and Matrix). Without it, only forget_account() runs. Thread-safe; set before serving.
+  void set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook);
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.
   void set_public_url(std::string url);
   // Answers every parked /sync now (with what it would get at its timeout), so that a

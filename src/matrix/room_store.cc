@@ -88,6 +88,77 @@ CREATE TABLE matrix_directory(
   room_id TEXT PRIMARY KEY,
   added_ms INTEGER NOT NULL);
 )sql"},
+      {5, "end-to-end encryption: device keys, one-time and fallback keys, to-device messages, device list changes, cross-signing keys", R"sql(
+CREATE TABLE matrix_device_keys(
+  user_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY(user_id, device_id)) WITHOUT ROWID;
+CREATE TABLE matrix_one_time_keys(
+  user_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  algorithm TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY(user_id, device_id, algorithm, key_id)) WITHOUT ROWID;
+CREATE TABLE matrix_fallback_keys(
+  user_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  algorithm TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  json TEXT NOT NULL,
+  used INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(user_id, device_id, algorithm)) WITHOUT ROWID;
+CREATE TABLE matrix_to_device(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  type TEXT NOT NULL,
+  content TEXT NOT NULL);
+CREATE INDEX matrix_to_device_target ON matrix_to_device(user_id, device_id, id);
+CREATE TABLE matrix_to_device_txns(
+  sender TEXT NOT NULL,
+  sender_device TEXT NOT NULL,
+  txn_id TEXT NOT NULL,
+  PRIMARY KEY(sender, sender_device, txn_id)) WITHOUT ROWID;
+CREATE TABLE matrix_device_lists(
+  user_id TEXT PRIMARY KEY,
+  position INTEGER NOT NULL);
+CREATE INDEX matrix_device_lists_position ON matrix_device_lists(position);
+CREATE TABLE matrix_cross_signing(
+  user_id TEXT NOT NULL,
+  key_type TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY(user_id, key_type)) WITHOUT ROWID;
+)sql"},
+      {6, "server-side room key backup", R"sql(
+CREATE TABLE matrix_backup_versions(
+  user_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  algorithm TEXT NOT NULL,
+  auth_data TEXT NOT NULL,
+  etag INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(user_id, version)) WITHOUT ROWID;
+CREATE TABLE matrix_backup_keys(
+  user_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  room_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY(user_id, version, room_id, session_id)) WITHOUT ROWID;
+)sql"},
+      {7, "media repository", R"sql(
+CREATE TABLE matrix_media(
+  media_id TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  filename TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL);
+CREATE INDEX matrix_media_user ON matrix_media(user_id);
+)sql"},
   };
   return list;
 }

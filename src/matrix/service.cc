@@ -285,13 +285,23 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
       keys.push_back(m.room_id);
     }
     for (auto sql : {"DELETE FROM matrix_profiles WHERE user_id = ?", "DELETE FROM matrix_account_data WHERE user_id = ?",
-                     "DELETE FROM matrix_receipts WHERE user_id = ?", "DELETE FROM matrix_filters WHERE user_id = ?"})
+                     "DELETE FROM matrix_receipts WHERE user_id = ?", "DELETE FROM matrix_filters WHERE user_id = ?",
+                     "DELETE FROM matrix_device_keys WHERE user_id = ?", "DELETE FROM matrix_one_time_keys WHERE user_id = ?",
+                     "DELETE FROM matrix_fallback_keys WHERE user_id = ?", "DELETE FROM matrix_to_device WHERE user_id = ?",
+                     "DELETE FROM matrix_cross_signing WHERE user_id = ?", "DELETE FROM matrix_backup_keys WHERE user_id = ?",
+                     "DELETE FROM matrix_backup_versions WHERE user_id = ?",
+                     "DELETE FROM matrix_positions WHERE name = 'backup_version:' || ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
   });
   if (!r) return tl::unexpected(r.error());
   impl_->notify(last, std::move(keys));
   return ok();
+}
+
+void MatrixService::set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook) {
+  std::lock_guard lock(impl_->mu);
+  impl_->account_deleted = std::move(hook);
 }
 
 void MatrixService::set_public_url(std::string url) {
@@ -330,9 +340,13 @@ void MatrixService::install_routes(net::Router& router) {
     sign_json(keys, impl->options.server_name, impl->key);
     respond(json_response(200, canonical_json(keys)));
   });
-  // Media and federation are not served yet: answer in Matrix's error format so that
-  // clients (which probe /_matrix/media/v3/config) read a proper M_UNRECOGNIZED.
-  for (const char* prefix : {"/_matrix/media/", "/_matrix/federation/", "/_matrix/key/"})
+  // Federation is not served yet: answer in Matrix's error format (M_UNRECOGNIZED).
+  net::RouteOptions media_route = blocking;
+  media_route.max_body_bytes = impl->options.max_upload_bytes + 1;  // one byte more: answered M_TOO_LARGE in JSON
+  router.add_prefix("*", "/_matrix/media/",
+                    [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
+                    media_route);
+  for (const char* prefix : {"/_matrix/federation/", "/_matrix/key/"})
     router.add_prefix("*", prefix, [](net::HttpRequest&&, net::Respond respond) {
       respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));
     });
@@ -364,6 +378,8 @@ const std::vector<Route>& routes() {
       {"GET", "register/available", false, plain(&I::register_available)},
       {"GET", "register/m.login.registration_token/validity", false, plain(&I::token_validity)},
       {"GET", "account/whoami", true, plain(&I::whoami)},
+      {"POST", "account/password", true, plain(&I::password_change)},
+      {"POST", "account/deactivate", true, plain(&I::deactivate)},
       {"POST", "logout", true, plain(&I::logout)},
       {"POST", "logout/all", true, plain(&I::logout_all)},
       {"GET", "capabilities", true, plain(&I::capabilities)},
@@ -429,10 +445,40 @@ const std::vector<Route>& routes() {
       {"GET", "user/{}/rooms/{}/account_data/{}", true, plain(&I::account_data_get)},
       {"PUT", "user/{}/rooms/{}/account_data/{}", true, plain(&I::account_data_put)},
       {"PUT", "rooms/{}/typing/{}", true, plain(&I::typing_put)},
+      {"GET", "presence/{}/status", true, plain(&I::presence_get)},
+      {"PUT", "presence/{}/status", true, plain(&I::presence_put)},
       {"POST", "rooms/{}/receipt/{}/{}", true, plain(&I::receipt)},
       {"POST", "rooms/{}/read_markers", true, plain(&I::read_markers)},
       {"GET", "devices", true, plain(&I::devices)},
       {"GET", "devices/{}", true, plain(&I::device)},
+      {"DELETE", "devices/{}", true, plain(&I::device_delete)},
+      {"POST", "delete_devices", true, plain(&I::delete_devices)},
+      {"POST", "keys/upload", true, plain(&I::keys_upload)},
+      {"POST", "keys/query", true, plain(&I::keys_query)},
+      {"POST", "keys/claim", true, plain(&I::keys_claim)},
+      {"GET", "keys/changes", true, plain(&I::keys_changes)},
+      {"POST", "keys/device_signing/upload", true, plain(&I::device_signing_upload)},
+      {"POST", "keys/signatures/upload", true, plain(&I::signatures_upload)},
+      {"PUT", "sendToDevice/{}/{}", true, plain(&I::send_to_device)},
+      {"GET", "media/config", true, plain(&I::media_config)},
+      {"POST", "media/upload", true, plain(&I::media_upload)},
+      {"GET", "media/download/{}/{}", true, plain(&I::media_download)},
+      {"GET", "media/download/{}/{}/{}", true, plain(&I::media_download)},
+      {"GET", "media/thumbnail/{}/{}", true, plain(&I::media_thumbnail)},
+      {"POST", "room_keys/version", true, plain(&I::backup_version_create)},
+      {"GET", "room_keys/version", true, plain(&I::backup_version_get)},
+      {"GET", "room_keys/version/{}", true, plain(&I::backup_version_get)},
+      {"PUT", "room_keys/version/{}", true, plain(&I::backup_version_put)},
+      {"DELETE", "room_keys/version/{}", true, plain(&I::backup_version_delete)},
+      {"PUT", "room_keys/keys", true, plain(&I::backup_keys)},
+      {"PUT", "room_keys/keys/{}", true, plain(&I::backup_keys)},
+      {"PUT", "room_keys/keys/{}/{}", true, plain(&I::backup_keys)},
+      {"GET", "room_keys/keys", true, plain(&I::backup_keys)},
+      {"GET", "room_keys/keys/{}", true, plain(&I::backup_keys)},
+      {"GET", "room_keys/keys/{}/{}", true, plain(&I::backup_keys)},
+      {"DELETE", "room_keys/keys", true, plain(&I::backup_keys)},
+      {"DELETE", "room_keys/keys/{}", true, plain(&I::backup_keys)},
+      {"DELETE", "room_keys/keys/{}/{}", true, plain(&I::backup_keys)},
       {"GET", "sync", true, [](I& impl, Ctx& ctx) { return impl.sync(ctx); }},
   };
   return table;
@@ -454,7 +500,7 @@ bool match(std::string_view pattern, const std::vector<std::string_view>& segs, 
 
 }  // namespace
 
-void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond) {
+void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth) {
   std::string_view path = req.path;
   constexpr std::string_view prefix = "/_matrix/client/";
   path.remove_prefix(prefix.size());
@@ -490,7 +536,7 @@ void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond)
   }
   auto params = std::move(ctx.params);
   ctx = Ctx{std::move(req), std::move(respond), std::move(params)};
-  if (found->auth) {
+  if (found->auth && !skip_auth) {
     std::string token;
     std::string_view authz = ctx.http.header("authorization");
     if (authz.size() > 7 && (authz.substr(0, 7) == "Bearer " || authz.substr(0, 7) == "bearer ")) {

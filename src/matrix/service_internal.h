@@ -17,6 +17,7 @@
 #include "matrix/canonical_json.h"
 #include "matrix/events.h"
 #include "matrix/matrix.h"
+#include "matrix/media_store.h"
 #include "matrix/room_store.h"
 #include "net/net.h"
 #include "store/store.h"
@@ -51,11 +52,18 @@ struct Ctx {
   ApiResult<JsonValue> body(std::int64_t max_bytes) const;
 };
 
+struct SyncParams;
+// Parses "s<events>[_<account data>[_<receipts>[_<typing>[_<to-device>[_<device lists>]]]]]"
+// into p (since and the since_* fields); false when malformed. "" leaves p unchanged.
+bool parse_since(const std::string& token, SyncParams& p);
+
 struct SyncParams {
   std::optional<std::int64_t> since;  // events stream position ("s<N>_<M>": N)
   std::int64_t since_account_data = 0;  // account data position (M)
   std::int64_t since_receipts = 0;      // receipts position (third part, if any)
   std::int64_t since_typing = 0;        // typing serial (fourth part, if any)
+  std::int64_t since_to_device = 0;     // last to-device message delivered (fifth part)
+  std::int64_t since_device_lists = 0;  // device-list change position (sixth part)
   int timeout_ms = 0;
   int limit = 10;
   bool full_state = false;
@@ -154,6 +162,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   RunAfter run_after;
   SigningKey key;
   RoomStore rooms;
+  MediaStore media{options.media_dir};
 
   std::mutex mu;  // public_url
   std::string public_url;
@@ -161,7 +170,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   LoginThrottle login_throttle;
   TypingRooms typing{clock};
 
-  void dispatch(net::HttpRequest&& req, net::Respond respond);
+  // skip_auth: the legacy unauthenticated media download runs a client route without a token.
+  void dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth = false);
   std::string user_id(std::string_view localpart) const { return "@" + std::string(localpart) + ":" + options.server_name; }
 
   // After a commit: wake the syncs that care (keys: room ids, user ids).
@@ -235,6 +245,56 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // The member event content for joining/updating: membership plus profile fields.
   Result<JsonValue> member_content(store::Transaction& tx, const std::string& user_id, std::string_view membership);
   void finish_waiter(std::shared_ptr<SyncHub::Waiter> w);
+
+  // End-to-end encryption and devices (e2e_api.cc).
+  ApiResult<std::string> keys_upload(Ctx&);
+  ApiResult<std::string> keys_query(Ctx&);
+  ApiResult<std::string> keys_claim(Ctx&);
+  ApiResult<std::string> keys_changes(Ctx&);
+  ApiResult<std::string> send_to_device(Ctx&);
+  ApiResult<std::string> device_signing_upload(Ctx&);
+  ApiResult<std::string> signatures_upload(Ctx&);
+  ApiResult<std::string> device_delete(Ctx&);
+  ApiResult<std::string> delete_devices(Ctx&);
+  // User-interactive authentication with the account password (single stage, so no
+  // server-side session). On failure the 401 UIA answer was already sent (status 0).
+  ApiResult<void> require_password(Ctx& ctx, const JsonValue& body);
+  ApiResult<void> delete_devices_of(const std::string& user, const std::string& localpart,
+                                    const std::vector<std::string>& device_ids);
+  // The user's joined rooms and the user itself: the sync waiter keys a device-list change wakes.
+  std::vector<std::string> joined_rooms_and_self(store::Transaction& tx, const std::string& user);
+  // The /sync members to_device, device_lists, device_one_time_keys_count and
+  // device_unused_fallback_key_types (with a leading comma).
+  Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
+                                        const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
+                                        bool* nonempty);
+  // Presence (ephemeral_api.cc): in memory, like typing; not pushed in /sync yet.
+  struct Presence {
+    std::string state = "offline", status_msg;
+    std::int64_t last_active_ms = 0;
+  };
+  std::mutex presence_mu;
+  std::unordered_map<std::string, Presence> presence;
+  ApiResult<std::string> presence_get(Ctx&);
+  ApiResult<std::string> presence_put(Ctx&);
+  // Password change and deactivation (account_api.cc).
+  ApiResult<std::string> password_change(Ctx&);
+  ApiResult<std::string> deactivate(Ctx&);
+  std::function<Result<void>(const std::string&)> account_deleted;  // under mu
+  // Media repository (media_api.cc).
+  ApiResult<std::string> media_config(Ctx&);
+  ApiResult<std::string> media_upload(Ctx&);
+  ApiResult<std::string> media_download(Ctx&);
+  ApiResult<std::string> media_thumbnail(Ctx&);
+  void legacy_media(net::HttpRequest&& req, net::Respond respond);
+  // Room key backup (backup_api.cc).
+  ApiResult<std::string> backup_version_create(Ctx&);
+  ApiResult<std::string> backup_version_get(Ctx&);
+  ApiResult<std::string> backup_version_put(Ctx&);
+  ApiResult<std::string> backup_version_delete(Ctx&);
+  ApiResult<std::string> backup_keys(Ctx&);
+  // Deletes the to-device messages a sync token acknowledged (one write, only if any).
+  Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);
 };
 
 }  // namespace hearth::matrix

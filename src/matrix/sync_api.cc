@@ -29,28 +29,38 @@ std::string stripped(const StoredEvent& e) {
 
 }  // namespace
 
+bool parse_since(const std::string& since, SyncParams& p) {
+  if (since.empty()) return true;
+  constexpr int kParts = 6;
+  std::int64_t parts[kParts] = {0, 0, 0, 0, 0, 0};
+  int part = 0;
+  bool okay = since.size() >= 2 && since[0] == 's' && since.back() != '_';
+  for (std::size_t i = 1; okay && i < since.size(); ++i) {
+    if (since[i] == '_' && part < kParts - 1 && since[i - 1] != '_' && i > 1) {
+      ++part;
+      continue;
+    }
+    okay = since[i] >= '0' && since[i] <= '9' && parts[part] < kMaxSafeInteger / 10;
+    parts[part] = parts[part] * 10 + (since[i] - '0');
+  }
+  if (!okay) return false;
+  p.since = parts[0];
+  p.since_account_data = parts[1];
+  p.since_receipts = parts[2];
+  p.since_typing = parts[3];
+  p.since_to_device = parts[4];
+  p.since_device_lists = parts[5];
+  return true;
+}
+
 std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
   SyncParams p;
   p.limit = options.default_timeline_limit;
-  if (std::string since = ctx.query_param("since"); !since.empty()) {
-    // "s<events>[_<account data>[_<receipts>[_<typing>]]]"
-    std::int64_t parts[4] = {0, 0, 0, 0};
-    int part = 0;
-    bool okay = since.size() >= 2 && since[0] == 's' && since.back() != '_';
-    for (std::size_t i = 1; okay && i < since.size(); ++i) {
-      if (since[i] == '_' && part < 3 && since[i - 1] != '_' && i > 1) {
-        ++part;
-        continue;
-      }
-      okay = since[i] >= '0' && since[i] <= '9' && parts[part] < kMaxSafeInteger / 10;
-      parts[part] = parts[part] * 10 + (since[i] - '0');
-    }
-    if (!okay) return api_error(400, "M_INVALID_PARAM", "Invalid since token");
-    p.since = parts[0];
-    p.since_account_data = parts[1];
-    p.since_receipts = parts[2];
-    p.since_typing = parts[3];
-  }
+  if (std::string since = ctx.query_param("since"); !since.empty() && !parse_since(since, p))
+    return api_error(400, "M_INVALID_PARAM", "Invalid since token");
+  // The client saw every to-device message up to its token: they can go.
+  if (p.since)
+    if (auto a = ack_to_device(ctx.user_id, ctx.device_id, p.since_to_device); !a) return tl::unexpected(to_api_error(a.error()));
   if (std::string t = ctx.query_param("timeout"); !t.empty())
     p.timeout_ms = std::clamp(std::atoi(t.c_str()), 0, options.max_sync_timeout_ms);
   p.full_state = ctx.query_param("full_state") == "true";
@@ -280,16 +290,20 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
                  ",\"state\":{\"events\":[]},\"account_data\":{\"events\":[]}}";
       }
     }
-    if (empty_out) *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("");
+    std::int64_t next_td = 0, next_dl = 0;
+    bool e2e_nonempty = false;
+    auto e2e = e2e_sync_sections(tx, user_id, device_id, p, initial, &next_td, &next_dl, &e2e_nonempty);
+    if (!e2e) return tl::unexpected(e2e.error());
+    if (empty_out)
+      *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("") && !e2e_nonempty;
     std::int64_t next = std::max(*max, since);
     std::int64_t next_ad = std::max(ad_max, p.since_account_data);
     std::int64_t next_rc = std::max(rc_max, p.since_receipts);
     std::int64_t next_ty = std::max(typing_serial, p.since_typing);
     return fmt::format(
-        "{{\"next_batch\":\"s{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
-        "\"presence\":{{\"events\":[]}},\"account_data\":{},\"to_device\":{{\"events\":[]}},"
-        "\"device_lists\":{{\"changed\":[],\"left\":[]}},\"device_one_time_keys_count\":{{}}}}",
-        next, next_ad, next_rc, next_ty, join, invite, leave, room_ad(""));
+        "{{\"next_batch\":\"s{}_{}_{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "\"presence\":{{\"events\":[]}},\"account_data\":{}{}}}",
+        next, next_ad, next_rc, next_ty, next_td, next_dl, join, invite, leave, room_ad(""), *e2e);
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));
   return *r;

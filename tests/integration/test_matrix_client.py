@@ -244,7 +244,7 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         status, body = self.api("GET", "/login")
         self.assertEqual(body, {"flows": [{"type": "m.login.password"}]})
         # Not served yet, but answered in Matrix's error format.
-        for path in ("/_matrix/media/v3/config", "/_matrix/federation/v1/version", "/_matrix/client/unstable/x"):
+        for path in ("/_matrix/media/v3/unknown", "/_matrix/federation/v1/version", "/_matrix/client/unstable/x"):
             status, _, raw = self.h.request("GET", path)
             self.assertEqual((status, json.loads(raw)["errcode"]), (404, "M_UNRECOGNIZED"), path)
 
