@@ -6,7 +6,7 @@
 #   bench/run.sh [--quick] [--runs N] [--servers hearth,prosody,ejabberd,synapse,cryptpad]
 #                [--workloads login,login256,messages,paced,muc,idle,matrix,cryptpad]
 #                [--conns 1000,5000,15000]
-#                [--peer-archive|--no-peer-archive] [--no-install] [--keep] [--out FILE]
+#                [--peer-archive|--no-peer-archive] [--no-install] [--no-build] [--keep] [--out FILE]
 #
 # Every server is started fresh for every run of every workload, and runs alternate
 # (hearth, prosody, ejabberd, hearth, ...). Results: bench/results/<date>.md (also printed).
@@ -21,6 +21,7 @@ SERVERS="hearth,prosody,ejabberd,synapse,cryptpad"
 WORKLOADS="login,login256,messages,paced,muc,idle,matrix,cryptpad"
 CONNS="1000,5000"
 INSTALL=1
+BUILD_HEARTH=1
 KEEP=0
 PEER_ARCHIVE=1   # hearth always archives (XEP-0313); the peers archive too unless told not to
 QUICK=0
@@ -53,6 +54,7 @@ while [[ $# -gt 0 ]]; do
     --workloads) WORKLOADS="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
     --no-install) INSTALL=0 ;;
+    --no-build) BUILD_HEARTH=0 ;;
     --peer-archive) PEER_ARCHIVE=1 ;;
     --no-peer-archive) PEER_ARCHIVE=0 ;;
     --keep) KEEP=1 ;;
@@ -112,9 +114,11 @@ done
 log "building hearthd (Release) and xmppload"
 mkdir -p "$BUILD"
 build() {
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF &&
-    ninja -C "$BUILD" -j1 hearthd hearthctl &&
-    cmake -S "$BENCH/xmppload" -B "$BUILD/xmppload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+  if (( BUILD_HEARTH )); then
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF &&
+      ninja -C "$BUILD" -j1 hearthd hearthctl || return 1
+  fi
+  cmake -S "$BENCH/xmppload" -B "$BUILD/xmppload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
     ninja -C "$BUILD/xmppload" -j1
 }
 for attempt in 1 2 3 4 5; do
