@@ -50,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --quick) QUICK=1; RUNS=1; CONNS="500,1000"; LOGINS=300; MESSAGES=4000; PACED_MESSAGES=1000; USERS=250
              MUC_CLIENTS=100; MUC_MESSAGES=50; MATRIX_MESSAGES=128; CP_CHANNELS=5; CP_CLIENTS=5; CP_MESSAGES=10 ;;
     --runs) RUNS="$2"; shift ;;
+    --users) USERS="$2"; shift ;;
     --servers) SERVERS="$2"; shift ;;
     --workloads) WORKLOADS="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
@@ -65,10 +66,11 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-# Accounts: each idle connection target needs at most 5 sessions per account (ejabberd's
-# default max_user_sessions is 10); the message workload needs CLIENTS accounts.
+# Accounts: each idle connection target needs at most 10 sessions per account (ejabberd's
+# default max_user_sessions is 10; hearth and Prosody have no such limit); the message
+# workload needs CLIENTS accounts, the muc workload MUC_CLIENTS.
 max_conns=$(tr ',' '\n' <<<"$CONNS" | sort -n | tail -1)
-need=$(( (max_conns + 4) / 5 ))
+need=$(( (max_conns + 9) / 10 ))
 (( need > USERS )) && USERS=$need
 (( CLIENTS > USERS )) && USERS=$CLIENTS
 (( MUC_CLIENTS > USERS )) && USERS=$MUC_CLIENTS
