@@ -264,6 +264,10 @@ def main():
             out.append(ANCHORS[bench])
         out.append("")
 
+    out.append("## Backup / restore throughput")
+    out.append("")
+    out.append("Placeholder: measured by another part of issue 8 (not in this run).")
+    out.append("")
     out.append("## Settings")
     out.append("")
     out.append(f"- Accounts u1..u{machine.get('users', '?')} on `bench.local`, SCRAM with 4096 PBKDF2 iterations on every "
@@ -281,6 +285,8 @@ def main():
     out.append("- Load generator: `bench/xmppload` (C++, one epoll thread, OpenSSL); it caches the SCRAM salted "
                "password per salt, so its CPU goes to TLS and XMPP. Server CPU = utime+stime of the server "
                "process from /proc during the measured phase.")
+    out.append("- Matrix and CryptPad: hearth's HTTP listener on 127.0.0.1 (plain HTTP, as the anchors' peers); "
+               "Matrix users registered with `hearthctl invite create` tokens; server CPU and RSS from /proc of hearthd.")
     out.append("")
     print("\n".join(out))
 
