@@ -32,11 +32,13 @@ MESSAGES=20000
 PACED_RATE=1000
 PACED_MESSAGES=5000
 USERS=1000
+SESSIONS_PER_USER=10   # idle: connections per account (ejabberd allows 10 sessions per account)
+IDLE_SERVERS="hearth,prosody,ejabberd"
 MUC_CLIENTS=500
 MUC_SENDERS=10
 MUC_MESSAGES=200
 MATRIX_LEVELS=1,16,64
-MATRIX_MESSAGES=640
+MATRIX_MESSAGES=2000
 CP_CHANNELS=20
 CP_CLIENTS=10
 CP_MESSAGES=20
@@ -51,6 +53,8 @@ while [[ $# -gt 0 ]]; do
              MUC_CLIENTS=100; MUC_MESSAGES=50; MATRIX_MESSAGES=128; CP_CHANNELS=5; CP_CLIENTS=5; CP_MESSAGES=10 ;;
     --runs) RUNS="$2"; shift ;;
     --users) USERS="$2"; shift ;;
+    --sessions-per-user) SESSIONS_PER_USER="$2"; shift ;;
+    --idle-servers) IDLE_SERVERS="$2"; shift ;;
     --servers) SERVERS="$2"; shift ;;
     --workloads) WORKLOADS="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
@@ -70,7 +74,7 @@ done
 # default max_user_sessions is 10; hearth and Prosody have no such limit); the message
 # workload needs CLIENTS accounts, the muc workload MUC_CLIENTS.
 max_conns=$(tr ',' '\n' <<<"$CONNS" | sort -n | tail -1)
-need=$(( (max_conns + 9) / 10 ))
+need=$(( (max_conns + SESSIONS_PER_USER - 1) / SESSIONS_PER_USER ))
 (( need > USERS )) && USERS=$need
 (( CLIENTS > USERS )) && USERS=$CLIENTS
 (( MUC_CLIENTS > USERS )) && USERS=$MUC_CLIENTS
@@ -482,6 +486,7 @@ serves() {  # server workload
   case "$2" in
     matrix) [[ $1 == hearth || $1 == synapse ]] ;;
     cryptpad) [[ $1 == hearth || $1 == cryptpad ]] ;;
+    idle) has "$IDLE_SERVERS" "$1" ;;
     *) [[ $1 == hearth || $1 == prosody || $1 == ejabberd ]] ;;
   esac
 }
