@@ -362,7 +362,7 @@ for s in ${SERVERS//,/ }; do
              fi ;;
     cryptpad) if ! has "$WORKLOADS" cryptpad; then :
               elif [[ -f "$CRYPTPAD_DIR/server.js" && -d "$CRYPTPAD_DIR/node_modules" ]]; then AVAILABLE+=(cryptpad)
-              else SKIPPED+=("cryptpad: no CryptPad tree at $CRYPTPAD_DIR (set CRYPTPAD_DIR; built per ../shared/bench/README.md from GitHub snapshots, which this machine does not have); the CryptPad table shows hearth alone, with CryptPad's published figures as anchors")
+              else SKIPPED+=("cryptpad: no CryptPad tree at $CRYPTPAD_DIR (set CRYPTPAD_DIR; built per ../shared/bench/README.md from GitHub snapshots); the CryptPad table shows hearth alone, with CryptPad's published figures as anchors")
               fi ;;
     *) SKIPPED+=("$s: unknown server") ;;
   esac

@@ -23,18 +23,33 @@ const [url, CH = 20, CL = 10, N = 20, PID = 0, MAXS = 120] = process.argv.slice(
 if (!/^wss?:\/\/(127\.0\.0\.1|localhost)[:/]/.test(url)) { console.error('cpload: loopback only'); process.exit(2); }
 setTimeout(() => { console.error('cpload: deadline'); finish(true); }, MAXS * 1000).unref();
 
-const procCpu = () => {
-  if (!PID) return 0;
+// The server's CPU and RSS include its child processes (CryptPad runs workers).
+const tree = () => {
+  if (!PID) return [];
+  const kids = new Map();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!kids.has(ppid)) kids.set(ppid, []);
+      kids.get(ppid).push(Number(d));
+    } catch (e) { /* gone */ }
+  }
+  const out = [PID];
+  for (let i = 0; i < out.length; i++) for (const k of kids.get(out[i]) || []) out.push(k);
+  return out;
+};
+const procCpu = () => tree().reduce((sum, p) => {
   try {
-    const s = fs.readFileSync(`/proc/${PID}/stat`, 'utf8');
+    const s = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch (e) { return 0; }
-};
-const procRss = () => {
-  if (!PID) return 0;
-  try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${PID}/status`, 'utf8'))[1]); } catch (e) { return 0; }
-};
+    return sum + (Number(f[11]) + Number(f[12])) / 100;
+  } catch (e) { return sum; }
+}, 0);
+const procRss = () => tree().reduce((sum, p) => {
+  try { return sum + Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))[1]); } catch (e) { return sum; }
+}, 0);
 const selfCpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
 const pct = (v, q) => { if (!v.length) return 0; v.sort((a, b) => a - b); return v[Math.min(v.length - 1, Math.round(q * (v.length - 1)))]; };
 const ident = { encrypt: (m) => m, decrypt: (m) => m };
@@ -58,7 +73,7 @@ function finish(timedOut) {
     delivery_p50_ms: +pct(delLat, 0.5).toFixed(2), delivery_p99_ms: +pct(delLat, 0.99).toFixed(2),
     client_cpu_s: +(selfCpu() - cpu0).toFixed(3), server_cpu_s: +scpu.toFixed(3),
     server_cpu_us_per_op: acked ? +(scpu / acked * 1e6).toFixed(1) : 0,
-    rss_kib_idle: rssIdle, rss_kib_ready: rssReady, rss_kib_after: procRss(),
+    processes: tree().length, rss_kib_idle: rssIdle, rss_kib_ready: rssReady, rss_kib_after: procRss(),
   }));
   process.exit(timedOut ? 1 : 0);
 }
