@@ -1125,12 +1125,13 @@ int run_muc(Loop& loop, const Options& o) {
         // (an instant room), as clients do.
         if (c.index() == 0 && !config_sent) {
           config_sent = true;
-          if (st.find("code='201'") != std::string_view::npos || st.find("code=\"201\"") != std::string_view::npos) {
-            c.send(fmt::format("<iq type='set' to='{}' id='cfg'><query xmlns='http://jabber.org/protocol/muc#owner'>"
-                               "<x xmlns='jabber:x:data' type='submit'/></query></iq>", room));
-          } else {
-            configured = true;
-          }
+          // Raise the room's occupant cap (servers default to 200 or so): the same form
+          // submission everywhere, which also unlocks a room that waits for it (status 201).
+          c.send(fmt::format("<iq type='set' to='{}' id='cfg'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                             "<x xmlns='jabber:x:data' type='submit'>"
+                             "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+                             "<field var='muc#roomconfig_maxusers'><value>1000</value></field>"
+                             "</x></query></iq>", room));
         }
       }
     } else if (starts_with(st, "<iq") && attr(st, "id") == "cfg") {
