@@ -1222,7 +1222,9 @@ int run_muc(Loop& loop, const Options& o) {
       last_received = received;
       last_progress = now;
     }
-    if (sent >= o.messages && now - last_progress > 20'000'000'000) break;
+    // A slow server may take longer than this before its first delivery (Prosody took
+    // 20-30 s under the 500-occupant burst): 60 s without progress ends the run.
+    if (sent >= o.messages && now - last_progress > 60'000'000'000) break;
     if (now > send_deadline) break;
     loop.run_once(o.rate > 0 ? 1 : 20);
   }
