@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Side-by-side XMPP benchmark: hearth against Prosody and ejabberd (Debian 12 packages), on
-# loopback, with the C++ load generator in bench/xmppload. See bench/README.md.
+# Side-by-side benchmark: hearth against Prosody and ejabberd (Debian 12 packages, XMPP),
+# Synapse (Matrix) and CryptPad, on loopback, with the load generators in bench/xmppload
+# (C++), bench/matrixload (Python) and bench/cryptpad (Node). See bench/README.md.
 #
-#   bench/run.sh [--quick] [--runs N] [--servers hearth,prosody,ejabberd]
-#                [--workloads login,login256,messages,paced,idle] [--conns 1000,5000]
-#                [--peer-archive|--no-peer-archive] [--no-install] [--keep] [--out FILE]
+#   bench/run.sh [--quick] [--runs N] [--servers hearth,prosody,ejabberd,synapse,cryptpad]
+#                [--workloads login,login256,messages,paced,muc,idle,matrix,cryptpad]
+#                [--conns 1000,5000,15000]
+#                [--peer-archive|--no-peer-archive] [--no-install] [--no-build] [--keep] [--out FILE]
 #
 # Every server is started fresh for every run of every workload, and runs alternate
 # (hearth, prosody, ejabberd, hearth, ...). Results: bench/results/<date>.md (also printed).
@@ -15,10 +17,11 @@ BENCH="$ROOT/bench"
 BUILD="$ROOT/build-bench"
 
 RUNS=3
-SERVERS="hearth,prosody,ejabberd"
-WORKLOADS="login,login256,messages,paced,idle"
+SERVERS="hearth,prosody,ejabberd,synapse,cryptpad"
+WORKLOADS="login,login256,messages,paced,muc,idle,matrix,cryptpad"
 CONNS="1000,5000"
 INSTALL=1
+BUILD_HEARTH=1
 KEEP=0
 PEER_ARCHIVE=1   # hearth always archives (XEP-0313); the peers archive too unless told not to
 QUICK=0
@@ -29,35 +32,58 @@ MESSAGES=20000
 PACED_RATE=1000
 PACED_MESSAGES=5000
 USERS=1000
+SESSIONS_PER_USER=10   # idle: connections per account (ejabberd allows 10 sessions per account)
+IDLE_SERVERS="hearth,prosody,ejabberd"
+MUC_CLIENTS=500
+MUC_SENDERS=10
+MUC_MESSAGES=200
+MATRIX_LEVELS=1,16,64
+MATRIX_MESSAGES=2000
+CP_CHANNELS=20
+CP_CLIENTS=10
+CP_MESSAGES=20
+# Peers outside Debian 12: Synapse in a Debian sid chroot, CryptPad from a snapshot tree
+# (../shared/bench/README.md). Skipped, and said so, when absent.
+SYNAPSE_ROOT=${SYNAPSE_ROOT:-/srv/sidroot}
+CRYPTPAD_DIR=${CRYPTPAD_DIR:-/srv/cryptpad}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --quick) QUICK=1; RUNS=1; CONNS="500,1000"; LOGINS=300; MESSAGES=4000; PACED_MESSAGES=1000; USERS=250 ;;
+    --quick) QUICK=1; RUNS=1; CONNS="500,1000"; LOGINS=300; MESSAGES=4000; PACED_MESSAGES=1000; USERS=250
+             MUC_CLIENTS=100; MUC_MESSAGES=50; MATRIX_MESSAGES=128; CP_CHANNELS=5; CP_CLIENTS=5; CP_MESSAGES=10 ;;
     --runs) RUNS="$2"; shift ;;
+    --users) USERS="$2"; shift ;;
+    --sessions-per-user) SESSIONS_PER_USER="$2"; shift ;;
+    --idle-servers) IDLE_SERVERS="$2"; shift ;;
     --servers) SERVERS="$2"; shift ;;
     --workloads) WORKLOADS="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
     --no-install) INSTALL=0 ;;
+    --no-build) BUILD_HEARTH=0 ;;
     --peer-archive) PEER_ARCHIVE=1 ;;
     --no-peer-archive) PEER_ARCHIVE=0 ;;
     --keep) KEEP=1 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 
-# Accounts: each idle connection target needs at most 5 sessions per account (ejabberd's
-# default max_user_sessions is 10); the message workload needs CLIENTS accounts.
+# Accounts: each idle connection target needs at most 10 sessions per account (ejabberd's
+# default max_user_sessions is 10; hearth and Prosody have no such limit); the message
+# workload needs CLIENTS accounts, the muc workload MUC_CLIENTS.
 max_conns=$(tr ',' '\n' <<<"$CONNS" | sort -n | tail -1)
-need=$(( (max_conns + 4) / 5 ))
+need=$(( (max_conns + SESSIONS_PER_USER - 1) / SESSIONS_PER_USER ))
 (( need > USERS )) && USERS=$need
 (( CLIENTS > USERS )) && USERS=$CLIENTS
+(( MUC_CLIENTS > USERS )) && USERS=$MUC_CLIENTS
 
 DOMAIN=bench.local
 PASSWORD=benchpass
 HEARTH_PORT=35222
+HEARTH_HTTP_PORT=38008
+CRYPTPAD_WS_PORT=3003
 PROSODY_PORT=15222
 EJABBERD_PORT=25222
 
@@ -94,9 +120,11 @@ done
 log "building hearthd (Release) and xmppload"
 mkdir -p "$BUILD"
 build() {
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF &&
-    ninja -C "$BUILD" -j1 hearthd hearthctl &&
-    cmake -S "$BENCH/xmppload" -B "$BUILD/xmppload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+  if (( BUILD_HEARTH )); then
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF &&
+      ninja -C "$BUILD" -j1 hearthd hearthctl || return 1
+  fi
+  cmake -S "$BENCH/xmppload" -B "$BUILD/xmppload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
     ninja -C "$BUILD/xmppload" -j1
 }
 for attempt in 1 2 3 4 5; do
@@ -106,6 +134,15 @@ for attempt in 1 2 3 4 5; do
   log "build failed (a source file mid-edit?); retrying in 60 s"
   sleep 60
 done
+# CryptPad's client libraries for cpload.js (npm, pinned by bench/cryptpad/package-lock.json).
+CPLOAD_DIR="$BUILD/cpload"
+if has "$WORKLOADS" cryptpad; then
+  mkdir -p "$CPLOAD_DIR"
+  cp "$BENCH/cryptpad/package.json" "$BENCH/cryptpad/package-lock.json" "$BENCH/cryptpad/cpload.js" "$CPLOAD_DIR/"
+  if [[ ! -d "$CPLOAD_DIR/node_modules/chainpad-netflux" ]]; then
+    (cd "$CPLOAD_DIR" && npm ci --no-audit --no-fund >/dev/null 2>&1) || log "npm ci for cpload failed (the cryptpad workload will fail)"
+  fi
+fi
 HEARTHD="$BUILD/apps/hearthd/hearthd"
 HEARTHCTL="$BUILD/apps/hearthctl/hearthctl"
 LOAD="$BUILD/xmppload/xmppload"
@@ -154,12 +191,13 @@ data_dir = "$WORK/hearth/data"
 
 [[domain]]
 name = "$DOMAIN"
-registration = "closed"
+registration = "invite"   # Matrix users register with hearthctl invitations
 tls_cert = "$WORK/bench.crt"
 tls_key = "$WORK/bench.key"
 
 [http]
-port = -1
+bind = ["127.0.0.1"]
+port = $HEARTH_HTTP_PORT
 https_port = -1
 
 [xmpp]
@@ -231,6 +269,60 @@ stop_ejabberd() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Synapse in the sid chroot of ../shared/bench/README.md (SQLite, registration without
+# verification, rc_* relaxed), listening on 127.0.0.1:8008.
+SYNAPSE_PORT=8008
+start_synapse() {
+  local d="$SYNAPSE_ROOT/tmp/hearth-bench-synapse"
+  $sudo mkdir -p "$d"
+  [[ -f "$d/homeserver.yaml" ]] || $sudo tee "$d/homeserver.yaml" >/dev/null <<EOF2
+server_name: localhost
+pid_file: /tmp/hearth-bench-synapse/homeserver.pid
+listeners:
+  - port: $SYNAPSE_PORT
+    bind_addresses: ['127.0.0.1']
+    type: http
+    x_forwarded: false
+    resources: [{names: [client, federation], compress: false}]
+database: {name: sqlite3, args: {database: /tmp/hearth-bench-synapse/homeserver.db}}
+log_config: /tmp/hearth-bench-synapse/log.yaml
+media_store_path: /tmp/hearth-bench-synapse/media
+signing_key_path: /tmp/hearth-bench-synapse/signing.key
+report_stats: false
+enable_registration: true
+enable_registration_without_verification: true
+trusted_key_servers: []
+rc_message: {per_second: 100000, burst_count: 100000}
+rc_registration: {per_second: 100000, burst_count: 100000}
+rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_second: 100000, burst_count: 100000}}
+rc_joins: {local: {per_second: 100000, burst_count: 100000}}
+EOF2
+  printf 'version: 1\nroot: {level: WARNING, handlers: []}\n' | $sudo tee "$d/log.yaml" >/dev/null
+  $sudo rm -f "$d/homeserver.db"
+  $sudo chroot "$SYNAPSE_ROOT" python3 -m synapse.app.homeserver -c /tmp/hearth-bench-synapse/homeserver.yaml --generate-keys >/dev/null 2>&1 || true
+  setsid $sudo chroot "$SYNAPSE_ROOT" python3 -m synapse.app.homeserver -c /tmp/hearth-bench-synapse/homeserver.yaml \
+    >>"$WORK/synapse.log" 2>&1 </dev/null &
+  wait_port $SYNAPSE_PORT 60 || return 1
+  SERVER_PID=$(pgrep -n -f 'synapse.app.homeserver -c /tmp/hearth-bench-synapse')
+}
+stop_synapse() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+}
+# CryptPad from the snapshot tree (npm install done, config/config.js present): node server.js.
+start_cryptpad() {
+  (cd "$CRYPTPAD_DIR" && exec setsid node server.js >>"$WORK/cryptpad.log" 2>&1 </dev/null) &
+  SERVER_PID=$!
+  wait_port $CRYPTPAD_WS_PORT 60
+}
+stop_cryptpad() {
+  pkill -TERM -P "$SERVER_PID" 2>/dev/null || true
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+}
+
 data_of() { case "$1" in hearth) echo "$WORK/hearth/data" ;; prosody) echo "$WORK/prosody/data" ;; ejabberd) echo "$WORK/ejabberd/spool" ;; esac; }
 port_of() { case "$1" in hearth) echo $HEARTH_PORT ;; prosody) echo $PROSODY_PORT ;; ejabberd) echo $EJABBERD_PORT ;; esac; }
 
@@ -264,6 +356,14 @@ for s in ${SERVERS//,/ }; do
                || SKIPPED+=("prosody: not installed (apt-get install prosody lua-unbound)") ;;
     ejabberd) command -v ejabberdctl >/dev/null && id ejabberd >/dev/null 2>&1 && AVAILABLE+=(ejabberd) \
                || SKIPPED+=("ejabberd: not installed (apt-get install ejabberd)") ;;
+    synapse) if ! has "$WORKLOADS" matrix; then :
+             elif [[ -d "$SYNAPSE_ROOT/usr/lib/python3/dist-packages/synapse" ]]; then AVAILABLE+=(synapse)
+             else SKIPPED+=("synapse: not installed — Debian 12 has no matrix-synapse package and the sid chroot of ../shared/bench/README.md ($SYNAPSE_ROOT) does not exist on this machine; the Matrix tables show hearth alone, with Synapse's published figures as anchors")
+             fi ;;
+    cryptpad) if ! has "$WORKLOADS" cryptpad; then :
+              elif [[ -f "$CRYPTPAD_DIR/server.js" && -d "$CRYPTPAD_DIR/node_modules" ]]; then AVAILABLE+=(cryptpad)
+              else SKIPPED+=("cryptpad: no CryptPad tree at $CRYPTPAD_DIR (set CRYPTPAD_DIR; built per ../shared/bench/README.md from GitHub snapshots); the CryptPad table shows hearth alone, with CryptPad's published figures as anchors")
+              fi ;;
     *) SKIPPED+=("$s: unknown server") ;;
   esac
 done
@@ -309,7 +409,11 @@ create_users() {  # server
 }
 
 READY=()
+XMPP_WORK=0
+for w in login login256 messages paced muc idle; do has "$WORKLOADS" $w && XMPP_WORK=1; done
 for s in "${AVAILABLE[@]}"; do
+  if [[ $s == synapse || $s == cryptpad ]]; then READY+=("$s"); continue; fi
+  if [[ $s == hearth ]] && (( ! XMPP_WORK )); then READY+=("$s"); continue; fi
   if create_users "$s"; then READY+=("$s"); else SKIPPED+=("$s: could not start or log in (see $WORK when run with --keep)"); fi
 done
 (( ${#READY[@]} )) || { log "no server available"; exit 1; }
@@ -323,7 +427,9 @@ run_one() {  # server workload run
     login256) args=(--workload login --total "$LOGINS" --concurrency 50 --mech SCRAM-SHA-256) ;;
     messages) args=(--workload messages --clients "$CLIENTS" --messages "$MESSAGES") ;;
     paced) args=(--workload messages --clients "$CLIENTS" --messages "$PACED_MESSAGES" --rate "$PACED_RATE") ;;
+    muc) args=(--workload muc --clients "$MUC_CLIENTS" --senders "$MUC_SENDERS" --messages "$MUC_MESSAGES" --concurrency 50) ;;
     idle) args=(--workload idle --conns "$CONNS" --sources 8 --concurrency 50) ;;
+    matrix|cryptpad) run_http "$@"; return ;;
   esac
   if [[ "$w" == login256 && -e "$WORK/$s.no-sha256" ]]; then
     echo "{\"server\": \"$s\", \"bench\": \"$w\", \"run\": $r, \"errors\": \"SCRAM-SHA-256 not offered\"}" >>"$RESULTS"
@@ -339,11 +445,57 @@ run_one() {  # server workload run
   stop_current
 }
 
+# Matrix and CryptPad runs: hearth against Synapse / CryptPad (hearth's HTTP listener).
+run_http() {  # server workload run
+  local s=$1 w=$2 r=$3 out line
+  restore_data "$s"
+  start_server "$s" || { echo "{\"server\": \"$s\", \"bench\": \"$w\", \"run\": $r, \"errors\": \"did not start\"}" >>"$RESULTS"; return; }
+  if [[ $w == matrix ]]; then
+    local port=$HEARTH_HTTP_PORT tok=()
+    if [[ $s == hearth ]]; then
+      local n=$(( $(tr ',' '\n' <<<"$MATRIX_LEVELS" | sort -n | tail -1) + 1 ))
+      : >"$WORK/tokens"
+      for ((i = 0; i < n; i++)); do
+        "$HEARTHCTL" --config "$HEARTH_CFG" invite create | grep -oE 'token[^A-Za-z0-9_-]*[A-Za-z0-9_-]{8,}' | head -1 | grep -oE '[A-Za-z0-9_-]{8,}$' >>"$WORK/tokens"
+      done
+      tok=(--tokens "$WORK/tokens")
+    else
+      port=$SYNAPSE_PORT
+    fi
+    out=$(python3 "$BENCH/matrixload/matrixload.py" --port "$port" "${tok[@]}" --levels "$MATRIX_LEVELS" \
+            --messages "$MATRIX_MESSAGES" --server-pid "$SERVER_PID" --max-seconds 120 --label "$s" 2>>"$WORK/load.err") || true
+    while read -r line; do
+      [[ "$line" == "{"* ]] || continue
+      local lv
+      lv=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["senders"])' "$line")
+      echo "{\"server\": \"$s\", \"bench\": \"matrix$lv\", \"run\": $r, ${line#\{}" >>"$RESULTS"
+      log "$s matrix$lv run $r: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(", ".join(f"{k}={d[k]}" for k in ("per_s","p50_ms","sync_p50_ms","sync_p99_ms","errors") if k in d))' "$line")"
+    done <<<"$out"
+    [[ "$out" == *"{"* ]] || { echo "{\"server\": \"$s\", \"bench\": \"matrix1\", \"run\": $r, \"errors\": \"no result (see load.err)\"}" >>"$RESULTS"; log "$s matrix run $r: no result: $(tail -c 300 "$WORK/load.err")"; }
+  else
+    local url="ws://127.0.0.1:$HEARTH_HTTP_PORT/cryptpad_websocket"
+    [[ $s == cryptpad ]] && url="ws://127.0.0.1:$CRYPTPAD_WS_PORT/cryptpad_websocket"
+    out=$(cd "$CPLOAD_DIR" && node cpload.js "$url" "$CP_CHANNELS" "$CP_CLIENTS" "$CP_MESSAGES" "$SERVER_PID" 120 2>>"$WORK/load.err" | tail -1) || true
+    [[ "$out" == "{"* ]] || out='{"errors": "no result"}'
+    echo "{\"server\": \"$s\", \"bench\": \"$w\", \"run\": $r, ${out#\{}" >>"$RESULTS"
+    log "$s $w run $r: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(", ".join(f"{k}={d[k]}" for k in ("per_s","deliveries_per_s","p50_ms","p99_ms","errors") if k in d))' "$out" 2>/dev/null)"
+  fi
+  stop_current
+}
+serves() {  # server workload
+  case "$2" in
+    matrix) [[ $1 == hearth || $1 == synapse ]] ;;
+    cryptpad) [[ $1 == hearth || $1 == cryptpad ]] ;;
+    idle) has "$IDLE_SERVERS" "$1" ;;
+    *) [[ $1 == hearth || $1 == prosody || $1 == ejabberd ]] ;;
+  esac
+}
+
 T0=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for w in ${WORKLOADS//,/ }; do
   for ((r = 1; r <= RUNS; r++)); do
-    for s in "${READY[@]}"; do run_one "$s" "$w" "$r"; done
+    for s in "${READY[@]}"; do serves "$s" "$w" && run_one "$s" "$w" "$r"; done
   done
 done
 log "workloads done in $((SECONDS - T0)) s"
@@ -362,6 +514,10 @@ mkdir -p "$(dirname "$OUT")"
   printf 'hearth=%s\n' "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   printf 'prosody=%s\n' "$(dpkg-query -W -f='${Version}' prosody 2>/dev/null || echo -)"
   printf 'ejabberd=%s\n' "$(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null || echo -)"
+  printf 'synapse=%s\n' "$([[ " ${READY[*]} " == *" synapse "* ]] && echo "sid chroot $SYNAPSE_ROOT" || echo 'not available (skipped)')"
+  printf 'cryptpad=%s\n' "$([[ " ${READY[*]} " == *" cryptpad "* ]] && echo "$CRYPTPAD_DIR" || echo 'not available (skipped)')"
+  printf 'muc_clients=%s\nmuc_senders=%s\nmuc_messages=%s\nmatrix_messages=%s\ncp_channels=%s\ncp_clients=%s\ncp_messages=%s\n' \
+    "$MUC_CLIENTS" "$MUC_SENDERS" "$MUC_MESSAGES" "$MATRIX_MESSAGES" "$CP_CHANNELS" "$CP_CLIENTS" "$CP_MESSAGES"
   printf 'runs=%s\nlogins=%s\nclients=%s\nmessages=%s\npaced_rate=%s\npaced_messages=%s\nconns=%s\nusers=%s\nquick=%s\n' \
     "$RUNS" "$LOGINS" "$CLIENTS" "$MESSAGES" "$PACED_RATE" "$PACED_MESSAGES" "$CONNS" "$USERS" "$QUICK"
   printf 'duration=%s\n' "$((SECONDS - T0))"

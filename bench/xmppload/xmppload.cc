@@ -7,6 +7,9 @@
 //   login     M logins (fresh TCP+TLS+SCRAM+bind, then close), N in flight
 //   messages  C connected clients, K messages in a burst (or paced with --rate), client i
 //             sends to client (i+1) % C; delivery latency from a timestamp in the body
+//   muc       C clients join one room (XEP-0045); S of them post K groupchat messages in
+//             a burst (or paced with --rate); every occupant receives every message, so
+//             deliveries = K x C; latency at the receivers from a timestamp in the body
 //   idle      authenticated TLS connections held open up to each --conns target; the
 //             server's resident memory is read from /proc/<--server-pid>/status
 //   register  create accounts u1..uN in-band
@@ -83,16 +86,20 @@ struct Options {
   double max_seconds = 300;
   std::string label;
   std::string scram_cache;    // file that keeps salted-password keys between invocations
+  int senders = 10;           // muc: occupants that post
+  std::string room = "bench"; // muc: room node at conference.<domain>
+  std::string muc_service;    // muc: default conference.<domain>
 };
 
 [[noreturn]] void usage(const char* why) {
   if (why) fmt::print(stderr, "xmppload: {}\n", why);
   fmt::print(why ? stderr : stdout,
-             "usage: xmppload --workload login|messages|idle|register --port P --domain D [--host H]\n"
+             "usage: xmppload --workload login|messages|muc|idle|register --port P --domain D [--host H]\n"
              "  [--users N] [--first-user N] [--password PW] [--mech SCRAM-SHA-1|SCRAM-SHA-256] [--no-tls]\n"
              "  [--concurrency N] [--total N] [--clients N] [--messages N] [--rate R] [--body-bytes N]\n"
              "  [--conns 1000,5000] [--sources N] [--server-pid PID] [--settle-seconds S]\n"
-             "  [--max-seconds S] [--label TEXT] [--scram-cache FILE]\n");
+             "  [--max-seconds S] [--label TEXT] [--scram-cache FILE]\n"
+             "  muc: [--clients N] [--senders N] [--messages N] [--rate R] [--room NODE] [--muc-service JID]\n");
   std::exit(why ? 2 : 0);
 }
 
@@ -132,6 +139,9 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--max-seconds") o.max_seconds = std::stod(val());
     else if (a == "--label") o.label = val();
     else if (a == "--scram-cache") o.scram_cache = val();
+    else if (a == "--senders") o.senders = std::stoi(val());
+    else if (a == "--room") o.room = val();
+    else if (a == "--muc-service") o.muc_service = val();
     else usage(("unknown option " + a).c_str());
   }
   if (o.mech != "SCRAM-SHA-1" && o.mech != "SCRAM-SHA-256") usage("--mech must be SCRAM-SHA-1 or SCRAM-SHA-256");
@@ -448,6 +458,7 @@ class Loop {
   std::function<void(Conn&)> on_ready;          // bound (+ presence sent) or registered
   std::function<void(Conn&, std::string_view)> on_message;
   std::function<void(Conn&)> on_gone;           // failed or closed (after stats)
+  std::function<void(Conn&, std::string_view)> on_other;  // presence / iq once ready
 
   void run_once(int timeout_ms) {
     epoll_event evs[512];
@@ -732,6 +743,7 @@ void Conn::handle_stanza(std::string_view st) {
       return;
     case Phase::ready:
       if (starts_with(st, "<message") && loop_.on_message) loop_.on_message(*this, st);
+      else if (loop_.on_other) loop_.on_other(*this, st);
       return;
     default:
       return;
@@ -1056,6 +1068,198 @@ int run_messages(Loop& loop, const Options& o) {
   return received == sent && sent == o.messages ? 0 : 1;
 }
 
+std::string_view attr(std::string_view st, std::string_view name) {
+  std::size_t gt = st.find('>');
+  std::string_view head = st.substr(0, gt);
+  for (char q : {'\'', '"'}) {
+    std::string key = fmt::format(" {}={}", name, q);
+    std::size_t p = head.find(key);
+    if (p == std::string_view::npos) continue;
+    p += key.size();
+    std::size_t e = head.find(q, p);
+    if (e == std::string_view::npos) return {};
+    return head.substr(p, e - p);
+  }
+  return {};
+}
+
+// muc: C occupants in one room, S senders, K messages; every occupant gets every message.
+int run_muc(Loop& loop, const Options& o) {
+  const std::string service = o.muc_service.empty() ? "conference." + o.domain : o.muc_service;
+  const std::string room = o.room + "@" + service;
+  Fleet f;
+  std::int64_t deadline = now_ns() + std::int64_t(o.max_seconds * 1e9);
+  long joined = 0, join_errors = 0, presences = 0;
+  bool configured = false, config_sent = false;
+  std::vector<char> is_joined;
+  auto join = [&](Conn& c) {
+    c.send(fmt::format("<presence to='{}/n{}'><x xmlns='http://jabber.org/protocol/muc'>"
+                       "<history maxstanzas='0'/></x></presence>", room, c.index()));
+  };
+  loop.on_ready = [&](Conn& c) {
+    --f.inflight;
+    ++f.ready;
+    c.send("<presence/>");
+    if (c.index() == 0) join(c);  // the first occupant creates (and configures) the room
+  };
+  loop.on_gone = [&](Conn& c) {
+    if (c.phase() != Phase::ready) --f.inflight;
+    ++f.gone;
+  };
+  loop.on_other = [&](Conn& c, std::string_view st) {
+    if (starts_with(st, "<presence")) {
+      ++presences;
+      std::string_view from = attr(st, "from");
+      if (from.size() > room.size() && from.substr(0, room.size()) == room &&
+          from.substr(room.size()) == fmt::format("/n{}", c.index())) {
+        if (attr(st, "type") == "error") {
+          ++join_errors;
+          loop.stats.error("join refused");
+          return;
+        }
+        if (std::size_t(c.index()) < is_joined.size() && !is_joined[std::size_t(c.index())]) {
+          is_joined[std::size_t(c.index())] = 1;
+          ++joined;
+        }
+        // A new room that waits for configuration (status 201): accept the defaults
+        // (an instant room), as clients do.
+        if (c.index() == 0 && !config_sent) {
+          config_sent = true;
+          // Raise the room's occupant cap (servers default to 200 or so): the same form
+          // submission everywhere, which also unlocks a room that waits for it (status 201).
+          c.send(fmt::format("<iq type='set' to='{}' id='cfg'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                             "<x xmlns='jabber:x:data' type='submit'>"
+                             "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+                             "<field var='muc#roomconfig_maxusers'><value>1000</value></field>"
+                             "</x></query></iq>", room));
+        }
+      }
+    } else if (starts_with(st, "<iq") && attr(st, "id") == "cfg") {
+      if (attr(st, "type") != "result") loop.stats.error("room configuration refused");
+      configured = true;
+    }
+  };
+  long received = 0, errors = 0;
+  std::int64_t last_recv = 0;
+  std::vector<double>& lat = loop.stats.latency_ms;
+  lat.reserve(std::size_t(o.messages) * std::size_t(o.clients));
+  loop.on_message = [&](Conn&, std::string_view st) {
+    if (attr(st, "type") == "error") {
+      ++errors;
+      return;
+    }
+    std::string_view body = child_text(st, "body");
+    std::size_t t = body.find("t=");
+    if (t == std::string_view::npos) return;
+    std::int64_t sent = std::atoll(std::string(body.substr(t + 2, 20)).c_str());
+    last_recv = now_ns();
+    lat.push_back((last_recv - sent) / 1e6);
+    ++received;
+  };
+  is_joined.assign(std::size_t(o.clients), 0);
+  double jcpu0 = proc_cpu_seconds(o.server_pid);
+  std::int64_t j0 = now_ns();
+  // The room's creator first, then everyone else.
+  connect_fleet(loop, o, f, 1, "r", deadline);
+  while (!configured && now_ns() < deadline && f.gone == 0) loop.run_once(20);
+  Options o2 = o;
+  auto join_rest = [&](Conn& c) {
+    --f.inflight;
+    ++f.ready;
+    c.send("<presence/>");
+    join(c);
+  };
+  loop.on_ready = join_rest;
+  connect_fleet(loop, o2, f, o.clients, "r", deadline);
+  while (joined + join_errors < f.ready && now_ns() < deadline) loop.run_once(20);
+  double join_s = (now_ns() - j0) / 1e9, join_cpu = proc_cpu_seconds(o.server_pid) - jcpu0;
+  long rss_joined = proc_rss_kib(o.server_pid);
+  if (joined < o.clients) {
+    fmt::print(stderr, "xmppload: only {} of {} occupants joined ({} connected)\n", joined, o.clients, f.ready);
+    Json j;
+    common_json(j, o, loop.stats);
+    j.integer("connected", f.ready);
+    j.integer("joined", joined);
+    fmt::print("{}\n", j.text());
+    return 1;
+  }
+  std::int64_t settle = now_ns() + 1'000'000'000;
+  while (now_ns() < settle) loop.run_once(20);
+
+  std::vector<Conn*> clients;
+  for (auto& c : f.conns)
+    if (!c->dead() && c->phase() == Phase::ready) clients.push_back(c.get());
+  const long C = long(clients.size());
+  const long S = std::max(1L, std::min<long>(o.senders, C));
+  std::string pad(std::size_t(std::max(0, o.body_bytes)), 'x');
+  auto message = [&](long seq) {
+    return fmt::format("<message to='{}' type='groupchat' id='g{}'><body>t={} seq={} {}</body></message>", room, seq,
+                       now_ns(), seq, pad);
+  };
+  const long expected = long(o.messages) * C;
+  double cpu0 = self_cpu_seconds(), scpu0 = proc_cpu_seconds(o.server_pid);
+  std::int64_t t0 = now_ns();
+  long sent = 0;
+  if (o.rate <= 0) {
+    long per = o.messages / S, extra = o.messages % S;
+    for (long i = 0; i < S; ++i) {
+      std::string batch;
+      long n = per + (i < extra ? 1 : 0);
+      for (long k = 0; k < n; ++k) batch += message(sent++);
+      clients[std::size_t(i)]->send(batch);
+    }
+  }
+  std::int64_t send_deadline = t0 + std::int64_t(o.max_seconds * 1e9);
+  std::int64_t last_progress = now_ns();
+  long last_received = 0;
+  while (received + errors < expected) {
+    std::int64_t now = now_ns();
+    if (o.rate > 0 && sent < o.messages) {
+      long due = std::min<long>(o.messages, long((now - t0) / 1e9 * o.rate) + 1);
+      for (; sent < due; ++sent) clients[std::size_t(sent % S)]->send(message(sent));
+    }
+    if (received != last_received) {
+      last_received = received;
+      last_progress = now;
+    }
+    // A slow server may take longer than this before its first delivery (Prosody took
+    // 20-30 s under the 500-occupant burst): 60 s without progress ends the run.
+    if (sent >= o.messages && now - last_progress > 60'000'000'000) break;
+    if (now > send_deadline) break;
+    loop.run_once(o.rate > 0 ? 1 : 20);
+  }
+  double wall = ((last_recv ? last_recv : now_ns()) - t0) / 1e9;
+  double cpu = self_cpu_seconds() - cpu0, scpu = proc_cpu_seconds(o.server_pid) - scpu0;
+  Json j;
+  common_json(j, o, loop.stats);
+  j.integer("clients", C);
+  j.integer("senders", S);
+  j.integer("sent", sent);
+  j.integer("expected", long(sent) * C);
+  j.integer("received", received);
+  j.integer("error_replies", errors);
+  j.integer("lost", long(sent) * C - received);
+  j.integer("disconnected", f.gone);
+  j.integer("presences_seen", presences);
+  j.num("join_s", join_s);
+  j.num("join_server_cpu_s", join_cpu);
+  j.integer("rss_kib_joined", rss_joined);
+  if (o.rate > 0) j.num("rate_target", o.rate);
+  j.num("wall_s", wall);
+  j.num("per_s", wall > 0 ? received / wall : 0);
+  j.num("sent_per_s", wall > 0 ? sent / wall : 0);
+  auto p = percentiles(lat);
+  j.num("p50_ms", p.p50);
+  j.num("p99_ms", p.p99);
+  j.num("max_ms", p.max);
+  j.num("client_cpu_s", cpu);
+  j.num("server_cpu_s", scpu);
+  if (received > 0) j.num("server_cpu_us_per_op", scpu / double(received) * 1e6);
+  if (sent > 0) j.num("server_cpu_us_per_sent", scpu / double(sent) * 1e6);
+  fmt::print("{}\n", j.text());
+  return received == long(sent) * C && sent == o.messages ? 0 : 1;
+}
+
 int run_idle(Loop& loop, const Options& o) {
   Fleet f;
   std::int64_t deadline = now_ns() + std::int64_t(o.max_seconds * 1e9);
@@ -1124,6 +1328,8 @@ int main(int argc, char** argv) {
     rc = run_logins(loop, o);
   } else if (o.workload == "messages") {
     rc = run_messages(loop, o);
+  } else if (o.workload == "muc") {
+    rc = run_muc(loop, o);
   } else if (o.workload == "idle") {
     if (!o.conns.empty() && rlim_t(o.conns.back()) + 64 > rl.rlim_cur)
       fmt::print(stderr, "xmppload: open-file limit {} is below {} connections\n", rl.rlim_cur, o.conns.back());
