@@ -1,4 +1,6 @@
-"""XEP-0363 HTTP file upload at upload.localhost (incident I12): slixmpp discovers the
+"""Incident I12 — file sharing with a per-user daily quota (200 MiB by default), a per-file
+limit (100 MiB) and expiry (14 days), every file with an owner — through XEP-0363 HTTP file
+upload at upload.localhost: slixmpp discovers the
 service and asks for slots; the PUT and GET go to hearth's own HTTPS listener. Limits
 (per file, per day), single-use and expiring slots, path tricks, expiry with the file
 removed from disk, and persistence across a restart."""
@@ -12,7 +14,7 @@ import urllib.parse
 
 from slixmpp.exceptions import IqError
 
-from harness import Hearth, wait_until
+from resilience import Hearth, wait_until
 from test_xmpp_client import Client, TIMEOUT
 
 UPLOAD = "urn:xmpp:http:upload:0"
