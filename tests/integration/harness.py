@@ -176,6 +176,23 @@ class Hearth:
             input=stdin, capture_output=True, text=True, timeout=timeout,
         )
 
+    def matrix_api(self, method, path, body=None, token=None):
+        """A Matrix client-server call (/_matrix/client/v3 + path) over plain HTTP; the
+        body is JSON unless already bytes or text. Returns (status, parsed JSON or None)."""
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        status, _, raw = self.request(method, "/_matrix/client/v3" + path, body=data, headers=headers)
+        return status, json.loads(raw) if raw else None
+
+    def add_users(self, *names):
+        """Creates name@<domain> for each name, with the password "<name> secret pw"."""
+        for name in names:
+            r = self.ctl("user", "add", f"{name}@{self.domain}", stdin=f"{name} secret pw\n")
+            assert r.returncode == 0, r.stderr
+        return self
+
 
 def raw_exchange(port, payload, source="127.0.0.1", timeout=10):
     """Sends raw bytes, returns everything read until the server closes (or the timeout)."""

@@ -39,12 +39,7 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         return f"http://127.0.0.1:{self.h.http_port}"
 
     def api(self, method, path, body=None, token=None):
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
-        status, _, raw = self.h.request(method, "/_matrix/client/v3" + path, body=data, headers=headers)
-        return status, json.loads(raw) if raw else None
+        return self.h.matrix_api(method, path, body, token)
 
     def invite(self):
         r = self.h.ctl("invite", "create")

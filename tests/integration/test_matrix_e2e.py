@@ -66,12 +66,7 @@ class MatrixE2E(unittest.IsolatedAsyncioTestCase):
         return f"http://127.0.0.1:{self.h.http_port}"
 
     def api(self, method, path, body=None, token=None):
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
-        status, _, raw = self.h.request(method, "/_matrix/client/v3" + path, body=data, headers=headers)
-        return status, json.loads(raw) if raw else None
+        return self.h.matrix_api(method, path, body, token)
 
     def user(self, name, password="secret password"):
         r = self.h.ctl("user", "add", f"{name}@localhost", stdin=password + "\n")

@@ -83,9 +83,7 @@ class XmppClients(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         cls.h = Hearth().start()
-        for name in ("alice", "bob", "carol"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("alice", "bob", "carol")
 
     @classmethod
     def tearDownClass(cls):

@@ -58,9 +58,7 @@ class XmppExtensions(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         cls.h = Hearth().start()
-        for name in ("ann", "ben", "pat", "lea", "bea", "mal", "tom", "zoe", "max"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("ann", "ben", "pat", "lea", "bea", "mal", "tom", "zoe", "max")
 
     @classmethod
     def tearDownClass(cls):

@@ -57,9 +57,7 @@ class XmppMuc(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         cls.h = Hearth().start()
-        for name in ("alice", "bob", "carol", "dave"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("alice", "bob", "carol", "dave")
 
     @classmethod
     def tearDownClass(cls):

@@ -67,9 +67,7 @@ class XmppPep(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         cls.h = Hearth().start()
-        for name in ("alice", "bob", "eve"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("alice", "bob", "eve")
 
     @classmethod
     def tearDownClass(cls):

@@ -59,9 +59,7 @@ class XmppProfanity(unittest.IsolatedAsyncioTestCase):
         for tool in ("profanity", "tmux"):
             assert shutil.which(tool), f"{tool} is missing: scripts/install-deps.sh installs it"
         cls.h = Hearth().start()
-        for name in ("alice", "bob"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("alice", "bob")
 
     @classmethod
     def tearDownClass(cls):

@@ -38,9 +38,7 @@ class XmppPush(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         cls.h = Hearth().start()
-        for name in ("phone", "friend", "pushd"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("phone", "friend", "pushd")
 
     @classmethod
     def tearDownClass(cls):

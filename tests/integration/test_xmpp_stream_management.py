@@ -33,9 +33,7 @@ class StreamManagement(unittest.IsolatedAsyncioTestCase):
         with open(cls.h.config_path, "w") as f:
             f.write(text.replace("[xmpp]\n", "[xmpp]\nresume_timeout_seconds = 3\n"))
         cls.h.start()
-        for name in ("mobile", "friend"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("mobile", "friend")
 
     @classmethod
     def tearDownClass(cls):

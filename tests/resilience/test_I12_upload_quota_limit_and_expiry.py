@@ -30,9 +30,7 @@ class XmppUpload(unittest.IsolatedAsyncioTestCase):
         with open(cls.h.config_path, "w") as f:
             f.write(text.replace("[xmpp]\n", "[xmpp]\narchive_purge_interval_seconds = 1\n"))
         cls.h.start()
-        for name in ("alice", "bob"):
-            r = cls.h.ctl("user", "add", f"{name}@localhost", stdin=f"{name} secret pw\n")
-            assert r.returncode == 0, r.stderr
+        cls.h.add_users("alice", "bob")
 
     @classmethod
     def tearDownClass(cls):

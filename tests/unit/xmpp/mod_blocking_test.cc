@@ -54,16 +54,8 @@ struct BlockingTest : StoreFixture {
 
   // `to`: empty for the account itself, else the server's domain.
   FakeReply run(const SessionIdentity& me, std::string type, std::string_view payload_xml, std::string to = {}) {
-    Element iq("iq", std::string(kClientNs));
-    iq.set_attr("type", type);
-    iq.set_attr("id", "b1");
-    const Element& payload = iq.add_child(parse(payload_xml));
-    FakeReply reply;
-    const IqEntry* entry = table->find(payload.ns(), payload.name(), to.empty() ? IqTarget::account : IqTarget::server);
-    EXPECT_NE(entry, nullptr) << payload_xml;
-    if (entry) entry->handler(me, to.empty() ? me.bare : to, iq, payload, reply);
-    EXPECT_EQ(reply.calls, 1);
-    return reply;
+    return run_iq(*table, me, std::move(type), parse(payload_xml), to.empty() ? me.bare : to,
+                  to.empty() ? IqTarget::account : IqTarget::server);
   }
   std::vector<std::string> listed(const SessionIdentity& me) {
     auto r = run(me, "get", "<blocklist xmlns='urn:xmpp:blocking'/>");

@@ -25,13 +25,9 @@ struct ExtDiscoTest : ::testing::Test {
   SessionIdentity me = testing::session("alice");
 
   FakeReply ask(const std::string& xml) {
-    FakeReply reply;
     auto iq = parse(xml);
-    const Element& payload = *iq.children().begin();
-    const IqEntry* entry = table.find(payload.ns(), payload.name(), IqTarget::server);
-    EXPECT_NE(entry, nullptr);
-    if (entry) entry->handler(me, "localhost", iq, payload, reply);
-    return reply;
+    return testing::run_iq(table, me, std::string(iq.attr("type")), *iq.children().begin(), "localhost",
+                           IqTarget::server);
   }
 };
 

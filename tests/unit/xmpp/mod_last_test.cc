@@ -40,16 +40,7 @@ struct LastTest : StoreFixture {
   }
 
   FakeReply run(std::string type, const std::string& to, IqTarget target) {
-    Element iq("iq", std::string(kClientNs));
-    iq.set_attr("type", type);
-    iq.set_attr("id", "l1");
-    const Element& payload = iq.add_child(Element("query", std::string(kLastNs)));
-    FakeReply reply;
-    const IqEntry* entry = table.find(payload.ns(), payload.name(), target);
-    EXPECT_NE(entry, nullptr);
-    if (entry) entry->handler(alice, to, iq, payload, reply);
-    EXPECT_EQ(reply.calls, 1);
-    return reply;
+    return run_iq(table, alice, std::move(type), Element("query", std::string(kLastNs)), to, target);
   }
 };
 

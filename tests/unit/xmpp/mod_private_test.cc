@@ -38,17 +38,9 @@ struct PrivateTest : StoreFixture {
   // `children` go inside <query xmlns='jabber:iq:private'>; `to`: empty for the account
   // itself, else the server's domain.
   FakeReply run(const SessionIdentity& me, std::string type, std::string_view children, std::string to = {}) {
-    Element iq("iq", std::string(kClientNs));
-    iq.set_attr("type", type);
-    iq.set_attr("id", "p1");
-    const Element& payload =
-        iq.add_child(parse("<query xmlns='jabber:iq:private'>" + std::string(children) + "</query>"));
-    FakeReply reply;
-    const IqEntry* entry = table->find(payload.ns(), payload.name(), to.empty() ? IqTarget::account : IqTarget::server);
-    EXPECT_NE(entry, nullptr);
-    if (entry) entry->handler(me, to.empty() ? me.bare : to, iq, payload, reply);
-    EXPECT_EQ(reply.calls, 1);
-    return reply;
+    return run_iq(*table, me, std::move(type),
+                  parse("<query xmlns='jabber:iq:private'>" + std::string(children) + "</query>"),
+                  to.empty() ? me.bare : to, to.empty() ? IqTarget::account : IqTarget::server);
   }
   // The single element of a get's result.
   Element get(const SessionIdentity& me, std::string_view request) {

@@ -77,6 +77,22 @@ inline Element parse(std::string_view xml) {
   return e ? std::move(*e) : Element("invalid");
 }
 
+// Runs the entry `target` selects for an <iq type=type/> carrying `payload`, addressed to
+// `to`, as routing would; the test fails unless an entry answers exactly once.
+inline FakeReply run_iq(const IqTable& table, const SessionIdentity& me, std::string type, Element payload,
+                        const std::string& to, IqTarget target) {
+  Element iq("iq", std::string(kClientNs));
+  iq.set_attr("type", std::move(type));
+  iq.set_attr("id", "t1");
+  const Element& p = iq.add_child(std::move(payload));
+  FakeReply reply;
+  const IqEntry* entry = table.find(p.ns(), p.name(), target);
+  EXPECT_NE(entry, nullptr) << p.serialize();
+  if (entry) entry->handler(me, to, iq, p, reply);
+  EXPECT_EQ(reply.calls, 1);
+  return reply;
+}
+
 inline SessionIdentity session(std::string local, std::string resource = "phone") {
   SessionIdentity me;
   me.localpart = local;
