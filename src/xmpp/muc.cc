@@ -231,8 +231,6 @@ Result<void> MucService::save_room(Room& room) {
       .map([](bool) {});
 }
 
-Result<void> MucService::save_affiliation(Room& room, const std::string&) { return save_room(room); }
-
 // ---- routing ----------------------------------------------------------------------------
 
 void MucService::handle(const SessionIdentity& from, Element st) {

@@ -101,7 +101,6 @@ class MucService final : public LocalService {
   void send_history(Room& room, const std::string& to_full, int max);
   void send_subject(Room& room, const std::string& to_full);
   Result<void> save_room(Room& room);
-  Result<void> save_affiliation(Room& room, const std::string& jid);
   void error_back(const Element& st, std::string_view type, std::string_view condition, std::string_view text = {});
 
   MucOptions options_;
