@@ -426,7 +426,7 @@ const std::vector<Route>& routes() {
       {"GET", "rooms/{}/joined_members", true, plain(&I::joined_members)},
       {"GET", "rooms/{}/event/{}", true, plain(&I::get_event)},
       {"GET", "joined_rooms", true, plain(&I::joined_rooms)},
-      {"GET", "directory/room/{}", true, plain(&I::alias_get)},
+      {"GET", "directory/room/{}", false, plain(&I::alias_get)},
       {"PUT", "directory/room/{}", true, plain(&I::alias_put)},
       {"DELETE", "directory/room/{}", true, plain(&I::alias_delete)},
       {"GET", "rooms/{}/aliases", true, plain(&I::room_aliases)},
