@@ -105,7 +105,9 @@ ApiResult<std::string> MatrixService::Impl::login(Ctx& ctx) {
 namespace {
 std::string uia_reply(std::string_view flows_json, const std::string& session, std::string_view errcode = {},
                       std::string_view error = {}) {
-  std::string out = fmt::format("{{\"flows\":{},\"params\":{{}},\"session\":{}", flows_json, json_quote(session));
+  // Single-stage flows: no stage is ever completed when this is answered.
+  std::string out = fmt::format("{{\"flows\":{},\"params\":{{}},\"session\":{},\"completed\":[]", flows_json,
+                                json_quote(session));
   if (!errcode.empty()) out += fmt::format(",\"errcode\":{},\"error\":{}", json_quote(errcode), json_quote(error));
   return out + "}";
 }

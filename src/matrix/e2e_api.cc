@@ -271,7 +271,7 @@ ApiResult<void> MatrixService::Impl::require_password(Ctx& ctx, const JsonValue&
   std::string session(auth ? auth->string_at("session") : std::string_view());
   if (session.empty() || session.size() > 64) session = random_token(18);
   auto unauthorized = [&](std::string_view errcode, std::string_view error) -> ApiResult<void> {
-    std::string out = fmt::format(R"({{"flows":{},"params":{{}},"session":{})", kFlows, json_quote(session));
+    std::string out = fmt::format(R"({{"flows":{},"params":{{}},"session":{},"completed":[])", kFlows, json_quote(session));
     if (!errcode.empty()) out += fmt::format(R"(,"errcode":{},"error":{})", json_quote(errcode), json_quote(error));
     ctx.respond(json_response(401, out + "}"));
     return api_error(0, "", "");
