@@ -126,9 +126,6 @@ ApiResult<std::string> MatrixService::Impl::do_register(Ctx& ctx) {
   if (localpart.empty()) localpart = "u" + random_hex(6);
   if (!valid_localpart(localpart))
     return api_error(400, "M_INVALID_USERNAME", "User names may contain only a-z, 0-9 and . _ = - / +");
-  const JsonValue* password = body->get("password");
-  if (!password || !password->is_string() || password->as_string().empty())
-    return api_error(400, "M_MISSING_PARAM", "A password is required");
   if (auto existing = accounts.get_user(options.server_name, localpart); existing)
     return api_error(400, "M_USER_IN_USE", "That user name is taken");
 
@@ -136,6 +133,10 @@ ApiResult<std::string> MatrixService::Impl::do_register(Ctx& ctx) {
                                ? R"([{"stages":["m.login.dummy"]},{"stages":["m.login.registration_token"]}])"
                                : R"([{"stages":["m.login.registration_token"]}])";
   const JsonValue* auth = body->get("auth");
+  // A request without auth asks for the flows (clients send {} first): answer the 401
+  // before requiring the password.
+  const JsonValue* password = body->get("password");
+  bool has_password = password && password->is_string() && !password->as_string().empty();
   // Our flows have one stage each, so a session carries no server-side state: the
   // client's session id is echoed (or a new one made) and nothing is stored, which also
   // leaves nothing for a flood of unauthenticated requests to fill.
@@ -147,6 +148,7 @@ ApiResult<std::string> MatrixService::Impl::do_register(Ctx& ctx) {
     return api_error(0, "", "");  // already answered
   };
   if (!auth || !auth->is_object() || auth->string_at("type").empty()) return unauthorized({}, {});
+  if (!has_password) return api_error(400, "M_MISSING_PARAM", "A password is required");
   std::string_view type = auth->string_at("type");
   std::optional<std::string> token;
   if (type == "m.login.registration_token") {
