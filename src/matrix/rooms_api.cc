@@ -282,11 +282,16 @@ ApiResult<std::string> MatrixService::Impl::membership_change(Ctx& ctx, const st
       return api_error(404, "M_NOT_FOUND", "Unknown user");
   }
   bool unban = membership == "unban";
-  if (unban) {
+  bool kick = membership == "leave" && target_in_body;
+  if (unban || kick) {
+    // The auth rules let a moderator turn a ban into "leave": only /unban may do that; a
+    // kick applies to members, invitees and knockers only.
     membership = "leave";
     auto m = store.read_sync([&](store::Transaction& tx) { return rooms.membership(tx, room_id, target); });
     if (!m) return tl::unexpected(to_api_error(m.error()));
-    if (!*m || **m != "ban") return api_error(403, "M_FORBIDDEN", "The user is not banned");
+    if (unban && (!*m || **m != "ban")) return api_error(403, "M_FORBIDDEN", "The user is not banned");
+    if (kick && (!*m || (**m != "join" && **m != "invite" && **m != "knock")))
+      return api_error(403, "M_FORBIDDEN", "The user is not in the room");
   }
   JsonValue content = content_with({{"membership", JsonValue::string(membership)}});
   if (std::string_view reason = body->string_at("reason"); !reason.empty())

@@ -300,6 +300,14 @@ class MatrixOpenApi(unittest.TestCase):
         self.v3("GET", "/room_keys/version/999", token=ida, expect=404)
         self.v3("GET", "/profile/@nobody:localhost", expect=404)
         self.v3("GET", "/register/available?username=ida", expect=400)
+        flows = self.v3("POST", "/register", {}, expect=401)  # how clients ask for the flows
+        self.assertEqual(flows["completed"], [])
+        room = self.v3("POST", "/createRoom", {}, token=ida)["room_id"]
+        self.h.add_users("jon")
+        jon, _ = self.login("jon")
+        self.v3("POST", f"/rooms/{room}/join", {}, token=jon, expect=403)  # not invited
+        self.v3("POST", f"/rooms/{room}/ban", {"user_id": "@jon:localhost"}, token=ida)
+        self.v3("POST", f"/rooms/{room}/kick", {"user_id": "@jon:localhost"}, token=ida, expect=403)  # not an unban
         self.v1("GET", "/register/m.login.registration_token/validity?token=nope")
         self.v3("POST", "/createRoom", {"room_version": "1"}, token=ida, expect=400)
         self.v3("PUT", "/directory/room/%23taken:localhost",
