@@ -219,6 +219,14 @@ ApiResult<AppendedEvent> MatrixService::Impl::append_one(const std::string& room
     }
     auto room = rooms.load_room(tx, room_id);
     if (!room) return tl::unexpected(room.error());
+    if (ev.state_key && (ev.type != "m.room.member" || ev.content.string_at("membership") == "join")) {
+      // Setting state to what it already is (same sender, same content), joining twice:
+      // the current event is the answer, no new event. (Leaving twice stays an error.)
+      auto current = rooms.state_event(tx, room_id, ev.type, *ev.state_key);
+      if (!current) return tl::unexpected(current.error());
+      if (*current && (*current)->sender == ev.sender && canonical_json(content_of(**current)) == canonical_json(ev.content))
+        return AppendedEvent{(*current)->event_id, 0};
+    }
     return rooms.append(tx, *room, std::move(ev), clock.now_ms());
   });
   if (!r) return tl::unexpected(store_error(r.error()));
