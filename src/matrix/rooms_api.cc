@@ -393,6 +393,8 @@ ApiResult<std::string> MatrixService::Impl::get_state_event(Ctx& ctx) {
   });
   if (!r) return tl::unexpected(store_error(r.error()));
   if (!*r) return api_error(404, "M_NOT_FOUND", "No such state event");
+  // `format=event` (spec 1.16): the whole client-format event instead of its content.
+  if (ctx.query_param("format") == "event") return render_event(**r, ctx.user_id, ctx.device_id, clock.now_ms());
   return canonical_json(content_of(**r));
 }
 
