@@ -358,12 +358,49 @@ ApiResult<std::string> MatrixService::Impl::redact(Ctx& ctx) {
   return event_id_reply(r->event_id);
 }
 
+ApiResult<void> MatrixService::Impl::check_canonical_alias(const std::string& room_id, const JsonValue& content) {
+  // Spec (PUT /state, m.room.canonical_alias): aliases the event adds must be valid and
+  // point to this room, else 400 M_BAD_ALIAS; aliases already in the current event are not
+  // checked again. Other servers' aliases cannot be resolved without federation: refused.
+  auto aliases_of = [](const JsonValue& c) {
+    std::vector<std::string> out;
+    if (const JsonValue* a = c.get("alias"); a && a->is_string()) out.push_back(a->as_string());
+    if (const JsonValue* alt = c.get("alt_aliases"); alt && alt->is_array())
+      for (const auto& v : alt->items()) out.push_back(v.is_string() ? v.as_string() : std::string());
+    return out;
+  };
+  if (const JsonValue* alt = content.get("alt_aliases"); alt && !alt->is_array())
+    return api_error(400, "M_INVALID_PARAM", "alt_aliases must be a list");
+  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+    auto current = rooms.state_event(tx, room_id, "m.room.canonical_alias", "");
+    if (!current) return tl::unexpected(current.error());
+    std::vector<std::string> known;
+    if (*current) known = aliases_of(content_of(**current));
+    for (const auto& alias : aliases_of(content)) {
+      if (std::find(known.begin(), known.end(), alias) != known.end()) continue;
+      if (alias.size() < 3 || alias[0] != '#' || alias.find(':') == std::string::npos)
+        return std::string("Invalid alias: ") + alias;
+      if (server_of(alias) != options.server_name) return std::string("Cannot check another server's alias: ") + alias;
+      auto row = tx.query_one("SELECT room_id FROM matrix_aliases WHERE alias = ?", {alias});
+      if (!row) return tl::unexpected(row.error());
+      if (!*row || (*row)->text(0) != room_id) return std::string("The alias does not point to this room: ") + alias;
+    }
+    return std::string();
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  if (!r->empty()) return api_error(400, "M_BAD_ALIAS", *r);
+  return {};
+}
+
 ApiResult<std::string> MatrixService::Impl::put_state(Ctx& ctx) {
   auto body = ctx.body(options.max_event_bytes);
   if (!body) return tl::unexpected(body.error());
   std::string key = ctx.params.size() > 2 ? ctx.params[2] : "";
   if (ctx.params[1] == "m.room.member")
     return api_error(403, "M_FORBIDDEN", "Use the membership endpoints (join, invite, leave, kick, ban)");
+  if (ctx.params[1] == "m.room.canonical_alias" && key.empty()) {
+    if (auto checked = check_canonical_alias(ctx.params[0], *body); !checked) return tl::unexpected(checked.error());
+  }
   auto r = append_one(ctx.params[0], NewEvent{ctx.params[1], key, ctx.user_id, std::move(*body), {}, {}, {}});
   if (!r) return tl::unexpected(r.error());
   return event_id_reply(r->event_id);

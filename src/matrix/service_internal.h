@@ -196,6 +196,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Rooms (rooms_api.cc).
   ApiResult<std::string> create_room(Ctx&);
   ApiResult<std::string> join(Ctx&, const std::string& room_or_alias);
+  ApiResult<void> check_canonical_alias(const std::string& room_id, const JsonValue& content);
   ApiResult<std::string> membership_change(Ctx&, const std::string& room_id, std::string membership, bool target_in_body);
   ApiResult<std::string> send_event(Ctx&);
   ApiResult<std::string> put_state(Ctx&);

@@ -359,6 +359,13 @@ class MatrixOpenApi(unittest.TestCase):
         self.v3("GET", f"/directory/room/{alias}")
         self.v3("PUT", "/directory/room/%23spec2:localhost", {"room_id": room}, token=ann)
         self.v3("GET", f"/rooms/{room}/aliases", token=ann)
+        # A canonical alias must exist and point to the room (400 M_BAD_ALIAS otherwise).
+        self.v3("PUT", f"/rooms/{room}/state/m.room.canonical_alias/",
+                {"alias": "#spec:localhost", "alt_aliases": ["#spec2:localhost"]}, token=ann)
+        for bad in ({"alias": "#nowhere:localhost"}, {"alias": "%spec:localhost"},
+                    {"alias": "#spec:localhost", "alt_aliases": ["#nowhere:localhost"]}):
+            self.assertEqual(self.v3("PUT", f"/rooms/{room}/state/m.room.canonical_alias/", bad, token=ann,
+                                     expect=400)["errcode"], "M_BAD_ALIAS")
         self.v3("DELETE", "/directory/room/%23spec2:localhost", token=ann)
         self.v3("GET", f"/directory/list/room/{room}")
         self.v3("PUT", f"/directory/list/room/{room}", {"visibility": "public"}, token=ann)
