@@ -1,5 +1,8 @@
 // Profiles (display name, avatar), account data (global and per room) and the device list.
 #include <fmt/format.h>
+#include <simdjson.h>
+
+#include <map>
 
 #include "core/json.h"
 #include "matrix/auth_rules.h"
@@ -30,7 +33,99 @@ bool is_local_user_id(std::string_view id, std::string_view server) {
   return id.size() > 3 && id[0] == '@' && server_of(id) == server;
 }
 
+// Stores account data (global when room is "") at the next account-data position.
+Result<void> upsert_account_data(store::Transaction& tx, const std::string& user_id, const std::string& room,
+                                 std::string_view type, const std::string& content) {
+  auto pos = tx.exec(
+      "INSERT INTO matrix_positions(name, value) VALUES ('account_data', 1) "
+      "ON CONFLICT(name) DO UPDATE SET value = value + 1");
+  if (!pos) return tl::unexpected(pos.error());
+  auto up = tx.exec(
+      "INSERT INTO matrix_account_data(user_id, room_id, type, content, position) "
+      "VALUES (?, ?, ?, ?, (SELECT value FROM matrix_positions WHERE name = 'account_data')) "
+      "ON CONFLICT(user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position",
+      {user_id, room, std::string(type), content});
+  if (!up) return tl::unexpected(up.error());
+  return ok();
+}
+
+// Room tags live in the room's m.tag account data, {"tags": {name: content}}. A tag's
+// `order` is a number in [0, 1], usually a fraction, which the canonical-JSON parser
+// refuses: tag contents are kept as the client sent them (validated, minified).
+std::optional<std::map<std::string, std::string>> parse_tags(std::string_view json) {
+  std::map<std::string, std::string> out;
+  if (json.empty()) return out;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(simdjson::padded_string(json)).get(doc) != simdjson::SUCCESS) return std::nullopt;
+  simdjson::dom::object tags;
+  if (doc["tags"].get(tags) != simdjson::SUCCESS) return out;
+  for (auto field : tags) out[std::string(field.key)] = simdjson::minify(field.value);
+  return out;
+}
+
+std::string tags_json(const std::map<std::string, std::string>& tags) {
+  JsonWriter w;
+  w.begin_object().key("tags").begin_object();
+  for (const auto& [name, content] : tags) w.key(name).raw(content);
+  w.end_object().end_object();
+  return w.take();
+}
+
 }  // namespace
+
+ApiResult<std::string> MatrixService::Impl::tags_get(Ctx& ctx) {
+  if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot read other users' tags");
+  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+    auto row = tx.query_one("SELECT content FROM matrix_account_data WHERE user_id = ? AND room_id = ? AND type = 'm.tag'",
+                            {ctx.user_id, ctx.params[1]});
+    if (!row) return tl::unexpected(row.error());
+    return *row ? std::string((*row)->text(0)) : std::string();
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  auto tags = parse_tags(*r);
+  return tags_json(tags ? *tags : std::map<std::string, std::string>{});
+}
+
+ApiResult<std::string> MatrixService::Impl::tag_change(Ctx& ctx, bool remove) {
+  if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot change other users' tags");
+  const std::string room = ctx.params[1], tag = ctx.params[2];
+  if (tag.empty() || tag.size() > 255) return api_error(400, "M_INVALID_PARAM", "Invalid tag");
+  std::string content;
+  if (!remove) {
+    if (static_cast<std::int64_t>(ctx.http.body.size()) > options.max_event_bytes)
+      return api_error(413, "M_TOO_LARGE", "Request body too large");
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (parser.parse(simdjson::padded_string(ctx.http.body)).get(doc) != simdjson::SUCCESS)
+      return api_error(400, "M_NOT_JSON", "Content not JSON");
+    if (!doc.is_object()) return api_error(400, "M_BAD_JSON", "The body must be a JSON object");
+    if (auto order = doc["order"]; order.error() == simdjson::SUCCESS && !order.is_number())
+      return api_error(400, "M_BAD_JSON", "order must be a number");
+    content = simdjson::minify(doc);
+  }
+  auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto m = rooms.membership(tx, room, ctx.user_id);
+    if (!m) return tl::unexpected(m.error());
+    if (!*m) return fail(Errc::permission_denied, "You are not in this room");
+    auto row = tx.query_one("SELECT content FROM matrix_account_data WHERE user_id = ? AND room_id = ? AND type = 'm.tag'",
+                            {ctx.user_id, room});
+    if (!row) return tl::unexpected(row.error());
+    auto tags = parse_tags(*row ? (*row)->text(0) : std::string_view());
+    if (!tags) tags.emplace();
+    if (remove) {
+      if (!tags->erase(tag)) return false;
+    } else {
+      (*tags)[tag] = content;
+    }
+    auto up = upsert_account_data(tx, ctx.user_id, room, "m.tag", tags_json(*tags));
+    if (!up) return tl::unexpected(up.error());
+    return true;
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  if (*r) notify(0, {ctx.user_id});
+  return std::string("{}");
+}
 
 Result<JsonValue> MatrixService::Impl::member_content(store::Transaction& tx, const std::string& user_id,
                                                       std::string_view membership) {
@@ -144,15 +239,7 @@ ApiResult<std::string> MatrixService::Impl::account_data_put(Ctx& ctx) {
       if (!m) return tl::unexpected(m.error());
       if (!*m) return fail(Errc::permission_denied, "You are not in this room");
     }
-    auto pos = tx.exec(
-        "INSERT INTO matrix_positions(name, value) VALUES ('account_data', 1) "
-        "ON CONFLICT(name) DO UPDATE SET value = value + 1");
-    if (!pos) return tl::unexpected(pos.error());
-    auto up = tx.exec(
-        "INSERT INTO matrix_account_data(user_id, room_id, type, content, position) "
-        "VALUES (?, ?, ?, ?, (SELECT value FROM matrix_positions WHERE name = 'account_data')) "
-        "ON CONFLICT(user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position",
-        {ctx.user_id, room, type, content});
+    auto up = upsert_account_data(tx, ctx.user_id, room, type, content);
     if (!up) return tl::unexpected(up.error());
     return true;
   });

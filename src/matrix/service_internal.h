@@ -234,6 +234,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> profile_field_put(Ctx&);
   ApiResult<std::string> account_data_get(Ctx&);
   ApiResult<std::string> account_data_put(Ctx&);
+  ApiResult<std::string> tags_get(Ctx&);
+  ApiResult<std::string> tag_change(Ctx&, bool remove);
   ApiResult<std::string> devices(Ctx&);
   // Typing and receipts (ephemeral_api.cc).
   ApiResult<std::string> typing_put(Ctx&);

@@ -66,7 +66,7 @@ IMPLEMENTED = {
     "postRoomKeysVersion", "getRoomKeysVersionCurrent", "getRoomKeysVersion", "putRoomKeysVersion",
     "deleteRoomKeysVersion", "putRoomKeys", "getRoomKeys", "deleteRoomKeys", "putRoomKeysByRoomId",
     "getRoomKeysByRoomId", "deleteRoomKeysByRoomId", "putRoomKeyBySessionId", "getRoomKeyBySessionId",
-    "deleteRoomKeyBySessionId", "defineFilter", "getFilter", "getPushRules", "sync",
+    "deleteRoomKeyBySessionId", "getRoomTags", "setRoomTag", "deleteRoomTag", "defineFilter", "getFilter", "getPushRules", "sync",
     "uploadContent", "getContentAuthed", "getContentOverrideNameAuthed", "getConfigAuthed",
     "getContent", "getContentOverrideName", "getConfig",
 }
@@ -407,6 +407,11 @@ class MatrixOpenApi(unittest.TestCase):
         self.v3("PUT", f"/user/@ben:localhost/rooms/{room}/account_data/org.example.room", {"a": 1}, token=ben)
         self.v3("GET", f"/user/@ben:localhost/rooms/{room}/account_data/org.example.room", token=ben)
         self.v3("PUT", f"/rooms/{room}/redact/{event}/r1", {"reason": "spec"}, token=ann)
+        self.v3("PUT", f"/user/@ben:localhost/rooms/{room}/tags/m.favourite", {"order": 0.25}, token=ben)
+        self.v3("PUT", f"/user/@ben:localhost/rooms/{room}/tags/u.work", {}, token=ben)
+        self.v3("DELETE", f"/user/@ben:localhost/rooms/{room}/tags/u.work", token=ben)
+        self.assertEqual(self.v3("GET", f"/user/@ben:localhost/rooms/{room}/tags", token=ben),
+                         {"tags": {"m.favourite": {"order": 0.25}}})
 
         self.v3("POST", f"/rooms/{room}/invite", {"user_id": "@cy:localhost"}, token=ann, operation="inviteUser")
         self.v3("GET", "/sync?timeout=0", token=cy)  # an invite in rooms.invite
