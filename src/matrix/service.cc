@@ -511,7 +511,10 @@ void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond,
   path.remove_prefix(prefix.size());
   auto slash = path.find('/');
   std::string_view version = path.substr(0, slash);
-  if (slash == std::string_view::npos || (version != "r0" && version != "v3" && version != "v1")) {
+  // "unstable": the prefix older clients (and SyTest) still use for endpoints that were
+  // unstable once (cross-signing, key backup); served like the stable ones.
+  if (slash == std::string_view::npos ||
+      (version != "r0" && version != "v3" && version != "v1" && version != "unstable")) {
     respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));
     return;
   }
