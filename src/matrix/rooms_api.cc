@@ -396,8 +396,17 @@ ApiResult<std::string> MatrixService::Impl::put_state(Ctx& ctx) {
   auto body = ctx.body(options.max_event_bytes);
   if (!body) return tl::unexpected(body.error());
   std::string key = ctx.params.size() > 2 ? ctx.params[2] : "";
-  if (ctx.params[1] == "m.room.member")
-    return api_error(403, "M_FORBIDDEN", "Use the membership endpoints (join, invite, leave, kick, ban)");
+  if (ctx.params[1] == "m.room.member") {
+    // Only a joined member's own event, staying "join" (a per-room display name or
+    // avatar), may be set here; membership changes go through their endpoints.
+    bool own_profile = key == ctx.user_id && body->string_at("membership") == "join";
+    if (own_profile) {
+      auto m = store.read_sync([&](store::Transaction& tx) { return rooms.membership(tx, ctx.params[0], ctx.user_id); });
+      if (!m) return tl::unexpected(to_api_error(m.error()));
+      own_profile = *m && **m == "join";
+    }
+    if (!own_profile) return api_error(403, "M_FORBIDDEN", "Use the membership endpoints (join, invite, leave, kick, ban)");
+  }
   if (ctx.params[1] == "m.room.canonical_alias" && key.empty()) {
     if (auto checked = check_canonical_alias(ctx.params[0], *body); !checked) return tl::unexpected(checked.error());
   }
