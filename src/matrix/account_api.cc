@@ -124,6 +124,8 @@ ApiResult<std::string> MatrixService::Impl::do_register(Ctx& ctx) {
 
   std::string localpart(body->string_at("username"));
   if (localpart.empty()) localpart = "u" + random_hex(6);
+  // User ids are lower case: "Alice" registers @alice (as XMPP's nodeprep does too).
+  for (char& c : localpart) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
   if (!valid_localpart(localpart))
     return api_error(400, "M_INVALID_USERNAME", "User names may contain only a-z, 0-9 and . _ = - / +");
   if (auto existing = accounts.get_user(options.server_name, localpart); existing)

@@ -331,6 +331,11 @@ class MatrixOpenApi(unittest.TestCase):
 
     def test_registration_password_and_deactivation(self):
         self.v3("GET", "/register/available?username=pat")
+        # User names are lower-cased: "Quin" registers @quin.
+        reply = self.v3("POST", "/register", {"username": "Quin", "password": "quin secret pw", "inhibit_login": True,
+                                              "auth": {"type": "m.login.registration_token",
+                                                       "token": self.invite_token()}})
+        self.assertEqual(reply["user_id"], "@quin:localhost")
         invite = self.invite_token()
         self.v1("GET", "/register/m.login.registration_token/validity?token=" + invite)
         flows = self.v3("POST", "/register", {"username": "pat", "password": "pat secret pw"}, expect=401)
@@ -387,6 +392,15 @@ class MatrixOpenApi(unittest.TestCase):
         self.v3("PUT", f"/rooms/{room}/send/m.room.message/t2", {"msgtype": "m.text", "body": "again"}, token=ben)
         self.v3("GET", f"/rooms/{room}/event/{event}", token=ben)
         self.v3("PUT", f"/rooms/{room}/state/m.room.topic/", {"topic": "new topic"}, token=ann)
+        # Own member event, staying joined: a per-room display name. Anything else: 403.
+        self.v3("PUT", f"/rooms/{room}/state/m.room.member/@ben:localhost",
+                {"membership": "join", "displayname": "Ben here"}, token=ben)
+        self.assertEqual(self.v3("GET", f"/rooms/{room}/state/m.room.member/@ben:localhost", token=ben)["displayname"],
+                         "Ben here")
+        self.v3("PUT", f"/rooms/{room}/state/m.room.member/@ben:localhost", {"membership": "leave"}, token=ben,
+                expect=403)
+        self.v3("PUT", f"/rooms/{room}/state/m.room.member/@ann:localhost", {"membership": "join"}, token=ben,
+                expect=403)
         first = self.v3("PUT", f"/rooms/{room}/state/org.example.state/key", {"x": 1}, token=ann)["event_id"]
         again = self.v3("PUT", f"/rooms/{room}/state/org.example.state/key", {"x": 1}, token=ann)["event_id"]
         self.assertEqual(again, first)  # the same state again is no new event
