@@ -391,6 +391,7 @@ class MatrixOpenApi(unittest.TestCase):
                         {"msgtype": "m.text", "body": "hello"}, token=ann)["event_id"]
         self.v3("PUT", f"/rooms/{room}/send/m.room.message/t2", {"msgtype": "m.text", "body": "again"}, token=ben)
         self.v3("GET", f"/rooms/{room}/event/{event}", token=ben)
+        self.v3("GET", f"/rooms/{room}/event/{event}", token=cy, expect=404)  # not a member: not found
         self.v3("PUT", f"/rooms/{room}/state/m.room.topic/", {"topic": "new topic"}, token=ann)
         # Own member event, staying joined: a per-room display name. Anything else: 403.
         self.v3("PUT", f"/rooms/{room}/state/m.room.member/@ben:localhost",
