@@ -64,7 +64,7 @@ ApiResult<std::string> MatrixService::Impl::keys_upload(Ctx& ctx) {
     const JsonValue* algs = dk->get("algorithms");
     const JsonValue* keys = dk->get("keys");
     if (!algs || !algs->is_array() || !keys || !keys->is_object())
-      return api_error(400, "M_INVALID_PARAM", "device_keys needs algorithms and keys");
+      return api_error(400, "M_BAD_JSON", "device_keys needs algorithms and keys");  // required keys missing
     std::string key_id = "ed25519:" + ctx.device_id;
     const JsonValue* ed = keys->get(key_id);
     if (!ed || !ed->is_string() || !self_signed(*dk, ctx.user_id, key_id, ed->as_string()))
