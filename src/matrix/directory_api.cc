@@ -25,7 +25,7 @@ ApiError as_api(const Error& e) {
 
 ApiResult<std::string> MatrixService::Impl::alias_delete(Ctx& ctx) {
   const std::string& alias = ctx.params[0];
-  auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+  auto r = store.write_sync([&](store::Transaction& tx) -> Result<std::string> {
     auto row = tx.query_one("SELECT room_id, creator FROM matrix_aliases WHERE alias = ?", {alias});
     if (!row) return tl::unexpected(row.error());
     if (!*row) return fail(Errc::not_found, "Room alias not found");
@@ -43,9 +43,27 @@ ApiResult<std::string> MatrixService::Impl::alias_delete(Ctx& ctx) {
     }
     auto del = tx.exec("DELETE FROM matrix_aliases WHERE alias = ?", {alias});
     if (!del) return tl::unexpected(del.error());
-    return true;
+    return room_id;
   });
   if (!r) return tl::unexpected(as_api(r.error()));
+  // The room's canonical alias event stops naming the deleted alias (as the spec allows),
+  // sent by the deleting user; without the level for it the event stays as it is.
+  auto current = store.read_sync([&](store::Transaction& tx) { return rooms.state_event(tx, *r, "m.room.canonical_alias", ""); });
+  if (current && *current) {
+    JsonValue content = content_of(**current);
+    bool changed = false;
+    if (content.string_at("alias") == alias) changed = content.erase("alias");
+    if (JsonValue* alt = content.get("alt_aliases"); alt && alt->is_array()) {
+      auto& items = alt->items();
+      auto before = items.size();
+      std::erase_if(items, [&](const JsonValue& v) { return v.is_string() && v.as_string() == alias; });
+      changed = changed || items.size() != before;
+    }
+    if (changed) {
+      auto sent = append_one(*r, NewEvent{"m.room.canonical_alias", std::string(), ctx.user_id, std::move(content), {}, {}, {}});
+      if (!sent) log.info("matrix.canonical_alias_kept", {{"room", *r}, {"alias", alias}});
+    }
+  }
   return std::string("{}");
 }
 

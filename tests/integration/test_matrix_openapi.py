@@ -372,6 +372,9 @@ class MatrixOpenApi(unittest.TestCase):
             self.assertEqual(self.v3("PUT", f"/rooms/{room}/state/m.room.canonical_alias/", bad, token=ann,
                                      expect=400)["errcode"], "M_BAD_ALIAS")
         self.v3("DELETE", "/directory/room/%23spec2:localhost", token=ann)
+        # A deleted alias leaves the canonical alias event.
+        self.assertEqual(self.v3("GET", f"/rooms/{room}/state/m.room.canonical_alias/", token=ann),
+                         {"alias": "#spec:localhost", "alt_aliases": []})
         self.v3("GET", f"/directory/list/room/{room}")
         self.v3("PUT", f"/directory/list/room/{room}", {"visibility": "public"}, token=ann)
         self.v3("GET", "/publicRooms?limit=5")
