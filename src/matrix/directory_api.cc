@@ -69,7 +69,7 @@ ApiResult<std::string> MatrixService::Impl::alias_delete(Ctx& ctx) {
 
 ApiResult<std::string> MatrixService::Impl::room_aliases(Ctx& ctx) {
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true);
+    auto m = require_member(tx, ctx.params[0], ctx.user_id, true, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     JsonWriter w;
     w.begin_object().key("aliases").begin_array();
@@ -89,7 +89,7 @@ ApiResult<std::string> MatrixService::Impl::context(Ctx& ctx) {
   std::int64_t now = clock.now_ms();
   const std::string room_id = ctx.params[0];
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
-    auto m = require_member(tx, room_id, ctx.user_id, false);
+    auto m = require_member(tx, room_id, ctx.user_id, false, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto e = rooms.event(tx, ctx.params[1]);
     if (!e) return tl::unexpected(e.error());

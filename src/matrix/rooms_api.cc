@@ -72,11 +72,18 @@ JsonValue content_with(std::initializer_list<std::pair<const char*, JsonValue>> 
 }  // namespace
 
 ApiResult<std::string> MatrixService::Impl::require_member(store::Transaction& tx, const std::string& room_id,
-                                                           const std::string& user, bool must_be_joined) {
+                                                           const std::string& user, bool must_be_joined,
+                                                           bool world_readable_ok) {
   auto m = rooms.membership(tx, room_id, user);
   if (!m) return tl::unexpected(to_api_error(m.error()));
-  if (!*m || (must_be_joined && **m != "join") || (!must_be_joined && **m != "join" && **m != "leave" && **m != "ban"))
+  if (!*m || (must_be_joined && **m != "join") || (!must_be_joined && **m != "join" && **m != "leave" && **m != "ban")) {
+    if (world_readable_ok) {
+      auto hv = rooms.state_event(tx, room_id, "m.room.history_visibility", "");
+      if (!hv) return tl::unexpected(to_api_error(hv.error()));
+      if (*hv && content_of(**hv).string_at("history_visibility") == "world_readable") return std::string();
+    }
     return api_error(403, "M_FORBIDDEN", "You are not in this room");
+  }
   return **m;
 }
 
@@ -418,7 +425,7 @@ ApiResult<std::string> MatrixService::Impl::put_state(Ctx& ctx) {
 ApiResult<std::string> MatrixService::Impl::get_state(Ctx& ctx) {
   std::int64_t now = clock.now_ms();
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true);
+    auto m = require_member(tx, ctx.params[0], ctx.user_id, true, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto events = rooms.current_state(tx, ctx.params[0]);
     if (!events) return tl::unexpected(events.error());
@@ -433,7 +440,7 @@ ApiResult<std::string> MatrixService::Impl::get_state(Ctx& ctx) {
 ApiResult<std::string> MatrixService::Impl::get_state_event(Ctx& ctx) {
   std::string key = ctx.params.size() > 2 ? ctx.params[2] : "";
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<StoredEvent>> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true);
+    auto m = require_member(tx, ctx.params[0], ctx.user_id, true, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     return rooms.state_event(tx, ctx.params[0], ctx.params[1], key);
   });
@@ -463,7 +470,7 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
   std::int64_t now = clock.now_ms();
   const std::string room_id = ctx.params[0];
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, room_id, ctx.user_id, false);
+    auto m = require_member(tx, room_id, ctx.user_id, false, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto max = rooms.max_stream(tx);
     if (!max) return tl::unexpected(max.error());
@@ -498,7 +505,7 @@ ApiResult<std::string> MatrixService::Impl::members(Ctx& ctx) {
   std::int64_t now = clock.now_ms();
   std::string want = ctx.query_param("membership"), not_want = ctx.query_param("not_membership");
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, false);
+    auto m = require_member(tx, ctx.params[0], ctx.user_id, false, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto events = rooms.members(tx, ctx.params[0]);
     if (!events) return tl::unexpected(events.error());
@@ -520,7 +527,7 @@ ApiResult<std::string> MatrixService::Impl::members(Ctx& ctx) {
 
 ApiResult<std::string> MatrixService::Impl::joined_members(Ctx& ctx) {
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true);
+    auto m = require_member(tx, ctx.params[0], ctx.user_id, true, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto events = rooms.members(tx, ctx.params[0]);
     if (!events) return tl::unexpected(events.error());

@@ -219,9 +219,11 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> public_rooms(Ctx&);
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);
-  // Checks that the user is (or was) in the room; returns the membership.
+  // Checks that the user is (or was) in the room; returns the membership. With
+  // world_readable_ok, anyone may read a room whose history is world_readable (spec:
+  // history visibility); such a reader's membership is returned as "".
   ApiResult<std::string> require_member(store::Transaction& tx, const std::string& room_id, const std::string& user,
-                                        bool must_be_joined);
+                                        bool must_be_joined, bool world_readable_ok = false);
 
   // Sync (sync_api.cc). Returns nullopt when the request was parked.
   std::optional<ApiResult<std::string>> sync(Ctx&);

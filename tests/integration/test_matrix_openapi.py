@@ -440,6 +440,18 @@ class MatrixOpenApi(unittest.TestCase):
         self.v3("POST", f"/rooms/{room}/unban", {"user_id": "@cy:localhost"}, token=ann)
         self.v3("POST", f"/rooms/{room}/forget", {}, token=cy)
 
+        # A world_readable room can be read by anyone, member or not.
+        self.v3("PUT", f"/rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "world_readable"},
+                token=ann)
+        self.v3("PUT", f"/rooms/{room}/send/m.room.message/t3", {"msgtype": "m.text", "body": "for all"}, token=ann)
+        self.h.add_users("dot")
+        dot, _ = self.login("dot")
+        self.v3("GET", f"/rooms/{room}/state", token=dot)
+        self.v3("GET", f"/rooms/{room}/state/m.room.topic/", token=dot)
+        self.v3("GET", f"/rooms/{room}/members", token=dot)
+        self.v3("GET", f"/rooms/{room}/aliases", token=dot)
+        readable = self.v3("GET", f"/rooms/{room}/messages?dir=b&limit=5", token=dot)
+        self.assertIn("for all", [e["content"].get("body") for e in readable["chunk"]])
         self.v3("GET", "/sync?timeout=0", token=ben)
         self.v3("GET", f"/sync?timeout=0&since={sync0['next_batch']}", token=ben)
         self.v3("GET", f"/sync?timeout=0&full_state=true&since={sync0['next_batch']}", token=ben)
