@@ -367,7 +367,7 @@ ApiResult<std::string> MatrixService::Impl::redact(Ctx& ctx) {
 
 ApiResult<void> MatrixService::Impl::check_canonical_alias(const std::string& room_id, const JsonValue& content) {
   // Spec (PUT /state, m.room.canonical_alias): aliases the event adds must be valid and
-  // point to this room, else 400 M_BAD_ALIAS; aliases already in the current event are not
+  // point to this room, else 400 M_INVALID_PARAM (syntax) or M_BAD_ALIAS; aliases already in the current event are not
   // checked again. Other servers' aliases cannot be resolved without federation: refused.
   auto aliases_of = [](const JsonValue& c) {
     std::vector<std::string> out;
@@ -378,7 +378,8 @@ ApiResult<void> MatrixService::Impl::check_canonical_alias(const std::string& ro
   };
   if (const JsonValue* alt = content.get("alt_aliases"); alt && !alt->is_array())
     return api_error(400, "M_INVALID_PARAM", "alt_aliases must be a list");
-  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+  using Problem = std::pair<std::string, std::string>;  // errcode, message; empty: fine
+  auto r = store.read_sync([&](store::Transaction& tx) -> Result<Problem> {
     auto current = rooms.state_event(tx, room_id, "m.room.canonical_alias", "");
     if (!current) return tl::unexpected(current.error());
     std::vector<std::string> known;
@@ -386,16 +387,16 @@ ApiResult<void> MatrixService::Impl::check_canonical_alias(const std::string& ro
     for (const auto& alias : aliases_of(content)) {
       if (std::find(known.begin(), known.end(), alias) != known.end()) continue;
       if (alias.size() < 3 || alias[0] != '#' || alias.find(':') == std::string::npos)
-        return std::string("Invalid alias: ") + alias;
-      if (server_of(alias) != options.server_name) return std::string("Cannot check another server's alias: ") + alias;
+        return Problem{"M_INVALID_PARAM", "Invalid alias: " + alias};
+      if (server_of(alias) != options.server_name) return Problem{"M_BAD_ALIAS", "Cannot check another server's alias: " + alias};
       auto row = tx.query_one("SELECT room_id FROM matrix_aliases WHERE alias = ?", {alias});
       if (!row) return tl::unexpected(row.error());
-      if (!*row || (*row)->text(0) != room_id) return std::string("The alias does not point to this room: ") + alias;
+      if (!*row || (*row)->text(0) != room_id) return Problem{"M_BAD_ALIAS", "The alias does not point to this room: " + alias};
     }
-    return std::string();
+    return Problem{};
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));
-  if (!r->empty()) return api_error(400, "M_BAD_ALIAS", *r);
+  if (!r->first.empty()) return api_error(400, r->first, r->second);
   return {};
 }
 
