@@ -326,6 +326,9 @@ ApiResult<std::string> MatrixService::Impl::device_signing_upload(Ctx& ctx) {
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
     for (const auto& [type, json] : to_store)
       if (auto p = e2e::put_cross_signing_key(tx, ctx.user_id, type, json); !p) return tl::unexpected(p.error());
+    // A user-signing key is private to its owner (spec: only their own keys/query shows
+    // it): changing only that one is no device-list change for the people they share rooms with.
+    if (to_store.size() == 1 && to_store.count("user_signing")) return true;
     if (auto b = e2e::bump_device_list(tx, ctx.user_id); !b) return tl::unexpected(b.error());
     wake = joined_rooms_and_self(tx, ctx.user_id);
     return true;

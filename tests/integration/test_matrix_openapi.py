@@ -519,6 +519,22 @@ class MatrixOpenApi(unittest.TestCase):
                          f"ed25519:{public(self_signing)}", self_signing)
         self.v3("POST", "/keys/signatures/upload", {me: {eve_dev: signed_dk}}, token=eve)
         self.v3("POST", "/keys/query", {"device_keys": {me: []}}, token=eve)
+        # A new user-signing key (private to eve) is no device-list change for fay; a new
+        # self-signing key is.
+        room = self.v3("POST", "/createRoom", {"invite": ["@fay:localhost"]}, token=eve)["room_id"]
+        self.v3("POST", f"/rooms/{room}/join", {}, token=fay)
+        since = self.v3("GET", "/sync?timeout=0", token=fay)["next_batch"]
+        usk2 = Ed25519PrivateKey.generate()
+        self.v3("POST", "/keys/device_signing/upload", {"auth": self.uia("eve"), "user_signing_key": sign(
+            {"user_id": me, "usage": ["user_signing"], "keys": {f"ed25519:{public(usk2)}": public(usk2)}},
+            me, f"ed25519:{public(master)}", master)}, token=eve)
+        changed = self.v3("GET", f"/sync?timeout=0&since={since}", token=fay).get("device_lists", {}).get("changed", [])
+        self.assertNotIn(me, changed)
+        ssk2 = Ed25519PrivateKey.generate()
+        self.v3("POST", "/keys/device_signing/upload", {"auth": self.uia("eve"), "self_signing_key": sign(
+            {"user_id": me, "usage": ["self_signing"], "keys": {f"ed25519:{public(ssk2)}": public(ssk2)}},
+            me, f"ed25519:{public(master)}", master)}, token=eve)
+        self.assertIn(me, self.v3("GET", f"/sync?timeout=0&since={since}", token=fay)["device_lists"]["changed"])
         self.v3("GET", f"/keys/changes?from={start}&to={self.v3('GET', '/sync?timeout=0', token=fay)['next_batch']}",
                 token=fay)
 
