@@ -13,7 +13,7 @@ packages=(
   openssl ca-certificates
   # tests
   libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
-  python3-matrix-nio python3-olm python3-cryptography chromium
+  python3-matrix-nio python3-olm python3-cryptography chromium python3-yaml python3-jsonschema
 )
 
 # CryptPad's client libraries for the integration tests (tests/integration/cryptpad,
