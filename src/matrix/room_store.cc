@@ -542,6 +542,16 @@ Result<std::optional<StoredEvent>> RoomStore::state_event(store::Transaction& tx
   return out;
 }
 
+Result<std::vector<StoredEvent>> RoomStore::state_at(store::Transaction& tx, std::string_view room_id,
+                                                     std::int64_t stream) const {
+  std::vector<StoredEvent> out;
+  auto r = tx.query(sql_events("WHERE stream IN (SELECT MAX(stream) FROM matrix_events WHERE room_id = ? AND "
+                               "state_key IS NOT NULL AND stream <= ? GROUP BY type, state_key) ORDER BY stream"),
+                    {room_id, stream}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
 Result<std::optional<StoredEvent>> RoomStore::event(store::Transaction& tx, std::string_view event_id) const {
   std::optional<StoredEvent> out;
   auto r = tx.query(sql_events("WHERE event_id = ?"), {event_id}, [&](const store::Row& row) { out = read_event(row); });

@@ -159,6 +159,10 @@ class RoomStore {
                                                  std::int64_t before = INT64_MAX) const;
   Result<std::optional<StoredEvent>> state_event(store::Transaction& tx, std::string_view room_id,
                                                  std::string_view type, std::string_view state_key) const;
+  // The room's state just after the event at `stream` (events are appended in order, each
+  // state event replacing its (type, state_key)): what a member who left then still sees.
+  Result<std::vector<StoredEvent>> state_at(store::Transaction& tx, std::string_view room_id,
+                                            std::int64_t stream) const;
   Result<std::optional<StoredEvent>> event(store::Transaction& tx, std::string_view event_id) const;
   Result<std::vector<StoredEvent>> members(store::Transaction& tx, std::string_view room_id) const;
 

@@ -423,12 +423,23 @@ ApiResult<std::string> MatrixService::Impl::put_state(Ctx& ctx) {
   return event_id_reply(r->event_id);
 }
 
+Result<std::vector<StoredEvent>> MatrixService::Impl::state_for(store::Transaction& tx, const std::string& room_id,
+                                                               const std::string& user_id) {
+  // Spec (GET /state): members and readers of world_readable rooms get the current state;
+  // a user who left (or was banned) the state as it was when they left.
+  auto m = require_member(tx, room_id, user_id, false, true);
+  if (!m) return fail(Errc::permission_denied, m.error().error);
+  if (*m != "leave" && *m != "ban") return rooms.current_state(tx, room_id);
+  auto mine = rooms.state_event(tx, room_id, "m.room.member", user_id);
+  if (!mine) return tl::unexpected(mine.error());
+  if (!*mine) return fail(Errc::permission_denied, "You are not in this room");
+  return rooms.state_at(tx, room_id, (*mine)->stream);
+}
+
 ApiResult<std::string> MatrixService::Impl::get_state(Ctx& ctx) {
   std::int64_t now = clock.now_ms();
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true, true);
-    if (!m) return fail(Errc::permission_denied, m.error().error);
-    auto events = rooms.current_state(tx, ctx.params[0]);
+    auto events = state_for(tx, ctx.params[0], ctx.user_id);
     if (!events) return tl::unexpected(events.error());
     std::string out = "[";
     for (const auto& e : *events) out += (out.size() > 1 ? "," : "") + render_event(e, ctx.user_id, ctx.device_id, now);
@@ -441,9 +452,14 @@ ApiResult<std::string> MatrixService::Impl::get_state(Ctx& ctx) {
 ApiResult<std::string> MatrixService::Impl::get_state_event(Ctx& ctx) {
   std::string key = ctx.params.size() > 2 ? ctx.params[2] : "";
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<StoredEvent>> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true, true);
+    auto m = require_member(tx, ctx.params[0], ctx.user_id, false, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
-    return rooms.state_event(tx, ctx.params[0], ctx.params[1], key);
+    if (*m != "leave" && *m != "ban") return rooms.state_event(tx, ctx.params[0], ctx.params[1], key);
+    auto events = state_for(tx, ctx.params[0], ctx.user_id);
+    if (!events) return tl::unexpected(events.error());
+    for (auto& e : *events)
+      if (e.type == ctx.params[1] && e.state_key == key) return std::optional<StoredEvent>(std::move(e));
+    return std::optional<StoredEvent>();
   });
   if (!r) return tl::unexpected(store_error(r.error()));
   if (!*r) return api_error(404, "M_NOT_FOUND", "No such state event");

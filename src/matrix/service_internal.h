@@ -196,6 +196,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Rooms (rooms_api.cc).
   ApiResult<std::string> create_room(Ctx&);
   ApiResult<std::string> join(Ctx&, const std::string& room_or_alias);
+  Result<std::vector<StoredEvent>> state_for(store::Transaction& tx, const std::string& room_id, const std::string& user_id);
   ApiResult<void> check_canonical_alias(const std::string& room_id, const JsonValue& content);
   ApiResult<std::string> membership_change(Ctx&, const std::string& room_id, std::string membership, bool target_in_body);
   ApiResult<std::string> send_event(Ctx&);

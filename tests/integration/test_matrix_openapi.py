@@ -437,6 +437,11 @@ class MatrixOpenApi(unittest.TestCase):
         self.v3("POST", f"/rooms/{room}/join", {}, token=cy)
         self.v3("POST", f"/rooms/{room}/kick", {"user_id": "@cy:localhost", "reason": "spec"}, token=ann)
         self.v3("POST", f"/rooms/{room}/ban", {"user_id": "@cy:localhost", "reason": "spec"}, token=ann)
+        # A former member sees the state as it was when they left.
+        self.v3("PUT", f"/rooms/{room}/state/m.room.topic/", {"topic": "after cy"}, token=ann)
+        self.assertEqual(self.v3("GET", f"/rooms/{room}/state/m.room.topic/", token=cy)["topic"], "new topic")
+        self.assertIn({"topic": "new topic"}, [e["content"] for e in self.v3("GET", f"/rooms/{room}/state", token=cy)
+                                               if e["type"] == "m.room.topic"])
         self.v3("GET", "/sync?timeout=0", token=cy)  # the room in rooms.leave
         self.v3("POST", f"/rooms/{room}/unban", {"user_id": "@cy:localhost"}, token=ann)
         self.v3("POST", f"/rooms/{room}/forget", {}, token=cy)

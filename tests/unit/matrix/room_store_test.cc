@@ -171,6 +171,32 @@ TEST_F(RoomStoreTest, MembershipsStateAndTimelineSurviveReopen) {
   ASSERT_TRUE(check) << check.error().describe();
 }
 
+TEST_F(RoomStoreTest, StateAtAStreamPositionIsTheStateAfterThatEvent) {
+  create_room("!a:hs", "public");
+  ASSERT_TRUE(append("!a:hs", NewEvent{"m.room.name", "", "@alice:hs", content(R"({"name":"one"})"), {}, {}, {}}));
+  auto left = append("!a:hs", NewEvent{"m.room.member", "@bob:hs", "@bob:hs", content(R"({"membership":"join"})"), {}, {}, {}});
+  ASSERT_TRUE(left);
+  ASSERT_TRUE(append("!a:hs", NewEvent{"m.room.message", std::nullopt, "@bob:hs", content(R"({"body":"x"})"), {}, {}, {}}));
+  ASSERT_TRUE(append("!a:hs", NewEvent{"m.room.name", "", "@alice:hs", content(R"({"name":"two"})"), {}, {}, {}}));
+  ASSERT_TRUE(append("!a:hs", NewEvent{"m.room.topic", "", "@alice:hs", content(R"({"topic":"t"})"), {}, {}, {}}));
+  auto check = db->read_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto then = rooms.state_at(tx, "!a:hs", left->stream);
+    EXPECT_TRUE(then);
+    std::vector<std::string> names;
+    for (const auto& e : *then) {
+      EXPECT_TRUE(e.state_key.has_value());  // no message events
+      EXPECT_NE(e.type, "m.room.topic");      // set later
+      if (e.type == "m.room.name") names.push_back(e.client_json);
+    }
+    EXPECT_EQ(then->size(), 6u);  // create, alice, power levels, join rules, name, bob
+    EXPECT_EQ(names.size(), 1u);
+    EXPECT_NE(names.at(0).find("\"one\""), std::string::npos);
+    EXPECT_EQ(rooms.current_state(tx, "!a:hs")->size(), 7u);
+    return true;
+  });
+  ASSERT_TRUE(check) << check.error().describe();
+}
+
 TEST_F(RoomStoreTest, RenderAddsAgeAndOwnTransactionId) {
   StoredEvent e;
   e.client_json = R"({"content":{},"event_id":"$x","sender":"@a:hs","type":"t"})";
