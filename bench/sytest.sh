@@ -52,6 +52,10 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+  echo "sytest.sh: something already answers on port $port; pick another with --port" >&2
+  exit 2
+fi
 mkdir -p "$out"
 work="$(mktemp -d /tmp/hearth-sytest-XXXXXX)"
 cat >"$work/hearth.toml" <<EOF
