@@ -155,7 +155,23 @@ ApiResult<std::string> MatrixService::Impl::keys_query(Ctx& ctx) {
         if (std::string_view(type) == "user_signing" && user != ctx.user_id) continue;  // only one's own
         auto k = e2e::cross_signing_key(tx, user, type);
         if (!k) return tl::unexpected(k.error());
-        if (*k) *out += (out->empty() ? "" : ",") + json_quote(user) + ":" + **k;
+        if (!*k) continue;
+        std::string key_json = **k;
+        if (std::string_view(type) == "master") {
+          // Signatures other users made with their user-signing keys are private to each
+          // signer: the requester sees the owner's own and their own only.
+          auto parsed = parse_json(key_json);
+          if (JsonValue* sigs = parsed ? parsed->get("signatures") : nullptr; sigs && sigs->is_object()) {
+            std::vector<std::string> others;
+            for (const auto& [signer, _] : sigs->members())
+              if (signer != user && signer != ctx.user_id) others.push_back(signer);
+            if (!others.empty()) {
+              for (const auto& signer : others) sigs->erase(signer);
+              key_json = canonical_json(*parsed);
+            }
+          }
+        }
+        *out += (out->empty() ? "" : ",") + json_quote(user) + ":" + key_json;
       }
     }
     return fmt::format(

@@ -540,6 +540,17 @@ class MatrixOpenApi(unittest.TestCase):
             {"user_id": me, "usage": ["self_signing"], "keys": {f"ed25519:{public(ssk2)}": public(ssk2)}},
             me, f"ed25519:{public(master)}", master)}, token=eve)
         self.assertIn(me, self.v3("GET", f"/sync?timeout=0&since={since}", token=fay)["device_lists"]["changed"])
+        # Eve's signature (with her user-signing key) on Fay's master key: only Eve sees it.
+        fay_master = Ed25519PrivateKey.generate()
+        fmk = {"user_id": "@fay:localhost", "usage": ["master"],
+               "keys": {f"ed25519:{public(fay_master)}": public(fay_master)}}
+        self.v3("POST", "/keys/device_signing/upload", {"master_key": fmk}, token=fay)
+        signed_fmk = sign(dict(fmk), me, f"ed25519:{public(usk2)}", usk2)
+        self.v3("POST", "/keys/signatures/upload", {"@fay:localhost": {public(fay_master): signed_fmk}}, token=eve)
+        query = {"device_keys": {"@fay:localhost": []}}
+        self.assertIn(me, self.v3("POST", "/keys/query", query, token=eve)["master_keys"]["@fay:localhost"]["signatures"])
+        self.assertNotIn(me, self.v3("POST", "/keys/query", query, token=fay)["master_keys"]["@fay:localhost"]
+                         .get("signatures", {}))
         self.v3("GET", f"/keys/changes?from={start}&to={self.v3('GET', '/sync?timeout=0', token=fay)['next_batch']}",
                 token=fay)
 
