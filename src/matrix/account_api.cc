@@ -223,10 +223,6 @@ ApiResult<std::string> MatrixService::Impl::capabilities(Ctx&) {
       json_quote(options.default_room_version));
 }
 
-ApiResult<std::string> MatrixService::Impl::pushrules(Ctx&) {
-  return std::string(R"({"global":{"override":[],"content":[],"room":[],"sender":[],"underride":[]}})");
-}
-
 ApiResult<std::string> MatrixService::Impl::filter_upload(Ctx& ctx) {
   if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot create filters for other users");
   auto body = ctx.body(options.max_body_bytes);

@@ -290,6 +290,7 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
                      "DELETE FROM matrix_fallback_keys WHERE user_id = ?", "DELETE FROM matrix_to_device WHERE user_id = ?",
                      "DELETE FROM matrix_cross_signing WHERE user_id = ?", "DELETE FROM matrix_backup_keys WHERE user_id = ?",
                      "DELETE FROM matrix_backup_versions WHERE user_id = ?",
+                     "DELETE FROM matrix_push_rules WHERE user_id = ?", "DELETE FROM matrix_pushers WHERE user_id = ?",
                      "DELETE FROM matrix_positions WHERE name = 'backup_version:' || ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
@@ -385,6 +386,16 @@ const std::vector<Route>& routes() {
       {"GET", "capabilities", true, plain(&I::capabilities)},
       {"GET", "pushrules", true, plain(&I::pushrules)},
       {"GET", "pushrules/", true, plain(&I::pushrules)},
+      {"GET", "pushrules/global/", true, plain(&I::pushrules)},
+      {"GET", "pushrules/{}/{}/{}", true, plain(&I::pushrule_get)},
+      {"PUT", "pushrules/{}/{}/{}", true, plain(&I::pushrule_change)},
+      {"DELETE", "pushrules/{}/{}/{}", true, plain(&I::pushrule_change)},
+      {"GET", "pushrules/{}/{}/{}/enabled", true, plain(&I::pushrule_get)},
+      {"PUT", "pushrules/{}/{}/{}/enabled", true, plain(&I::pushrule_change)},
+      {"GET", "pushrules/{}/{}/{}/actions", true, plain(&I::pushrule_get)},
+      {"PUT", "pushrules/{}/{}/{}/actions", true, plain(&I::pushrule_change)},
+      {"GET", "pushers", true, plain(&I::pushers_get)},
+      {"POST", "pushers/set", true, plain(&I::pushers_set)},
       {"POST", "user/{}/filter", true, plain(&I::filter_upload)},
       {"GET", "user/{}/filter/{}", true, plain(&I::filter_get)},
       {"POST", "createRoom", true, plain(&I::create_room)},

@@ -18,6 +18,7 @@
 #include "matrix/events.h"
 #include "matrix/matrix.h"
 #include "matrix/media_store.h"
+#include "matrix/push_rules.h"
 #include "matrix/room_store.h"
 #include "net/net.h"
 #include "store/store.h"
@@ -189,7 +190,13 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> logout(Ctx&);
   ApiResult<std::string> logout_all(Ctx&);
   ApiResult<std::string> capabilities(Ctx&);
+  // Push rules and pushers (push_api.cc).
   ApiResult<std::string> pushrules(Ctx&);
+  ApiResult<std::string> pushrule_get(Ctx&);
+  ApiResult<std::string> pushrule_change(Ctx&);
+  ApiResult<std::string> pushers_get(Ctx&);
+  ApiResult<std::string> pushers_set(Ctx&);
+  Result<PushRuleSet> load_push_rules(store::Transaction& tx, const std::string& user_id);
   ApiResult<std::string> filter_upload(Ctx&);
   ApiResult<std::string> filter_get(Ctx&);
 
