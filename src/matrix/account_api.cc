@@ -227,6 +227,7 @@ ApiResult<std::string> MatrixService::Impl::filter_upload(Ctx& ctx) {
   if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot create filters for other users");
   auto body = ctx.body(options.max_body_bytes);
   if (!body) return tl::unexpected(body.error());
+  if (auto f = SyncFilter::parse(*body); !f) return api_error(400, "M_BAD_JSON", f.error().message);
   std::string json = canonical_json(*body);
   auto id = store.write_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
     auto r = tx.exec("INSERT INTO matrix_filters(user_id, json) VALUES (?, ?)", {ctx.user_id, json});

@@ -20,6 +20,7 @@
 #include "matrix/media_store.h"
 #include "matrix/push_rules.h"
 #include "matrix/room_store.h"
+#include "matrix/sync_filter.h"
 #include "net/net.h"
 #include "store/store.h"
 
@@ -54,7 +55,7 @@ struct Ctx {
 };
 
 struct SyncParams;
-// Parses "s<events>[_<account data>[_<receipts>[_<typing>[_<to-device>[_<device lists>]]]]]"
+// Parses "s<events>[_<account data>[_<receipts>[_<typing>[_<to-device>[_<device lists>[_<presence>]]]]]]"
 // into p (since and the since_* fields); false when malformed. "" leaves p unchanged.
 bool parse_since(const std::string& token, SyncParams& p);
 
@@ -65,6 +66,8 @@ struct SyncParams {
   std::int64_t since_typing = 0;        // typing serial (fourth part, if any)
   std::int64_t since_to_device = 0;     // last to-device message delivered (fifth part)
   std::int64_t since_device_lists = 0;  // device-list change position (sixth part)
+  std::int64_t since_presence = 0;      // presence serial (seventh part)
+  SyncFilter filter;
   int timeout_ms = 0;
   int limit = 10;
   bool full_state = false;
@@ -233,6 +236,16 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   std::optional<ApiResult<std::string>> sync(Ctx&);
   ApiResult<std::string> run_sync(const std::string& user_id, const std::string& device_id, const SyncParams& p,
                                   bool* empty, std::vector<std::string>* keys);
+  // Lazy-loading members: keeps the member events of the timeline's senders (and the
+  // user's own) in `state`, adding those it lacks as of stream position `first`.
+  Result<void> lazy_members(store::Transaction& tx, const std::string& room_id, const std::string& user_id,
+                            const std::vector<StoredEvent>& timeline, std::int64_t first, std::vector<StoredEvent>& state);
+  // {"highlight_count":H,"notification_count":N}: the events after the user's read receipt
+  // that the user's push rules make notify (the last 500 at most).
+  Result<std::string> unread_counts(store::Transaction& tx, const std::string& room_id, const std::string& user_id,
+                                    std::int64_t joined_at, std::int64_t upto, std::optional<PushRuleSet>& rules);
+  // The room summary: m.heroes (up to 5), m.joined_member_count, m.invited_member_count.
+  Result<std::string> room_summary(store::Transaction& tx, const std::string& room_id, const std::string& user_id);
 
   // Profiles, account data, devices (profile_api.cc).
   ApiResult<std::string> profile_get(Ctx&);
@@ -275,15 +288,21 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
                                         const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
                                         bool* nonempty);
-  // Presence (ephemeral_api.cc): in memory, like typing; not pushed in /sync yet.
+  // Presence (ephemeral_api.cc): in memory, like typing; delivered in /sync `presence`.
   struct Presence {
     std::string state = "offline", status_msg;
     std::int64_t last_active_ms = 0;
+    std::int64_t serial = 0;  // orders presence changes for /sync tokens
   };
   std::mutex presence_mu;
   std::unordered_map<std::string, Presence> presence;
+  std::int64_t presence_serial = 0;  // under presence_mu; max(previous + 1, wall clock ms)
   ApiResult<std::string> presence_get(Ctx&);
   ApiResult<std::string> presence_put(Ctx&);
+  // The /sync presence events (comma-separated) of the user and of users sharing a joined
+  // room with it, changed after serial `since` (-1: all); *next: the serial to resume from.
+  Result<std::string> presence_section(store::Transaction& tx, const std::string& user_id, std::int64_t since,
+                                       const EventFilter& filter, std::int64_t* next);
   // Password change and deactivation (account_api.cc).
   ApiResult<std::string> password_change(Ctx&);
   ApiResult<std::string> deactivate(Ctx&);
