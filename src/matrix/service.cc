@@ -462,6 +462,8 @@ const std::vector<Route>& routes() {
       {"POST", "rooms/{}/read_markers", true, plain(&I::read_markers)},
       {"GET", "devices", true, plain(&I::devices)},
       {"GET", "devices/{}", true, plain(&I::device)},
+      {"PUT", "devices/{}", true, plain(&I::device_put)},
+      {"POST", "user_directory/search", true, plain(&I::user_directory_search)},
       {"DELETE", "devices/{}", true, plain(&I::device_delete)},
       {"POST", "delete_devices", true, plain(&I::delete_devices)},
       {"POST", "keys/upload", true, plain(&I::keys_upload)},

@@ -262,6 +262,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
                                 const std::string& event_id);
   void expire_typing();
   ApiResult<std::string> device(Ctx&);
+  ApiResult<std::string> device_put(Ctx&);  // rename (display_name)
+  ApiResult<std::string> user_directory_search(Ctx&);
   // The member event content for joining/updating: membership plus profile fields.
   Result<JsonValue> member_content(store::Transaction& tx, const std::string& user_id, std::string_view membership);
   void finish_waiter(std::shared_ptr<SyncHub::Waiter> w);
