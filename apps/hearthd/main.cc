@@ -194,6 +194,7 @@ int run(const Config& config, bool print_banner) {
   matrix_options.media_dir = data_dir + "/media";
   matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
   matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
+  matrix_options.coalesce_requests = config.matrix_coalesce_requests;
   auto matrix_service = matrix::MatrixService::create(
       matrix_options, **accounts, **store, clock, log, metrics,
       [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },

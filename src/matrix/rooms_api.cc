@@ -357,18 +357,41 @@ ApiResult<std::string> MatrixService::Impl::put_state(Ctx& ctx) {
 }
 
 ApiResult<std::string> MatrixService::Impl::get_state(Ctx& ctx) {
-  std::int64_t now = clock.now_ms();
-  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto m = require_member(tx, ctx.params[0], ctx.user_id, true);
+  const std::string& room_id = ctx.params[0];
+  auto render = [&]() -> Result<std::string> {
+    full_state_computed.inc();
+    return store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+      auto events = rooms.current_state(tx, room_id);
+      if (!events) return tl::unexpected(events.error());
+      std::int64_t now = clock.now_ms();
+      std::string out = "[";
+      for (const auto& e : *events) out += (out.size() > 1 ? "," : "") + render_event(e, "", "", now);
+      return out + "]";
+    });
+  };
+  // The membership check is per request; the rendering is not: every joined member sees
+  // the same current state and state events carry no transaction ids, so requests for the
+  // same room at the same depth share one rendering (incident I15). A rendering that
+  // started later than a request's check may show newer state, never older.
+  auto depth = store.read_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
+    auto m = require_member(tx, room_id, ctx.user_id, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
-    auto events = rooms.current_state(tx, ctx.params[0]);
-    if (!events) return tl::unexpected(events.error());
-    std::string out = "[";
-    for (const auto& e : *events) out += (out.size() > 1 ? "," : "") + render_event(e, ctx.user_id, ctx.device_id, now);
-    return out + "]";
+    auto row = tx.query_one("SELECT depth FROM matrix_rooms WHERE room_id = ?", {room_id});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return fail(Errc::not_found, "Unknown room");
+    return (*row)->integer(0);
   });
-  if (!r) return tl::unexpected(store_error(r.error()));
-  return *r;
+  if (!depth) return tl::unexpected(store_error(depth.error()));
+  if (!options.coalesce_requests) {
+    auto r = render();
+    if (!r) return tl::unexpected(store_error(r.error()));
+    return *r;
+  }
+  bool computed = false;
+  auto shared = full_state.get(room_id + "@" + std::to_string(*depth), render, &computed);
+  if (!shared) return tl::unexpected(store_error(shared.error()));
+  if (!computed) full_state_shared.inc();
+  return std::string(**shared);
 }
 
 ApiResult<std::string> MatrixService::Impl::get_state_event(Ctx& ctx) {

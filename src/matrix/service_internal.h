@@ -19,6 +19,7 @@
 #include "matrix/matrix.h"
 #include "matrix/media_store.h"
 #include "matrix/push_rules.h"
+#include "matrix/shared_results.h"
 #include "matrix/room_store.h"
 #include "matrix/sync_filter.h"
 #include "net/net.h"
@@ -173,6 +174,13 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   SyncHub hub;
   LoginThrottle login_throttle;
   TypingRooms typing{clock};
+  // Full room state (GET /rooms/{id}/state) keyed by room and room depth: one computation
+  // serves every request at that version (incident I15). At most 64 rooms or 64 MiB.
+  SharedResults full_state{64, std::size_t{64} << 20};
+  Counter& full_state_computed = metrics.counter(
+      "hearth_matrix_full_state_computed_total", "Full room states rendered for GET /rooms/{id}/state");
+  Counter& full_state_shared = metrics.counter(
+      "hearth_matrix_full_state_shared_total", "GET /rooms/{id}/state answers served from a shared computation");
 
   // skip_auth: the legacy unauthenticated media download runs a client route without a token.
   void dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth = false);
