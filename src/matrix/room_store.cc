@@ -171,6 +171,12 @@ CREATE TABLE matrix_pushers(
   PRIMARY KEY(app_id, pushkey, user_id)) WITHOUT ROWID;
 CREATE INDEX matrix_pushers_user ON matrix_pushers(user_id);
 )sql"},
+      {9, "login tokens (m.login.token)", R"sql(
+CREATE TABLE matrix_login_tokens(
+  token_hash TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL);
+)sql"},
   };
   return list;
 }

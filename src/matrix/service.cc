@@ -291,6 +291,7 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
                      "DELETE FROM matrix_cross_signing WHERE user_id = ?", "DELETE FROM matrix_backup_keys WHERE user_id = ?",
                      "DELETE FROM matrix_backup_versions WHERE user_id = ?",
                      "DELETE FROM matrix_push_rules WHERE user_id = ?", "DELETE FROM matrix_pushers WHERE user_id = ?",
+                     "DELETE FROM matrix_login_tokens WHERE user_id = ?",
                      "DELETE FROM matrix_positions WHERE name = 'backup_version:' || ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
@@ -375,6 +376,7 @@ const std::vector<Route>& routes() {
   static const std::vector<Route> table = {
       {"GET", "login", false, plain(&I::login_flows)},
       {"POST", "login", false, plain(&I::login)},
+      {"POST", "login/get_token", true, plain(&I::get_login_token)},
       {"POST", "register", false, plain(&I::do_register)},
       {"GET", "register/available", false, plain(&I::register_available)},
       {"GET", "register/m.login.registration_token/validity", false, plain(&I::token_validity)},

@@ -194,6 +194,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   net::HttpResponse well_known();
   ApiResult<std::string> login_flows(Ctx&);
   ApiResult<std::string> login(Ctx&);
+  ApiResult<std::string> login_with_token(Ctx&, const JsonValue& body);
+  ApiResult<std::string> get_login_token(Ctx&);
   ApiResult<std::string> do_register(Ctx&);
   ApiResult<std::string> register_available(Ctx&);
   ApiResult<std::string> token_validity(Ctx&);

@@ -253,6 +253,39 @@ class Push(unittest.IsolatedAsyncioTestCase):
         status, body = self.api("POST", "/user_directory/search", {"search_term": "x" * 300})
         self.assertEqual(status, 400, body)
 
+    async def test_login_token(self):
+        # get_token needs the password (UIA), then a new device logs in with the token once.
+        status, body = self.h.matrix_api("POST", "/login", {"type": "m.login.password", "identifier": {
+            "type": "m.id.user", "user": "bob"}, "password": "bob secret pw"})
+        token = body["access_token"]
+        flows = self.h.matrix_api("GET", "/login")[1]["flows"]
+        self.assertIn({"type": "m.login.token", "get_login_token": True}, flows)
+        self.assertTrue(self.ok("GET", "/capabilities", who="bob")["capabilities"]["m.get_login_token"]["enabled"])
+        status, _, raw = self.h.request("POST", "/_matrix/client/v1/login/get_token", body="{}",
+                                        headers={"Authorization": f"Bearer {token}"})
+        self.assertEqual(status, 401)
+        session = json.loads(raw)["session"]
+        status, _, raw = self.h.request("POST", "/_matrix/client/v1/login/get_token", body=json.dumps({"auth": {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+            "password": "bob secret pw", "session": session}}), headers={"Authorization": f"Bearer {token}"})
+        self.assertEqual(status, 200, raw)
+        reply = json.loads(raw)
+        self.assertGreater(reply["expires_in_ms"], 0)
+        phone = AsyncClient(f"http://127.0.0.1:{self.h.http_port}", "@bob:localhost")
+        thief = AsyncClient(f"http://127.0.0.1:{self.h.http_port}", "@bob:localhost")
+        try:
+            r = await phone.login(token=reply["login_token"], device_name="bob's phone")
+            self.assertIsInstance(r, LoginResponse, r)
+            self.assertEqual(r.user_id, "@bob:localhost")
+            self.assertNotEqual(r.device_id, self.clients["bob"].device_id)
+            again = await thief.login(token=reply["login_token"])
+            self.assertNotIsInstance(again, LoginResponse)  # single use
+        finally:
+            await phone.close()
+            await thief.close()
+        status, body = self.h.matrix_api("POST", "/login", {"type": "m.login.token", "token": "made-up"})
+        self.assertEqual((status, body["errcode"]), (403, "M_FORBIDDEN"))
+
 
 if __name__ == "__main__":
     unittest.main()
