@@ -33,6 +33,7 @@
 #include "ops/http_routes.h"
 #include "ops/system.h"
 #include "store/store.h"
+#include "thumbnail/thumbnail.h"
 #include "xmpp/xmpp.h"
 
 namespace hearth {
@@ -554,6 +555,8 @@ int run(const Config& config, bool print_banner) {
 }  // namespace hearth
 
 int main(int argc, char** argv) {
+  // The sandboxed thumbnail worker (src/thumbnail): nothing of the server starts.
+  if (argc > 1 && std::string_view(argv[1]) == "--thumbnail-worker") return hearth::thumbnail::run_worker(argc, argv);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);

@@ -177,6 +177,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Full room state (GET /rooms/{id}/state) keyed by room and room depth: one computation
   // serves every request at that version (incident I15). At most 64 rooms or 64 MiB.
   SharedResults full_state{64, std::size_t{64} << 20};
+  SharedResults thumbnails{512, std::size_t{32} << 20};  // "<content type>\n<bytes>" by sha/size/method
   Counter& full_state_computed = metrics.counter(
       "hearth_matrix_full_state_computed_total", "Full room states rendered for GET /rooms/{id}/state");
   Counter& full_state_shared = metrics.counter(
