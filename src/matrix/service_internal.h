@@ -312,6 +312,9 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   std::int64_t presence_serial = 0;  // under presence_mu; max(previous + 1, wall clock ms)
   ApiResult<std::string> presence_get(Ctx&);
   ApiResult<std::string> presence_put(Ctx&);
+  // Sets the user's presence (status_msg: nullopt keeps it, and then an unchanged state is
+  // no change) and wakes the syncs sharing a room; false past the in-memory bound.
+  bool set_presence(const std::string& user_id, std::string_view state, std::optional<std::string> status_msg);
   // The /sync presence events (comma-separated) of the user and of users sharing a joined
   // room with it, changed after serial `since` (-1: all); *next: the serial to resume from.
   Result<std::string> presence_section(store::Transaction& tx, const std::string& user_id, std::int64_t since,

@@ -65,6 +65,10 @@ std::optional<ApiResult<std::string>> MatrixService::Impl::sync(Ctx& ctx) {
   if (std::string t = ctx.query_param("timeout"); !t.empty())
     p.timeout_ms = std::clamp(std::atoi(t.c_str()), 0, options.max_sync_timeout_ms);
   p.full_state = ctx.query_param("full_state") == "true";
+  // An explicit set_presence updates the presence (only a change wakes anyone). Without
+  // it the presence stays as set: hearth has no idle timer to mark a user offline again.
+  if (std::string sp = ctx.query_param("set_presence"); sp == "online" || sp == "unavailable" || sp == "offline")
+    set_presence(ctx.user_id, sp, std::nullopt);
   if (std::string f = ctx.query_param("filter"); !f.empty()) {
     std::optional<JsonValue> filter;
     if (f[0] == '{') {

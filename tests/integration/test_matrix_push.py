@@ -208,6 +208,14 @@ class Push(unittest.IsolatedAsyncioTestCase):
         mine = [e for e in got.presence_events if e.user_id == "@alice:localhost"]
         self.assertEqual(len(mine), 1)
         self.assertEqual((mine[0].presence, mine[0].status_msg), ("online", "baking"))
+        # nio's sync(set_presence=...) sets it too; only a change reaches the others.
+        r = await self.clients["alice"].sync(timeout=0, since=since, set_presence="unavailable")
+        self.assertIsInstance(r, SyncResponse, r)
+        got = await self.sync("bob", since=got.next_batch)
+        mine = [e for e in got.presence_events if e.user_id == "@alice:localhost"]
+        self.assertEqual([(e.presence, e.status_msg) for e in mine], [("unavailable", "baking")])
+        got = await self.sync("bob", since=got.next_batch)
+        self.assertEqual([e for e in got.presence_events if e.user_id == "@alice:localhost"], [])
         # dave shares no room with alice: his initial sync has no presence of hers.
         status, body = self.h.matrix_api("POST", "/login", {"type": "m.login.password", "identifier": {
             "type": "m.id.user", "user": "dave"}, "password": "dave secret pw"})
