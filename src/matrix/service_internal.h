@@ -182,6 +182,11 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
       "hearth_matrix_full_state_computed_total", "Full room states rendered for GET /rooms/{id}/state");
   Counter& full_state_shared = metrics.counter(
       "hearth_matrix_full_state_shared_total", "GET /rooms/{id}/state answers served from a shared computation");
+  // The same for the room state of initial (or full_state) syncs without state filters.
+  Counter& sync_state_computed = metrics.counter(
+      "hearth_matrix_sync_state_computed_total", "Room states rendered for /sync (rooms new to the sync)");
+  Counter& sync_state_shared = metrics.counter(
+      "hearth_matrix_sync_state_shared_total", "Room states in /sync served from a shared computation");
 
   // skip_auth: the legacy unauthenticated media download runs a client route without a token.
   void dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth = false);

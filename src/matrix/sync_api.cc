@@ -278,15 +278,40 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         if (!fresh && timeline->empty() && !account_data.count(m.room_id) && eph->empty()) continue;
         std::int64_t first = timeline->empty() ? *max + 1 : timeline->front().stream;
         std::vector<StoredEvent> state;
-        if (fresh || limited) {
-          auto s = rooms.current_state(tx, m.room_id, fresh ? -1 : since, first);
-          if (!s) return tl::unexpected(s.error());
-          state = std::move(*s);
-        }
-        apply_event_filter(p.filter.state, state);
-        if (p.filter.state.lazy_load_members) {
-          auto lazy = lazy_members(tx, m.room_id, user_id, *timeline, first, state);
-          if (!lazy) return tl::unexpected(lazy.error());
+        std::string state_out;
+        // A room's whole state before the timeline is the same for every member syncing it
+        // at the same room version and timeline start (state events carry no transaction
+        // ids): a herd of initial syncs renders it once (incident I15).
+        if (fresh && options.coalesce_requests && p.filter.state.allows_all() && !p.filter.state.lazy_load_members) {
+          auto depth = tx.query_one("SELECT depth FROM matrix_rooms WHERE room_id = ?", {m.room_id});
+          if (!depth) return tl::unexpected(depth.error());
+          std::string key = "sync:" + m.room_id + "@" + std::to_string(*depth ? (*depth)->integer(0) : 0) + "@" +
+                            std::to_string(first);
+          bool computed = false;
+          auto shared = full_state.get(key, [&]() -> Result<std::string> {
+            sync_state_computed.inc();
+            auto s = rooms.current_state(tx, m.room_id, -1, first);
+            if (!s) return tl::unexpected(s.error());
+            std::string out = "{\"events\":[";
+            for (std::size_t i = 0; i < s->size(); ++i) out += (i ? "," : "") + render_event((*s)[i], "", "", now);
+            return out + "]}";
+          }, &computed);
+          if (!shared) return tl::unexpected(shared.error());
+          if (!computed) sync_state_shared.inc();
+          state_out = **shared;
+        } else {
+          if (fresh) sync_state_computed.inc();
+          if (fresh || limited) {
+            auto s = rooms.current_state(tx, m.room_id, fresh ? -1 : since, first);
+            if (!s) return tl::unexpected(s.error());
+            state = std::move(*s);
+          }
+          apply_event_filter(p.filter.state, state);
+          if (p.filter.state.lazy_load_members) {
+            auto lazy = lazy_members(tx, m.room_id, user_id, *timeline, first, state);
+            if (!lazy) return tl::unexpected(lazy.error());
+          }
+          state_out = state_json(state);
         }
         auto counts = unread_counts(tx, m.room_id, user_id, m.stream, *max, push_rules);
         if (!counts) return tl::unexpected(counts.error());
@@ -294,7 +319,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         if (!summary) return tl::unexpected(summary.error());
         sep(join);
         join += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
-                ",\"state\":" + state_json(state) +
+                ",\"state\":" + state_out +
                 ",\"ephemeral\":{\"events\":[" + *eph + "]},\"account_data\":" + room_ad(m.room_id) +
                 ",\"unread_notifications\":" + *counts + ",\"summary\":" + *summary + "}";
       } else if (m.membership == "invite") {

@@ -23,6 +23,7 @@ struct EventFilter {
   std::vector<std::string> not_types, not_senders;
   bool allows(std::string_view type, std::string_view sender) const;
   bool allows_type(std::string_view type) const { return allows(type, {}); }
+  bool allows_all() const { return !types && !senders && not_types.empty() && not_senders.empty(); }
 };
 
 struct RoomEventFilter : EventFilter {

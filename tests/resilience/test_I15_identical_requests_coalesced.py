@@ -1,6 +1,7 @@
 """Incident I15 — one event made several hundred clients re-fetch a large room's full state
-at once. hearth renders a room's full state (GET /rooms/{id}/state) once per room version
-and serves every identical request from that one rendering: a herd of simultaneous
+at once. hearth renders a room's full state (GET /rooms/{id}/state, and the room state of
+initial syncs) once per room version and serves every identical request from that one
+rendering: a herd of simultaneous
 requests from several users costs one computation
 (hearth_matrix_full_state_computed_total goes up by one) while every request gets the
 complete, correct state; a change to the room makes the next herd compute once more, and
@@ -44,7 +45,7 @@ class IdenticalRequestsCoalesced(unittest.TestCase):
     def api(self, method, path, body=None, who="alice"):
         return self.h.matrix_api(method, path, body, token=self.tokens[who])
 
-    def counters(self):
+    def counters(self, sync=False):
         status, _, raw = self.h.request("GET", "/metrics")
         self.assertEqual(status, 200)
         text = raw.decode()
@@ -52,16 +53,18 @@ class IdenticalRequestsCoalesced(unittest.TestCase):
         def value(name):
             m = re.search(rf"^{name} (\d+)", text, re.M)
             return int(m.group(1)) if m else 0
+        if sync:
+            return value("hearth_matrix_sync_state_computed_total"), value("hearth_matrix_sync_state_shared_total")
         return value("hearth_matrix_full_state_computed_total"), value("hearth_matrix_full_state_shared_total")
 
-    def herd(self, room, n):
-        """n simultaneous GET /rooms/{room}/state from the users in turn, released together."""
+    def herd(self, room, n, path=None):
+        """n simultaneous GET /rooms/{room}/state (or `path`) from the users in turn, released together."""
         barrier = threading.Barrier(n)
 
         def one(i):
             who = USERS[i % len(USERS)]
             barrier.wait()
-            return self.api("GET", f"/rooms/{room}/state", who=who)
+            return self.api("GET", path or f"/rooms/{room}/state", who=who)
         with ThreadPoolExecutor(max_workers=n) as pool:
             return list(pool.map(one, range(n)))
 
@@ -103,6 +106,19 @@ class IdenticalRequestsCoalesced(unittest.TestCase):
             self.assertEqual(topics, ["after the herd"])
         computed2, _ = self.counters()
         self.assertEqual(computed2 - computed1, 1)
+
+        # The same for a herd of initial syncs: every user's own sections are their own, the
+        # room's state is rendered once for all of them.
+        computed_s0, _ = self.counters(sync=True)
+        answers = self.herd(room, HERD // 2, path="/sync?timeout=0")
+        self.assertEqual({status for status, _ in answers}, {200})
+        for i, (_, body) in enumerate(answers):
+            state = body["rooms"]["join"][room]["state"]["events"]
+            timeline = body["rooms"]["join"][room]["timeline"]["events"]
+            items = {e["state_key"] for e in state + timeline if e["type"] == "org.example.item"}
+            self.assertEqual(len(items), STATE_EVENTS)
+        computed_s1, shared_s1 = self.counters(sync=True)
+        self.assertEqual(computed_s1 - computed_s0, 1, "the initial syncs rendered the room's state more than once")
 
         # Coalescing never skips the membership check: an outsider is refused.
         self.tokens["eve"] = self.login_extra("eve")
