@@ -9,6 +9,7 @@ packages=(
   # libraries (reasons: docs/dependencies.md)
   libboost1.81-dev libssl-dev libsodium-dev libsqlite3-dev libfmt-dev libtomlplusplus-dev
   libcli11-dev libexpected-dev libsimdjson-dev libzstd-dev libexpat1-dev libicu-dev libidn2-dev
+  libpng-dev libjpeg62-turbo-dev
   # runtime tools
   openssl ca-certificates
   # tests

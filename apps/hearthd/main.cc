@@ -33,6 +33,7 @@
 #include "ops/http_routes.h"
 #include "ops/system.h"
 #include "store/store.h"
+#include "thumbnail/thumbnail.h"
 #include "xmpp/xmpp.h"
 
 namespace hearth {
@@ -194,6 +195,7 @@ int run(const Config& config, bool print_banner) {
   matrix_options.media_dir = data_dir + "/media";
   matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
   matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
+  matrix_options.coalesce_requests = config.matrix_coalesce_requests;
   auto matrix_service = matrix::MatrixService::create(
       matrix_options, **accounts, **store, clock, log, metrics,
       [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },
@@ -553,6 +555,8 @@ int run(const Config& config, bool print_banner) {
 }  // namespace hearth
 
 int main(int argc, char** argv) {
+  // The sandboxed thumbnail worker (src/thumbnail): nothing of the server starts.
+  if (argc > 1 && std::string_view(argv[1]) == "--thumbnail-worker") return hearth::thumbnail::run_worker(argc, argv);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);

@@ -649,6 +649,22 @@ Result<void> Accounts::delete_device(std::string_view domain, std::string_view l
   });
 }
 
+Result<void> Accounts::rename_device(std::string_view domain, std::string_view localpart, std::string_view device_id,
+                                     std::string_view display_name) {
+  if (display_name.size() > 256) return fail(Errc::invalid_argument, "device display name too long");
+  auto k = user_key(domain, localpart);
+  if (!k) return tl::unexpected(k.error());
+  return impl_->store.write_sync<void>([&](Transaction& tx) -> Result<void> {
+    auto id = user_id(tx, *k);
+    if (!id) return tl::unexpected(id.error());
+    auto n = tx.exec("UPDATE accounts_devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
+                     {display_name, *id, device_id});
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return fail(Errc::not_found, fmt::format("user {} has no device {}", jid_of(*k), device_id));
+    return ok();
+  });
+}
+
 // --- invitations
 
 Result<Invite> Accounts::create_invite(std::string_view domain, bool grants_admin, std::optional<std::int64_t> ttl_ms,

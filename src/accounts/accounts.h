@@ -184,6 +184,9 @@ class Accounts {
   Result<std::vector<DeviceInfo>> list_devices(std::string_view domain, std::string_view localpart);
   // Removes the device and its tokens; not_found if there is no such device.
   Result<void> delete_device(std::string_view domain, std::string_view localpart, std::string_view device_id);
+  // Sets a device's display name (at most 256 bytes); not_found if there is no such device.
+  Result<void> rename_device(std::string_view domain, std::string_view localpart, std::string_view device_id,
+                             std::string_view display_name);
 
   // --- invitations
   // ttl_ms: nullopt uses options.invite_ttl_ms. The returned token is the only copy.

@@ -204,6 +204,8 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::matrix_max_upload_bytes, 1, std::int64_t{4} << 30)},
       {"matrix.media_quota_bytes", "1073741824", "Total size of the media one Matrix user may upload; past it uploads answer 413 `M_TOO_LARGE`.",
        integer_field(&Config::matrix_media_quota_bytes, 0, std::int64_t{1} << 50)},
+      {"matrix.coalesce_requests", "true", "Identical expensive Matrix reads (a room's full state, also in initial syncs) at the same room version are computed once and shared by the requests asking at once (incident I15); `false` computes each one.",
+       bool_field(&Config::matrix_coalesce_requests)},
 
       {"limits.max_connections", "10000", "Connections open at once, all listeners together; past it new connections are closed at once.",
        integer_field(&Config::max_connections, 1, 10'000'000)},

@@ -96,6 +96,7 @@ struct Config {
   int matrix_max_sync_timeout_seconds = 30;
   std::int64_t matrix_max_upload_bytes = 50 << 20;
   std::int64_t matrix_media_quota_bytes = std::int64_t{1} << 30;
+  bool matrix_coalesce_requests = true;
 
   // [limits]
   int max_connections = 10000;

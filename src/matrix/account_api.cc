@@ -30,7 +30,7 @@ net::HttpResponse MatrixService::Impl::well_known() {
 }
 
 ApiResult<std::string> MatrixService::Impl::login_flows(Ctx&) {
-  return std::string(R"({"flows":[{"type":"m.login.password"}]})");
+  return std::string(R"({"flows":[{"type":"m.login.password"},{"type":"m.login.token","get_login_token":true}]})");
 }
 
 namespace {
@@ -62,8 +62,9 @@ std::string session_reply(const std::string& user_id, const accounts::Session& s
 ApiResult<std::string> MatrixService::Impl::login(Ctx& ctx) {
   auto body = ctx.body(options.max_body_bytes);
   if (!body) return tl::unexpected(body.error());
+  if (body->string_at("type") == "m.login.token") return login_with_token(ctx, *body);
   if (body->string_at("type") != "m.login.password")
-    return api_error(400, "M_UNKNOWN", "Only m.login.password is supported");
+    return api_error(400, "M_UNKNOWN", "Only m.login.password and m.login.token are supported");
   std::string user;
   if (const JsonValue* id = body->get("identifier"); id && id->is_object()) {
     if (id->string_at("type") != "m.id.user") return api_error(400, "M_UNKNOWN", "Only m.id.user identifiers are supported");
@@ -100,6 +101,66 @@ ApiResult<std::string> MatrixService::Impl::login(Ctx& ctx) {
   login_throttle.succeeded(localpart);
   log.info("matrix.login", {{"user", user_id(localpart)}, {"device", session->device_id}});
   return session_reply(user_id(localpart), *session, options.server_name);
+}
+
+namespace {
+constexpr std::int64_t kLoginTokenTtlMs = 120'000;
+std::string token_hash(std::string_view token) { return base64_unpadded(sha256(token)); }
+}  // namespace
+
+// POST /v1/login/get_token (UIA with the password): a single-use token, valid two
+// minutes, for logging in another device (m.login.token). Only its hash is stored.
+ApiResult<std::string> MatrixService::Impl::get_login_token(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  if (auto a = require_password(ctx, *body); !a) return tl::unexpected(a.error());
+  std::string token = random_token(24);
+  std::int64_t now = clock.now_ms();
+  auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    if (auto d = tx.exec("DELETE FROM matrix_login_tokens WHERE expires_ms < ?", {now}); !d)
+      return tl::unexpected(d.error());
+    auto n = tx.query_one("SELECT COUNT(*) FROM matrix_login_tokens WHERE user_id = ?", {ctx.user_id});
+    if (!n) return tl::unexpected(n.error());
+    if (*n && (*n)->integer(0) >= 10) return fail(Errc::resource_exhausted, "Too many login tokens; try again later");
+    auto up = tx.exec("INSERT INTO matrix_login_tokens(token_hash, user_id, expires_ms) VALUES (?, ?, ?)",
+                      {token_hash(token), ctx.user_id, now + kLoginTokenTtlMs});
+    if (!up) return tl::unexpected(up.error());
+    return true;
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  return fmt::format(R"({{"expires_in_ms":{},"login_token":{}}})", kLoginTokenTtlMs, json_quote(token));
+}
+
+ApiResult<std::string> MatrixService::Impl::login_with_token(Ctx& ctx, const JsonValue& body) {
+  std::string token(body.string_at("token"));
+  if (token.empty() || token.size() > 256) return api_error(400, "M_MISSING_PARAM", "token is required");
+  std::int64_t now = clock.now_ms();
+  const std::string& ip = ctx.http.remote_ip;
+  if (std::int64_t wait = login_throttle.retry_after_ms("", ip, now))
+    return tl::unexpected(ApiError{429, "M_LIMIT_EXCEEDED", "Too many failed logins; try again later", wait});
+  // Single use: the row is deleted in the same write that reads it.
+  auto found = store.write_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
+    auto row = tx.query_one("SELECT user_id, expires_ms FROM matrix_login_tokens WHERE token_hash = ?", {token_hash(token)});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return std::optional<std::string>();
+    std::string u((*row)->text(0));
+    bool valid = (*row)->integer(1) >= now;
+    if (auto d = tx.exec("DELETE FROM matrix_login_tokens WHERE token_hash = ?", {token_hash(token)}); !d)
+      return tl::unexpected(d.error());
+    return valid ? std::optional<std::string>(u) : std::nullopt;
+  });
+  if (!found) return tl::unexpected(to_api_error(found.error()));
+  if (!*found) {
+    login_throttle.failed("", ip, now);
+    return api_error(403, "M_FORBIDDEN", "Invalid or expired login token");
+  }
+  const std::string user = **found;
+  std::string localpart = user.substr(1, user.find(':') - 1);
+  auto session = accounts.create_session(options.server_name, localpart, body.string_at("device_id"),
+                                         body.string_at("initial_device_display_name"));
+  if (!session) return tl::unexpected(to_api_error(session.error()));
+  log.info("matrix.login_token", {{"user", user}, {"device", session->device_id}});
+  return session_reply(user, *session, options.server_name);
 }
 
 namespace {
@@ -224,19 +285,16 @@ ApiResult<std::string> MatrixService::Impl::logout_all(Ctx& ctx) {
 ApiResult<std::string> MatrixService::Impl::capabilities(Ctx&) {
   return fmt::format(
       R"({{"capabilities":{{"m.room_versions":{{"default":{},"available":{{"10":"stable","11":"stable"}}}},)"
-      R"("m.change_password":{{"enabled":true}},"m.set_displayname":{{"enabled":false}},)"
+      R"("m.change_password":{{"enabled":true}},"m.get_login_token":{{"enabled":true}},"m.set_displayname":{{"enabled":false}},)"
       R"("m.set_avatar_url":{{"enabled":false}},"m.3pid_changes":{{"enabled":false}}}}}})",
       json_quote(options.default_room_version));
-}
-
-ApiResult<std::string> MatrixService::Impl::pushrules(Ctx&) {
-  return std::string(R"({"global":{"override":[],"content":[],"room":[],"sender":[],"underride":[]}})");
 }
 
 ApiResult<std::string> MatrixService::Impl::filter_upload(Ctx& ctx) {
   if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot create filters for other users");
   auto body = ctx.body(options.max_body_bytes);
   if (!body) return tl::unexpected(body.error());
+  if (auto f = SyncFilter::parse(*body); !f) return api_error(400, "M_BAD_JSON", f.error().message);
   std::string json = canonical_json(*body);
   auto id = store.write_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
     auto r = tx.exec("INSERT INTO matrix_filters(user_id, json) VALUES (?, ?)", {ctx.user_id, json});

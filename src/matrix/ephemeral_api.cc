@@ -186,13 +186,29 @@ ApiResult<std::string> MatrixService::Impl::presence_put(Ctx& ctx) {
   const JsonValue* msg = body->get("status_msg");
   if (msg && !msg->is_null() && (!msg->is_string() || msg->as_string().size() > 1024))
     return api_error(400, "M_INVALID_PARAM", "status_msg must be a string of at most 1024 bytes");
-  std::lock_guard lock(presence_mu);
-  if (presence.size() > 1'000'000 && !presence.count(ctx.user_id)) return api_error(503, "M_UNKNOWN", "Too many presences");
-  Presence& p = presence[ctx.user_id];
-  p.state = std::string(state);
-  p.status_msg = msg && msg->is_string() ? msg->as_string() : "";
-  p.last_active_ms = clock.now_ms();
+  if (!set_presence(ctx.user_id, state, msg && msg->is_string() ? std::optional<std::string>(msg->as_string()) : std::string()))
+    return api_error(503, "M_UNKNOWN", "Too many presences");
   return std::string("{}");
+}
+
+bool MatrixService::Impl::set_presence(const std::string& user_id, std::string_view state,
+                                       std::optional<std::string> status_msg) {
+  {
+    std::lock_guard lock(presence_mu);
+    if (presence.size() > 1'000'000 && !presence.count(user_id)) return false;
+    Presence& p = presence[user_id];
+    if (!status_msg && p.state == state) return true;  // /sync's set_presence: only changes count
+    p.state = std::string(state);
+    if (status_msg) p.status_msg = std::move(*status_msg);
+    p.last_active_ms = clock.now_ms();
+    presence_serial = std::max(presence_serial + 1, p.last_active_ms);
+    p.serial = presence_serial;
+  }
+  // Wake the syncs of everyone sharing a room (their /sync `presence` section).
+  auto keys = store.read_sync(
+      [&](store::Transaction& tx) -> Result<std::vector<std::string>> { return joined_rooms_and_self(tx, user_id); });
+  if (keys) notify(0, std::move(*keys));
+  return true;
 }
 
 ApiResult<std::string> MatrixService::Impl::presence_get(Ctx& ctx) {

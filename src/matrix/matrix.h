@@ -56,6 +56,8 @@ struct MatrixOptions {
   std::string media_dir;                              // "<data>/media": content-addressed uploads
   std::int64_t max_upload_bytes = 50 << 20;           // one upload (M_TOO_LARGE beyond)
   std::int64_t media_quota_bytes = std::int64_t{1} << 30;  // all uploads of one user
+  // Identical full-state reads at the same room version share one computation (I15).
+  bool coalesce_requests = true;
 };
 
 // Runs a blocking job on the worker pool; false when the pool is saturated.

@@ -6,6 +6,7 @@
 
 #include "core/json.h"
 #include "matrix/auth_rules.h"
+#include "matrix/e2e_store.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -275,6 +276,76 @@ ApiResult<std::string> MatrixService::Impl::device(Ctx& ctx) {
     return w.take();
   }
   return api_error(404, "M_NOT_FOUND", "No such device");
+}
+
+ApiResult<std::string> MatrixService::Impl::device_put(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const JsonValue* name = body->get("display_name");
+  if (!name) return std::string("{}");  // nothing to change
+  if (!name->is_string() || name->as_string().size() > 256)
+    return api_error(400, "M_INVALID_PARAM", "display_name must be a string of at most 256 bytes");
+  if (auto r = accounts.rename_device(options.server_name, ctx.localpart, ctx.params[0], name->as_string()); !r) {
+    if (r.error().code == Errc::not_found) return api_error(404, "M_NOT_FOUND", "No such device");
+    return tl::unexpected(to_api_error(r.error()));
+  }
+  // keys/query shows the name (unsigned.device_display_name): others' device lists change.
+  auto keys = store.write_sync([&](store::Transaction& tx) -> Result<std::vector<std::string>> {
+    if (auto b = e2e::bump_device_list(tx, ctx.user_id); !b) return tl::unexpected(b.error());
+    return joined_rooms_and_self(tx, ctx.user_id);
+  });
+  if (!keys) return tl::unexpected(to_api_error(keys.error()));
+  notify(0, std::move(*keys));
+  return std::string("{}");
+}
+
+// The user directory: users who share a joined room with the searcher, or who are joined
+// to a room published in the room directory, whose user id or display name contains the
+// search term (case-insensitive for ASCII). Ordered by user id; `limited` when more match.
+ApiResult<std::string> MatrixService::Impl::user_directory_search(Ctx& ctx) {
+  auto body = ctx.body(options.max_body_bytes);
+  if (!body) return tl::unexpected(body.error());
+  const JsonValue* term = body->get("search_term");
+  if (!term || !term->is_string() || term->as_string().size() > 256)
+    return api_error(400, "M_INVALID_PARAM", "search_term must be a string of at most 256 bytes");
+  std::int64_t limit = 10;
+  if (const JsonValue* l = body->get("limit")) {
+    if (!l->is_int() || l->as_int() < 1) return api_error(400, "M_INVALID_PARAM", "limit must be a positive integer");
+    limit = std::min<std::int64_t>(l->as_int(), 50);
+  }
+  std::string like = "%";
+  for (char c : term->as_string()) {
+    if (c == '%' || c == '_' || c == '\\') like += '\\';
+    like += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  like += '%';
+  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::pair<std::string, bool>> {
+    std::string results;
+    std::int64_t n = 0;
+    auto q = tx.query(
+        "SELECT u.user_id, p.displayname, p.avatar_url FROM ("
+        "  SELECT DISTINCT m.user_id FROM matrix_members m WHERE m.membership = 'join' AND ("
+        "    m.room_id IN (SELECT room_id FROM matrix_members WHERE user_id = ? AND membership = 'join')"
+        "    OR m.room_id IN (SELECT room_id FROM matrix_directory))) u "
+        "LEFT JOIN matrix_profiles p ON p.user_id = u.user_id "
+        "WHERE lower(u.user_id) LIKE ? ESCAPE '\\' OR lower(COALESCE(p.displayname, '')) LIKE ? ESCAPE '\\' "
+        "ORDER BY u.user_id LIMIT ?",
+        {ctx.user_id, like, like, limit + 1}, [&](const store::Row& row) {
+          if (++n > limit) return;
+          JsonWriter w;
+          std::string user(row.text(0));
+          w.begin_object().key("user_id").value(user);
+          if (!row.is_null(1)) w.key("display_name").value(row.text(1));
+          else if (row.is_null(2)) w.key("display_name").value(user.substr(1, user.find(':') - 1));
+          if (!row.is_null(2)) w.key("avatar_url").value(row.text(2));
+          w.end_object();
+          results += (results.empty() ? "" : ",") + w.take();
+        });
+    if (!q) return tl::unexpected(q.error());
+    return std::pair{results, n > limit};
+  });
+  if (!r) return tl::unexpected(to_api_error(r.error()));
+  return fmt::format("{{\"limited\":{},\"results\":[{}]}}", r->second, r->first);
 }
 
 }  // namespace hearth::matrix

@@ -159,6 +159,24 @@ CREATE TABLE matrix_media(
   created_ms INTEGER NOT NULL);
 CREATE INDEX matrix_media_user ON matrix_media(user_id);
 )sql"},
+      {8, "push rules and pushers", R"sql(
+CREATE TABLE matrix_push_rules(
+  user_id TEXT PRIMARY KEY,
+  json TEXT NOT NULL);
+CREATE TABLE matrix_pushers(
+  user_id TEXT NOT NULL,
+  app_id TEXT NOT NULL,
+  pushkey TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY(app_id, pushkey, user_id)) WITHOUT ROWID;
+CREATE INDEX matrix_pushers_user ON matrix_pushers(user_id);
+)sql"},
+      {9, "login tokens (m.login.token)", R"sql(
+CREATE TABLE matrix_login_tokens(
+  token_hash TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL);
+)sql"},
   };
   return list;
 }

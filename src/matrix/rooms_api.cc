@@ -437,16 +437,56 @@ Result<std::vector<StoredEvent>> MatrixService::Impl::state_for(store::Transacti
 }
 
 ApiResult<std::string> MatrixService::Impl::get_state(Ctx& ctx) {
-  std::int64_t now = clock.now_ms();
-  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    auto events = state_for(tx, ctx.params[0], ctx.user_id);
-    if (!events) return tl::unexpected(events.error());
+  const std::string& room_id = ctx.params[0];
+  auto render_events = [&](const std::vector<StoredEvent>& events) {
+    std::int64_t now = clock.now_ms();
     std::string out = "[";
-    for (const auto& e : *events) out += (out.size() > 1 ? "," : "") + render_event(e, ctx.user_id, ctx.device_id, now);
+    for (const auto& e : events) out += (out.size() > 1 ? "," : "") + render_event(e, "", "", now);
     return out + "]";
+  };
+  auto render = [&]() -> Result<std::string> {
+    full_state_computed.inc();
+    return store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+      auto events = rooms.current_state(tx, room_id);
+      if (!events) return tl::unexpected(events.error());
+      return render_events(*events);
+    });
+  };
+  // Members and readers of a world_readable room see the current state; a user who left
+  // (or was banned) sees the state as it was then, rendered for that request alone.
+  struct Access {
+    std::int64_t depth = 0;
+    std::optional<std::string> as_when_left;
+  };
+  auto access = store.read_sync([&](store::Transaction& tx) -> Result<Access> {
+    auto m = require_member(tx, room_id, ctx.user_id, false, true);
+    if (!m) return fail(Errc::permission_denied, m.error().error);
+    if (*m == "leave" || *m == "ban") {
+      auto events = state_for(tx, room_id, ctx.user_id);
+      if (!events) return tl::unexpected(events.error());
+      return Access{0, render_events(*events)};
+    }
+    auto row = tx.query_one("SELECT depth FROM matrix_rooms WHERE room_id = ?", {room_id});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return fail(Errc::not_found, "Unknown room");
+    return Access{(*row)->integer(0), std::nullopt};
   });
-  if (!r) return tl::unexpected(store_error(r.error()));
-  return *r;
+  if (!access) return tl::unexpected(store_error(access.error()));
+  if (access->as_when_left) return *access->as_when_left;
+  // The rendering is shared: every current member sees the same current state and state
+  // events carry no transaction ids, so requests for the same room at the same depth share
+  // one rendering (incident I15). A rendering that started later than a request's check may
+  // show newer state, never older.
+  if (!options.coalesce_requests) {
+    auto r = render();
+    if (!r) return tl::unexpected(store_error(r.error()));
+    return *r;
+  }
+  bool computed = false;
+  auto shared = full_state.get(room_id + "@" + std::to_string(access->depth), render, &computed);
+  if (!shared) return tl::unexpected(store_error(shared.error()));
+  if (!computed) full_state_shared.inc();
+  return std::string(**shared);
 }
 
 ApiResult<std::string> MatrixService::Impl::get_state_event(Ctx& ctx) {

@@ -290,6 +290,8 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
                      "DELETE FROM matrix_fallback_keys WHERE user_id = ?", "DELETE FROM matrix_to_device WHERE user_id = ?",
                      "DELETE FROM matrix_cross_signing WHERE user_id = ?", "DELETE FROM matrix_backup_keys WHERE user_id = ?",
                      "DELETE FROM matrix_backup_versions WHERE user_id = ?",
+                     "DELETE FROM matrix_push_rules WHERE user_id = ?", "DELETE FROM matrix_pushers WHERE user_id = ?",
+                     "DELETE FROM matrix_login_tokens WHERE user_id = ?",
                      "DELETE FROM matrix_positions WHERE name = 'backup_version:' || ?"})
       if (auto d = tx.exec(sql, {user}); !d) return tl::unexpected(d.error());
     return true;
@@ -374,6 +376,7 @@ const std::vector<Route>& routes() {
   static const std::vector<Route> table = {
       {"GET", "login", false, plain(&I::login_flows)},
       {"POST", "login", false, plain(&I::login)},
+      {"POST", "login/get_token", true, plain(&I::get_login_token)},
       {"POST", "register", false, plain(&I::do_register)},
       {"GET", "register/available", false, plain(&I::register_available)},
       {"GET", "register/m.login.registration_token/validity", false, plain(&I::token_validity)},
@@ -385,6 +388,16 @@ const std::vector<Route>& routes() {
       {"GET", "capabilities", true, plain(&I::capabilities)},
       {"GET", "pushrules", true, plain(&I::pushrules)},
       {"GET", "pushrules/", true, plain(&I::pushrules)},
+      {"GET", "pushrules/global/", true, plain(&I::pushrules)},
+      {"GET", "pushrules/{}/{}/{}", true, plain(&I::pushrule_get)},
+      {"PUT", "pushrules/{}/{}/{}", true, plain(&I::pushrule_change)},
+      {"DELETE", "pushrules/{}/{}/{}", true, plain(&I::pushrule_change)},
+      {"GET", "pushrules/{}/{}/{}/enabled", true, plain(&I::pushrule_get)},
+      {"PUT", "pushrules/{}/{}/{}/enabled", true, plain(&I::pushrule_change)},
+      {"GET", "pushrules/{}/{}/{}/actions", true, plain(&I::pushrule_get)},
+      {"PUT", "pushrules/{}/{}/{}/actions", true, plain(&I::pushrule_change)},
+      {"GET", "pushers", true, plain(&I::pushers_get)},
+      {"POST", "pushers/set", true, plain(&I::pushers_set)},
       {"POST", "user/{}/filter", true, plain(&I::filter_upload)},
       {"GET", "user/{}/filter/{}", true, plain(&I::filter_get)},
       {"POST", "createRoom", true, plain(&I::create_room)},
@@ -456,6 +469,8 @@ const std::vector<Route>& routes() {
       {"POST", "rooms/{}/read_markers", true, plain(&I::read_markers)},
       {"GET", "devices", true, plain(&I::devices)},
       {"GET", "devices/{}", true, plain(&I::device)},
+      {"PUT", "devices/{}", true, plain(&I::device_put)},
+      {"POST", "user_directory/search", true, plain(&I::user_directory_search)},
       {"DELETE", "devices/{}", true, plain(&I::device_delete)},
       {"POST", "delete_devices", true, plain(&I::delete_devices)},
       {"POST", "keys/upload", true, plain(&I::keys_upload)},

@@ -18,7 +18,10 @@
 #include "matrix/events.h"
 #include "matrix/matrix.h"
 #include "matrix/media_store.h"
+#include "matrix/push_rules.h"
+#include "matrix/shared_results.h"
 #include "matrix/room_store.h"
+#include "matrix/sync_filter.h"
 #include "net/net.h"
 #include "store/store.h"
 
@@ -53,7 +56,7 @@ struct Ctx {
 };
 
 struct SyncParams;
-// Parses "s<events>[_<account data>[_<receipts>[_<typing>[_<to-device>[_<device lists>]]]]]"
+// Parses "s<events>[_<account data>[_<receipts>[_<typing>[_<to-device>[_<device lists>[_<presence>]]]]]]"
 // into p (since and the since_* fields); false when malformed. "" leaves p unchanged.
 bool parse_since(const std::string& token, SyncParams& p);
 
@@ -64,6 +67,8 @@ struct SyncParams {
   std::int64_t since_typing = 0;        // typing serial (fourth part, if any)
   std::int64_t since_to_device = 0;     // last to-device message delivered (fifth part)
   std::int64_t since_device_lists = 0;  // device-list change position (sixth part)
+  std::int64_t since_presence = 0;      // presence serial (seventh part)
+  SyncFilter filter;
   int timeout_ms = 0;
   int limit = 10;
   bool full_state = false;
@@ -169,6 +174,19 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   SyncHub hub;
   LoginThrottle login_throttle;
   TypingRooms typing{clock};
+  // Full room state (GET /rooms/{id}/state) keyed by room and room depth: one computation
+  // serves every request at that version (incident I15). At most 64 rooms or 64 MiB.
+  SharedResults full_state{64, std::size_t{64} << 20};
+  SharedResults thumbnails{512, std::size_t{32} << 20};  // "<content type>\n<bytes>" by sha/size/method
+  Counter& full_state_computed = metrics.counter(
+      "hearth_matrix_full_state_computed_total", "Full room states rendered for GET /rooms/{id}/state");
+  Counter& full_state_shared = metrics.counter(
+      "hearth_matrix_full_state_shared_total", "GET /rooms/{id}/state answers served from a shared computation");
+  // The same for the room state of initial (or full_state) syncs without state filters.
+  Counter& sync_state_computed = metrics.counter(
+      "hearth_matrix_sync_state_computed_total", "Room states rendered for /sync (rooms new to the sync)");
+  Counter& sync_state_shared = metrics.counter(
+      "hearth_matrix_sync_state_shared_total", "Room states in /sync served from a shared computation");
 
   // skip_auth: the legacy unauthenticated media download runs a client route without a token.
   void dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth = false);
@@ -182,6 +200,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   net::HttpResponse well_known();
   ApiResult<std::string> login_flows(Ctx&);
   ApiResult<std::string> login(Ctx&);
+  ApiResult<std::string> login_with_token(Ctx&, const JsonValue& body);
+  ApiResult<std::string> get_login_token(Ctx&);
   ApiResult<std::string> do_register(Ctx&);
   ApiResult<std::string> register_available(Ctx&);
   ApiResult<std::string> token_validity(Ctx&);
@@ -189,7 +209,13 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> logout(Ctx&);
   ApiResult<std::string> logout_all(Ctx&);
   ApiResult<std::string> capabilities(Ctx&);
+  // Push rules and pushers (push_api.cc).
   ApiResult<std::string> pushrules(Ctx&);
+  ApiResult<std::string> pushrule_get(Ctx&);
+  ApiResult<std::string> pushrule_change(Ctx&);
+  ApiResult<std::string> pushers_get(Ctx&);
+  ApiResult<std::string> pushers_set(Ctx&);
+  Result<PushRuleSet> load_push_rules(store::Transaction& tx, const std::string& user_id);
   ApiResult<std::string> filter_upload(Ctx&);
   ApiResult<std::string> filter_get(Ctx&);
 
@@ -230,6 +256,16 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   std::optional<ApiResult<std::string>> sync(Ctx&);
   ApiResult<std::string> run_sync(const std::string& user_id, const std::string& device_id, const SyncParams& p,
                                   bool* empty, std::vector<std::string>* keys);
+  // Lazy-loading members: keeps the member events of the timeline's senders (and the
+  // user's own) in `state`, adding those it lacks as of stream position `first`.
+  Result<void> lazy_members(store::Transaction& tx, const std::string& room_id, const std::string& user_id,
+                            const std::vector<StoredEvent>& timeline, std::int64_t first, std::vector<StoredEvent>& state);
+  // {"highlight_count":H,"notification_count":N}: the events after the user's read receipt
+  // that the user's push rules make notify (the last 500 at most).
+  Result<std::string> unread_counts(store::Transaction& tx, const std::string& room_id, const std::string& user_id,
+                                    std::int64_t joined_at, std::int64_t upto, std::optional<PushRuleSet>& rules);
+  // The room summary: m.heroes (up to 5), m.joined_member_count, m.invited_member_count.
+  Result<std::string> room_summary(store::Transaction& tx, const std::string& room_id, const std::string& user_id);
 
   // Profiles, account data, devices (profile_api.cc).
   ApiResult<std::string> profile_get(Ctx&);
@@ -248,6 +284,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
                                 const std::string& event_id);
   void expire_typing();
   ApiResult<std::string> device(Ctx&);
+  ApiResult<std::string> device_put(Ctx&);  // rename (display_name)
+  ApiResult<std::string> user_directory_search(Ctx&);
   // The member event content for joining/updating: membership plus profile fields.
   Result<JsonValue> member_content(store::Transaction& tx, const std::string& user_id, std::string_view membership);
   void finish_waiter(std::shared_ptr<SyncHub::Waiter> w);
@@ -274,15 +312,24 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::string> e2e_sync_sections(store::Transaction& tx, const std::string& user_id, const std::string& device_id,
                                         const SyncParams& p, bool initial, std::int64_t* next_td, std::int64_t* next_dl,
                                         bool* nonempty);
-  // Presence (ephemeral_api.cc): in memory, like typing; not pushed in /sync yet.
+  // Presence (ephemeral_api.cc): in memory, like typing; delivered in /sync `presence`.
   struct Presence {
     std::string state = "offline", status_msg;
     std::int64_t last_active_ms = 0;
+    std::int64_t serial = 0;  // orders presence changes for /sync tokens
   };
   std::mutex presence_mu;
   std::unordered_map<std::string, Presence> presence;
+  std::int64_t presence_serial = 0;  // under presence_mu; max(previous + 1, wall clock ms)
   ApiResult<std::string> presence_get(Ctx&);
   ApiResult<std::string> presence_put(Ctx&);
+  // Sets the user's presence (status_msg: nullopt keeps it, and then an unchanged state is
+  // no change) and wakes the syncs sharing a room; false past the in-memory bound.
+  bool set_presence(const std::string& user_id, std::string_view state, std::optional<std::string> status_msg);
+  // The /sync presence events (comma-separated) of the user and of users sharing a joined
+  // room with it, changed after serial `since` (-1: all); *next: the serial to resume from.
+  Result<std::string> presence_section(store::Transaction& tx, const std::string& user_id, std::int64_t since,
+                                       const EventFilter& filter, std::int64_t* next);
   // Password change and deactivation (account_api.cc).
   ApiResult<std::string> password_change(Ctx&);
   ApiResult<std::string> deactivate(Ctx&);

@@ -237,7 +237,7 @@ class Matrix(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(status, 200)
         self.assertTrue(json.loads(raw)["m.homeserver"]["base_url"].startswith("http"))
         status, body = self.api("GET", "/login")
-        self.assertEqual(body, {"flows": [{"type": "m.login.password"}]})
+        self.assertEqual(body, {"flows": [{"type": "m.login.password"}, {"type": "m.login.token", "get_login_token": True}]})
         # Not served yet, but answered in Matrix's error format.
         for path in ("/_matrix/media/v3/unknown", "/_matrix/federation/v1/version", "/_matrix/client/unstable/x"):
             status, _, raw = self.h.request("GET", path)

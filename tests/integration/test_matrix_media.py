@@ -1,7 +1,7 @@
 """The Matrix media repository over plain HTTP: upload (/_matrix/media/v3/upload),
 authenticated download (/_matrix/client/v1/media/download) and the legacy unauthenticated
 /_matrix/media/v3/download, config (m.upload.size), the size limit and the per-user quota
-(413 M_TOO_LARGE), thumbnails answered 404 M_NOT_FOUND, files content-addressed under
+(413 M_TOO_LARGE), thumbnails of what is not an image answered 404 M_NOT_FOUND, files content-addressed under
 <data>/media and still served after a restart."""
 import hashlib
 import json

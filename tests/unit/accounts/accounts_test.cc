@@ -438,6 +438,21 @@ TEST_F(AccountsTest, DeleteDeviceRemovesItsTokens) {
   EXPECT_EQ(again.error().code, Errc::not_found);
 }
 
+TEST_F(AccountsTest, RenameDeviceKeepsItsTokens) {
+  ASSERT_TRUE(accounts().create_user("example.org", "alice", "pw", false));
+  auto s = accounts().create_session("example.org", "alice", "PHONE", "old name");
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(accounts().rename_device("example.org", "alice", "PHONE", "new name"));
+  auto devices = accounts().list_devices("example.org", "alice");
+  ASSERT_TRUE(devices);
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].display_name, "new name");
+  EXPECT_TRUE(accounts().lookup_token(s->access_token));
+  EXPECT_EQ(accounts().rename_device("example.org", "alice", "NOPE", "x").error().code, Errc::not_found);
+  EXPECT_EQ(accounts().rename_device("example.org", "alice", "PHONE", std::string(257, 'x')).error().code,
+            Errc::invalid_argument);
+}
+
 TEST_F(AccountsTest, DeleteUserRemovesDevicesTokensAndKeys) {
   ASSERT_TRUE(accounts().create_user("example.org", "alice", "pw", false));
   ASSERT_TRUE(accounts().create_user("example.org", "bob", "pw", false));
