@@ -280,6 +280,11 @@ int run(const Config& config, bool print_banner) {
     cp.max_upload_bytes = config.cryptpad_max_upload_bytes;
     cp.http_unsafe_origin = config.cryptpad_http_unsafe_origin;
     cp.http_safe_origin = config.cryptpad_http_safe_origin;
+    cp.instance_name = config.cryptpad_instance_name;
+    cp.instance_description = config.cryptpad_instance_description;
+    cp.instance_location = config.cryptpad_instance_location;
+    cp.instance_notice = config.cryptpad_instance_notice;
+    cp.blobs = &blob_store;
     cryptpad_service = std::make_unique<cryptpad::CryptpadService>(
         cp, **store, clock, log, metrics,
         [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },

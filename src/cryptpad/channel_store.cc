@@ -37,6 +37,34 @@ CREATE TABLE cryptpad_pins(
   PRIMARY KEY(key, channel)
 ) WITHOUT ROWID;
 CREATE INDEX cryptpad_messages_checkpoints ON cryptpad_messages(channel, seq) WHERE cp = 1;
+)sql"},
+                                         {2, "files, login blocks, TOTP and sessions", R"sql(
+CREATE TABLE cryptpad_blobs(
+  id TEXT PRIMARY KEY,       -- CryptPad's 48-hex file id
+  ref TEXT NOT NULL,         -- the blobs/ reference holding the bytes
+  uploader TEXT NOT NULL,
+  owners TEXT NOT NULL,      -- JSON array of keys
+  size INTEGER NOT NULL,
+  created INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cryptpad_blocks(
+  key TEXT PRIMARY KEY,      -- the block's public key (base64)
+  content BLOB,              -- NULL once removed
+  updated INTEGER NOT NULL,
+  removed TEXT               -- the reason given at removal
+) WITHOUT ROWID;
+CREATE TABLE cryptpad_mfa(
+  key TEXT PRIMARY KEY,
+  secret TEXT NOT NULL,      -- base32, as the client chose it
+  contact TEXT,
+  created INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cryptpad_auth_sessions(
+  key TEXT NOT NULL,
+  id TEXT NOT NULL,
+  expires INTEGER NOT NULL,
+  PRIMARY KEY(key, id)
+) WITHOUT ROWID;
 )sql"}});
 }
 
@@ -208,7 +236,9 @@ Result<std::int64_t> ChannelStore::size_sync(const std::string& channel) {
     auto b = tx.query_one("SELECT COALESCE(SUM(LENGTH(CAST(metadata AS BLOB))), 0) FROM cryptpad_channels WHERE channel = ?",
                           {channel});
     if (!b) return tl::unexpected(b.error());
-    return (*a)->integer(0) + (*b)->integer(0);
+    auto f = tx.query_one("SELECT COALESCE(SUM(size), 0) FROM cryptpad_blobs WHERE id = ?", {channel});
+    if (!f) return tl::unexpected(f.error());
+    return (*a)->integer(0) + (*b)->integer(0) + (*f)->integer(0);
   });
 }
 
@@ -224,7 +254,12 @@ Result<std::int64_t> ChannelStore::pinned_size_sync(const std::string& key) {
         "WHERE key = ?) p JOIN cryptpad_channels c ON c.channel = p.target",
         {key});
     if (!b) return tl::unexpected(b.error());
-    return (*a)->integer(0) + (*b)->integer(0);
+    auto f = tx.query_one(
+        "SELECT COALESCE(SUM(size), 0) FROM cryptpad_blobs WHERE uploader = ? OR id IN (SELECT target FROM "
+        "cryptpad_pins WHERE key = ?)",
+        {key, key});
+    if (!f) return tl::unexpected(f.error());
+    return (*a)->integer(0) + (*b)->integer(0) + (*f)->integer(0);
   });
 }
 

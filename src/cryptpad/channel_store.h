@@ -76,9 +76,10 @@ class ChannelStore {
   // Removes every message of a channel (CLEAR_OWNED_CHANNEL) or those before `seq`
   // (TRIM_HISTORY); returns the number removed.
   Result<std::int64_t> remove_messages_sync(const std::string& channel, std::int64_t before_seq);
-  // Bytes stored for every document pinned by `key` (its quota usage).
+  // Bytes stored for every document pinned by `key` plus every file it uploaded and
+  // every file it pinned (its quota usage).
   Result<std::int64_t> pinned_size_sync(const std::string& key);
-  // Bytes stored for a channel (content of its messages plus its metadata).
+  // Bytes stored for a channel (content of its messages plus its metadata) or a file.
   Result<std::int64_t> size_sync(const std::string& channel);
 
   // Appends one message; `done` gets its time-stamped seq once durable.

@@ -50,6 +50,8 @@ class RpcSessions {
   std::map<std::string, Session> sessions_;
 };
 
+class CryptpadFiles;
+
 struct RpcContext {
   ChannelStore& store;
   RpcSessions& sessions;
@@ -63,6 +65,7 @@ struct RpcContext {
   // `notice` (a JSON object, may be empty) goes to every member from the history keeper
   // and the cached metadata is dropped.
   std::function<void(const std::string&, const std::string&)> channel_changed;
+  CryptpadFiles* files = nullptr;  // uploads and blobs
 };
 
 // A raw JSON value, or an error code.

@@ -16,7 +16,9 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "core/random.h"
+#include "cryptpad/auth.h"
 #include "cryptpad/channel_store.h"
+#include "cryptpad/files.h"
 #include "cryptpad/cryptpad.h"
 #include "cryptpad/metadata.h"
 #include "cryptpad/protocol.h"
@@ -75,6 +77,8 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   std::string hk;
   ParseLimits limits;
   RpcSessions sessions;
+  std::shared_ptr<CryptpadFiles> files;
+  std::shared_ptr<CryptpadAuth> auth;
   std::atomic<bool> stopped{false};
 
   Counter& frames_in;
@@ -99,6 +103,8 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         offload(std::move(off)),
         run_after(std::move(ra)),
         sessions(c),
+        files(std::make_shared<CryptpadFiles>(store, c, options.blobs, options.max_upload_bytes)),
+        auth(std::make_shared<CryptpadAuth>(store, c, *files)),
         frames_in(m.counter("hearth_cryptpad_frames_total", "Netflux frames received")),
         messages_stored(m.counter("hearth_cryptpad_messages_stored_total", "Channel messages stored")),
         messages_rejected(m.counter("hearth_cryptpad_messages_rejected_total",
@@ -735,6 +741,7 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   // -- RPC ----------------------------------------------------------------------------
   void rpc(const std::shared_ptr<User>& user, const RpcRequest& r) {
     RpcContext ctx{channels_store, sessions, clock, options, limits};
+    ctx.files = files.get();
     ctx.metadata_changed = [this](const std::string& chan, const ChannelMeta& meta) { metadata_changed(chan, meta); };
     ctx.meta_of = [this](const std::string& chan) { return meta_of(chan); };
     ctx.channel_changed = [this](const std::string& chan, const std::string& notice) { channel_changed(chan, notice); };
@@ -859,6 +866,7 @@ void CryptpadService::install(net::Router& router) {
       },
       impl_->options.max_message_bytes);
   install_http_routes(router, impl_->options, impl_->hk);
+  install_auth_routes(router, impl_->auth, impl_->files, impl_->options);
 }
 
 void CryptpadService::start() { impl_->schedule_sweep(); }
