@@ -285,6 +285,8 @@ int run(const Config& config, bool print_banner) {
     cp.instance_location = config.cryptpad_instance_location;
     cp.instance_notice = config.cryptpad_instance_notice;
     cp.blobs = &blob_store;
+    cp.admin_keys = config.cryptpad_admin_keys;
+    cp.data_dir = data_dir;
     cryptpad_service = std::make_unique<cryptpad::CryptpadService>(
         cp, **store, clock, log, metrics,
         [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },

@@ -202,6 +202,8 @@ const std::vector<Binding>& bindings() {
        string_field(&Config::cryptpad_instance_location)},
       {"cryptpad.instance_notice", "\"\"", "A notice shown on CryptPad's front page (`/api/instance`).",
        string_field(&Config::cryptpad_instance_notice)},
+      {"cryptpad.admin_keys", "[]", "Public signing keys (`edPublic`, base64, or CryptPad's `[user@host/KEY]` form) of the CryptPad administrators; more can be added from the admin panel (decrees).",
+       string_list_field(&Config::cryptpad_admin_keys, true)},
       {"matrix.server_name", "\"\"", "Matrix server name: the part after `:` in `@user:server` and room ids; empty: the primary domain. Never change it once users exist.",
        string_field(&Config::matrix_server_name)},
       {"matrix.default_room_version", "\"11\"", "Room version of new rooms when the client names none: `10` or `11`.",

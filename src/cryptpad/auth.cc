@@ -126,7 +126,8 @@ tl::expected<void, std::string> CryptpadAuth::write_block(const AuthBody& b) {
   auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
     auto r = tx.exec(
         "INSERT INTO cryptpad_blocks(key, content, updated, removed) VALUES (?, ?, ?, NULL) "
-        "ON CONFLICT(key) DO UPDATE SET content = excluded.content, updated = excluded.updated, removed = NULL",
+        "ON CONFLICT(key) DO UPDATE SET content = excluded.content, archived = NULL, updated = excluded.updated, "
+        "removed = NULL",
         {sk, store::Blob{*bytes}, now});
     if (!r) return tl::unexpected(r.error());
     return true;
@@ -140,12 +141,46 @@ tl::expected<void, std::string> CryptpadAuth::remove_block(const AuthBody& b) {
   std::string reason = str_field(b.fields, "reason").value_or("");
   if (reason.size() > 256) reason.resize(256);
   auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
-    auto r = tx.exec("UPDATE cryptpad_blocks SET content = NULL, removed = ?, updated = ? WHERE key = ?",
+    auto r = tx.exec(
+        "UPDATE cryptpad_blocks SET archived = COALESCE(content, archived), content = NULL, removed = ?, updated = ? "
+        "WHERE key = ?",
                      {reason, clock_.now_ms(), sk});
     if (!r) return tl::unexpected(r.error());
     return true;
   });
   if (!w) return err("E_STORAGE");
+  return {};
+}
+
+tl::expected<void, std::string> CryptpadAuth::archive_block(const std::string& key, const std::string& reason) {
+  const std::string sk = safe_key(key);
+  auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto row = tx.query_one("SELECT 1 FROM cryptpad_blocks WHERE key = ? AND content IS NOT NULL", {sk});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return false;
+    auto r = tx.exec("UPDATE cryptpad_blocks SET archived = content, content = NULL, removed = ?, updated = ? WHERE key = ?",
+                     {"MODERATION_BLOCK:" + reason, clock_.now_ms(), sk});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  });
+  if (!w) return err("E_STORAGE");
+  if (!*w) return err("ENOENT");
+  return {};
+}
+
+tl::expected<void, std::string> CryptpadAuth::restore_block(const std::string& key) {
+  const std::string sk = safe_key(key);
+  auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto row = tx.query_one("SELECT 1 FROM cryptpad_blocks WHERE key = ? AND content IS NULL AND archived IS NOT NULL", {sk});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return false;
+    auto r = tx.exec("UPDATE cryptpad_blocks SET content = archived, archived = NULL, removed = NULL, updated = ? WHERE key = ?",
+                     {clock_.now_ms(), sk});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  });
+  if (!w) return err("E_STORAGE");
+  if (!*w) return err("ENOENT");
   return {};
 }
 
@@ -467,7 +502,7 @@ void install_auth_routes(net::Router& router, std::shared_ptr<CryptpadAuth> auth
     if (!id || !CryptpadFiles::is_file_id(*id)) return respond(net::HttpResponse::text(404, "Not found\n"));
     auto f = files->find(*id);
     if (!f) return respond(net::HttpResponse::text(500, "storage error\n"));
-    if (!*f) return respond(net::HttpResponse::text(404, "Not found\n"));
+    if (!*f || (*f)->archived) return respond(net::HttpResponse::text(404, "Not found\n"));
     auto bytes = files->read(**f);
     if (!bytes) return respond(net::HttpResponse::text(500, "storage error\n"));
     net::HttpResponse r;

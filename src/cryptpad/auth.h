@@ -42,6 +42,11 @@ class CryptpadAuth {
   net::HttpResponse block(const std::string& safe_key, std::string_view authorization);
   net::HttpResponse upload_blob(const std::string& body);
 
+  // Admin archival of a block (kept, restorable; GET /block answers 404 with the reason)
+  // and its restoration; ENOENT when there is nothing to archive or restore.
+  tl::expected<void, std::string> archive_block(const std::string& key, const std::string& reason);
+  tl::expected<void, std::string> restore_block(const std::string& key);
+
  private:
   struct Challenge {
     AuthBody body;

@@ -45,14 +45,23 @@ CREATE TABLE cryptpad_blobs(
   uploader TEXT NOT NULL,
   owners TEXT NOT NULL,      -- JSON array of keys
   size INTEGER NOT NULL,
-  created INTEGER NOT NULL
+  created INTEGER NOT NULL,
+  archived TEXT              -- reason, while an admin has archived it
 ) WITHOUT ROWID;
 CREATE TABLE cryptpad_blocks(
-  key TEXT PRIMARY KEY,      -- the block's public key (base64)
-  content BLOB,              -- NULL once removed
+  key TEXT PRIMARY KEY,      -- the block's public key (safe form)
+  content BLOB,              -- NULL once removed or archived
+  archived BLOB,             -- the content a removal or archival kept (restorable)
   updated INTEGER NOT NULL,
   removed TEXT               -- the reason given at removal
 ) WITHOUT ROWID;
+CREATE TABLE cryptpad_decrees(
+  seq INTEGER PRIMARY KEY,
+  command TEXT NOT NULL,
+  args TEXT NOT NULL,        -- JSON
+  author TEXT NOT NULL,
+  time INTEGER NOT NULL
+);
 CREATE TABLE cryptpad_mfa(
   key TEXT PRIMARY KEY,
   secret TEXT NOT NULL,      -- base32, as the client chose it
@@ -220,6 +229,17 @@ Result<void> ChannelStore::mark_deleted_sync(const std::string& channel, const s
     if (!r) return tl::unexpected(r.error());
     return true;
   }).map([](bool) {});
+}
+
+Result<bool> ChannelStore::restore_sync(const std::string& channel) {
+  return store_.write_sync([&](Transaction& tx) -> Result<bool> {
+    auto row = tx.query_one("SELECT deleted FROM cryptpad_channels WHERE channel = ?", {channel});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row || (*row)->is_null(0)) return false;
+    auto r = tx.exec("UPDATE cryptpad_channels SET deleted = NULL WHERE channel = ?", {channel});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  });
 }
 
 Result<std::int64_t> ChannelStore::remove_messages_sync(const std::string& channel, std::int64_t before_seq) {

@@ -73,6 +73,9 @@ class ChannelStore {
   // Owner removal: the channel answers EDELETED with `reason` from now on. Its rows stay
   // (archived in place) until retention purges them.
   Result<void> mark_deleted_sync(const std::string& channel, const std::string& reason);
+  // Clears the placeholder of a removed or archived channel (its rows were kept); false
+  // when the channel was not removed.
+  Result<bool> restore_sync(const std::string& channel);
   // Removes every message of a channel (CLEAR_OWNED_CHANNEL) or those before `seq`
   // (TRIM_HISTORY); returns the number removed.
   Result<std::int64_t> remove_messages_sync(const std::string& channel, std::int64_t before_seq);

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -58,6 +59,8 @@ struct CryptpadOptions {
   // Uploads (UPLOAD_STATUS, /upload-blob, /blob) store files here; null: uploads fail
   // with E_NO_STORAGE. Not owned; must outlive the service.
   blobs::BlobStore* blobs = nullptr;
+  std::vector<std::string> admin_keys;       // CryptPad admins (more by decree)
+  std::string data_dir;                      // measured by the admin panel's DISK_USAGE; "" = not measured
 };
 
 using Offload = std::function<bool(std::function<void()>)>;

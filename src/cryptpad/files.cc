@@ -171,7 +171,7 @@ tl::expected<std::string, std::string> CryptpadFiles::complete(const std::string
 
 Result<std::optional<StoredFile>> CryptpadFiles::find(const std::string& id) {
   return store_.read_sync([&](store::Transaction& tx) -> Result<std::optional<StoredFile>> {
-    auto row = tx.query_one("SELECT ref, uploader, owners, size, created FROM cryptpad_blobs WHERE id = ?", {id});
+    auto row = tx.query_one("SELECT ref, uploader, owners, size, created, archived FROM cryptpad_blobs WHERE id = ?", {id});
     if (!row) return tl::unexpected(row.error());
     if (!*row) return std::optional<StoredFile>();
     StoredFile f;
@@ -184,8 +184,23 @@ Result<std::optional<StoredFile>> CryptpadFiles::find(const std::string& id) {
         if (v.is_string()) f.owners.push_back(v.text);
     f.size = (*row)->integer(3);
     f.created = (*row)->integer(4);
+    if (!(*row)->is_null(5)) f.archived = std::string((*row)->text(5));
     return std::optional<StoredFile>(std::move(f));
   });
+}
+
+tl::expected<void, std::string> CryptpadFiles::set_archived(const std::string& id, std::optional<std::string> reason) {
+  auto f = find(id);
+  if (!f) return err("E_STORAGE");
+  if (!*f) return err("ENOENT");
+  if (reason.has_value() == (*f)->archived.has_value()) return err(reason ? "EEXISTS" : "ENOENT");
+  auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto r = tx.exec("UPDATE cryptpad_blobs SET archived = ? WHERE id = ?", {reason, id});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  });
+  if (!w) return err("E_STORAGE");
+  return {};
 }
 
 Result<std::string> CryptpadFiles::read(const StoredFile& f) {

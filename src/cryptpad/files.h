@@ -50,6 +50,7 @@ struct StoredFile {
   std::vector<std::string> owners;
   std::int64_t size = 0;
   std::int64_t created = 0;
+  std::optional<std::string> archived;  // reason while archived by an admin (not served)
 };
 
 class CryptpadFiles {
@@ -73,6 +74,8 @@ class CryptpadFiles {
 
   Result<std::optional<StoredFile>> find(const std::string& id);
   Result<std::string> read(const StoredFile& f);
+  // Admin archival (reason) or restoration (nullopt); the bytes stay in blobs/ meanwhile.
+  tl::expected<void, std::string> set_archived(const std::string& id, std::optional<std::string> reason);
   // Removes a blob its owner (or, for an unowned blob, nobody) asked to remove.
   tl::expected<void, std::string> remove_owned(const std::string& key, const std::string& id);
 

@@ -42,6 +42,7 @@ const std::vector<RpcCommand>& file_commands();     // sizes, IS_NEW_CHANNEL, me
 const std::vector<RpcCommand>& pin_commands();      // cookie, pins, quota
 const std::vector<RpcCommand>& channel_commands();  // SET_METADATA and owner commands
 const std::vector<RpcCommand>& upload_commands();   // UPLOAD_STATUS, UPLOAD, UPLOAD_COMPLETE…
+const std::vector<RpcCommand>& admin_commands();    // ADMIN [CMD, ...]
 
 // Shared helpers.
 std::optional<std::vector<std::string>> rpc_string_list(const RawValue& v, const ParseLimits& limits);

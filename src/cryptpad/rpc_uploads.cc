@@ -26,7 +26,7 @@ tl::expected<RpcValues, std::string> upload_status(RpcCall& c) {
   if (!size) return rpc_error("E_INVALID_SIZE");
   auto used = c.ctx.store.pinned_size_sync(c.key);
   if (!used) return rpc_error("E_STORAGE");
-  const std::int64_t free = c.ctx.options.default_storage_limit - *used;
+  const std::int64_t free = c.ctx.limit_for(c.key) - *used;
   auto pending = files_of(c)->status(c.key, *size, free);
   if (!pending) return rpc_error(pending.error());
   return RpcValues{*pending ? "true" : "false"};

@@ -136,3 +136,77 @@ class CryptpadFiles(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+ADMIN_SEED = "11" * 32
+USER_SEED = "22" * 32
+
+
+class CryptpadAdmin(unittest.TestCase):
+    """The admin panel's RPC: an admin from the configuration, decrees that survive a restart."""
+
+    @classmethod
+    def setUpClass(cls):
+        ensure_node_modules()
+        cls.node = shutil.which("node")
+        if not cls.node:
+            raise unittest.SkipTest("node is not installed")
+        if not os.path.isfile(os.path.join(CRYPTPAD_DIR, "src/common/outer/http-command.js")):
+            raise unittest.SkipTest(f"no CryptPad checkout at {CRYPTPAD_DIR} (set CRYPTPAD_DIR)")
+        cls.h = None
+        keys = cls.run_node_raw("pubkeys", "http://127.0.0.1:1")
+        cls.admin_key, cls.user_key = keys["admin"], keys["user"]
+        cls.h = Hearth(f'[cryptpad]\nadmin_keys = ["{cls.admin_key}"]\n').start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.h:
+            cls.h.stop()
+            cls.h.cleanup()
+
+    @classmethod
+    def run_node_raw(cls, scenario, base=None):
+        base = base or f"http://127.0.0.1:{cls.h.http_port}"
+        env = dict(os.environ, CRYPTPAD_DIR=CRYPTPAD_DIR, ADMIN_SEED=ADMIN_SEED, USER_SEED=USER_SEED)
+        p = subprocess.run([cls.node, "cp_files.js", scenario, base, base.replace("http", "ws") + "/cryptpad_websocket"],
+                           cwd=NODE_DIR, capture_output=True, text=True, timeout=180, env=env)
+        if p.returncode != 0:
+            raise AssertionError(p.stderr)
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    def test_admin_commands_decrees_and_archival(self):
+        r = self.run_node_raw("admin")
+        self.assertEqual(r["forbidden"], "FORBIDDEN")
+        self.assertEqual(len(r["sessions"]), 2)
+        self.assertGreaterEqual(r["sessions"][0], 2)  # the admin's and the user's connections
+        self.assertEqual(r["sessions"][1], 1)          # one address
+        self.assertGreaterEqual(r["pads"][0], 1)
+        self.assertEqual(set(r["disk"][0]), {"total", "pin", "blob", "blobstage", "block", "datastore"})
+        self.assertGreater(r["fds"][0], 0)
+        self.assertGreater(r["fd_limit"][0], 0)
+        self.assertEqual(r["status"][0]["admins"], [self.admin_key])
+        self.assertTrue(r["status"][0]["blockDailyCheck"])
+        self.assertEqual(r["unknown"], "UNHANDLED_ADMIN_COMMAND")
+        self.assertEqual(r["set_quota"], [])
+        self.assertEqual(r["user_limit"], [1234, "small", "test"])
+        self.assertEqual(r["limits"][0][self.user_key]["limit"], 1234)
+        self.assertEqual(r["user_quota"], [1234, "small", "test"])
+        self.assertEqual(r["bad_decree"], "INVALID_ARGS")
+        self.assertEqual(r["unsupported_decree"], "E_NOT_IMPLEMENTED")
+        self.assertEqual(sorted(r["config_admins"]), sorted([self.admin_key, self.user_key]))
+        self.assertEqual(len(r["user_now_admin"]), 1)
+        self.assertEqual(r["user_again"], "FORBIDDEN")
+        self.assertEqual(r["archive"], [])
+        self.assertEqual(r["after_archive"], {"isNew": False, "reason": "MODERATION_PAD:spam"})
+        self.assertEqual(r["restore"], [])
+        self.assertEqual(r["after_restore"], {"isNew": False})
+        self.assertEqual(r["restore_again"], "ENOENT")
+        self.assertGreater(r["size_after_restore"], 0)
+        self.assertEqual(r["archive_block"], [])
+        self.assertEqual(r["block_archived"], {"status": 404, "json": {"reason": "MODERATION_BLOCK:abuse", "code": 404}})
+        self.assertEqual(r["restore_block"], [])
+        self.assertEqual(r["block_restored"], {"status": 200, "same": True})
+        # Decrees are durable: the user's limit survives a restart.
+        self.h.stop()
+        self.h.start()
+        self.assertEqual(self.run_node_raw("limit")["limit"], [1234, "small", "test"])

@@ -280,6 +280,86 @@ const scenarios = {
   },
 };
 
+// Keys from 32-byte seeds given as hex in the environment (ADMIN_SEED, USER_SEED).
+const seeded = (name) => Nacl.sign.keyPair.fromSeed(Buffer.from(process.env[name], 'hex'));
+
+scenarios.pubkeys = async () => ({ admin: NaclUtil.encodeBase64(seeded('ADMIN_SEED').publicKey),
+                                   user: NaclUtil.encodeBase64(seeded('USER_SEED').publicKey) });
+
+scenarios.limit = async () => {
+  const rpc = await rpcSession(seeded('USER_SEED'));
+  const limit = await rpc.signed('GET_LIMIT', undefined);
+  rpc.close();
+  return { limit: limit.slice(2) };
+};
+
+// The admin panel's commands: who may use them, stats, decrees, archive/restore.
+scenarios.admin = async () => {
+  const adminKeys = seeded('ADMIN_SEED');
+  const userKeys = seeded('USER_SEED');
+  const userPub = NaclUtil.encodeBase64(userKeys.publicKey);
+  const admin = await rpcSession(adminKeys);
+  const user = await rpcSession(userKeys);
+  const val = (r) => (r[1] === 'ERROR' ? r[2] : r.slice(2));
+  const A = async (...args) => val(await admin.signed('ADMIN', args));
+  const out = {};
+  out.forbidden = val(await user.signed('ADMIN', ['ACTIVE_SESSIONS']));
+  out.sessions = await A('ACTIVE_SESSIONS');
+  out.pads = await A('ACTIVE_PADS');
+  out.disk = await A('DISK_USAGE');
+  out.fds = await A('GET_FILE_DESCRIPTOR_COUNT');
+  out.fd_limit = await A('GET_FILE_DESCRIPTOR_LIMIT');
+  out.status = await A('INSTANCE_STATUS');
+  out.unknown = await A('NO_SUCH_COMMAND');
+  // Quotas by decree.
+  out.set_quota = await A('ADMIN_DECREE', ['SET_QUOTA', [userPub, { limit: 1234, plan: 'small', note: 'test' }]]);
+  out.user_limit = val(await user.signed('GET_LIMIT', undefined));
+  out.limits = await A('GET_LIMITS');
+  out.user_quota = await A('GET_USER_QUOTA', userPub);
+  out.bad_decree = await A('ADMIN_DECREE', ['SET_QUOTA', ['nope', { limit: 1 }]]);
+  out.unsupported_decree = await A('ADMIN_DECREE', ['SET_SURVEY_URL', ['x']]);
+  // A second admin by decree, seen in /api/config.
+  out.add_admin = await A('ADMIN_DECREE', ['ADD_ADMIN_KEY', [userPub]]);
+  const cfg = await (await fetch(`${base}/api/config`)).text();
+  out.config_admins = JSON.parse(cfg.slice(27, -5)).adminKeys;
+  out.user_now_admin = val(await user.signed('ADMIN', ['ACTIVE_PADS']));
+  out.rm_admin = await A('ADMIN_DECREE', ['RM_ADMIN_KEY', [userPub]]);
+  out.user_again = val(await user.signed('ADMIN', ['ACTIVE_PADS']));
+  // Archive and restore a document with history.
+  const chan = randomHex(16);
+  const n = user.network;
+  const wc = await within(n.join(chan), 'JOIN');
+  const hk = wc.members.find((m) => m.length === 16);
+  await new Promise((res) => {
+    const onMsg = (msg, sender) => { if (sender === hk && /"state":1/.test(msg)) { n.off('message', onMsg); res(); } };
+    n.on('message', onMsg);
+    n.sendto(hk, JSON.stringify(['GET_HISTORY', chan, { txid: 'h1', metadata: {} }]));
+  });
+  await within(wc.bcast('a message to keep'), 'MSG ack');
+  out.archive = await A('ARCHIVE_DOCUMENT', { id: chan, reason: 'spam' });
+  out.after_archive = (await admin.anon('IS_NEW_CHANNEL', chan))[2];
+  out.restore = await A('RESTORE_ARCHIVED_DOCUMENT', chan);
+  out.after_restore = (await admin.anon('IS_NEW_CHANNEL', chan))[2];
+  out.restore_again = await A('RESTORE_ARCHIVED_DOCUMENT', chan);
+  out.size_after_restore = (await admin.anon('GET_FILE_SIZE', chan))[2];
+  // Archive and restore a login block.
+  const bytes = Nacl.randomBytes(100);
+  await command(userKeys, { command: 'WRITE_BLOCK', content: {
+    publicKey: userPub, signature: NaclUtil.encodeBase64(Nacl.sign.detached(Nacl.hash(bytes), userKeys.secretKey)),
+    ciphertext: NaclUtil.encodeBase64(bytes) } });
+  const safe = userPub.replace(/\//g, '-');
+  const blockUrl = `${base}/block/${safe.slice(0, 2)}/${safe}`;
+  out.archive_block = await A('ARCHIVE_BLOCK', { key: userPub, reason: 'abuse' });
+  const b1 = await fetch(blockUrl);
+  out.block_archived = { status: b1.status, json: await b1.json() };
+  out.restore_block = await A('RESTORE_ARCHIVED_BLOCK', { key: userPub });
+  const b2 = await fetch(blockUrl);
+  out.block_restored = { status: b2.status, same: Buffer.compare(Buffer.from(await b2.arrayBuffer()), Buffer.from(bytes)) === 0 };
+  admin.close();
+  user.close();
+  return out;
+};
+
 (async () => {
   const fn = scenarios[scenario];
   if (!fn) fail(`unknown scenario ${scenario}`);
