@@ -204,6 +204,8 @@ const std::vector<Binding>& bindings() {
        string_field(&Config::cryptpad_instance_notice)},
       {"cryptpad.admin_keys", "[]", "Public signing keys (`edPublic`, base64, or CryptPad's `[user@host/KEY]` form) of the CryptPad administrators; more can be added from the admin panel (decrees).",
        string_list_field(&Config::cryptpad_admin_keys, true)},
+      {"cryptpad.web_root", "\"\"", "A CryptPad checkout (holding `www/`, `customize.dist/`, `src/common/`) whose web application hearth serves on every path no other route takes, with CryptPad's security headers; empty: no web application.",
+       string_field(&Config::cryptpad_web_root)},
       {"matrix.server_name", "\"\"", "Matrix server name: the part after `:` in `@user:server` and room ids; empty: the primary domain. Never change it once users exist.",
        string_field(&Config::matrix_server_name)},
       {"matrix.default_room_version", "\"11\"", "Room version of new rooms when the client names none: `10` or `11`.",

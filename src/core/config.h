@@ -95,6 +95,7 @@ struct Config {
   std::string cryptpad_instance_location;
   std::string cryptpad_instance_notice;
   std::vector<std::string> cryptpad_admin_keys;
+  std::string cryptpad_web_root;
   // [matrix]
   std::string matrix_server_name;  // empty: the primary domain
   std::string matrix_default_room_version = "11";

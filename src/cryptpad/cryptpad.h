@@ -61,6 +61,7 @@ struct CryptpadOptions {
   blobs::BlobStore* blobs = nullptr;
   std::vector<std::string> admin_keys;       // CryptPad admins (more by decree)
   std::string data_dir;                      // measured by the admin panel's DISK_USAGE; "" = not measured
+  std::string web_root;                      // a CryptPad checkout whose web application is served; "" = none
 };
 
 using Offload = std::function<bool(std::function<void()>)>;

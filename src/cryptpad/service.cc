@@ -23,6 +23,7 @@
 #include "cryptpad/cryptpad.h"
 #include "cryptpad/metadata.h"
 #include "cryptpad/protocol.h"
+#include "cryptpad/web.h"
 #include "cryptpad/rpc.h"
 #include "store/store.h"
 
@@ -891,6 +892,7 @@ void CryptpadService::install(net::Router& router) {
   install_http_routes(router, impl_->options, impl_->hk, [admin] { return admin->admins(); },
                       [admin] { return admin->default_limit(); });
   install_auth_routes(router, impl_->auth, impl_->files, impl_->options);
+  install_web_routes(router, impl_->options);
 }
 
 void CryptpadService::start() { impl_->schedule_sweep(); }

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import unittest
+import urllib.error
 import urllib.request
 
 from harness import Hearth
@@ -210,3 +211,84 @@ class CryptpadAdmin(unittest.TestCase):
         self.h.stop()
         self.h.start()
         self.assertEqual(self.run_node_raw("limit")["limit"], [1234, "small", "test"])
+
+
+class CryptpadWeb(unittest.TestCase):
+    """CryptPad's web application served from a checkout, with its security headers."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.isfile(os.path.join(CRYPTPAD_DIR, "customize.dist/index.html")):
+            raise unittest.SkipTest(f"no CryptPad checkout at {CRYPTPAD_DIR} (set CRYPTPAD_DIR)")
+        cls.h = Hearth(f'[cryptpad]\nweb_root = "{CRYPTPAD_DIR}"\n'
+                       'http_unsafe_origin = "http://pad.localhost"\nhttp_safe_origin = "http://sandbox.localhost"\n').start()
+        cls.base = f"http://127.0.0.1:{cls.h.http_port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.h.stop()
+        cls.h.cleanup()
+
+    def get(self, path, method="GET"):
+        req = urllib.request.Request(self.base + path, method=method)
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            with opener.open(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def read(self, rel):
+        with open(os.path.join(CRYPTPAD_DIR, rel), "rb") as f:
+            return f.read()
+
+    def test_files_come_from_cryptpads_roots(self):
+        status, headers, body = self.get("/")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, self.read("customize.dist/index.html"))
+        self.assertTrue(headers["Content-Type"].startswith("text/html"))
+        status, headers, body = self.get("/common/common-hash.js")
+        self.assertEqual((status, body), (200, self.read("src/common/common-hash.js")))
+        self.assertTrue(headers["Content-Type"].startswith("text/javascript"))
+        status, _, body = self.get("/customize/main.js?ver=1")
+        self.assertEqual((status, body), (200, self.read("customize.dist/main.js")))
+        status, headers, _ = self.get("/pad")
+        self.assertEqual((status, headers["Location"]), (301, "/pad/"))
+        status, _, body = self.get("/pad/")
+        self.assertEqual((status, body), (200, self.read("www/pad/index.html")))
+        status, headers, body = self.get("/pad/index.html", method="HEAD")
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(int(headers["Content-Length"]), len(self.read("www/pad/index.html")))
+        # The API routes still answer.
+        status, _, body = self.get("/api/config")
+        self.assertEqual(status, 200)
+        self.assertIn(b"websocketPath", body)
+
+    def test_security_headers_and_caching(self):
+        _, headers, _ = self.get("/pad/index.html")
+        csp = headers["Content-Security-Policy"]
+        self.assertIn("frame-src 'self' blob: http://sandbox.localhost", csp)
+        self.assertIn("connect-src 'self' blob: http://pad.localhost http://sandbox.localhost ws://pad.localhost", csp)
+        self.assertNotIn("unsafe-eval", csp)
+        self.assertEqual(headers["Cross-Origin-Embedder-Policy"], "require-corp")
+        self.assertEqual(headers["Cross-Origin-Resource-Policy"], "cross-origin")
+        self.assertEqual(headers["Access-Control-Allow-Origin"], "http://sandbox.localhost")
+        self.assertEqual(headers["X-Content-Type-Options"], "nosniff")
+        self.assertEqual(headers["Cache-Control"], "no-cache")
+        _, headers, _ = self.get("/pad/index.html?ver=5.0")
+        self.assertEqual(headers["Cache-Control"], "max-age=31536000")
+        _, headers, _ = self.get("/sheet/inner.html")
+        self.assertIn("'unsafe-eval'", headers["Content-Security-Policy"])
+
+    def test_traversal_and_missing_files(self):
+        self.assertEqual(self.get("/../config/config.js")[0], 400)
+        self.assertEqual(self.get("/%2e%2e/config/config.js")[0], 400)
+        self.assertEqual(self.get("/common/%2e%2e/%2e%2e/config/config.js")[0], 400)
+        status, _, body = self.get("/no/such/file.js")
+        self.assertEqual(status, 404)
+        self.assertEqual(body, self.read("customize.dist/404.html"))
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
