@@ -17,6 +17,8 @@ namespace hearth::cryptpad {
 
 namespace {
 constexpr std::int64_t kCookieMs = 5 * 60 * 1000;
+constexpr std::int64_t kIdleUploadMs = 60 * 60 * 1000;
+constexpr std::size_t kSweepAbove = 64;  // entries before a lookup sweeps the table
 tl::unexpected<std::string> err(std::string code) { return tl::unexpected<std::string>(std::move(code)); }
 
 std::string owners_json(const std::vector<std::string>& owners) {
@@ -40,8 +42,23 @@ bool CryptpadFiles::is_file_id(std::string_view id) {
 
 std::shared_ptr<CryptpadFiles::Upload> CryptpadFiles::upload_of(const std::string& key) {
   std::lock_guard lock(mu_);
+  const std::int64_t now = clock_.now_ms();
+  if (uploads_.size() > kSweepAbove) {
+    for (auto it = uploads_.begin(); it != uploads_.end();) {
+      auto& u = it->second;
+      std::unique_lock ulock(u->mu, std::try_to_lock);
+      bool forget = false;
+      if (ulock.owns_lock() && u.use_count() == 1 && now - u->last_ms > kCookieMs) {
+        if (!u->stage.empty() && now - u->last_ms > kIdleUploadMs) drop_locked(*u);
+        forget = u->stage.empty();
+      }
+      if (ulock.owns_lock()) ulock.unlock();
+      it = forget ? uploads_.erase(it) : std::next(it);
+    }
+  }
   auto& u = uploads_[key];
   if (!u) u = std::make_shared<Upload>();
+  u->last_ms = now;
   return u;
 }
 

@@ -14,7 +14,9 @@
 //                         is committed; any failure removes the staged file;
 //   UPLOAD_CANCEL         drops the staged file.
 // Upload states live in memory (an upload cut by a restart is started again by the
-// client); the staged files of such uploads are removed by blobs' open().
+// client); the staged files of such uploads are removed by blobs' open(). States without
+// a staged file and a live cookie are forgotten, and uploads idle for an hour are dropped
+// with their staged file, so the table stays bounded by the uploads in progress.
 //
 // Thread-safe; blocking (disk and store), called on net's worker pool.
 #pragma once
@@ -87,6 +89,7 @@ class CryptpadFiles {
     std::string stage;           // staging file path, "" before the first chunk
     std::string cookie;
     std::int64_t cookie_ms = 0;
+    std::int64_t last_ms = 0;    // last step; an upload idle for an hour is dropped
   };
   tl::expected<std::int64_t, std::string> append_locked(Upload& u, std::string_view bytes);
   void drop_locked(Upload& u);
