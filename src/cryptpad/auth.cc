@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "core/random.h"
 #include "cryptpad/files.h"
+#include "cryptpad/web.h"
 #include "store/store.h"
 
 namespace hearth::cryptpad {
@@ -477,27 +478,32 @@ std::optional<std::string> sharded_name(std::string_view path, std::string_view 
 
 void install_auth_routes(net::Router& router, std::shared_ptr<CryptpadAuth> auth, std::shared_ptr<CryptpadFiles> files,
                          const CryptpadOptions& options) {
+  const auto extra = api_headers(options);
   net::RouteOptions blocking;
   blocking.blocking = true;
   blocking.max_body_bytes = 256 << 10;
-  auto on_auth = [auth](net::HttpRequest&& req, net::Respond respond) { respond(auth->auth(req.body)); };
+  auto on_auth = [auth, extra](net::HttpRequest&& req, net::Respond respond) { with_headers(std::move(respond), extra)(auth->auth(req.body)); };
   router.add("POST", "/api/auth", on_auth, blocking);
   router.add("POST", "/api/auth/", on_auth, blocking);
 
   net::RouteOptions upload = blocking;
   upload.max_body_bytes = 512 << 10;  // CryptPad: 500 kB (a 128 KiB chunk is ~175 kB of base64)
-  auto on_upload = [auth](net::HttpRequest&& req, net::Respond respond) { respond(auth->upload_blob(req.body)); };
+  auto on_upload = [auth, extra](net::HttpRequest&& req, net::Respond respond) {
+    with_headers(std::move(respond), extra)(auth->upload_blob(req.body));
+  };
   router.add("POST", "/upload-blob", on_upload, upload);
   router.add_prefix("POST", "/upload-blob/", on_upload, upload);
 
-  router.add_prefix("GET", "/block/", [auth](net::HttpRequest&& req, net::Respond respond) {
+  router.add_prefix("GET", "/block/", [auth, extra](net::HttpRequest&& req, net::Respond plain) {
+    auto respond = with_headers(std::move(plain), extra);
     auto name = sharded_name(req.path, "/block/");
     if (!name || name->size() != 44) return respond(net::HttpResponse::json(404, R"({"error":"INVALID_ID"})"));
     respond(auth->block(*name, req.header("authorization")));
   }, blocking);
 
   const std::string embedder = options.http_safe_origin.empty() ? "*" : options.http_safe_origin;
-  auto on_blob = [files, embedder](net::HttpRequest&& req, net::Respond respond) {
+  auto on_blob = [files, extra](net::HttpRequest&& req, net::Respond plain) {
+    auto respond = with_headers(std::move(plain), extra);
     auto id = sharded_name(req.path, "/blob/");
     if (!id || !CryptpadFiles::is_file_id(*id)) return respond(net::HttpResponse::text(404, "Not found\n"));
     auto f = files->find(*id);
@@ -508,7 +514,6 @@ void install_auth_routes(net::Router& router, std::shared_ptr<CryptpadAuth> auth
     net::HttpResponse r;
     r.content_type = "application/octet-stream";
     r.headers.push_back({"Cache-Control", "max-age=31536000"});
-    r.headers.push_back({"Access-Control-Allow-Origin", embedder});
     r.headers.push_back({"Access-Control-Allow-Headers", "Content-Length"});
     r.headers.push_back({"Access-Control-Expose-Headers", "Content-Length"});
     r.body = std::move(*bytes);
@@ -541,8 +546,18 @@ void install_auth_routes(net::Router& router, std::shared_ptr<CryptpadAuth> auth
     w.end_object();
   }
   w.end_object();
+  // The loader of server plugins' client extensions; hearth has none.
+  router.add("GET", "/extensions.js", [extra](net::HttpRequest&&, net::Respond plain) {
+    auto respond = with_headers(std::move(plain), extra);
+    net::HttpResponse r;
+    r.content_type = "text/javascript";
+    r.headers.push_back({"Cache-Control", "no-cache"});
+    r.body = "define([], function () { return []; });\n";
+    respond(std::move(r));
+  });
   const std::string instance_js = "define(function (){\n    return " + w.str() + ";\n});";
-  router.add("GET", "/api/instance", [instance_js](net::HttpRequest&&, net::Respond respond) {
+  router.add("GET", "/api/instance", [instance_js, extra](net::HttpRequest&&, net::Respond plain) {
+    auto respond = with_headers(std::move(plain), extra);
     net::HttpResponse r;
     r.content_type = "text/javascript";
     r.headers.push_back({"Cache-Control", "no-cache"});

@@ -2,6 +2,7 @@
 
 #include "cryptpad/admin.h"
 #include "cryptpad/rpc_commands.h"
+#include "cryptpad/web.h"
 
 #include <sodium.h>
 #include <unistd.h>
@@ -175,7 +176,6 @@ void install_http_routes(net::Router& router, const CryptpadOptions& options, co
     c.key("requireConf").begin_object().key("waitSeconds").value(600).key("urlArgs").value("ver=2026.2.2-" + fresh).end_object();
     c.key("removeDonateButton").value(true);
     c.key("enforceMFA").value(false);
-    c.key("onlyOffice").begin_object().end_object();
     c.key("allowSubscriptions").value(false);
     c.key("websocketPath").value(options.websocket_path);
     c.key("httpUnsafeOrigin").value(options.http_unsafe_origin);
@@ -200,7 +200,10 @@ void install_http_routes(net::Router& router, const CryptpadOptions& options, co
     c.end_object();
     return amd(c.str());
   };
-  router.add("GET", "/api/config", [config_js](net::HttpRequest&&, net::Respond respond) { respond(js(config_js())); });
+  const auto extra = api_headers(options);
+  router.add("GET", "/api/config", [config_js, extra](net::HttpRequest&&, net::Respond respond) {
+    with_headers(std::move(respond), extra)(js(config_js()));
+  });
 
   // A curve25519 key regenerated at each start, as CryptPad does.
   unsigned char pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
@@ -219,7 +222,9 @@ void install_http_routes(net::Router& router, const CryptpadOptions& options, co
       .end_object();
   const std::string broadcast_js = amd(b.str());
   router.add("GET", "/api/broadcast",
-             [broadcast_js](net::HttpRequest&&, net::Respond respond) { respond(js(broadcast_js)); });
+             [broadcast_js, extra](net::HttpRequest&&, net::Respond respond) {
+               with_headers(std::move(respond), extra)(js(broadcast_js));
+             });
   (void)history_keeper;
 }
 

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <regex>
 
 namespace hearth::cryptpad {
@@ -80,6 +81,23 @@ std::vector<std::pair<std::string, std::string>> web_headers(const CryptpadOptio
       {"Content-Security-Policy", collapse_spaces(csp)},
       {"Cross-Origin-Resource-Policy", "cross-origin"},
       {"Cross-Origin-Embedder-Policy", "require-corp"},
+  };
+}
+
+std::vector<std::pair<std::string, std::string>> api_headers(const CryptpadOptions& options) {
+  auto h = web_headers(options, "/api/");
+  h.erase(std::remove_if(h.begin(), h.end(), [](const auto& kv) { return kv.first == "Content-Security-Policy"; }), h.end());
+  return h;
+}
+
+net::Respond with_headers(net::Respond respond, std::vector<std::pair<std::string, std::string>> headers) {
+  return [respond = std::move(respond), headers = std::move(headers)](net::HttpResponse r) {
+    for (const auto& h : headers) {
+      bool present = false;
+      for (const auto& existing : r.headers) present |= existing.first == h.first;
+      if (!present) r.headers.push_back(h);
+    }
+    respond(std::move(r));
   };
 }
 
@@ -191,6 +209,9 @@ void install_web_routes(net::Router& router, const CryptpadOptions& options) {
   };
   net::RouteOptions opts;
   opts.blocking = true;
+  // One page of the application loads a few hundred files at once; the per-address
+  // request rate is for the API (connection caps and admission control still apply).
+  opts.exempt_from_rate_limit = true;
   router.add_prefix("GET", "/", serve, opts);
   router.add_prefix("HEAD", "/", serve, opts);
 }

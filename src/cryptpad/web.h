@@ -26,12 +26,18 @@ namespace hearth::cryptpad {
 
 // The security headers for a path ("/pad/inner.html").
 std::vector<std::pair<std::string, std::string>> web_headers(const CryptpadOptions& options, std::string_view path);
+// The same without the Content-Security-Policy, for the API answers (/api/*, /blob, /block,
+// /upload-blob…): the sandbox origin loads /api/config cross-origin under COEP.
+std::vector<std::pair<std::string, std::string>> api_headers(const CryptpadOptions& options);
+// Wraps `respond` so that every answer carries `headers`.
+net::Respond with_headers(net::Respond respond, std::vector<std::pair<std::string, std::string>> headers);
 // Percent-decodes and checks a request path; "" when it must be refused.
 std::string clean_web_path(std::string_view path);
 // The files that may answer `path`, in order, relative to the web root.
 std::vector<std::string> web_candidates(std::string_view clean_path);
 
-// Registers GET/HEAD on every path not taken by a longer route (blocking routes).
+// Registers GET/HEAD on every path not taken by a longer route (blocking routes, exempt
+// from the per-address request rate: an application page loads hundreds of files).
 void install_web_routes(net::Router& router, const CryptpadOptions& options);
 
 }  // namespace hearth::cryptpad

@@ -292,3 +292,84 @@ class CryptpadWeb(unittest.TestCase):
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+# The client libraries CryptPad's `npm run install:components` copies into www/components.
+COMPONENTS = ["alertify.js", "bootstrap", "bootstrap-tokenfield", "chainpad", "chainpad-listmap", "chainpad-netflux",
+              "ckeditor", "codemirror", "croppie", "file-saver", "hyper-json", "jquery", "json.sortify", "jszip",
+              "dragula", "html2canvas", "localforage", "marked", "mathjax", "open-sans-fontface", "tweetnacl",
+              "tweetnacl-util", "require-css", "requirejs", "requirejs-plugins", "scrypt-async", "sortablejs",
+              "chainpad-crypto", "saferphore", "nthen", "netflux-websocket", "drawio", "pako", "x2js"]
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CryptpadInChromium(unittest.TestCase):
+    """CryptPad's own web application, served by hearth from a checkout, in Debian's Chromium:
+    the Code app creates a pad, and a second browser reads back what the first one typed."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")):
+            raise unittest.SkipTest("Debian's chromium is not installed")
+        if not os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")):
+            raise unittest.SkipTest("npm ci in tests/integration/web (scripts/install-deps.sh)")
+        if not os.path.isdir(os.path.join(CRYPTPAD_DIR, "node_modules", "chainpad")):
+            raise unittest.SkipTest(f"no CryptPad checkout with node_modules at {CRYPTPAD_DIR}")
+        import tempfile
+        cls.root = tempfile.mkdtemp(prefix="hearth-cpweb-")
+        # A web root as CryptPad's install leaves it: www (with www/components), customize.dist,
+        # src/common. Hard links where possible (the checkout is not modified), else copies.
+        def link_tree(src, dst):
+            r = subprocess.run(["cp", "-al", src, dst], capture_output=True)
+            if r.returncode != 0:
+                shutil.copytree(src, dst)
+        link_tree(os.path.join(CRYPTPAD_DIR, "www"), os.path.join(cls.root, "www"))
+        link_tree(os.path.join(CRYPTPAD_DIR, "customize.dist"), os.path.join(cls.root, "customize.dist"))
+        os.makedirs(os.path.join(cls.root, "src"))
+        link_tree(os.path.join(CRYPTPAD_DIR, "src", "common"), os.path.join(cls.root, "src", "common"))
+        components = os.path.join(cls.root, "www", "components")
+        os.makedirs(components, exist_ok=True)
+        for name in COMPONENTS:
+            src = os.path.join(CRYPTPAD_DIR, "node_modules", name)
+            if os.path.isdir(src) and not os.path.exists(os.path.join(components, name)):
+                link_tree(src, os.path.join(components, name))
+        # Two origins of one site on one listener: main and sandbox.
+        port = free_port()
+        cls.main = f"http://localhost:{port}"
+        cls.h = Hearth(f'[cryptpad]\nweb_root = "{cls.root}"\nhttp_unsafe_origin = "{cls.main}"\n'
+                       f'http_safe_origin = "http://sandbox.localhost:{port}"\n')
+        with open(cls.h.config_path) as f:
+            text = f.read()
+        with open(cls.h.config_path, "w") as f:
+            f.write(text.replace("[http]\nport = 0\n", f"[http]\nport = {port}\n", 1))
+        cls.h.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.h.stop()
+        cls.h.cleanup()
+        shutil.rmtree(cls.root, ignore_errors=True)
+
+    def test_code_pad_is_created_stored_and_read_back(self):
+        p = subprocess.run(["node", "cryptpad_driver.mjs", self.main], cwd=WEB, capture_output=True, text=True,
+                           timeout=240)
+        lines = p.stdout.strip().splitlines()
+        self.assertTrue(lines, p.stderr)
+        r = json.loads(lines[-1])
+        self.assertTrue(r["ok"], json.dumps(r, indent=1))
+        self.assertIn("/code/edit/", r["pad"])
+        self.assertIn("hello from chromium through hearth", r["text"])
+        # The pad's encrypted history is rows in hearth's database.
+        db = sqlite3.connect(f"file:{self.h.data_dir}/hearth.db?mode=ro", uri=True)
+        try:
+            stored = db.execute("SELECT COUNT(*) FROM cryptpad_messages").fetchone()[0]
+        finally:
+            db.close()
+        self.assertGreater(stored, 0)
