@@ -102,7 +102,7 @@ bool CryptpadAuth::block_exists(const std::string& key) {
 
 // CryptPad's validateAncestorProof: `[oldPub, sig]`, sig signs oldPub's bytes with the
 // old key, and the old block exists. Returns the old key.
-static std::optional<std::string> ancestor_of(CryptpadAuth*, const std::string& proof, const ParseLimits& limits) {
+static std::optional<std::string> ancestor_of(const std::string& proof, const ParseLimits& limits) {
   auto arr = parse_array(proof, limits);
   if (!arr || arr->size() < 2 || !(*arr)[0].is_string() || !(*arr)[1].is_string()) return std::nullopt;
   auto pub = base64_decode((*arr)[0].text);
@@ -269,7 +269,7 @@ std::string CryptpadAuth::check(const AuthBody& b) {
     if (!code || !is_valid_otp(*code)) return "E_INVALID";
     auto proof = str_field(*content, "registrationProof");
     if (!proof) return "MISSING_ANCESTOR";
-    auto old_key = ancestor_of(this, *proof, limits_);
+    auto old_key = ancestor_of(*proof, limits_);
     if (!old_key || !block_exists(safe_key(*old_key))) return "INVALID_ANCESTOR";
     return check_code(safe_key(*old_key), code);
   }
@@ -329,7 +329,7 @@ tl::expected<std::string, std::string> CryptpadAuth::complete(const AuthBody& b)
     if (auto w = write_block(b); !w) return err("BLOCK_WRITE_ERROR");
     auto content = object_field(b.fields, "content", limits_);
     auto proof = content ? str_field(*content, "registrationProof") : std::nullopt;
-    auto old_key = proof ? ancestor_of(this, *proof, limits_) : std::nullopt;
+    auto old_key = proof ? ancestor_of(*proof, limits_) : std::nullopt;
     if (!old_key) return err("INVALID_ANCESTOR");
     const std::string old_sk = safe_key(*old_key);
     auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {

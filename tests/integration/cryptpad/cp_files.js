@@ -360,6 +360,22 @@ scenarios.admin = async () => {
   return out;
 };
 
+// Not a test: how long an upload of UPLOAD_MB MiB takes, chunk by chunk as upload.js sends
+// it (encryption by CryptPad's FileCrypto included, as in the browser).
+scenarios.upload_timing = async () => {
+  const keys = Nacl.sign.keyPair();
+  const rpc = await rpcSession(keys);
+  const plain = Nacl.randomBytes(Number(process.env.UPLOAD_MB || 10) * 1024 * 1024);
+  const t0 = process.hrtime.bigint();
+  const up = await upload(rpc, keys, plain, { name: 'big', type: 'application/octet-stream' });
+  const t1 = process.hrtime.bigint();
+  const got = await fetchBlob(up.id);
+  const t2 = process.hrtime.bigint();
+  rpc.close();
+  return { bytes: up.sent, chunks: up.chunks.length, complete: up.complete.slice(2), upload_ms: Number(t1 - t0) / 1e6,
+           download_ms: Number(t2 - t1) / 1e6, download_ok: got.bytes && got.bytes.length === up.sent };
+};
+
 (async () => {
   const fn = scenarios[scenario];
   if (!fn) fail(`unknown scenario ${scenario}`);
