@@ -18,6 +18,8 @@ namespace hearth::cryptpad {
 namespace {
 
 tl::unexpected<std::string> err(std::string code) { return tl::unexpected<std::string>(std::move(code)); }
+// Read-only mode (disk reserve reached, I02) has its own code: the client may try later.
+std::string storage_code(const Error& e) { return e.code == Errc::read_only ? "E_READ_ONLY" : "E_STORAGE"; }
 
 std::string iso_date(std::int64_t ms) {
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
@@ -133,7 +135,7 @@ tl::expected<void, std::string> CryptpadAuth::write_block(const AuthBody& b) {
     if (!r) return tl::unexpected(r.error());
     return true;
   });
-  if (!w) return err("E_STORAGE");
+  if (!w) return err(storage_code(w.error()));
   return {};
 }
 
@@ -149,7 +151,7 @@ tl::expected<void, std::string> CryptpadAuth::remove_block(const AuthBody& b) {
     if (!r) return tl::unexpected(r.error());
     return true;
   });
-  if (!w) return err("E_STORAGE");
+  if (!w) return err(storage_code(w.error()));
   return {};
 }
 
@@ -164,7 +166,7 @@ tl::expected<void, std::string> CryptpadAuth::archive_block(const std::string& k
     if (!r) return tl::unexpected(r.error());
     return true;
   });
-  if (!w) return err("E_STORAGE");
+  if (!w) return err(storage_code(w.error()));
   if (!*w) return err("ENOENT");
   return {};
 }
@@ -180,7 +182,7 @@ tl::expected<void, std::string> CryptpadAuth::restore_block(const std::string& k
     if (!r) return tl::unexpected(r.error());
     return true;
   });
-  if (!w) return err("E_STORAGE");
+  if (!w) return err(storage_code(w.error()));
   if (!*w) return err("ENOENT");
   return {};
 }
@@ -195,7 +197,7 @@ tl::expected<std::string, std::string> CryptpadAuth::new_session(const std::stri
     if (!r) return tl::unexpected(r.error());
     return true;
   });
-  if (!w) return err("SESSION_WRITE_ERROR");
+  if (!w) return err(w.error().code == Errc::read_only ? "E_READ_ONLY" : "SESSION_WRITE_ERROR");
   JsonWriter j;
   j.begin_object().key("bearer").value(id).end_object();
   return j.take();
@@ -303,7 +305,7 @@ tl::expected<std::string, std::string> CryptpadAuth::complete(const AuthBody& b)
       if (!r) return tl::unexpected(r.error());
       return true;
     });
-    if (!w) return err("STORAGE_FAILURE");
+    if (!w) return err(w.error().code == Errc::read_only ? "E_READ_ONLY" : "STORAGE_FAILURE");
     return new_session(sk);
   }
   if (cmd == "TOTP_VALIDATE") return new_session(sk);
@@ -313,7 +315,7 @@ tl::expected<std::string, std::string> CryptpadAuth::complete(const AuthBody& b)
       if (auto r = tx.exec("DELETE FROM cryptpad_auth_sessions WHERE key = ?", {key}); !r) return tl::unexpected(r.error());
       return true;
     });
-    if (!w) return err("E_STORAGE");
+    if (!w) return err(storage_code(w.error()));
     return {};
   };
   if (cmd == "TOTP_REVOKE") {
@@ -340,7 +342,7 @@ tl::expected<std::string, std::string> CryptpadAuth::complete(const AuthBody& b)
       if (!r) return tl::unexpected(r.error());
       return true;
     });
-    if (!w) return err("STORAGE_FAILURE");
+    if (!w) return err(w.error().code == Errc::read_only ? "E_READ_ONLY" : "STORAGE_FAILURE");
     return new_session(sk);
   }
   return err("Not implemented");

@@ -20,6 +20,8 @@ constexpr std::int64_t kCookieMs = 5 * 60 * 1000;
 constexpr std::int64_t kIdleUploadMs = 60 * 60 * 1000;
 constexpr std::size_t kSweepAbove = 64;  // entries before a lookup sweeps the table
 tl::unexpected<std::string> err(std::string code) { return tl::unexpected<std::string>(std::move(code)); }
+// Read-only mode (disk reserve reached, I02) has its own code: the client may try later.
+std::string storage_code(const Error& e) { return e.code == Errc::read_only ? "E_READ_ONLY" : "E_STORAGE"; }
 
 std::string owners_json(const std::vector<std::string>& owners) {
   JsonWriter w;
@@ -72,6 +74,7 @@ void CryptpadFiles::drop_locked(Upload& u) {
 tl::expected<bool, std::string> CryptpadFiles::status(const std::string& key, std::int64_t size, std::int64_t free) {
   if (size < 0) return err("E_INVALID_SIZE");
   if (size > max_upload_bytes_) return err("TOO_LARGE");
+  if (auto w = store_.read_only_mode().check_writable(); !w) return err(storage_code(w.error()));
   auto u = upload_of(key);
   std::lock_guard lock(u->mu);
   if (!u->stage.empty()) return true;  // an unfinished upload: the client may cancel it
@@ -98,6 +101,11 @@ std::string CryptpadFiles::new_cookie(const std::string& key) {
 tl::expected<std::int64_t, std::string> CryptpadFiles::append_locked(Upload& u, std::string_view bytes) {
   if (!blobs_) return err("E_NO_STORAGE");
   if (u.declared < 0) return err("NOT_READY");  // no UPLOAD_STATUS before
+  // Staged chunks are files: in read-only mode they would eat the disk reserve.
+  if (auto w = store_.read_only_mode().check_writable(); !w) {
+    drop_locked(u);
+    return err(storage_code(w.error()));
+  }
   if (u.received + static_cast<std::int64_t>(bytes.size()) > u.declared) {
     drop_locked(u);
     return err("E_OVER_LIMIT");
@@ -167,7 +175,7 @@ tl::expected<std::string, std::string> CryptpadFiles::complete(const std::string
   const std::string stage = u->stage;
   u->stage.clear();  // put_file consumes it
   auto blob = blobs_->put_file("cryptpad:" + key, id, "application/octet-stream", stage, 0);
-  if (!blob) return err(blob.error().code == Errc::resource_exhausted ? "NOT_ENOUGH_SPACE" : "E_STORAGE");
+  if (!blob) return err(blob.error().code == Errc::resource_exhausted ? "NOT_ENOUGH_SPACE" : storage_code(blob.error()));
   std::vector<std::string> owners;
   if (owned) owners.push_back(key);
   auto w = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
@@ -181,7 +189,7 @@ tl::expected<std::string, std::string> CryptpadFiles::complete(const std::string
   });
   if (!w || !*w) {
     (void)blobs_->remove(blob->id);
-    return err(w ? "EEXISTS" : "E_STORAGE");
+    return err(w ? "EEXISTS" : storage_code(w.error()));
   }
   return id;
 }

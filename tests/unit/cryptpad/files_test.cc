@@ -111,5 +111,19 @@ TEST_F(CryptpadFilesTest, CookiesExpireAndIdleUploadsAreDropped) {
   EXPECT_EQ(files->status(key, 10, 100), false);  // not pending any more
 }
 
+TEST_F(CryptpadFilesTest, ReadOnlyModeRefusesUploadsAndDropsTheStage) {
+  ASSERT_EQ(files->status(key, 10, 100), false);
+  ASSERT_TRUE(files->append_ws(key, "abc"));
+  ASSERT_EQ(staged(), 1u);
+  db->read_only_mode().enter("test: disk reserve reached");
+  EXPECT_EQ(files->append_ws(key, "def").error(), "E_READ_ONLY");
+  EXPECT_EQ(staged(), 0u);
+  EXPECT_EQ(files->status(key, 10, 100).error(), "E_READ_ONLY");
+  db->read_only_mode().leave();
+  ASSERT_EQ(files->status(key, 3, 100), false);
+  ASSERT_TRUE(files->append_ws(key, "ghi"));
+  ASSERT_TRUE(files->complete(key, id, false));
+}
+
 }  // namespace
 }  // namespace hearth::cryptpad
