@@ -55,6 +55,7 @@ CREATE TABLE cryptpad_blocks(
   updated INTEGER NOT NULL,
   removed TEXT               -- the reason given at removal
 ) WITHOUT ROWID;
+CREATE INDEX cryptpad_channels_expiry ON cryptpad_channels(expire) WHERE expire IS NOT NULL AND deleted IS NULL;
 CREATE TABLE cryptpad_decrees(
   seq INTEGER PRIMARY KEY,
   command TEXT NOT NULL,
@@ -229,6 +230,20 @@ Result<void> ChannelStore::mark_deleted_sync(const std::string& channel, const s
     if (!r) return tl::unexpected(r.error());
     return true;
   }).map([](bool) {});
+}
+
+Result<std::vector<std::string>> ChannelStore::archive_expired_sync(std::int64_t now_ms, int batch) {
+  return store_.write_sync([&](Transaction& tx) -> Result<std::vector<std::string>> {
+    std::vector<std::string> ids;
+    auto q = tx.query(
+        "SELECT channel FROM cryptpad_channels WHERE expire IS NOT NULL AND expire <= ? AND deleted IS NULL LIMIT ?",
+        {now_ms, std::int64_t{batch}}, [&](const Row& r) { ids.emplace_back(r.text(0)); });
+    if (!q) return tl::unexpected(q.error());
+    for (const auto& id : ids)
+      if (auto u = tx.exec("UPDATE cryptpad_channels SET deleted = 'EXPIRED' WHERE channel = ?", {id}); !u)
+        return tl::unexpected(u.error());
+    return ids;
+  });
 }
 
 Result<bool> ChannelStore::restore_sync(const std::string& channel) {

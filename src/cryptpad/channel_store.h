@@ -73,6 +73,9 @@ class ChannelStore {
   // Owner removal: the channel answers EDELETED with `reason` from now on. Its rows stay
   // (archived in place) until retention purges them.
   Result<void> mark_deleted_sync(const std::string& channel, const std::string& reason);
+  // Marks up to `batch` channels whose expiry is at or before `now_ms` as deleted with the
+  // placeholder EXPIRED; returns their ids.
+  Result<std::vector<std::string>> archive_expired_sync(std::int64_t now_ms, int batch);
   // Clears the placeholder of a removed or archived channel (its rows were kept); false
   // when the channel was not removed.
   Result<bool> restore_sync(const std::string& channel);

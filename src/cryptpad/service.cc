@@ -276,7 +276,29 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         for (const auto& m : ch.members) m->send(msg);
       }
     }
+    archive_expired();
     schedule_sweep();
+  }
+
+  // Channels past their expiry are archived in place (placeholder EXPIRED; the rows stay
+  // until retention purges them), a batch at a time on the worker pool, as CryptPad's
+  // EXPIRE tasks do.
+  std::atomic<bool> archiving{false};
+  void archive_expired() {
+    if (archiving.exchange(true)) return;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    bool queued = offload([weak] {
+      auto self = weak.lock();
+      if (!self) return;
+      auto done = self->channels_store.archive_expired_sync(self->now_ms(), 100);
+      if (!done) {
+        self->log.warn("cryptpad.expiry_failed", {{"error", done.error().describe()}});
+      } else {
+        for (const auto& chan : *done) self->channel_changed(chan, "");
+      }
+      self->archiving = false;
+    });
+    if (!queued) archiving = false;
   }
 
   void schedule_sweep() {
@@ -645,8 +667,9 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
       return true;
     };
     if (meta.load_error) return done(error_object("EUNKNOWN", chan, txid));
+    const bool expired = (meta.expire && *meta.expire <= now_ms()) || (meta.deleted && *meta.deleted == "EXPIRED");
+    if (expired) return done(error_object("EEXPIRED", chan, ""));
     if (meta.deleted) return done(error_object("EDELETED", chan, txid, meta.deleted));
-    if (meta.expire && *meta.expire <= now_ms()) return done(error_object("EEXPIRED", chan, ""));
     if (meta.exists) hk_send(user, meta.json, prio);
     auto index = channels_store.index_sync(chan);
     if (!index) return done(error_object("EUNKNOWN", chan, txid));
