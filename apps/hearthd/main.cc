@@ -265,9 +265,11 @@ int run(const Config& config, bool print_banner) {
   xmpp_service.install_http_routes(router);
   (*matrix_service)->install_routes(router);
   ops::install_invite_routes(router, **accounts, log);
-  router.add("GET", "/", [](net::HttpRequest&&, net::Respond respond) {
-    respond(net::HttpResponse::text(200, "hearth 0.1.0\n"));
-  });
+  // "/" is CryptPad's front page when its web application is served.
+  if (!config.cryptpad_enabled || config.cryptpad_web_root.empty())
+    router.add("GET", "/", [](net::HttpRequest&&, net::Respond respond) {
+      respond(net::HttpResponse::text(200, "hearth 0.1.0\n"));
+    });
 
   // CryptPad: its websocket route must be on the Router before the server is created; the
   // server it offloads to exists from the moment start() is called.
@@ -282,6 +284,14 @@ int run(const Config& config, bool print_banner) {
     cp.max_upload_bytes = config.cryptpad_max_upload_bytes;
     cp.http_unsafe_origin = config.cryptpad_http_unsafe_origin;
     cp.http_safe_origin = config.cryptpad_http_safe_origin;
+    cp.instance_name = config.cryptpad_instance_name;
+    cp.instance_description = config.cryptpad_instance_description;
+    cp.instance_location = config.cryptpad_instance_location;
+    cp.instance_notice = config.cryptpad_instance_notice;
+    cp.blobs = &blob_store;
+    cp.admin_keys = config.cryptpad_admin_keys;
+    cp.data_dir = data_dir;
+    cp.web_root = config.cryptpad_web_root;
     cryptpad_service = std::make_unique<cryptpad::CryptpadService>(
         cp, **store, clock, log, metrics,
         [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },

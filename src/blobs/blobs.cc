@@ -158,6 +158,58 @@ Result<Blob> BlobStore::put(std::string_view owner, std::string_view name, std::
     }
     if (auto s = fsync_dir(shard); !s) return tl::unexpected(s.error());
   }
+  return add_reference(std::move(b));
+}
+
+Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, std::string_view content_type,
+                                 const std::string& staged_path, std::int64_t expires_ms) {
+  struct Unlink {
+    const std::string& path;
+    ~Unlink() { ::unlink(path.c_str()); }
+  } unlink_staged{staged_path};
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(staged_path, ec);
+  if (ec) return fail(Errc::io, fmt::format("cannot stat {}: {}", staged_path, ec.message()));
+  if (static_cast<std::int64_t>(size) > options_.max_file_bytes)
+    return fail(Errc::invalid_argument, fmt::format("a file may hold at most {} bytes", options_.max_file_bytes));
+  std::ifstream in(staged_path, std::ios::binary);
+  if (!in) return fail(Errc::io, fmt::format("cannot read {}", staged_path));
+  EVP_MD_CTX* md = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 16);
+  std::uint64_t total = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    auto n = in.gcount();
+    if (n <= 0) break;
+    EVP_DigestUpdate(md, buf.data(), static_cast<std::size_t>(n));
+    total += static_cast<std::uint64_t>(n);
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(md, digest, &len);
+  EVP_MD_CTX_free(md);
+  if (total != size) return fail(Errc::io, fmt::format("{} changed while it was read", staged_path));
+  Blob b;
+  b.id = random_token(24);
+  for (unsigned i = 0; i < len; ++i) b.hash += fmt::format("{:02x}", digest[i]);
+  b.owner = owner;
+  b.name = name;
+  b.content_type = content_type;
+  b.size = static_cast<std::int64_t>(size);
+  b.created_ms = clock_.now_ms();
+  b.expires_ms = expires_ms;
+  std::string final_path = path_of(b.hash);
+  if (!std::filesystem::exists(final_path, ec)) {
+    std::string shard = options_.dir + "/" + b.hash.substr(0, 2);
+    std::filesystem::create_directories(shard, ec);
+    if (std::rename(staged_path.c_str(), final_path.c_str()) != 0) return tl::unexpected(io_error("rename", final_path));
+    if (auto s = fsync_dir(shard); !s) return tl::unexpected(s.error());
+  }
+  return add_reference(std::move(b));
+}
+
+Result<Blob> BlobStore::add_reference(Blob b) {
   bool over_quota = false;
   auto r = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
     auto used = tx.query_one("SELECT coalesce(sum(size), 0) FROM blobs_ref WHERE owner = ? AND created_ms > ?",
@@ -239,6 +291,21 @@ Result<std::int64_t> BlobStore::purge_expired(std::int64_t now_ms, int batch) {
   // a row without its file); a file another reference still names stays.
   for (const auto& h : hashes) (void)drop_unreferenced(h);
   return n;
+}
+
+Result<void> BlobStore::remove(std::string_view id) {
+  std::string hash;
+  auto r = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto row = tx.query_one("SELECT hash FROM blobs_ref WHERE id = ?", {std::string(id)});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return false;
+    hash = std::string((*row)->text(0));
+    if (auto d = tx.exec("DELETE FROM blobs_ref WHERE id = ?", {std::string(id)}); !d) return tl::unexpected(d.error());
+    return true;
+  });
+  if (!r) return tl::unexpected(r.error());
+  if (*r) (void)drop_unreferenced(hash);
+  return ok();
 }
 
 Result<void> BlobStore::forget_owner(std::string_view owner) {

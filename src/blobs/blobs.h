@@ -59,8 +59,18 @@ class BlobStore {
   // from the disk.
   Result<Blob> put(std::string_view owner, std::string_view name, std::string_view content_type, std::string_view bytes,
                    std::int64_t expires_ms);
+  // Where callers stage a file they write piece by piece (CryptPad's chunked uploads)
+  // before put_file; on the store's filesystem, emptied at open().
+  std::string staging_dir() const { return options_.dir + "/tmp"; }
+  // As put(), for a file the caller wrote and fsynced under staging_dir(): it is hashed
+  // while read, then renamed into place (or dropped when the same bytes are stored
+  // already). The staged file is gone afterwards, whatever the outcome.
+  Result<Blob> put_file(std::string_view owner, std::string_view name, std::string_view content_type,
+                        const std::string& staged_path, std::int64_t expires_ms);
   // nullopt when unknown or expired.
   Result<std::optional<Blob>> get(std::string_view id);
+  // Removes one reference (and the file when no other reference names it).
+  Result<void> remove(std::string_view id);
   // The file's bytes.
   Result<std::string> read(const Blob& blob);
   // Deletes at most `batch` expired references (and the files no reference names any
@@ -73,6 +83,7 @@ class BlobStore {
 
  private:
   Result<void> drop_unreferenced(const std::string& hash);
+  Result<Blob> add_reference(Blob b);
 
   store::Store& store_;
   Clock& clock_;

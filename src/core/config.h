@@ -90,6 +90,12 @@ struct Config {
   std::int64_t cryptpad_max_upload_bytes = 20 << 20;
   std::string cryptpad_http_unsafe_origin;
   std::string cryptpad_http_safe_origin;
+  std::string cryptpad_instance_name;
+  std::string cryptpad_instance_description;
+  std::string cryptpad_instance_location;
+  std::string cryptpad_instance_notice;
+  std::vector<std::string> cryptpad_admin_keys;
+  std::string cryptpad_web_root;
   // [matrix]
   std::string matrix_server_name;  // empty: the primary domain
   std::string matrix_default_room_version = "11";

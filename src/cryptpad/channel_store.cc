@@ -37,6 +37,44 @@ CREATE TABLE cryptpad_pins(
   PRIMARY KEY(key, channel)
 ) WITHOUT ROWID;
 CREATE INDEX cryptpad_messages_checkpoints ON cryptpad_messages(channel, seq) WHERE cp = 1;
+)sql"},
+                                         {2, "files, login blocks, TOTP and sessions", R"sql(
+CREATE TABLE cryptpad_blobs(
+  id TEXT PRIMARY KEY,       -- CryptPad's 48-hex file id
+  ref TEXT NOT NULL,         -- the blobs/ reference holding the bytes
+  uploader TEXT NOT NULL,
+  owners TEXT NOT NULL,      -- JSON array of keys
+  size INTEGER NOT NULL,
+  created INTEGER NOT NULL,
+  archived TEXT              -- reason, while an admin has archived it
+) WITHOUT ROWID;
+CREATE TABLE cryptpad_blocks(
+  key TEXT PRIMARY KEY,      -- the block's public key (safe form)
+  content BLOB,              -- NULL once removed or archived
+  archived BLOB,             -- the content a removal or archival kept (restorable)
+  updated INTEGER NOT NULL,
+  removed TEXT               -- the reason given at removal
+) WITHOUT ROWID;
+CREATE INDEX cryptpad_channels_expiry ON cryptpad_channels(expire) WHERE expire IS NOT NULL AND deleted IS NULL;
+CREATE TABLE cryptpad_decrees(
+  seq INTEGER PRIMARY KEY,
+  command TEXT NOT NULL,
+  args TEXT NOT NULL,        -- JSON
+  author TEXT NOT NULL,
+  time INTEGER NOT NULL
+);
+CREATE TABLE cryptpad_mfa(
+  key TEXT PRIMARY KEY,
+  secret TEXT NOT NULL,      -- base32, as the client chose it
+  contact TEXT,
+  created INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cryptpad_auth_sessions(
+  key TEXT NOT NULL,
+  id TEXT NOT NULL,
+  expires INTEGER NOT NULL,
+  PRIMARY KEY(key, id)
+) WITHOUT ROWID;
 )sql"}});
 }
 
@@ -194,6 +232,31 @@ Result<void> ChannelStore::mark_deleted_sync(const std::string& channel, const s
   }).map([](bool) {});
 }
 
+Result<std::vector<std::string>> ChannelStore::archive_expired_sync(std::int64_t now_ms, int batch) {
+  return store_.write_sync([&](Transaction& tx) -> Result<std::vector<std::string>> {
+    std::vector<std::string> ids;
+    auto q = tx.query(
+        "SELECT channel FROM cryptpad_channels WHERE expire IS NOT NULL AND expire <= ? AND deleted IS NULL LIMIT ?",
+        {now_ms, std::int64_t{batch}}, [&](const Row& r) { ids.emplace_back(r.text(0)); });
+    if (!q) return tl::unexpected(q.error());
+    for (const auto& id : ids)
+      if (auto u = tx.exec("UPDATE cryptpad_channels SET deleted = 'EXPIRED' WHERE channel = ?", {id}); !u)
+        return tl::unexpected(u.error());
+    return ids;
+  });
+}
+
+Result<bool> ChannelStore::restore_sync(const std::string& channel) {
+  return store_.write_sync([&](Transaction& tx) -> Result<bool> {
+    auto row = tx.query_one("SELECT deleted FROM cryptpad_channels WHERE channel = ?", {channel});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row || (*row)->is_null(0)) return false;
+    auto r = tx.exec("UPDATE cryptpad_channels SET deleted = NULL WHERE channel = ?", {channel});
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  });
+}
+
 Result<std::int64_t> ChannelStore::remove_messages_sync(const std::string& channel, std::int64_t before_seq) {
   return store_.write_sync([&](Transaction& tx) -> Result<std::int64_t> {
     return tx.exec("DELETE FROM cryptpad_messages WHERE channel = ? AND seq < ?", {channel, before_seq});
@@ -208,7 +271,9 @@ Result<std::int64_t> ChannelStore::size_sync(const std::string& channel) {
     auto b = tx.query_one("SELECT COALESCE(SUM(LENGTH(CAST(metadata AS BLOB))), 0) FROM cryptpad_channels WHERE channel = ?",
                           {channel});
     if (!b) return tl::unexpected(b.error());
-    return (*a)->integer(0) + (*b)->integer(0);
+    auto f = tx.query_one("SELECT COALESCE(SUM(size), 0) FROM cryptpad_blobs WHERE id = ?", {channel});
+    if (!f) return tl::unexpected(f.error());
+    return (*a)->integer(0) + (*b)->integer(0) + (*f)->integer(0);
   });
 }
 
@@ -224,7 +289,12 @@ Result<std::int64_t> ChannelStore::pinned_size_sync(const std::string& key) {
         "WHERE key = ?) p JOIN cryptpad_channels c ON c.channel = p.target",
         {key});
     if (!b) return tl::unexpected(b.error());
-    return (*a)->integer(0) + (*b)->integer(0);
+    auto f = tx.query_one(
+        "SELECT COALESCE(SUM(size), 0) FROM cryptpad_blobs WHERE uploader = ? OR id IN (SELECT target FROM "
+        "cryptpad_pins WHERE key = ?)",
+        {key, key});
+    if (!f) return tl::unexpected(f.error());
+    return (*a)->integer(0) + (*b)->integer(0) + (*f)->integer(0);
   });
 }
 

@@ -73,12 +73,19 @@ class ChannelStore {
   // Owner removal: the channel answers EDELETED with `reason` from now on. Its rows stay
   // (archived in place) until retention purges them.
   Result<void> mark_deleted_sync(const std::string& channel, const std::string& reason);
+  // Marks up to `batch` channels whose expiry is at or before `now_ms` as deleted with the
+  // placeholder EXPIRED; returns their ids.
+  Result<std::vector<std::string>> archive_expired_sync(std::int64_t now_ms, int batch);
+  // Clears the placeholder of a removed or archived channel (its rows were kept); false
+  // when the channel was not removed.
+  Result<bool> restore_sync(const std::string& channel);
   // Removes every message of a channel (CLEAR_OWNED_CHANNEL) or those before `seq`
   // (TRIM_HISTORY); returns the number removed.
   Result<std::int64_t> remove_messages_sync(const std::string& channel, std::int64_t before_seq);
-  // Bytes stored for every document pinned by `key` (its quota usage).
+  // Bytes stored for every document pinned by `key` plus every file it uploaded and
+  // every file it pinned (its quota usage).
   Result<std::int64_t> pinned_size_sync(const std::string& key);
-  // Bytes stored for a channel (content of its messages plus its metadata).
+  // Bytes stored for a channel (content of its messages plus its metadata) or a file.
   Result<std::int64_t> size_sync(const std::string& channel);
 
   // Appends one message; `done` gets its time-stamped seq once durable.

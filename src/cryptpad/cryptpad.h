@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -33,6 +34,9 @@ class Clock;
 }
 namespace hearth::store {
 class Store;
+}
+namespace hearth::blobs {
+class BlobStore;
 }
 
 namespace hearth::cryptpad {
@@ -50,6 +54,14 @@ struct CryptpadOptions {
   std::string http_safe_origin;
   std::string history_keeper_id;             // 16 hex; "" = random per start (as CryptPad)
   int selfdestruct_delay_seconds = 30;       // a selfdestruct channel is removed this long after its last member left
+  // GET /api/instance (shown on the front page); "" = unset.
+  std::string instance_name, instance_description, instance_location, instance_notice;
+  // Uploads (UPLOAD_STATUS, /upload-blob, /blob) store files here; null: uploads fail
+  // with E_NO_STORAGE. Not owned; must outlive the service.
+  blobs::BlobStore* blobs = nullptr;
+  std::vector<std::string> admin_keys;       // CryptPad admins (more by decree)
+  std::string data_dir;                      // measured by the admin panel's DISK_USAGE; "" = not measured
+  std::string web_root;                      // a CryptPad checkout whose web application is served; "" = none
 };
 
 using Offload = std::function<bool(std::function<void()>)>;
@@ -64,7 +76,8 @@ class CryptpadService {
   CryptpadService& operator=(const CryptpadService&) = delete;
 
   Result<void> migrate();
-  // Registers the websocket path, GET /api/config and GET /api/broadcast.
+  // Registers the websocket path, GET /api/config, /api/broadcast and /api/instance,
+  // POST /api/auth, GET /block/…, POST /upload-blob, GET/HEAD /blob/….
   void install(net::Router& router);
   // Starts the idle-connection timer (through RunAfter); call once the server exists.
   void start();

@@ -1,6 +1,8 @@
 #include "cryptpad/rpc.h"
 
+#include "cryptpad/admin.h"
 #include "cryptpad/rpc_commands.h"
+#include "cryptpad/web.h"
 
 #include <sodium.h>
 #include <unistd.h>
@@ -102,7 +104,7 @@ std::string pin_list_hash(std::vector<std::string> channels) {
 namespace {
 
 const RpcCommand* find_command(std::string_view name) {
-  for (const auto* group : {&file_commands(), &pin_commands(), &channel_commands()})
+  for (const auto* group : {&file_commands(), &pin_commands(), &channel_commands(), &upload_commands(), &admin_commands()})
     for (const auto& c : *group)
       if (c.name == name) return &c;
   return nullptr;
@@ -115,6 +117,10 @@ std::optional<std::vector<std::string>> rpc_string_list(const RawValue& v, const
 }
 
 std::int64_t rpc_channel_size(RpcContext& ctx, const std::string& id) { return channel_size(ctx, id); }
+
+std::int64_t RpcContext::limit_for(const std::string& key) const {
+  return admin ? admin->limit_for(key).limit : options.default_storage_limit;
+}
 
 tl::expected<std::string, std::string> run_anonymous_rpc(RpcContext& ctx, const std::string& command,
                                                          const RawValue& arg) {
@@ -131,8 +137,9 @@ tl::expected<AuthenticatedReply, std::string> run_authenticated_rpc(RpcContext& 
   const std::string& key = r.public_key;
   if (!is_valid_public_key(key)) return err("INVALID_SIGNATURE_OR_PUBLIC_KEY");
   if (r.command != "COOKIE" && !ctx.sessions.valid(key, r.cookie)) return err("NO_COOKIE");
-  if (!verify_detached(r.signed_text, r.signature, key)) return err("INVALID_SIGNATURE_OR_PUBLIC_KEY");
   const RpcCommand* cmd = find_command(r.command);
+  if (!(cmd && cmd->unsigned_ok) && !verify_detached(r.signed_text, r.signature, key))
+    return err("INVALID_SIGNATURE_OR_PUBLIC_KEY");
   if (!cmd || !cmd->authenticated) return err("UNSUPPORTED_RPC_CALL");
   RpcCall call{ctx, key, r.arg};
   auto values = cmd->handler(call);
@@ -160,36 +167,43 @@ net::HttpResponse js(std::string body) {
 
 }  // namespace
 
-void install_http_routes(net::Router& router, const CryptpadOptions& options, const std::string& history_keeper) {
+void install_http_routes(net::Router& router, const CryptpadOptions& options, const std::string& history_keeper,
+                         std::function<std::vector<std::string>()> admins, std::function<std::int64_t()> default_limit) {
   const std::string fresh = random_hex(4);
-  JsonWriter c;
-  c.begin_object();
-  c.key("requireConf").begin_object().key("waitSeconds").value(600).key("urlArgs").value("ver=2026.2.2-" + fresh).end_object();
-  c.key("removeDonateButton").value(true);
-  c.key("enforceMFA").value(false);
-  c.key("onlyOffice").begin_object().end_object();
-  c.key("allowSubscriptions").value(false);
-  c.key("websocketPath").value(options.websocket_path);
-  c.key("httpUnsafeOrigin").value(options.http_unsafe_origin);
-  c.key("httpSafeOrigin").value(options.http_safe_origin);
-  c.key("enableEmbedding").value(false);
-  c.key("fileHost").value(options.http_unsafe_origin);
-  c.key("adminKeys").begin_array().end_array();
-  c.key("moderatorKeys").begin_array().end_array();
-  c.key("inactiveTime").value(90);
-  c.key("supportMailbox").value("");
-  c.key("defaultStorageLimit").value(options.default_storage_limit);
-  c.key("maxUploadSize").value(options.max_upload_bytes);
-  c.key("premiumUploadSize").value(options.max_upload_bytes);
-  c.key("restrictRegistration").value(false);
-  c.key("restrictSsoRegistration").value(false);
-  c.key("appsToDisable").begin_array().end_array();
-  c.key("listMyInstance").value(false);
-  c.key("sso").value(false);
-  c.key("accounts_api").value(false);
-  c.end_object();
-  const std::string config_js = amd(c.str());
-  router.add("GET", "/api/config", [config_js](net::HttpRequest&&, net::Respond respond) { respond(js(config_js)); });
+  auto config_js = [options, fresh, admins, default_limit] {
+    JsonWriter c;
+    c.begin_object();
+    c.key("requireConf").begin_object().key("waitSeconds").value(600).key("urlArgs").value("ver=2026.2.2-" + fresh).end_object();
+    c.key("removeDonateButton").value(true);
+    c.key("enforceMFA").value(false);
+    c.key("allowSubscriptions").value(false);
+    c.key("websocketPath").value(options.websocket_path);
+    c.key("httpUnsafeOrigin").value(options.http_unsafe_origin);
+    c.key("httpSafeOrigin").value(options.http_safe_origin);
+    c.key("enableEmbedding").value(false);
+    c.key("fileHost").value(options.http_unsafe_origin);
+    c.key("adminKeys").begin_array();
+    for (const auto& k : admins()) c.value(k);
+    c.end_array();
+    c.key("moderatorKeys").begin_array().end_array();
+    c.key("inactiveTime").value(90);
+    c.key("supportMailbox").value("");
+    c.key("defaultStorageLimit").value(default_limit());
+    c.key("maxUploadSize").value(options.max_upload_bytes);
+    c.key("premiumUploadSize").value(options.max_upload_bytes);
+    c.key("restrictRegistration").value(false);
+    c.key("restrictSsoRegistration").value(false);
+    c.key("appsToDisable").begin_array().end_array();
+    c.key("listMyInstance").value(false);
+    c.key("sso").value(false);
+    c.key("accounts_api").value(false);
+    c.end_object();
+    return amd(c.str());
+  };
+  const auto extra = api_headers(options);
+  router.add("GET", "/api/config", [config_js, extra](net::HttpRequest&&, net::Respond respond) {
+    with_headers(std::move(respond), extra)(js(config_js()));
+  });
 
   // A curve25519 key regenerated at each start, as CryptPad does.
   unsigned char pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
@@ -208,7 +222,9 @@ void install_http_routes(net::Router& router, const CryptpadOptions& options, co
       .end_object();
   const std::string broadcast_js = amd(b.str());
   router.add("GET", "/api/broadcast",
-             [broadcast_js](net::HttpRequest&&, net::Respond respond) { respond(js(broadcast_js)); });
+             [broadcast_js, extra](net::HttpRequest&&, net::Respond respond) {
+               with_headers(std::move(respond), extra)(js(broadcast_js));
+             });
   (void)history_keeper;
 }
 

@@ -50,6 +50,10 @@ class RpcSessions {
   std::map<std::string, Session> sessions_;
 };
 
+class CryptpadFiles;
+class CryptpadAdmin;
+class CryptpadAuth;
+
 struct RpcContext {
   ChannelStore& store;
   RpcSessions& sessions;
@@ -63,6 +67,14 @@ struct RpcContext {
   // `notice` (a JSON object, may be empty) goes to every member from the history keeper
   // and the cached metadata is dropped.
   std::function<void(const std::string&, const std::string&)> channel_changed;
+  CryptpadFiles* files = nullptr;  // uploads and blobs
+  CryptpadAdmin* admin = nullptr;  // admins, limits, decrees
+  CryptpadAuth* auth = nullptr;    // login blocks (admin archival)
+  std::function<std::pair<std::int64_t, std::int64_t>()> session_stats;  // connections, unique addresses
+  std::function<std::int64_t()> active_channels;
+  std::string data_dir;                                                   // for DISK_USAGE
+  // The storage limit of a key (decrees first, then the configured default).
+  std::int64_t limit_for(const std::string& key) const;
 };
 
 // A raw JSON value, or an error code.
@@ -80,6 +92,8 @@ tl::expected<AuthenticatedReply, std::string> run_authenticated_rpc(RpcContext& 
 std::string pin_list_hash(std::vector<std::string> channels);
 
 // GET /api/config and GET /api/broadcast (AMD modules as CryptPad serves them).
-void install_http_routes(net::Router& router, const CryptpadOptions& options, const std::string& history_keeper);
+// `admins` and `default_limit` are asked at each request (decrees change them).
+void install_http_routes(net::Router& router, const CryptpadOptions& options, const std::string& history_keeper,
+                         std::function<std::vector<std::string>()> admins, std::function<std::int64_t()> default_limit);
 
 }  // namespace hearth::cryptpad

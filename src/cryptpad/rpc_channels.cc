@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "core/json.h"
+#include "cryptpad/files.h"
 #include "cryptpad/rpc_commands.h"
 
 namespace hearth::cryptpad {
@@ -60,6 +61,12 @@ tl::expected<RpcValues, std::string> owner_action(RpcCall& c, OwnerAction action
   }
   if (channel.empty() || classify_channel(channel) == ChannelKind::invalid) return rpc_error("INVALID_CHAN");
   if (action == OwnerAction::trim && hash.empty()) return rpc_error("INVALID_ARGUMENTS");
+  // A file: its owners are in its row (OWNED_UPLOAD_COMPLETE).
+  if (action == OwnerAction::remove && c.ctx.files && CryptpadFiles::is_file_id(channel)) {
+    auto r = c.ctx.files->remove_owned(c.key, channel);
+    if (!r) return rpc_error(r.error());
+    return RpcValues{};
+  }
   auto rec = c.ctx.store.load_sync(channel);
   if (!rec) return rpc_error("E_STORAGE");
   if (!*rec || (*rec)->deleted) return rpc_error("ENOENT");

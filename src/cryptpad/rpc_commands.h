@@ -34,12 +34,15 @@ struct RpcCommand {
   RpcHandler handler;
   bool drops_key = false;  // DESTROY: the connection no longer holds the key
   bool ends_session = false;  // EXPIRE_SESSION: no new cookie
+  bool unsigned_ok = false;   // UPLOAD: cookie checked, signature not (as CryptPad)
 };
 
 // One list per command group.
 const std::vector<RpcCommand>& file_commands();     // sizes, IS_NEW_CHANNEL, metadata reads, private messages
 const std::vector<RpcCommand>& pin_commands();      // cookie, pins, quota
 const std::vector<RpcCommand>& channel_commands();  // SET_METADATA and owner commands
+const std::vector<RpcCommand>& upload_commands();   // UPLOAD_STATUS, UPLOAD, UPLOAD_COMPLETE…
+const std::vector<RpcCommand>& admin_commands();    // ADMIN [CMD, ...]
 
 // Shared helpers.
 std::optional<std::vector<std::string>> rpc_string_list(const RawValue& v, const ParseLimits& limits);

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "core/json.h"
+#include "cryptpad/admin.h"
 #include "cryptpad/rpc_commands.h"
 
 namespace hearth::cryptpad {
@@ -38,7 +39,9 @@ tl::expected<RpcValues, std::string> get_total_size(RpcCall& c) {
 }
 
 tl::expected<RpcValues, std::string> get_limit(RpcCall& c) {
-  return RpcValues{std::to_string(c.ctx.options.default_storage_limit), "\"\"", "\"\""};
+  if (!c.ctx.admin) return RpcValues{std::to_string(c.ctx.options.default_storage_limit), "\"\"", "\"\""};
+  StorageLimit l = c.ctx.admin->limit_for(c.key);
+  return RpcValues{std::to_string(l.limit), json_quote(l.plan), json_quote(l.note)};
 }
 
 // PIN, UNPIN, RESET: change the list, answer its new hash.
@@ -63,7 +66,7 @@ tl::expected<RpcValues, std::string> change_pins(RpcCall& c, bool add, bool rese
       added.push_back(target);
       usage += rpc_channel_size(c.ctx, target);
     }
-    if (usage > c.ctx.options.default_storage_limit) return rpc_error("E_OVER_LIMIT");
+    if (usage > c.ctx.limit_for(c.key)) return rpc_error("E_OVER_LIMIT");
   }
   // RESET is allowed over quota (CryptPad means to allow it once and never counts).
   if (auto p = c.ctx.store.pin_sync(c.key, *ids, add, reset); !p) return rpc_error("E_STORAGE");

@@ -16,10 +16,14 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "core/random.h"
+#include "cryptpad/admin.h"
+#include "cryptpad/auth.h"
 #include "cryptpad/channel_store.h"
+#include "cryptpad/files.h"
 #include "cryptpad/cryptpad.h"
 #include "cryptpad/metadata.h"
 #include "cryptpad/protocol.h"
+#include "cryptpad/web.h"
 #include "cryptpad/rpc.h"
 #include "store/store.h"
 
@@ -54,6 +58,7 @@ struct User {
   std::int64_t last_seen_ms = 0;
   std::int64_t last_ping_ms = 0;
   std::set<std::string> keys;           // ed25519 keys proven over RPC
+  std::string ip;                       // remote address (ACTIVE_SESSIONS counts unique ones)
 
   void send(std::string msg) { conn->send(std::move(msg)); }
 };
@@ -75,6 +80,9 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   std::string hk;
   ParseLimits limits;
   RpcSessions sessions;
+  std::shared_ptr<CryptpadFiles> files;
+  std::shared_ptr<CryptpadAuth> auth;
+  std::shared_ptr<CryptpadAdmin> admin;
   std::atomic<bool> stopped{false};
 
   Counter& frames_in;
@@ -99,6 +107,9 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         offload(std::move(off)),
         run_after(std::move(ra)),
         sessions(c),
+        files(std::make_shared<CryptpadFiles>(store, c, options.blobs, options.max_upload_bytes)),
+        auth(std::make_shared<CryptpadAuth>(store, c, *files)),
+        admin(std::make_shared<CryptpadAdmin>(store, c, options.admin_keys, options.default_storage_limit)),
         frames_in(m.counter("hearth_cryptpad_frames_total", "Netflux frames received")),
         messages_stored(m.counter("hearth_cryptpad_messages_stored_total", "Channel messages stored")),
         messages_rejected(m.counter("hearth_cryptpad_messages_rejected_total",
@@ -115,9 +126,10 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   std::int64_t mono_ms() const { return clock.monotonic_ns() / 1'000'000; }
 
   // -- connections -------------------------------------------------------------------
-  net::WebSocketCallbacks accept(std::shared_ptr<net::WebSocketConnection> conn) {
+  net::WebSocketCallbacks accept(std::shared_ptr<net::WebSocketConnection> conn, std::string ip = {}) {
     auto user = std::make_shared<User>();
     user->id = random_hex(16);
+    user->ip = std::move(ip);
     user->conn = std::move(conn);
     user->last_seen_ms = user->last_ping_ms = mono_ms();
     {
@@ -264,7 +276,29 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
         for (const auto& m : ch.members) m->send(msg);
       }
     }
+    archive_expired();
     schedule_sweep();
+  }
+
+  // Channels past their expiry are archived in place (placeholder EXPIRED; the rows stay
+  // until retention purges them), a batch at a time on the worker pool, as CryptPad's
+  // EXPIRE tasks do.
+  std::atomic<bool> archiving{false};
+  void archive_expired() {
+    if (archiving.exchange(true)) return;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    bool queued = offload([weak] {
+      auto self = weak.lock();
+      if (!self) return;
+      auto done = self->channels_store.archive_expired_sync(self->now_ms(), 100);
+      if (!done) {
+        self->log.warn("cryptpad.expiry_failed", {{"error", done.error().describe()}});
+      } else {
+        for (const auto& chan : *done) self->channel_changed(chan, "");
+      }
+      self->archiving = false;
+    });
+    if (!queued) archiving = false;
   }
 
   void schedule_sweep() {
@@ -633,8 +667,9 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
       return true;
     };
     if (meta.load_error) return done(error_object("EUNKNOWN", chan, txid));
+    const bool expired = (meta.expire && *meta.expire <= now_ms()) || (meta.deleted && *meta.deleted == "EXPIRED");
+    if (expired) return done(error_object("EEXPIRED", chan, ""));
     if (meta.deleted) return done(error_object("EDELETED", chan, txid, meta.deleted));
-    if (meta.expire && *meta.expire <= now_ms()) return done(error_object("EEXPIRED", chan, ""));
     if (meta.exists) hk_send(user, meta.json, prio);
     auto index = channels_store.index_sync(chan);
     if (!index) return done(error_object("EUNKNOWN", chan, txid));
@@ -735,6 +770,21 @@ struct CryptpadService::Impl : std::enable_shared_from_this<CryptpadService::Imp
   // -- RPC ----------------------------------------------------------------------------
   void rpc(const std::shared_ptr<User>& user, const RpcRequest& r) {
     RpcContext ctx{channels_store, sessions, clock, options, limits};
+    ctx.files = files.get();
+    ctx.admin = admin.get();
+    ctx.auth = auth.get();
+    ctx.data_dir = options.data_dir;
+    ctx.session_stats = [this] {
+      std::lock_guard lock(mu);
+      std::set<std::string> ips;
+      for (const auto& [id, u] : users) ips.insert(u->ip);
+      return std::pair<std::int64_t, std::int64_t>(static_cast<std::int64_t>(users.size()),
+                                                   static_cast<std::int64_t>(ips.size()));
+    };
+    ctx.active_channels = [this] {
+      std::lock_guard lock(mu);
+      return static_cast<std::int64_t>(channels.size());
+    };
     ctx.metadata_changed = [this](const std::string& chan, const ChannelMeta& meta) { metadata_changed(chan, meta); };
     ctx.meta_of = [this](const std::string& chan) { return meta_of(chan); };
     ctx.channel_changed = [this](const std::string& chan, const std::string& notice) { channel_changed(chan, notice); };
@@ -836,7 +886,10 @@ CryptpadService::CryptpadService(CryptpadOptions options, store::Store& store, C
 
 CryptpadService::~CryptpadService() { impl_->stopped = true; }
 
-Result<void> CryptpadService::migrate() { return impl_->channels_store.migrate(); }
+Result<void> CryptpadService::migrate() {
+  if (auto m = impl_->channels_store.migrate(); !m) return m;
+  return impl_->admin->load();
+}
 
 const std::string& CryptpadService::history_keeper_id() const { return impl_->hk; }
 
@@ -849,16 +902,20 @@ void CryptpadService::install(net::Router& router) {
   std::weak_ptr<Impl> weak = impl_;
   router.websocket(
       impl_->options.websocket_path,
-      [weak](std::shared_ptr<net::WebSocketConnection> conn, const net::HttpRequest&) -> net::WebSocketCallbacks {
+      [weak](std::shared_ptr<net::WebSocketConnection> conn, const net::HttpRequest& req) -> net::WebSocketCallbacks {
         auto self = weak.lock();
         if (!self) {
           conn->close(1001, "shutting down");
           return {};
         }
-        return self->accept(std::move(conn));
+        return self->accept(std::move(conn), req.remote_ip);
       },
       impl_->options.max_message_bytes);
-  install_http_routes(router, impl_->options, impl_->hk);
+  auto admin = impl_->admin;
+  install_http_routes(router, impl_->options, impl_->hk, [admin] { return admin->admins(); },
+                      [admin] { return admin->default_limit(); });
+  install_auth_routes(router, impl_->auth, impl_->files, impl_->options);
+  install_web_routes(router, impl_->options);
 }
 
 void CryptpadService::start() { impl_->schedule_sweep(); }

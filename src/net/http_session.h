@@ -403,6 +403,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     const auto& h = head.get();
     HttpRequest req;
     req.method = std::string(h.method_string());
+    head_request_ = req.method == "HEAD";
     req.target = std::string(h.target());
     auto q = req.target.find('?');
     req.path = req.target.substr(0, q);
@@ -564,6 +565,8 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     bool no_body = r.status < 200 || r.status == 204 || r.status == 304;
     if (no_body) r.body.clear();
     else res.content_length(r.body.size());
+    // HEAD: the length of what GET would send, and no body (RFC 9110 §9.3.2).
+    if (head_request_) r.body.clear();
     res.body() = std::move(r.body);
     res.keep_alive(keep_alive);
 
@@ -625,6 +628,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
   std::string sni_;
   std::string alpn_;
   HttpResponse rate_limited_;
+  bool head_request_ = false;  // the request being answered is a HEAD
   std::weak_ptr<ResponseSlot> slot_;
   std::shared_ptr<WsSession<Stream>> ws_;
   bool idle_ = false;

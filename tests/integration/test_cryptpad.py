@@ -348,6 +348,22 @@ class ExpiringChannels(unittest.TestCase):
         a.request("MSG", hk, json.dumps(["GET_HISTORY", chan, {"txid": 2}]))
         self.assertEqual(a.hk_messages(hk, lambda m: isinstance(m, dict) and "error" in m)[-1],
                          {"error": "EEXPIRED", "channel": chan})
+        # The expired channel is archived in place (placeholder EXPIRED) by the periodic task,
+        # and still answers EEXPIRED.
+        def placeholder():
+            db = sqlite3.connect(f"file:{h.data_dir}/hearth.db?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT deleted FROM cryptpad_channels WHERE channel = ?", (chan,)).fetchone()
+            finally:
+                db.close()
+            return row and row[0]
+        self.assertEqual(wait_until(placeholder, what="the EXPIRED placeholder"), "EXPIRED")
+        a.request("MSG", hk, json.dumps(["GET_HISTORY", chan, {"txid": 3}]))
+        self.assertEqual(a.hk_messages(hk, lambda m: isinstance(m, dict) and "error" in m)[-1],
+                         {"error": "EEXPIRED", "channel": chan})
+        a.request("MSG", hk, json.dumps(["tx-new", ["IS_NEW_CHANNEL", chan]]))
+        reply = a.hk_messages(hk, lambda m: isinstance(m, list) and m[0] == "tx-new")[-1]
+        self.assertEqual(reply[2], {"isNew": False, "reason": "EXPIRED"})
 
 
 class ClientLibraries(unittest.TestCase):

@@ -84,5 +84,37 @@ TEST_F(BlobStoreTest, PurgeDropsExpiredReferencesAndOrphanedFilesOnly) {
   EXPECT_FALSE(std::filesystem::exists(blobs->path_of(kept->hash)));
 }
 
+namespace {
+std::string stage(BlobStore& blobs, const std::string& name, const std::string& bytes) {
+  std::string path = blobs.staging_dir() + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(bytes.data(), 1, bytes.size(), f);
+  std::fclose(f);
+  return path;
+}
+}  // namespace
+
+TEST_F(BlobStoreTest, PutFileAdoptsAStagedFileAndRemoveDropsIt) {
+  auto a = blobs->put_file("carol@x", "c", "application/octet-stream", stage(*blobs, "s1", "staged bytes"), 0);
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->size, 12);
+  EXPECT_FALSE(std::filesystem::exists(blobs->staging_dir() + "/s1"));
+  EXPECT_EQ(blobs->read(*a).value(), "staged bytes");
+  // Same bytes again: one file, two references; the second staged file is dropped.
+  auto b = blobs->put_file("carol@x", "d", "application/octet-stream", stage(*blobs, "s2", "staged bytes"), 0);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(a->hash, b->hash);
+  EXPECT_FALSE(std::filesystem::exists(blobs->staging_dir() + "/s2"));
+  ASSERT_TRUE(blobs->remove(a->id));
+  EXPECT_TRUE(std::filesystem::exists(blobs->path_of(a->hash))) << "b still names it";
+  ASSERT_TRUE(blobs->remove(b->id));
+  EXPECT_FALSE(std::filesystem::exists(blobs->path_of(a->hash)));
+  // Over the per-file limit: refused, and the staged file is gone anyway.
+  auto big = blobs->put_file("carol@x", "e", "x", stage(*blobs, "s3", std::string(1001, 'x')), 0);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code, Errc::invalid_argument);
+  EXPECT_FALSE(std::filesystem::exists(blobs->staging_dir() + "/s3"));
+}
+
 }  // namespace
 }  // namespace hearth::blobs
