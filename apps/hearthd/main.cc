@@ -239,6 +239,18 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
+  xmpp_options.s2s_enabled = config.xmpp_s2s_enabled;
+  xmpp_options.s2s_static_routes = config.xmpp_s2s_static_routes;
+  xmpp_options.s2s_queue_max_stanzas = static_cast<std::size_t>(config.xmpp_s2s_queue_max_stanzas);
+  xmpp_options.s2s_connect_timeout_seconds = config.xmpp_s2s_connect_timeout_seconds;
+  xmpp_options.s2s_retry_initial_seconds = config.xmpp_s2s_retry_initial_seconds;
+  xmpp_options.s2s_retry_max_seconds = config.xmpp_s2s_retry_max_seconds;
+  xmpp_options.s2s_max_attempts = config.xmpp_s2s_max_attempts;
+  xmpp_options.s2s_dialback = config.xmpp_s2s_dialback;
+  if (auto r = xmpp::XmppService::check_options(xmpp_options); !r) {
+    fmt::print(stderr, "hearthd: xmpp.s2s_static_routes: {}\n", r.error().message);
+    return kExitStartup;
+  }
   blobs::BlobStore blob_store(**store, clock,
                               {data_dir + "/blobs", config.upload_max_file_bytes, config.upload_daily_quota_bytes});
   if (auto r = blob_store.open(); !r) {
@@ -305,6 +317,8 @@ int run(const Config& config, bool print_banner) {
   server_options.idle_timeout_seconds = config.http_idle_timeout_seconds;
   server_options.drain_seconds = config.drain_seconds;
   server_options.stall_warning_ms = config.stall_warning_ms;
+  server_options.peer_ca_file = config.xmpp_s2s_ca_file.empty() ? "" : absolute(config.xmpp_s2s_ca_file);
+  server_options.peer_ca_dir = config.xmpp_s2s_ca_dir.empty() ? "" : absolute(config.xmpp_s2s_ca_dir);
   auto server = net::HttpServer::create(server_options, std::move(router), identities, log, metrics);
   if (!server) {
     fmt::print(stderr, "hearthd: {}\n", server.error().describe());
@@ -324,6 +338,7 @@ int run(const Config& config, bool print_banner) {
 
   if (cryptpad_service) cryptpad_service->start();
   std::vector<net::BoundEndpoint> xmpp_bound;
+  std::vector<net::BoundEndpoint> s2s_bound;
   for (bool direct_tls : {false, true}) {
     int port = direct_tls ? config.xmpp_c2s_tls_port : config.xmpp_c2s_port;
     if (port < 0) continue;
@@ -336,6 +351,25 @@ int run(const Config& config, bool print_banner) {
       return kExitStartup;
     }
     xmpp_bound.insert(xmpp_bound.end(), r->begin(), r->end());
+  }
+  if (config.xmpp_s2s_enabled) {
+    xmpp_service.set_s2s_connector([server = server->get()](net::OutgoingStreamSpec spec, net::StreamConnectHandler h) {
+      server->connect_stream(std::move(spec), std::move(h));
+    });
+    if (config.xmpp_s2s_port >= 0) {
+      std::vector<net::StreamListenerSpec> s2s_specs;
+      for (const auto& addr : config.xmpp_bind) {
+        net::StreamListenerSpec spec{addr, config.xmpp_s2s_port, false, {"xmpp-server"}, "xmpp-server"};
+        spec.request_peer_certificate = true;
+        s2s_specs.push_back(spec);
+      }
+      auto r = (*server)->listen_stream(s2s_specs, xmpp_service.s2s_acceptor());
+      if (!r) {
+        fmt::print(stderr, "hearthd: {}\n", r.error().message);
+        return kExitStartup;
+      }
+      s2s_bound = *r;
+    }
   }
   xmpp_service.start_background_tasks();
 
@@ -462,6 +496,8 @@ int run(const Config& config, bool print_banner) {
     for (const auto& e : xmpp_bound)
       out += fmt::format("  {:<6} {}:{}   ({})\n", e.tls ? "XMPPS" : "XMPP", url_host(e.address), e.port,
                          e.tls ? "client, direct TLS" : "client, STARTTLS");
+    for (const auto& e : s2s_bound)
+      out += fmt::format("  {:<6} {}:{}   (server-to-server, STARTTLS)\n", "S2S", url_host(e.address), e.port);
     if (cryptpad_service)
       for (const auto& e : *bound)
         out += fmt::format("  {:<6} {}://{}:{}{}   (CryptPad websocket)\n", "CPAD", e.tls ? "wss" : "ws", url_host(e.address),
