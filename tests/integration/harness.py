@@ -50,7 +50,8 @@ class Hearth:
                 f'[server]\ndata_dir = "{self.data_dir}"\nshards = 2\ndrain_seconds = 5\n'
                 f'[[domain]]\nname = "{domain}"\n' + domain_extra +
                 '[http]\nport = 0\nhttps_port = 0\n'
-                '[xmpp]\nc2s_port = 0\nc2s_tls_port = 0\ns2s_port = 0\n' + xmpp_extra +
+                '[xmpp]\nc2s_port = 0\nc2s_tls_port = 0\n'
+                + ('' if 's2s_port' in xmpp_extra else 's2s_port = 0\n') + xmpp_extra +
                 '[accounts]\nscram_iterations = 4096\n'
                 '[ops]\nhealth_interval_seconds = 1\n'
                 + config_extra
