@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import unittest
@@ -168,3 +169,191 @@ class XmppFederation(unittest.IsolatedAsyncioTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+STREAM_NS = "http://etherx.jabber.org/streams"
+STREAMS_ERR_NS = "urn:ietf:params:xml:ns:xmpp-streams"
+
+
+class RawS2s:
+    """A hand-driven server-to-server stream (what a misbehaving peer would send)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=15):
+        import xml.etree.ElementTree as ET
+        self.ET = ET
+        self.raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock = self.raw
+        self._reset()
+
+    def _reset(self):
+        self.parser = self.ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self.ready = []
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def open(self, frm, to):
+        self._reset()
+        self.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                  f"xmlns:stream='{STREAM_NS}' from='{frm}' to='{to}' version='1.0'>")
+
+    def next(self):
+        """The next complete top-level element, or None when the stream ended."""
+        while not self.ready:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.parser.feed(data)
+            for event, el in self.parser.read_events():
+                if event == "start":
+                    self.depth += 1
+                else:
+                    self.depth -= 1
+                    if self.depth == 1:
+                        self.ready.append(el)
+                    elif self.depth == 0:
+                        self.ready.append(None)
+        return self.ready.pop(0)
+
+    def expect(self, name):
+        el = self.next()
+        assert el is not None and el.tag == name, f"wanted {name}, got {el if el is None else el.tag}"
+        return el
+
+    def starttls(self, ca, cert, key, server_name):
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.expect("{urn:ietf:params:xml:ns:xmpp-tls}proceed")
+        ctx = ssl.create_default_context(cafile=ca)
+        ctx.load_cert_chain(cert, key)
+        self.sock = ctx.wrap_socket(self.raw, server_hostname=server_name)
+
+    def stream_error(self):
+        """The condition of the stream error that ends the stream (skipping anything before it)."""
+        while True:
+            el = self.next()
+            if el is None:
+                return None
+            if el.tag == f"{{{STREAM_NS}}}error":
+                for child in el:
+                    if child.tag.startswith(f"{{{STREAMS_ERR_NS}}}") and not child.tag.endswith("}text"):
+                        return child.tag.split("}")[1]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+
+class S2sBadInput(unittest.TestCase):
+    """What the s2s listener answers to peers that skip TLS, lie about their domain or flood."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="hearth-s2s-bad-")
+        cls.ca = make_ca(cls.tmp)
+        cert_a = make_cert(cls.tmp, "a", ["a.test", "conference.a.test"])
+        cls.cert_b = make_cert(cls.tmp, "b", ["b.test"])
+        pa = free_port("127.0.0.1")
+        # Answers to b.test go nowhere fast (a closed port), never to DNS.
+        cls.a = server("a.test", "127.0.0.1", pa, cert_a, cls.ca, ["b.test=127.0.0.1:1"], "s2s_max_attempts = 1\n")
+        cls.a.start()
+        cls.a.add_users("alice")
+        cls.port = pa
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.a.stop()
+        cls.a.cleanup()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def peer(self):
+        p = RawS2s(self.port)
+        self.addCleanup(p.close)
+        return p
+
+    def authenticated_peer(self):
+        p = self.peer()
+        p.open("b.test", "a.test")
+        p.expect(f"{{{STREAM_NS}}}features")
+        p.starttls(self.ca, *self.cert_b, "a.test")
+        p.open("b.test", "a.test")
+        features = p.expect(f"{{{STREAM_NS}}}features")
+        mechs = [m.text for m in features.iter("{urn:ietf:params:xml:ns:xmpp-sasl}mechanism")]
+        self.assertIn("EXTERNAL", mechs)
+        p.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+        p.expect("{urn:ietf:params:xml:ns:xmpp-sasl}success")
+        p.open("b.test", "a.test")
+        p.expect(f"{{{STREAM_NS}}}features")
+        return p
+
+    def test_stanzas_before_starttls_are_refused(self):
+        p = self.peer()
+        p.open("b.test", "a.test")
+        features = p.expect(f"{{{STREAM_NS}}}features")
+        self.assertIsNotNone(features.find("{urn:ietf:params:xml:ns:xmpp-tls}starttls/{urn:ietf:params:xml:ns:xmpp-tls}required"))
+        p.send("<message from='bob@b.test' to='alice@a.test'><body>plain</body></message>")
+        self.assertEqual(p.stream_error(), "policy-violation")
+
+    def test_unknown_domain_and_missing_from(self):
+        p = self.peer()
+        p.open("b.test", "elsewhere.test")
+        self.assertEqual(p.stream_error(), "host-unknown")
+        p = self.peer()
+        p.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+               f"xmlns:stream='{STREAM_NS}' to='a.test' version='1.0'>")
+        self.assertEqual(p.stream_error(), "invalid-from")
+
+    def test_claiming_another_domain_than_the_certificate_is_refused(self):
+        p = self.peer()
+        p.open("c.test", "a.test")  # b.test's certificate, c.test's name
+        p.expect(f"{{{STREAM_NS}}}features")
+        p.starttls(self.ca, *self.cert_b, "a.test")
+        p.open("c.test", "a.test")
+        features = p.expect(f"{{{STREAM_NS}}}features")
+        self.assertEqual([m.text for m in features.iter("{urn:ietf:params:xml:ns:xmpp-sasl}mechanism")], [])
+        p.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+        self.assertEqual(p.expect("{urn:ietf:params:xml:ns:xmpp-sasl}failure")[0].tag,
+                         "{urn:ietf:params:xml:ns:xmpp-sasl}not-authorized")
+        self.assertEqual(p.stream_error(), "not-authorized")
+
+    def test_dialback_for_a_domain_the_certificate_does_not_name(self):
+        p = self.peer()
+        p.open("c.test", "a.test")
+        p.expect(f"{{{STREAM_NS}}}features")
+        p.starttls(self.ca, *self.cert_b, "a.test")
+        p.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' "
+               f"xmlns:stream='{STREAM_NS}' from='c.test' to='a.test' version='1.0'>")
+        p._reset()
+        p.next()  # stream header's children: the features
+        p.send("<db:result from='c.test' to='a.test'>0123456789abcdef</db:result>")
+        result = p.expect("{jabber:server:dialback}result")
+        self.assertEqual(result.get("type"), "error")
+        self.assertIsNotNone(result.find("{jabber:server}error/{urn:ietf:params:xml:ns:xmpp-stanzas}not-authorized"))
+        # Nothing from c.test is accepted on this stream.
+        p.send("<message from='eve@c.test' to='alice@a.test'><body>x</body></message>")
+        self.assertEqual(p.stream_error(), "not-authorized")
+
+    def test_spoofed_from_is_refused(self):
+        p = self.authenticated_peer()
+        p.send("<message from='mallory@evil.test' to='alice@a.test'><body>spoof</body></message>")
+        self.assertEqual(p.stream_error(), "invalid-from")
+
+    def test_stanza_for_a_domain_not_served_here(self):
+        p = self.authenticated_peer()
+        p.send("<message from='bob@b.test' to='someone@elsewhere.test'><body>relay?</body></message>")
+        self.assertEqual(p.stream_error(), "host-unknown")
+
+    def test_flood_is_refused_with_policy_violation(self):
+        p = self.authenticated_peer()
+        burst = "".join(f"<message from='bob@b.test' to='alice@a.test' type='chat' id='f{i}'><body>flood {i}</body></message>"
+                        for i in range(20000))
+        try:
+            p.send(burst)
+        except OSError:
+            pass  # the server may cut us off while we are still writing
+        self.assertEqual(p.stream_error(), "policy-violation")
+        # The server still serves: a fresh, polite peer gets in.
+        self.authenticated_peer()
