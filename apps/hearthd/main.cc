@@ -1,4 +1,5 @@
 // hearthd: wires the modules together. Everything interesting lives in src/.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/random.h"
 #include "cryptpad/cryptpad.h"
 #include "matrix/matrix.h"
 #include "net/net.h"
@@ -45,6 +47,30 @@ accounts::RegistrationPolicy policy_from(const std::string& s) {
   if (s == "open") return accounts::RegistrationPolicy::open;
   if (s == "closed") return accounts::RegistrationPolicy::closed;
   return accounts::RegistrationPolicy::invite;
+}
+
+// A secret kept in a file (0600), created with random bytes on first use; durable (written
+// to a temporary file, fsynced, renamed) before it is used.
+Result<std::string> load_or_create_secret(const std::string& path) {
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[128];
+    std::size_t n = std::fread(buf, 1, sizeof buf, f);
+    std::fclose(f);
+    if (n >= 32) return std::string(buf, n);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  std::string secret = random_token(32);
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(Errc::io, fmt::format("cannot create {}", tmp));
+  bool written = ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return fail(Errc::io, fmt::format("cannot write {}", path));
+  }
+  return secret;
 }
 
 std::string absolute(const std::string& path) {
@@ -247,6 +273,15 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.s2s_retry_max_seconds = config.xmpp_s2s_retry_max_seconds;
   xmpp_options.s2s_max_attempts = config.xmpp_s2s_max_attempts;
   xmpp_options.s2s_dialback = config.xmpp_s2s_dialback;
+  if (config.xmpp_s2s_enabled) {
+    // XEP-0185: the same secret across restarts, so keys handed out before a restart still verify.
+    auto secret = load_or_create_secret(data_dir + "/xmpp/dialback.secret");
+    if (!secret) {
+      fmt::print(stderr, "hearthd: {}\n", secret.error().message);
+      return kExitStartup;
+    }
+    xmpp_options.s2s_dialback_secret = *secret;
+  }
   if (auto r = xmpp::XmppService::check_options(xmpp_options); !r) {
     fmt::print(stderr, "hearthd: xmpp.s2s_static_routes: {}\n", r.error().message);
     return kExitStartup;
