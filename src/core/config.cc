@@ -171,6 +171,8 @@ const std::vector<Binding>& bindings() {
        string_field(&Config::xmpp_s2s_ca_dir)},
       {"xmpp.s2s_dialback", "true", "Accept and use XEP-0220 dialback, only inside TLS and only for a domain the peer's verified certificate names (no unverified dialback).",
        bool_field(&Config::xmpp_s2s_dialback)},
+      {"xmpp.s2s_bidi", "true", "Bidirectional server-to-server streams (XEP-0288): a peer's stream also carries our stanzas back, so one connection serves both directions.",
+       bool_field(&Config::xmpp_s2s_bidi)},
       {"xmpp.s2s_queue_max_stanzas", "1000", "Stanzas waiting per remote domain while its connection is being set up; past it senders get `resource-constraint`.",
        integer_field(&Config::xmpp_s2s_queue_max_stanzas, 1, 1'000'000)},
       {"xmpp.s2s_connect_timeout_seconds", "10", "Resolution plus TCP connect to a remote server.",

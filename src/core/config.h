@@ -76,6 +76,7 @@ struct Config {
   std::string xmpp_s2s_ca_file;
   std::string xmpp_s2s_ca_dir;
   bool xmpp_s2s_dialback = true;
+  bool xmpp_s2s_bidi = true;
   int xmpp_s2s_queue_max_stanzas = 1000;
   int xmpp_s2s_connect_timeout_seconds = 10;
   int xmpp_s2s_retry_initial_seconds = 2;

@@ -1061,6 +1061,7 @@ XmppService::XmppService(XmppOptions options, accounts::Accounts& accounts, stor
   so.max_attempts = o.s2s_max_attempts;
   so.idle_timeout_seconds = o.idle_timeout_seconds;
   so.dialback = o.s2s_dialback;
+  so.bidi = o.s2s_bidi;
   so.dialback_secret = o.s2s_dialback_secret;
   so.max_stanza_bytes = o.max_stanza_bytes;
   so.read_bytes_per_second = o.read_bytes_per_second * 4;

@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -28,6 +29,8 @@ constexpr std::string_view kStreamErrorNs = "urn:ietf:params:xml:ns:xmpp-streams
 constexpr std::string_view kStanzaErrorNs = "urn:ietf:params:xml:ns:xmpp-stanzas";
 constexpr std::string_view kDialbackNs = "jabber:server:dialback";
 constexpr std::string_view kDialbackFeatureNs = "urn:xmpp:features:dialback";
+constexpr std::string_view kBidiFeatureNs = "urn:xmpp:features:bidi";
+constexpr std::string_view kBidiNs = "urn:xmpp:bidi";
 constexpr int kMaxSrvRecords = 32;
 
 std::string base64_encode(std::string_view raw) {
@@ -146,11 +149,78 @@ struct Federation::State : std::enable_shared_from_this<Federation::State> {
   void try_targets(std::string key, std::uint64_t generation, std::vector<std::pair<std::string, int>> targets,
                    std::size_t index, std::string local, std::string remote);
   void route_ready(const std::string& key, std::uint64_t generation, std::shared_ptr<net::StreamConnection> conn);
+  // XEP-0288: an incoming stream the peer made bidirectional carries our stanzas for
+  // (local, remote) unless a stream for that pair is up already. Returns the key and the
+  // generation to report its end with (route_down), or nullopt when not used.
+  std::optional<std::pair<std::string, std::uint64_t>> attach_bidi(const std::string& local, const std::string& remote,
+                                                                   std::shared_ptr<net::StreamConnection> conn);
   void route_down(const std::string& key, std::uint64_t generation, const std::string& why);
   void bounce(std::deque<std::string> stanzas, std::string_view type, std::string_view condition, std::string_view text);
 };
 
 namespace {
+
+// Stanzas of one stream (incoming, or outgoing made bidirectional), handed to the worker
+// pool one at a time, in order.
+struct InboundLine {
+  std::mutex mutex;
+  std::deque<Element> pending;
+  bool running = false;
+};
+
+// False when the line is full (a flood) or the pool refused the work.
+bool deliver_inbound(const std::shared_ptr<Federation::State>& state, const std::shared_ptr<InboundLine>& line,
+                     Element st) {
+  {
+    std::lock_guard lock(line->mutex);
+    if (line->pending.size() >= state->options.max_pending_inbound) return false;
+    line->pending.push_back(std::move(st));
+    if (line->running) return true;
+    line->running = true;
+  }
+  auto job = [line, state] {
+    for (;;) {
+      Element next("x");
+      {
+        std::lock_guard lock(line->mutex);
+        if (line->pending.empty()) {
+          line->running = false;
+          return;
+        }
+        next = std::move(line->pending.front());
+        line->pending.pop_front();
+      }
+      state->inbound(std::move(next));
+    }
+  };
+  if (state->offload(job)) return true;
+  std::lock_guard lock(line->mutex);
+  line->running = false;
+  line->pending.clear();
+  return false;
+}
+
+// The checks every stanza from a peer passes: a stanza of jabber:server, from a domain
+// authenticated on the stream, to one served here. "" when it passes, else the stream
+// error condition (and `text`).
+std::string_view check_inbound(const Federation::State& state, const Element& st,
+                               const std::function<bool(std::string_view)>& authenticated, std::string& text) {
+  if (st.ns() != kServerNs || (st.name() != "message" && st.name() != "presence" && st.name() != "iq")) {
+    text = fmt::format("<{}/> in {}", st.name(), st.ns());
+    return "unsupported-stanza-type";
+  }
+  auto from = Jid::parse(st.attr("from"));
+  if (!from || !authenticated(from->domain)) {
+    text = "'from' is not a domain authenticated on this stream";
+    return "invalid-from";
+  }
+  auto to = Jid::parse(st.attr("to"));
+  if (!to || !state.is_local(to->domain)) {
+    text = "'to' is not a domain served here";
+    return "host-unknown";
+  }
+  return {};
+}
 
 // ---- outgoing ------------------------------------------------------------------------------
 
@@ -205,6 +275,15 @@ class OutSession final : public XmlStreamHandler, public std::enable_shared_from
       return;
     }
     if (st.ns() == kSaslNs && st.name() == "failure") return fail("SASL EXTERNAL refused");
+    if (ready_ && bidi_) {
+      // XEP-0288: the peer's stanzas for us on our stream; its certificate named remote_.
+      std::string text;
+      auto condition = check_inbound(*state_, st, [this](std::string_view d) { return d == remote_; }, text);
+      if (!condition.empty()) return stream_error(condition, text);
+      st.replace_ns(kServerNs, kClientNs);
+      if (!deliver_inbound(state_, line_, std::move(st))) stream_error("policy-violation", "too many stanzas waiting: slow down");
+      return;
+    }
     if (st.ns() == kDialbackNs && st.name() == "result" && dialback_sent_) {
       if (st.attr("type") == "valid") {
         authenticated_ = true;
@@ -242,6 +321,10 @@ class OutSession final : public XmlStreamHandler, public std::enable_shared_from
       return;
     }
     if (!authenticated_) {
+      if (state_->options.bidi && !bidi_ && f.child("bidi", kBidiFeatureNs)) {
+        bidi_ = true;
+        conn_->send(fmt::format("<bidi xmlns='{}'/>", kBidiNs));
+      }
       bool external = false;
       if (const Element* mechs = f.child("mechanisms", kSaslNs))
         for (const auto& m : mechs->children())
@@ -295,7 +378,14 @@ class OutSession final : public XmlStreamHandler, public std::enable_shared_from
     conn_->close();
   }
 
+  void stream_error(std::string_view condition, std::string_view text) {
+    failure_ = fmt::format("sent stream error {}", condition);
+    end(stream_error_xml(condition, text));
+  }
+
   std::shared_ptr<Federation::State> state_;
+  std::shared_ptr<InboundLine> line_ = std::make_shared<InboundLine>();
+  bool bidi_ = false;
   std::string key_;
   std::uint64_t generation_;
   std::string local_, remote_;
@@ -313,13 +403,6 @@ class OutSession final : public XmlStreamHandler, public std::enable_shared_from
 
 // ---- incoming ------------------------------------------------------------------------------
 
-// Stanzas of one incoming stream, handed to the worker pool one at a time, in order.
-struct InboundLine {
-  std::mutex mutex;
-  std::deque<Element> pending;
-  bool running = false;
-};
-
 class InSession final : public XmlStreamHandler, public std::enable_shared_from_this<InSession> {
  public:
   InSession(std::shared_ptr<Federation::State> state, std::shared_ptr<net::StreamConnection> conn)
@@ -335,7 +418,11 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
       if (auto r = self->parser_.feed(bytes); !r)
         self->stream_error(stream_error_condition(self->parser_.last_error_kind()), r.error().message);
     };
-    cb.on_close = [self] { self->closed_ = true; };
+    cb.on_close = [self] {
+      self->closed_ = true;
+      for (const auto& [key, generation] : std::exchange(self->bidi_routes_, {}))
+        self->state_->route_down(key, generation, "bidirectional stream closed");
+    };
     cb.on_drain = [self] { self->stream_error("system-shutdown", "the server is restarting"); };
     return cb;
   }
@@ -365,20 +452,19 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
     }
     if (st.ns() == kDialbackNs && st.name() == "result") return on_dialback_result(st);
     if (st.ns() == kDialbackNs && st.name() == "verify") return on_dialback_verify(st);
+    if (st.ns() == kBidiNs && st.name() == "bidi") {
+      bidi_ = state_->options.bidi;
+      return;
+    }
     if (authorized_.empty()) {
       if (st.ns() == kSaslNs && st.name() == "auth") return on_auth(st);
       return stream_error("not-authorized", "authenticate first");
     }
-    if (st.ns() != kServerNs || (st.name() != "message" && st.name() != "presence" && st.name() != "iq"))
-      return stream_error("unsupported-stanza-type", fmt::format("<{}/> in {}", st.name(), st.ns()));
-    auto from = Jid::parse(st.attr("from"));
-    if (!from || !authorized_.count(from->domain))
-      return stream_error("invalid-from", "'from' is not a domain authenticated on this stream");
-    auto to = Jid::parse(st.attr("to"));
-    if (!to || !state_->is_local(to->domain))
-      return stream_error("host-unknown", "'to' is not a domain served here");
+    std::string text;
+    auto condition = check_inbound(*state_, st, [this](std::string_view d) { return authorized_.count(std::string(d)) > 0; }, text);
+    if (!condition.empty()) return stream_error(condition, text);
     st.replace_ns(kServerNs, kClientNs);
-    deliver(std::move(st));
+    if (!deliver_inbound(state_, line_, std::move(st))) stream_error("policy-violation", "too many stanzas waiting: slow down");
   }
 
   void on_stream_close() override {
@@ -408,6 +494,7 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
 
   void send_features() {
     std::string f = "<stream:features>";
+    if (state_->options.bidi && authorized_.empty()) f += fmt::format("<bidi xmlns='{}'/>", kBidiFeatureNs);
     if (!tls_) {
       f += fmt::format("<starttls xmlns='{}'><required/></starttls>", kTlsNs);
     } else if (authorized_.empty()) {
@@ -460,6 +547,7 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
     authorized_.insert(remote_);
     state_->in_ok.inc();
     state_->log.info("xmpp.s2s_in_authenticated", {{"from", remote_}, {"to", local_}, {"method", "EXTERNAL"}});
+    attach_bidi(remote_);
     conn_->send(fmt::format("<success xmlns='{}'/>", kSaslNs));
     parser_.request_restart(RestartInput::parse_rest);
   }
@@ -490,6 +578,7 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
     if (first) state_->in_ok.inc();
     state_->log.info("xmpp.s2s_in_authenticated", {{"from", *from}, {"to", local_}, {"method", "dialback"}});
     answer("valid", {});
+    attach_bidi(*from);
   }
 
   // We are the authoritative server: is this the key we gave on a stream we opened?
@@ -501,45 +590,9 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
                             xml_escape(id), valid ? "valid" : "invalid"));
   }
 
-  void deliver(Element st) {
-    bool start = false;
-    {
-      std::lock_guard lock(line_->mutex);
-      if (line_->pending.size() >= state_->options.max_pending_inbound) {
-        start = false;
-      } else {
-        line_->pending.push_back(std::move(st));
-        start = !line_->running;
-        if (start) line_->running = true;
-        if (!start) return;
-      }
-    }
-    if (!start) return stream_error("policy-violation", "too many stanzas waiting: slow down");
-    auto line = line_;
-    auto state = state_;
-    auto job = [line, state] {
-      for (;;) {
-        Element next("x");
-        {
-          std::lock_guard lock(line->mutex);
-          if (line->pending.empty()) {
-            line->running = false;
-            return;
-          }
-          next = std::move(line->pending.front());
-          line->pending.pop_front();
-        }
-        state->inbound(std::move(next));
-      }
-    };
-    if (!state_->offload(job)) {
-      {
-        std::lock_guard lock(line_->mutex);
-        line_->running = false;
-        line_->pending.clear();
-      }
-      stream_error("resource-constraint", "the server is overloaded");
-    }
+  void attach_bidi(const std::string& remote) {
+    if (!bidi_) return;
+    if (auto route = state_->attach_bidi(local_, remote, conn_)) bidi_routes_.push_back(std::move(*route));
   }
 
   void refuse(std::string_view condition, std::string_view why) {
@@ -562,6 +615,8 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
   std::shared_ptr<InboundLine> line_ = std::make_shared<InboundLine>();
   std::string local_, remote_, stream_id_;
   std::set<std::string> authorized_;  // remote domains this stream may send from
+  std::vector<std::pair<std::string, std::uint64_t>> bidi_routes_;  // routes this stream carries (XEP-0288)
+  bool bidi_ = false;
   bool tls_ = false;
   bool header_sent_ = false;
   bool closed_ = false;
@@ -663,6 +718,25 @@ void Federation::State::route_ready(const std::string& key, std::uint64_t genera
   r.failures = 0;
   r.ever_connected = true;
   for (auto& s : r.queue.take_all()) r.conn->send(std::move(s));
+}
+
+std::optional<std::pair<std::string, std::uint64_t>> Federation::State::attach_bidi(
+    const std::string& local, const std::string& remote, std::shared_ptr<net::StreamConnection> conn) {
+  std::lock_guard lock(mutex);
+  std::string key = route_key(local, remote);
+  auto& slot = routes[key];
+  if (!slot) slot = std::make_unique<Route>(local, remote, options);
+  Route& r = *slot;
+  if (r.phase == Route::Phase::ready && r.conn) return std::nullopt;
+  std::uint64_t generation = ++r.generation;  // an attempt of ours in flight is superseded
+  r.phase = Route::Phase::ready;
+  r.conn = std::move(conn);
+  r.failures = 0;
+  r.ever_connected = true;
+  r.retry_pending = false;
+  log.info("xmpp.s2s_bidi", {{"from", local}, {"to", remote}});
+  for (auto& s : r.queue.take_all()) r.conn->send(std::move(s));
+  return std::make_pair(key, generation);
 }
 
 void Federation::State::route_down(const std::string& key, std::uint64_t generation, const std::string& why) {

@@ -1,5 +1,5 @@
 // Private to xmpp/: server-to-server federation (RFC 6120 with TLS required, XEP-0178 SASL
-// EXTERNAL, XEP-0220 dialback inside TLS only, XEP-0288 not yet).
+// EXTERNAL, XEP-0220 dialback inside TLS only, XEP-0288 bidirectional streams).
 //
 // Federation owns the outgoing routes — one per (local domain, remote domain) pair, each a
 // bounded queue plus at most one connection — and the sessions of the s2s listener.
@@ -43,6 +43,7 @@ struct S2sOptions {
   int max_attempts = 5;                     // connection attempts before the queue bounces
   int idle_timeout_seconds = 600;
   bool dialback = true;                     // XEP-0220 inside TLS, for a verified certificate only
+  bool bidi = true;                         // XEP-0288 both ways
   std::size_t max_stanza_bytes = 256 * 1024;
   std::size_t read_bytes_per_second = 256 * 1024;
   std::size_t read_burst_bytes = 1024 * 1024;

@@ -122,9 +122,11 @@ class XmppFederation(unittest.IsolatedAsyncioTestCase):
         bob.send_message(mto=m["from"], mbody="hello from b", mtype="chat")
         m = await next_item(alice.messages, lambda m: m["body"] == "hello from b")
         self.assertEqual(str(m["from"]), "bob@b.test/test")
-        # Both servers authenticated their peer with SASL EXTERNAL on a verified certificate.
-        self.a.wait_for_log("event=xmpp.s2s_in_authenticated from=b.test to=a.test method=EXTERNAL")
+        # b.test authenticated a.test with SASL EXTERNAL on a verified certificate, and the
+        # reply went back over the same stream (XEP-0288): b.test opened none of its own.
         self.b.wait_for_log("event=xmpp.s2s_in_authenticated from=a.test to=b.test method=EXTERNAL")
+        self.b.wait_for_log("event=xmpp.s2s_bidi from=b.test to=a.test")
+        self.assertFalse(any("xmpp.s2s_out_ready from=b.test to=a.test" in l for l in self.b.stdout_lines))
 
     async def test_presence_subscription_both_ways(self):
         anna = await self.client(self.a, "anna", "127.0.0.1")
