@@ -274,6 +274,7 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.s2s_max_attempts = config.xmpp_s2s_max_attempts;
   xmpp_options.s2s_dialback = config.xmpp_s2s_dialback;
   xmpp_options.s2s_bidi = config.xmpp_s2s_bidi;
+  xmpp_options.s2s_max_pending_bytes = static_cast<std::size_t>(config.xmpp_s2s_max_pending_bytes);
   if (config.xmpp_s2s_enabled) {
     // XEP-0185: the same secret across restarts, so keys handed out before a restart still verify.
     auto secret = load_or_create_secret(data_dir + "/xmpp/dialback.secret");

@@ -173,6 +173,8 @@ const std::vector<Binding>& bindings() {
        bool_field(&Config::xmpp_s2s_dialback)},
       {"xmpp.s2s_bidi", "true", "Bidirectional server-to-server streams (XEP-0288): a peer's stream also carries our stanzas back, so one connection serves both directions.",
        bool_field(&Config::xmpp_s2s_bidi)},
+      {"xmpp.s2s_max_pending_bytes", "8388608", "Stanzas received on one server-to-server stream and not yet delivered (the peer sends faster than they are stored and routed); past it the stream ends with `policy-violation` (a flood). Reading is also bounded by 4x `xmpp.read_bytes_per_second`.",
+       integer_field(&Config::xmpp_s2s_max_pending_bytes, 4096, std::int64_t{1} << 32)},
       {"xmpp.s2s_queue_max_stanzas", "1000", "Stanzas waiting per remote domain while its connection is being set up; past it senders get `resource-constraint`.",
        integer_field(&Config::xmpp_s2s_queue_max_stanzas, 1, 1'000'000)},
       {"xmpp.s2s_connect_timeout_seconds", "10", "Resolution plus TCP connect to a remote server.",

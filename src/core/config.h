@@ -77,6 +77,7 @@ struct Config {
   std::string xmpp_s2s_ca_dir;
   bool xmpp_s2s_dialback = true;
   bool xmpp_s2s_bidi = true;
+  std::int64_t xmpp_s2s_max_pending_bytes = 8 << 20;
   int xmpp_s2s_queue_max_stanzas = 1000;
   int xmpp_s2s_connect_timeout_seconds = 10;
   int xmpp_s2s_retry_initial_seconds = 2;

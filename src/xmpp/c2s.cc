@@ -1062,6 +1062,7 @@ XmppService::XmppService(XmppOptions options, accounts::Accounts& accounts, stor
   so.idle_timeout_seconds = o.idle_timeout_seconds;
   so.dialback = o.s2s_dialback;
   so.bidi = o.s2s_bidi;
+  so.max_pending_inbound_bytes = o.s2s_max_pending_bytes;
   so.dialback_secret = o.s2s_dialback_secret;
   so.max_stanza_bytes = o.max_stanza_bytes;
   so.read_bytes_per_second = o.read_bytes_per_second * 4;

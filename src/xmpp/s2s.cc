@@ -164,17 +164,20 @@ namespace {
 // pool one at a time, in order.
 struct InboundLine {
   std::mutex mutex;
-  std::deque<Element> pending;
+  std::deque<std::pair<Element, std::size_t>> pending;  // with its size, serialised
+  std::size_t pending_bytes = 0;
   bool running = false;
 };
 
 // False when the line is full (a flood) or the pool refused the work.
 bool deliver_inbound(const std::shared_ptr<Federation::State>& state, const std::shared_ptr<InboundLine>& line,
                      Element st) {
+  std::size_t bytes = st.serialize().size();
   {
     std::lock_guard lock(line->mutex);
-    if (line->pending.size() >= state->options.max_pending_inbound) return false;
-    line->pending.push_back(std::move(st));
+    if (line->pending_bytes + bytes > state->options.max_pending_inbound_bytes) return false;
+    line->pending_bytes += bytes;
+    line->pending.emplace_back(std::move(st), bytes);
     if (line->running) return true;
     line->running = true;
   }
@@ -187,7 +190,8 @@ bool deliver_inbound(const std::shared_ptr<Federation::State>& state, const std:
           line->running = false;
           return;
         }
-        next = std::move(line->pending.front());
+        next = std::move(line->pending.front().first);
+        line->pending_bytes -= line->pending.front().second;
         line->pending.pop_front();
       }
       state->inbound(std::move(next));
@@ -197,6 +201,7 @@ bool deliver_inbound(const std::shared_ptr<Federation::State>& state, const std:
   std::lock_guard lock(line->mutex);
   line->running = false;
   line->pending.clear();
+  line->pending_bytes = 0;
   return false;
 }
 

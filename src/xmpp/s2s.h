@@ -11,8 +11,9 @@
 // Incoming: STARTTLS required; the peer's certificate must verify and name the domain it
 // claims; SASL EXTERNAL (or dialback for that same verified domain) authenticates it;
 // stanzas whose 'from' is not the authenticated domain end the stream with <invalid-from/>,
-// those to a domain we do not serve with <host-unknown/>; more than max_pending_inbound
-// stanzas waiting for the worker pool end it with <policy-violation/> (a flood).
+// those to a domain we do not serve with <host-unknown/>; more than max_pending_inbound_bytes
+// of stanzas waiting for the worker pool end it with <policy-violation/> (a flood: the peer
+// sends faster than we deliver, beyond what the read rate lets through).
 //
 // Threads: send() is thread-safe (one mutex over the route table); connections and their
 // sessions live on their shard threads; inbound stanzas are handed to `inbound` on the
@@ -47,7 +48,7 @@ struct S2sOptions {
   std::size_t max_stanza_bytes = 256 * 1024;
   std::size_t read_bytes_per_second = 256 * 1024;
   std::size_t read_burst_bytes = 1024 * 1024;
-  std::size_t max_pending_inbound = 512;    // per connection, waiting for the worker pool
+  std::size_t max_pending_inbound_bytes = 8 << 20;  // per connection, waiting for the worker pool
   std::string dialback_secret;              // XEP-0185
 };
 

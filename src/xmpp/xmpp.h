@@ -83,6 +83,7 @@ struct XmppOptions {
   int s2s_max_attempts = 5;  // then what waits bounces with <remote-server-not-found/>/<remote-server-timeout/>
   bool s2s_dialback = true;  // XEP-0220, inside TLS and for a certificate valid for the domain only
   bool s2s_bidi = true;      // XEP-0288: offer and request bidirectional streams
+  std::size_t s2s_max_pending_bytes = 8 << 20;  // per s2s stream, received and not yet delivered
   std::string s2s_dialback_secret;  // XEP-0185 key secret; random (per start) if empty
 };
 

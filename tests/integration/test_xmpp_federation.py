@@ -260,7 +260,8 @@ class S2sBadInput(unittest.TestCase):
         cls.cert_b = make_cert(cls.tmp, "b", ["b.test"])
         pa = free_port("127.0.0.1")
         # Answers to b.test go nowhere fast (a closed port), never to DNS.
-        cls.a = server("a.test", "127.0.0.1", pa, cert_a, cls.ca, ["b.test=127.0.0.1:1"], "s2s_max_attempts = 1\n")
+        cls.a = server("a.test", "127.0.0.1", pa, cert_a, cls.ca, ["b.test=127.0.0.1:1"],
+                       "s2s_max_attempts = 1\ns2s_max_pending_bytes = 65536\n")
         cls.a.start()
         cls.a.add_users("alice")
         cls.port = pa
