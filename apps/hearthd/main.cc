@@ -1,4 +1,5 @@
 // hearthd: wires the modules together. Everything interesting lives in src/.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/random.h"
 #include "cryptpad/cryptpad.h"
 #include "matrix/matrix.h"
 #include "net/net.h"
@@ -46,6 +48,30 @@ accounts::RegistrationPolicy policy_from(const std::string& s) {
   if (s == "open") return accounts::RegistrationPolicy::open;
   if (s == "closed") return accounts::RegistrationPolicy::closed;
   return accounts::RegistrationPolicy::invite;
+}
+
+// A secret kept in a file (0600), created with random bytes on first use; durable (written
+// to a temporary file, fsynced, renamed) before it is used.
+Result<std::string> load_or_create_secret(const std::string& path) {
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[128];
+    std::size_t n = std::fread(buf, 1, sizeof buf, f);
+    std::fclose(f);
+    if (n >= 32) return std::string(buf, n);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  std::string secret = random_token(32);
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(Errc::io, fmt::format("cannot create {}", tmp));
+  bool written = ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return fail(Errc::io, fmt::format("cannot write {}", path));
+  }
+  return secret;
 }
 
 std::string absolute(const std::string& path) {
@@ -241,6 +267,29 @@ int run(const Config& config, bool print_banner) {
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
+  xmpp_options.s2s_enabled = config.xmpp_s2s_enabled;
+  xmpp_options.s2s_static_routes = config.xmpp_s2s_static_routes;
+  xmpp_options.s2s_queue_max_stanzas = static_cast<std::size_t>(config.xmpp_s2s_queue_max_stanzas);
+  xmpp_options.s2s_connect_timeout_seconds = config.xmpp_s2s_connect_timeout_seconds;
+  xmpp_options.s2s_retry_initial_seconds = config.xmpp_s2s_retry_initial_seconds;
+  xmpp_options.s2s_retry_max_seconds = config.xmpp_s2s_retry_max_seconds;
+  xmpp_options.s2s_max_attempts = config.xmpp_s2s_max_attempts;
+  xmpp_options.s2s_dialback = config.xmpp_s2s_dialback;
+  xmpp_options.s2s_bidi = config.xmpp_s2s_bidi;
+  xmpp_options.s2s_max_pending_bytes = static_cast<std::size_t>(config.xmpp_s2s_max_pending_bytes);
+  if (config.xmpp_s2s_enabled) {
+    // XEP-0185: the same secret across restarts, so keys handed out before a restart still verify.
+    auto secret = load_or_create_secret(data_dir + "/xmpp/dialback.secret");
+    if (!secret) {
+      fmt::print(stderr, "hearthd: {}\n", secret.error().message);
+      return kExitStartup;
+    }
+    xmpp_options.s2s_dialback_secret = *secret;
+  }
+  if (auto r = xmpp::XmppService::check_options(xmpp_options); !r) {
+    fmt::print(stderr, "hearthd: xmpp.s2s_static_routes: {}\n", r.error().message);
+    return kExitStartup;
+  }
   blobs::BlobStore blob_store(**store, clock,
                               {data_dir + "/blobs", config.upload_max_file_bytes, config.upload_daily_quota_bytes});
   if (auto r = blob_store.open(); !r) {
@@ -317,6 +366,8 @@ int run(const Config& config, bool print_banner) {
   server_options.idle_timeout_seconds = config.http_idle_timeout_seconds;
   server_options.drain_seconds = config.drain_seconds;
   server_options.stall_warning_ms = config.stall_warning_ms;
+  server_options.peer_ca_file = config.xmpp_s2s_ca_file.empty() ? "" : absolute(config.xmpp_s2s_ca_file);
+  server_options.peer_ca_dir = config.xmpp_s2s_ca_dir.empty() ? "" : absolute(config.xmpp_s2s_ca_dir);
   auto server = net::HttpServer::create(server_options, std::move(router), identities, log, metrics);
   if (!server) {
     fmt::print(stderr, "hearthd: {}\n", server.error().describe());
@@ -336,6 +387,7 @@ int run(const Config& config, bool print_banner) {
 
   if (cryptpad_service) cryptpad_service->start();
   std::vector<net::BoundEndpoint> xmpp_bound;
+  std::vector<net::BoundEndpoint> s2s_bound;
   for (bool direct_tls : {false, true}) {
     int port = direct_tls ? config.xmpp_c2s_tls_port : config.xmpp_c2s_port;
     if (port < 0) continue;
@@ -348,6 +400,25 @@ int run(const Config& config, bool print_banner) {
       return kExitStartup;
     }
     xmpp_bound.insert(xmpp_bound.end(), r->begin(), r->end());
+  }
+  if (config.xmpp_s2s_enabled) {
+    xmpp_service.set_s2s_connector([server = server->get()](net::OutgoingStreamSpec spec, net::StreamConnectHandler h) {
+      server->connect_stream(std::move(spec), std::move(h));
+    });
+    if (config.xmpp_s2s_port >= 0) {
+      std::vector<net::StreamListenerSpec> s2s_specs;
+      for (const auto& addr : config.xmpp_bind) {
+        net::StreamListenerSpec spec{addr, config.xmpp_s2s_port, false, {"xmpp-server"}, "xmpp-server"};
+        spec.request_peer_certificate = true;
+        s2s_specs.push_back(spec);
+      }
+      auto r = (*server)->listen_stream(s2s_specs, xmpp_service.s2s_acceptor());
+      if (!r) {
+        fmt::print(stderr, "hearthd: {}\n", r.error().message);
+        return kExitStartup;
+      }
+      s2s_bound = *r;
+    }
   }
   xmpp_service.start_background_tasks();
 
@@ -474,6 +545,8 @@ int run(const Config& config, bool print_banner) {
     for (const auto& e : xmpp_bound)
       out += fmt::format("  {:<6} {}:{}   ({})\n", e.tls ? "XMPPS" : "XMPP", url_host(e.address), e.port,
                          e.tls ? "client, direct TLS" : "client, STARTTLS");
+    for (const auto& e : s2s_bound)
+      out += fmt::format("  {:<6} {}:{}   (server-to-server, STARTTLS)\n", "S2S", url_host(e.address), e.port);
     if (cryptpad_service)
       for (const auto& e : *bound)
         out += fmt::format("  {:<6} {}://{}:{}{}   (CryptPad websocket)\n", "CPAD", e.tls ? "wss" : "ws", url_host(e.address),

@@ -70,6 +70,19 @@ struct Config {
   int xmpp_idle_timeout_seconds = 600;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;
+  bool xmpp_s2s_enabled = true;
+  int xmpp_s2s_port = 5269;
+  std::vector<std::string> xmpp_s2s_static_routes;
+  std::string xmpp_s2s_ca_file;
+  std::string xmpp_s2s_ca_dir;
+  bool xmpp_s2s_dialback = true;
+  bool xmpp_s2s_bidi = true;
+  std::int64_t xmpp_s2s_max_pending_bytes = 8 << 20;
+  int xmpp_s2s_queue_max_stanzas = 1000;
+  int xmpp_s2s_connect_timeout_seconds = 10;
+  int xmpp_s2s_retry_initial_seconds = 2;
+  int xmpp_s2s_retry_max_seconds = 300;
+  int xmpp_s2s_max_attempts = 5;
 
   // [contact] XEP-0157 addresses (URIs), shown to clients and in docs
   std::vector<std::string> contact_abuse, contact_admin, contact_security, contact_status, contact_support;

@@ -198,6 +198,23 @@ struct StreamListenerSpec {
   bool direct_tls = false;  // TLS from the first byte (XEP-0368); else plain with STARTTLS
   std::vector<std::string> alpn = {"xmpp-client"};  // server preference order
   std::string name = "xmpp-client";                 // metrics label and logs
+  // Mutual TLS (XMPP s2s, XEP-0178): ask the peer for a certificate during the handshake.
+  // A missing or unverifiable one does not fail the handshake; the protocol layer reads
+  // the outcome from StreamConnection::peer_certificate() and decides.
+  bool request_peer_certificate = false;
+};
+
+// What the TLS peer presented. `chain_valid`: the chain verified against
+// ServerOptions::peer_ca_file / peer_ca_dir (the system trust store when both are empty).
+// Names are the subjectAltName entries, as they are in the certificate (the protocol layer
+// matches them against the domain it expects; see xmpp's certificate name rules).
+struct PeerCertificate {
+  bool present = false;
+  bool chain_valid = false;
+  std::string verify_error;             // OpenSSL's reason when !chain_valid
+  std::vector<std::string> dns_names;   // SAN dNSName
+  std::vector<std::string> xmpp_addrs;  // SAN otherName id-on-xmppAddr (RFC 6120 §13.7.1.4)
+  std::vector<std::string> srv_names;   // SAN otherName SRVName (RFC 4985), e.g. "_xmpp-server.example.org"
 };
 
 // A live stream connection, handed to the listener's StreamAcceptor. The handle is
@@ -239,6 +256,20 @@ class StreamConnection {
   virtual std::string server_name() const = 0;  // SNI, lowercased; "" if none / not TLS
   virtual std::string alpn() const = 0;         // negotiated ALPN protocol, "" if none
   virtual std::string tls_version() const = 0;  // "TLSv1.3", "TLSv1.2" or ""
+  // The peer's certificate (see PeerCertificate); empty before the handshake, and on
+  // server-side connections whose listener does not request one.
+  virtual PeerCertificate peer_certificate() const { return {}; }
+  // Outgoing connections (HttpServer::connect_stream): STARTTLS as the TLS client. Sends
+  // SNI `server_name`, presents the identity matching `local_name` (the first identity if
+  // none matches) and verifies the server's chain into peer_certificate(); a chain that
+  // does not verify does not fail the handshake (the caller checks). `done` as for
+  // start_tls. On accepted connections this fails with Errc::invalid_argument.
+  virtual void start_tls_client(std::string server_name, std::string local_name,
+                                std::function<void(Result<void>)> done) {
+    (void)server_name;
+    (void)local_name;
+    done(fail(Errc::invalid_argument, "not an outgoing connection"));
+  }
 
   // Channel-binding data (raw bytes) for SCRAM-*-PLUS:
   //  "tls-exporter" (RFC 9266): 32 bytes of SSL_export_keying_material with label
@@ -278,6 +309,18 @@ struct StreamCallbacks {
 // handshake for direct_tls). Must not block.
 using StreamAcceptor = std::function<StreamCallbacks(std::shared_ptr<StreamConnection>)>;
 
+// An outgoing stream connection (XMPP s2s). `host` is a name or an address literal.
+struct OutgoingStreamSpec {
+  std::string host;
+  int port = 0;
+  std::string name = "xmpp-server-out";  // metrics label and logs
+  int connect_timeout_seconds = 10;      // resolution + TCP connect
+};
+// Called once on the connection's shard thread: with the connection once TCP connected
+// (the returned callbacks then drive it as for an accepted one), or with the error
+// (resolution, refused, timeout, server stopping; the returned callbacks are ignored).
+using StreamConnectHandler = std::function<StreamCallbacks(Result<std::shared_ptr<StreamConnection>>)>;
+
 struct ServerOptions {
   int shards = 0;                        // 0: hardware_concurrency
   int worker_threads = 0;                // blocking pool; 0: 2 * cores
@@ -294,6 +337,10 @@ struct ServerOptions {
   std::size_t websocket_max_queued_bytes = 4 << 20;  // per connection outgoing budget
   std::size_t stream_max_queued_bytes = 4 << 20;     // per stream connection outgoing budget
   int stall_warning_ms = 100;  // a shard loop turn longer than this is a stall (incident I09)
+  // Trust anchors for peers' certificates (s2s, both directions); both empty: the system
+  // trust store.
+  std::string peer_ca_file;
+  std::string peer_ca_dir;
 };
 
 // The stall detector (incident I09). Every shard runs a heartbeat timer; a watchdog
@@ -355,6 +402,10 @@ class HttpServer {
   // hearth_stream_connections_open{listener=<name>}. direct_tls needs a TLS identity.
   Result<std::vector<BoundEndpoint>> listen_stream(const std::vector<StreamListenerSpec>& specs,
                                                    StreamAcceptor acceptor);
+  // Opens an outgoing stream connection (counted against the connection caps under the
+  // remote address, drained on stop like accepted ones); `handler` runs once, see
+  // StreamConnectHandler. Thread-safe; call once run() started.
+  void connect_stream(OutgoingStreamSpec spec, StreamConnectHandler handler);
   // Runs the shard threads; blocks the calling thread until stop() finished draining.
   void run();
   // Thread-safe and idempotent; returns at once (run() does the draining). Not

@@ -32,6 +32,7 @@ HandlerName::~HandlerName() {
 namespace {
 
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+}  // namespace
 
 bool domain_matches(std::string_view pattern, std::string_view name) {
   auto iequal = [](std::string_view a, std::string_view b) {
@@ -51,6 +52,17 @@ std::string ip_string(const asio::ip::address& a) {
     return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
   return a.to_string();
 }
+
+std::size_t HttpServer::Impl::client_context_for(std::string_view local_name) const {
+  for (std::size_t i = 0; i < tls_domains.size(); ++i)
+    if (domain_matches(tls_domains[i], local_name)) return i;
+  return 0;
+}
+
+namespace {
+// Peers' certificates are verified after the handshake by the protocol layer (with the
+// result recorded here), so that a bad one gets a protocol error instead of a TLS alert.
+int accept_any_peer(int, X509_STORE_CTX*) { return 1; }
 }  // namespace
 
 int alpn_ex_index() {
@@ -215,6 +227,7 @@ void HttpServer::Impl::hand_off(Listener& l, Shard& shard, tcp::socket socket) {
 // HttpServer.
 
 HttpServer::Impl::~Impl() {
+  if (peer_store) X509_STORE_free(peer_store);
   for (auto& s : shards) {
     std::lock_guard lock(s->poster->mutex);
     s->poster->ctx = nullptr;
@@ -264,6 +277,34 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(ServerOptions options, Ro
       impl->tls.push_back(std::move(ctx));
       impl->tls_domains.push_back(id.domain);
     }
+    impl->peer_store = X509_STORE_new();
+    if (!impl->peer_store) return fail(Errc::internal, "cannot create a certificate store");
+    if (!options.peer_ca_file.empty() || !options.peer_ca_dir.empty()) {
+      if (!options.peer_ca_file.empty() && X509_STORE_load_file(impl->peer_store, options.peer_ca_file.c_str()) != 1)
+        return fail(Errc::invalid_argument, fmt::format("cannot load CA file {}", options.peer_ca_file));
+      if (!options.peer_ca_dir.empty() && X509_STORE_load_path(impl->peer_store, options.peer_ca_dir.c_str()) != 1)
+        return fail(Errc::invalid_argument, fmt::format("cannot load CA directory {}", options.peer_ca_dir));
+    } else {
+      X509_STORE_set_default_paths(impl->peer_store);
+    }
+    for (const auto& id : identities) {
+      auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+      ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+      SSL_CTX* native = ctx->native_handle();
+      SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
+      SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION);
+      error_code ec;
+      ctx->use_certificate_chain_file(id.cert_file, ec);
+      if (!ec) ctx->use_private_key_file(id.key_file, ssl::context::pem, ec);
+      if (ec) return fail(Errc::invalid_argument, fmt::format("TLS client identity {}: {}", id.cert_file, ec.message()));
+      SSL_CTX_set1_cert_store(native, impl->peer_store);
+      SSL_CTX_set_verify(native, SSL_VERIFY_PEER, accept_any_peer);
+      impl->tls_client.push_back(std::move(ctx));
+    }
+    impl->outgoing.stream_spec.name = "xmpp-server-out";
+    impl->outgoing.stream_open = &impl->metrics_registry.gauge(
+        "hearth_stream_connections_open", "Open raw stream (XMPP) connections", {{"listener", "xmpp-server-out"}});
     for (int i = 0; i < options.shards; ++i) {
       auto shard = std::make_unique<Shard>();
       shard->index = i;
@@ -365,6 +406,14 @@ Result<std::vector<BoundEndpoint>> HttpServer::listen_stream(const std::vector<S
     created.push_back(std::move(*l));
   }
   return impl_->add_listeners(std::move(created));
+}
+
+void HttpServer::connect_stream(OutgoingStreamSpec spec, StreamConnectHandler handler) {
+  Impl& s = *impl_;
+  Shard& shard = *s.shards[s.next_timer_shard.fetch_add(1) % s.shards.size()];
+  shard.poster->post([&s, &shard, spec = std::move(spec), handler = std::move(handler)]() mutable {
+    connect_stream_session(s, shard, std::move(spec), std::move(handler));
+  });
 }
 
 void HttpServer::run() {

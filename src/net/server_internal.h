@@ -210,6 +210,14 @@ struct HttpServer::Impl {
 
   std::vector<std::unique_ptr<ssl::context>> tls;  // one per identity, same order
   std::vector<std::string> tls_domains;
+  // TLS client contexts for outgoing streams (s2s), one per identity (its certificate is
+  // presented as the client certificate), same order; they verify with peer_store.
+  std::vector<std::unique_ptr<ssl::context>> tls_client;
+  X509_STORE* peer_store = nullptr;  // trust anchors for peers' certificates (owned)
+  // The pseudo-listener outgoing stream connections belong to (never bound).
+  Listener outgoing;
+  // Index of the client context whose identity covers `local_name` (0 if none does).
+  std::size_t client_context_for(std::string_view local_name) const;
 
   std::vector<std::unique_ptr<Shard>> shards;
   std::mutex listeners_mutex;
@@ -266,5 +274,12 @@ void start_tls_session(HttpServer::Impl& impl, Shard& shard, const Listener& lis
 // stream_session.cc: a raw byte-stream connection on a stream listener.
 void start_stream_session(HttpServer::Impl& impl, Shard& shard, const Listener& listener, tcp::socket socket,
                           std::string ip);
+// stream_session.cc: an outgoing stream connection (HttpServer::connect_stream).
+void connect_stream_session(HttpServer::Impl& impl, Shard& shard, OutgoingStreamSpec spec,
+                            StreamConnectHandler handler);
+// server.cc: true when the certificate name pattern ("*.example.org" or a name) covers `name`.
+bool domain_matches(std::string_view pattern, std::string_view name);
+// An address as text (IPv4-mapped IPv6 addresses shown as IPv4).
+std::string ip_string(const asio::ip::address& a);
 
 }  // namespace hearth::net

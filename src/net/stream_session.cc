@@ -9,12 +9,14 @@
 #include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <deque>
 #include <list>
 #include <optional>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
@@ -32,7 +34,34 @@ struct TlsFacts {
   bool tls = false;
   std::string sni, alpn, version;
   std::optional<std::string> exporter, end_point;
+  PeerCertificate peer;
 };
+
+// The subjectAltName entries of a peer certificate (RFC 6120 §13.7.1.4: dNSName,
+// id-on-xmppAddr, SRVName).
+void read_alt_names(X509* cert, PeerCertificate& out) {
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (!names) return;
+  auto text = [](const ASN1_STRING* v) {
+    return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)), static_cast<std::size_t>(ASN1_STRING_length(v)));
+  };
+  static const ASN1_OBJECT* xmpp_addr = OBJ_txt2obj("1.3.6.1.5.5.7.8.5", 1);
+  static const ASN1_OBJECT* srv_name = OBJ_txt2obj("1.3.6.1.5.5.7.8.7", 1);
+  constexpr std::size_t kMaxNames = 256;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names) && i < static_cast<int>(kMaxNames); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type == GEN_DNS) {
+      out.dns_names.push_back(text(n->d.dNSName));
+    } else if (n->type == GEN_OTHERNAME && n->d.otherName && n->d.otherName->value) {
+      const ASN1_TYPE* v = n->d.otherName->value;
+      if (xmpp_addr && OBJ_cmp(n->d.otherName->type_id, xmpp_addr) == 0 && v->type == V_ASN1_UTF8STRING)
+        out.xmpp_addrs.push_back(text(v->value.utf8string));
+      else if (srv_name && OBJ_cmp(n->d.otherName->type_id, srv_name) == 0 && v->type == V_ASN1_IA5STRING)
+        out.srv_names.push_back(text(v->value.ia5string));
+    }
+  }
+  GENERAL_NAMES_free(names);
+}
 
 // RFC 5929 tls-server-end-point: the certificate's signature hash, SHA-256 for MD5/SHA-1.
 std::optional<std::string> end_point_hash(X509* cert) {
@@ -70,6 +99,9 @@ class StreamHandle final : public StreamConnection {
   std::string server_name() const override { return facts().sni; }
   std::string alpn() const override { return facts().alpn; }
   std::string tls_version() const override { return facts().version; }
+  PeerCertificate peer_certificate() const override { return facts().peer; }
+  void start_tls_client(std::string server_name, std::string local_name,
+                        std::function<void(Result<void>)> done) override;
   Result<std::string> channel_binding(std::string_view type) const override;
   void set_read_rate(std::size_t bytes_per_second, std::size_t burst_bytes) override;
   void set_idle_timeout(int seconds) override;
@@ -132,6 +164,8 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     error_code ec;
     if (impl_.stopping.load()) {
       socket_.close(ec);
+      if (auto handler = std::exchange(connect_handler_, nullptr))
+        call_user([&] { handler(fail(Errc::unavailable, "server stopping")); }, "stream.connect_failed");
       return;
     }
     socket_.non_blocking(true, ec);
@@ -187,6 +221,26 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     arm_close_deadline(impl_.idle());
     kick_writer();
     wake();
+  }
+
+  // An outgoing connection: `handler` gets the handle once started (instead of a
+  // listener's acceptor).
+  void set_outgoing(StreamConnectHandler handler) { connect_handler_ = std::move(handler); }
+
+  void start_tls_client(std::string server_name, std::string local_name, std::function<void(Result<void>)> done) {
+    if (finished_) return;
+    if (!connect_handler_ && !outgoing_started_) {
+      shard_.poster->post([done = std::move(done)] { done(fail(Errc::invalid_argument, "not an outgoing connection")); });
+      return;
+    }
+    if (impl_.tls_client.empty()) {
+      shard_.poster->post([done = std::move(done)] { done(fail(Errc::unavailable, "no TLS identity configured")); });
+      return;
+    }
+    client_mode_ = true;
+    client_sni_ = std::move(server_name);
+    client_local_ = std::move(local_name);
+    start_tls(std::move(done), {});
   }
 
   void start_tls(std::function<void(Result<void>)> done, std::string unconsumed) {
@@ -355,7 +409,14 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     handle_ = std::make_shared<StreamHandle>(shard_.poster, weak_from_this(), ip_,
                                              impl_.options.stream_max_queued_bytes, facts_);
     StreamCallbacks cb;
-    if (!call_user([&] { cb = (*listener_.stream_acceptor)(handle_); }, "stream.acceptor")) return cut();
+    if (connect_handler_) {
+      outgoing_started_ = true;
+      auto handler = std::exchange(connect_handler_, nullptr);
+      std::shared_ptr<StreamConnection> h = handle_;
+      if (!call_user([&] { cb = handler(h); }, "stream.connected")) return cut();
+    } else if (!call_user([&] { cb = (*listener_.stream_acceptor)(handle_); }, "stream.acceptor")) {
+      return cut();
+    }
     cb_ = std::move(cb);
     accepted_ = true;
     arm_idle();
@@ -363,7 +424,10 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   bool begin_handshake() {
     if (impl_.tls.empty()) return false;
-    ssl_ = SSL_new(impl_.tls.front()->native_handle());
+    if (client_mode_)
+      ssl_ = SSL_new(impl_.tls_client[impl_.client_context_for(client_local_)]->native_handle());
+    else
+      ssl_ = SSL_new(impl_.tls.front()->native_handle());
     BIO* rbio = BIO_new(BIO_s_mem());
     BIO* wbio = BIO_new(BIO_s_mem());
     if (!ssl_ || !rbio || !wbio) {
@@ -376,6 +440,20 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     SSL_set_bio(ssl_, rbio, wbio);
     SSL_set_ex_data(ssl_, alpn_ex_index(), const_cast<std::string*>(&listener_.alpn_wire));
     SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
+    if (client_mode_) {
+      if (!client_sni_.empty()) SSL_set_tlsext_host_name(ssl_, client_sni_.c_str());
+      SSL_set_connect_state(ssl_);
+      tls_ = Tls::handshaking;
+      pump_tls();  // the ClientHello
+      wake();
+      return true;
+    }
+    if (listener_.stream_spec.request_peer_certificate) {
+      static constexpr unsigned char kSessionContext[] = "hearth-s2s";
+      SSL_set_session_id_context(ssl_, kSessionContext, sizeof kSessionContext - 1);
+      SSL_set_verify(ssl_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+      SSL_set1_verify_cert_store(ssl_, impl_.peer_store);
+    }
     SSL_set_accept_state(ssl_);
     tls_ = Tls::handshaking;
     if (!pre_tls_.empty()) {
@@ -461,6 +539,13 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
         f.exporter = std::move(out);
     }
     if (X509* cert = SSL_get_certificate(ssl_)) f.end_point = end_point_hash(cert);
+    if (X509* peer = SSL_get0_peer_certificate(ssl_)) {
+      f.peer.present = true;
+      long v = SSL_get_verify_result(ssl_);
+      f.peer.chain_valid = v == X509_V_OK;
+      if (v != X509_V_OK) f.peer.verify_error = X509_verify_cert_error_string(v);
+      read_alt_names(peer, f.peer);
+    }
     facts_ = f;
     if (handle_) handle_->set_facts(std::move(f));
   }
@@ -619,6 +704,10 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
   const std::uint64_t id_;
   std::shared_ptr<StreamHandle> handle_;
   StreamCallbacks cb_;
+  StreamConnectHandler connect_handler_;  // outgoing, until started
+  bool outgoing_started_ = false;
+  bool client_mode_ = false;  // TLS client (outgoing)
+  std::string client_sni_, client_local_;
 
   Tls tls_ = Tls::none;
   SSL* ssl_ = nullptr;
@@ -681,6 +770,13 @@ void StreamHandle::start_tls(std::function<void(Result<void>)> done, std::string
   });
 }
 
+void StreamHandle::start_tls_client(std::string server_name, std::string local_name,
+                                    std::function<void(Result<void>)> done) {
+  on_shard([n = std::move(server_name), l = std::move(local_name), d = std::move(done)](StreamSession& s) mutable {
+    s.start_tls_client(std::move(n), std::move(l), std::move(d));
+  });
+}
+
 Result<std::string> StreamHandle::channel_binding(std::string_view type) const {
   bool exporter = type == "tls-exporter";
   if (!exporter && type != "tls-server-end-point")
@@ -716,7 +812,64 @@ void StreamHandle::post_after(std::chrono::milliseconds delay, std::function<voi
   });
 }
 
+awaitable<void> connect_outgoing(Impl& impl, Shard& shard, OutgoingStreamSpec spec, StreamConnectHandler handler) {
+  auto refuse = [&](std::string why) {
+    HandlerName name("stream.connect_failed");
+    try {
+      handler(fail(Errc::unavailable, std::move(why)));
+    } catch (...) {
+      impl.log.error("stream.bug", {{"where", "stream.connect_failed"}});
+    }
+  };
+  if (impl.stopping.load()) co_return refuse("server stopping");
+  error_code ec;
+  tcp::resolver resolver(*shard.ctx);
+  tcp::socket socket(*shard.ctx);
+  asio::steady_timer deadline(*shard.ctx);
+  bool timed_out = false;
+  deadline.expires_after(std::chrono::seconds(std::max(1, spec.connect_timeout_seconds)));
+  deadline.async_wait([&](error_code e) {
+    if (e) return;
+    timed_out = true;
+    resolver.cancel();
+    error_code ignored;
+    socket.close(ignored);
+  });
+  auto endpoints = co_await resolver.async_resolve(spec.host, std::to_string(spec.port), ec_token(ec));
+  if (ec) {
+    deadline.cancel();
+    co_return refuse(fmt::format("cannot resolve {}: {}", spec.host, timed_out ? "timed out" : ec.message()));
+  }
+  co_await asio::async_connect(socket, endpoints, ec_token(ec));
+  deadline.cancel();
+  if (ec || timed_out)
+    co_return refuse(fmt::format("cannot connect to {}:{}: {}", spec.host, spec.port, timed_out ? "timed out" : ec.message()));
+  auto endpoint = socket.remote_endpoint(ec);
+  if (ec) co_return refuse("connection lost");
+  std::string ip = ip_string(endpoint.address());
+  socket.set_option(tcp::no_delay(true), ec);
+  {
+    std::lock_guard lock(impl.connections_mutex);
+    if (impl.connections.try_open(ip) != ConnectionTable::Admit::ok) {
+      socket.close(ec);
+      co_return refuse("connection cap reached");
+    }
+    impl.outgoing.stream_open->add(1);
+  }
+  if (impl.stopping.load()) {
+    impl.release_connection(ip, impl.outgoing.stream_open);
+    co_return refuse("server stopping");
+  }
+  auto session = std::make_shared<StreamSession>(impl, shard, impl.outgoing, std::move(socket), std::move(ip));
+  session->set_outgoing(std::move(handler));
+  session->start();
+}
+
 }  // namespace
+
+void connect_stream_session(HttpServer::Impl& impl, Shard& shard, OutgoingStreamSpec spec, StreamConnectHandler handler) {
+  impl.spawn(shard, connect_outgoing(impl, shard, std::move(spec), std::move(handler)), "stream.connect");
+}
 
 void start_stream_session(HttpServer::Impl& impl, Shard& shard, const Listener& listener, tcp::socket socket,
                           std::string ip) {

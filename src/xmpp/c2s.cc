@@ -29,6 +29,7 @@
 #include "xmpp/mod_vcard.h"
 #include "xmpp/mod_mam.h"
 #include "xmpp/registry.h"
+#include "xmpp/s2s.h"
 #include "xmpp/sasl2.h"
 #include "xmpp/fast.h"
 #include "xmpp/sasl.h"
@@ -125,6 +126,7 @@ struct XmppService::Impl {
   std::string public_url;  // https://host:port, once the listeners are bound
   // Per-module removal of an account's data (filled by migrate()).
   std::vector<std::function<Result<void>(const std::string& bare)>> erasers;
+  std::shared_ptr<Federation> federation;  // when s2s_enabled
 
   // XEP-0198 state of one bound session that enabled stream management; shared by the
   // connection that owns it now and the resumption map.
@@ -1046,7 +1048,52 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
 XmppService::XmppService(XmppOptions options, accounts::Accounts& accounts, store::Store& store, Clock& clock,
                          Logger& log, MetricsRegistry& metrics, Offload offload, RunAfter run_after)
     : impl_(std::make_shared<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload),
-                                   std::move(run_after))) {}
+                                   std::move(run_after))) {
+  const XmppOptions& o = impl_->options;
+  if (!o.s2s_enabled) return;
+  S2sOptions so;
+  for (const auto& text : o.s2s_static_routes)
+    if (auto r = parse_static_route(text)) so.static_routes.push_back(*r);
+  so.queue_max_stanzas = o.s2s_queue_max_stanzas;
+  so.connect_timeout_seconds = o.s2s_connect_timeout_seconds;
+  so.retry_initial_seconds = o.s2s_retry_initial_seconds;
+  so.retry_max_seconds = o.s2s_retry_max_seconds;
+  so.max_attempts = o.s2s_max_attempts;
+  so.idle_timeout_seconds = o.idle_timeout_seconds;
+  so.dialback = o.s2s_dialback;
+  so.bidi = o.s2s_bidi;
+  so.max_pending_inbound_bytes = o.s2s_max_pending_bytes;
+  so.dialback_secret = o.s2s_dialback_secret;
+  so.max_stanza_bytes = o.max_stanza_bytes;
+  so.read_bytes_per_second = o.read_bytes_per_second * 4;
+  so.read_burst_bytes = o.read_burst_bytes * 4;
+  Impl* impl = impl_.get();
+  impl_->federation = std::make_shared<Federation>(
+      so, [impl](std::string_view domain) { return impl->im.serves(domain); }, impl_->log, impl_->metrics,
+      impl_->offload, impl_->run_after, [impl](Element st) { impl->im.handle_from_remote(std::move(st)); });
+  impl_->im.set_remote([fed = impl_->federation](const std::string& local, const std::string& remote, std::string st) {
+    fed->send(local, remote, std::move(st));
+  });
+}
+
+Result<void> XmppService::check_options(const XmppOptions& options) {
+  for (const auto& text : options.s2s_static_routes)
+    if (auto r = parse_static_route(text); !r) return tl::unexpected(r.error());
+  return {};
+}
+
+net::StreamAcceptor XmppService::s2s_acceptor() {
+  if (!impl_->federation)
+    return [](std::shared_ptr<net::StreamConnection> conn) {
+      conn->close();
+      return net::StreamCallbacks{};
+    };
+  return impl_->federation->acceptor();
+}
+
+void XmppService::set_s2s_connector(std::function<void(net::OutgoingStreamSpec, net::StreamConnectHandler)> connect) {
+  if (impl_->federation) impl_->federation->set_connector(std::move(connect));
+}
 
 XmppService::~XmppService() = default;
 
@@ -1087,6 +1134,7 @@ Result<void> XmppService::migrate() {
   impl_->push = std::make_shared<PushService>(impl_->store, impl_->clock, impl_->log, impl_->metrics, [impl](const Element& iq) {
     // App servers on our own domains are reached at once; others need federation.
     auto to = Jid::parse(iq.attr("to"));
+    if (to && impl->im.is_remote(to->domain)) return impl->im.send_remote(iq);
     if (!to || !impl->im.is_local_domain(to->domain) || to->local.empty()) return false;
     bool sent = false;
     for (const auto& s : impl->registry.sessions(to->bare())) {

@@ -235,11 +235,16 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (!from) return;
     // resource-constraint is temporary (storage): the sender may retry later.
     Element r = make_error_reply(st, cond == "resource-constraint" ? "wait" : "cancel", cond);
+    if (is_remote(from->domain)) {
+      send_remote(r);
+      return;
+    }
     for (const auto& s : registry_.sessions(from->bare()))
       if (s.full_jid == from_full) send(*s.sink, r);
   };
   if (!is_local_domain(to->domain)) {
-    error_back("remote-server-not-found");  // federation arrives with the s2s issue
+    if (send_remote(st)) return;
+    error_back("remote-server-not-found");
     return;
   }
   if (to->local.empty()) {
@@ -378,6 +383,10 @@ void ImRouter::handle_presence(const SessionIdentity& me, Element& st) {
   if (!to.empty()) {
     // Directed presence.
     auto jid = Jid::parse(to);
+    if (jid && is_remote(jid->domain)) {
+      send_remote(st);
+      return;
+    }
     if (!jid || !is_local_domain(jid->domain)) return;
     if (blocked(jid->bare(), me.full)) return;
     if (!jid->resource.empty()) {
@@ -413,6 +422,24 @@ void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, 
   if (!roster) return;
   for (const auto& item : roster->items) {
     auto contact = Jid::parse(item.jid);
+    if (contact && is_remote(contact->domain)) {
+      if (blocked(me.bare, item.jid)) continue;
+      // RFC 6121 §4.2.2, §4.4.2: the remote server fans out to the contact's resources; an
+      // initial presence also probes the contacts we receive presence from.
+      if (item.state.sends_presence()) {
+        Element copy = st;
+        copy.set_attr("to", item.jid);
+        send_remote(copy);
+      }
+      if (initial && item.state.receives_presence()) {
+        Element probe("presence", std::string(kClientNs));
+        probe.set_attr("type", "probe");
+        probe.set_attr("from", me.bare);
+        probe.set_attr("to", item.jid);
+        send_remote(probe);
+      }
+      continue;
+    }
     if (!contact || !is_local_domain(contact->domain)) continue;
     if (blocked(me.bare, item.jid) || blocked(item.jid, me.full)) continue;
     if (item.state.sends_presence()) {
@@ -442,6 +469,17 @@ void ImRouter::broadcast_presence(const SessionIdentity& me, const Element& st, 
 void ImRouter::send_available_presences(const std::string& of_bare, const std::string& to) {
   auto target = Jid::parse(to);
   if (!target) return;
+  if (is_remote(target->domain)) {
+    if (blocked(of_bare, target->bare())) return;
+    for (const auto& contact : registry_.sessions(of_bare)) {
+      if (!contact.available || contact.last_presence.empty()) continue;
+      auto p = parse_element(contact.last_presence);
+      if (!p) continue;
+      p->set_attr("to", to);
+      send_remote(*p);
+    }
+    return;
+  }
   if (blocked(target->bare(), of_bare) || blocked(of_bare, target->bare())) return;
   std::vector<SessionEntry> receivers;
   if (!target->resource.empty()) {
@@ -537,7 +575,22 @@ void ImRouter::subscription_from_client(const SessionIdentity& me, Element& st, 
   out.set_attr("type", type);
   out.set_attr("from", me.bare);
   out.set_attr("to", contact_bare);
-  if (!is_local_domain(contact->domain)) return;  // federation arrives with the s2s issue
+  if (is_remote(contact->domain)) {
+    send_remote(out);
+    if (kind == SubscriptionStanza::subscribed) send_available_presences(me.bare, contact_bare);
+    if (kind == SubscriptionStanza::unsubscribed) {
+      for (const auto& s : registry_.sessions(me.bare)) {
+        if (!s.available) continue;
+        Element gone("presence", std::string(kClientNs));
+        gone.set_attr("type", "unavailable");
+        gone.set_attr("from", s.full_jid);
+        gone.set_attr("to", contact_bare);
+        send_remote(gone);
+      }
+    }
+    return;
+  }
+  if (!is_local_domain(contact->domain)) return;
   if (!account_exists(contact->local, contact->domain)) return;
   subscription_to_local(contact_bare, me.bare, type);
   // Approving a request means the contact now receives our presence (§3.1.5).
@@ -566,6 +619,15 @@ void ImRouter::subscription_to_local(const std::string& owner, const std::string
   auto outcome = apply_inbound(item.state, kind);
   if (outcome.auto_reply_subscribed) {
     // Already subscribed: answer for the owner so the asker's state converges.
+    if (auto asker = Jid::parse(from_bare); asker && is_remote(asker->domain)) {
+      Element p("presence", std::string(kClientNs));
+      p.set_attr("type", "subscribed");
+      p.set_attr("from", owner);
+      p.set_attr("to", from_bare);
+      send_remote(p);
+      send_available_presences(owner, from_bare);
+      return;
+    }
     subscription_to_local(from_bare, owner, "subscribed");
     send_available_presences(owner, from_bare);
     return;
@@ -625,6 +687,7 @@ void ImRouter::handle_iq(const SessionIdentity& me, Element& st) {
     return;
   }
   if (!is_local_domain(jid->domain)) {
+    if (send_remote(st)) return;
     if (request) reply_error(me, st, "cancel", "remote-server-not-found");
     return;
   }
@@ -735,6 +798,7 @@ LocalService* ImRouter::service_for(std::string_view domain) const {
 
 bool ImRouter::deliver_from_service(const Element& st) {
   auto to = Jid::parse(st.attr("to"));
+  if (to && is_remote(to->domain)) return send_remote(st);
   if (!to || !is_local_domain(to->domain)) return false;
   if (!to->resource.empty()) {
     auto s = registry_.find(to->bare(), to->resource);
@@ -745,6 +809,136 @@ bool ImRouter::deliver_from_service(const Element& st) {
   Element copy = st;
   if (copy.name() == "message") route_message(copy, std::string(st.attr("from")));
   return true;
+}
+
+// ---- federation (RFC 6120 §10.4, RFC 6121 §3, §4.3) --------------------------------
+
+bool ImRouter::send_remote(const Element& st) {
+  if (!remote_) return false;
+  auto to = Jid::parse(st.attr("to"));
+  auto from = Jid::parse(st.attr("from"));
+  if (!to || !from || !is_remote(to->domain)) return false;
+  std::string out;
+  st.serialize_to(out, kClientNs);  // no xmlns: the s2s stream's default is jabber:server
+  remote_(from->domain, to->domain, std::move(out));
+  return true;
+}
+
+namespace {
+// Bytes a local handler "sends to the session" of a remote entity go back through
+// federation, from `local` to the remote domain.
+class RemoteConnection final : public net::StreamConnection {
+ public:
+  RemoteConnection(ImRouter::RemoteSend send, std::string local, std::string remote)
+      : send_(std::move(send)), local_(std::move(local)), remote_(std::move(remote)) {}
+  void send(std::string bytes) override { send_(local_, remote_, std::move(bytes)); }
+  void close() override {}
+  void start_tls(std::function<void(Result<void>)> done, std::string) override {
+    done(fail(Errc::unavailable, "remote"));
+  }
+  bool is_tls() const override { return true; }
+  std::string remote_ip() const override { return {}; }
+  std::string server_name() const override { return {}; }
+  std::string alpn() const override { return {}; }
+  std::string tls_version() const override { return {}; }
+  Result<std::string> channel_binding(std::string_view) const override { return fail(Errc::unavailable, "remote"); }
+  void set_read_rate(std::size_t, std::size_t) override {}
+  void set_idle_timeout(int) override {}
+  void post(std::function<void()>) override {}
+  void post_after(std::chrono::milliseconds, std::function<void()>) override {}
+
+ private:
+  ImRouter::RemoteSend send_;
+  std::string local_, remote_;
+};
+}  // namespace
+
+SessionIdentity ImRouter::remote_identity(const Jid& remote, const std::string& local_domain) {
+  SessionIdentity me;
+  me.localpart = remote.local;
+  me.domain = remote.domain;
+  me.resource = remote.resource;
+  me.bare = remote.bare();
+  me.full = remote.full();
+  me.sink = std::make_shared<SessionSink>(std::make_shared<RemoteConnection>(remote_, local_domain, remote.domain));
+  return me;
+}
+
+void ImRouter::handle_from_remote(Element st) {
+  auto from = Jid::parse(st.attr("from"));
+  auto to = Jid::parse(st.attr("to"));
+  if (!from || !to) return;
+  st.set_attr("from", from->full());
+  st.set_attr("to", to->full());
+  if (LocalService* service = service_for(to->domain)) return service->handle(remote_identity(*from, to->domain), std::move(st));
+  if (!is_local_domain(to->domain)) return;
+  if (st.name() == "message") {
+    auto& nodes = st.nodes();
+    nodes.erase(std::remove_if(nodes.begin(), nodes.end(),
+                               [](const Node& n) {
+                                 return n.is_element() && n.element().name() == "stanza-id" && n.element().ns() == kSidNs;
+                               }),
+                nodes.end());
+    route_message(st, from->full());
+    return;
+  }
+  if (st.name() == "presence") return presence_from_remote(st, *from, *to);
+  if (st.name() != "iq") return;
+  std::string type(st.attr("type"));
+  bool request = type == "get" || type == "set";
+  if (!to->resource.empty()) {
+    if (auto s = registry_.find(to->bare(), to->resource)) {
+      if (!blocked(to->bare(), from->full())) send(*s->sink, st);
+      return;
+    }
+  }
+  if (!request) return;
+  SessionIdentity remote = remote_identity(*from, to->domain);
+  if (st.attr("id").empty()) return;
+  int payloads = 0;
+  for (const auto& c : st.children()) {
+    (void)c;
+    ++payloads;
+  }
+  if (payloads != 1) return reply_error(remote, st, "modify", "bad-request", "a get or set iq carries exactly one payload");
+  if (to->local.empty() && to->resource.empty()) return dispatch_iq(remote, st, to->domain, IqTarget::server);
+  if (!to->resource.empty()) return reply_error(remote, st, "cancel", "service-unavailable");
+  if (blocked(to->bare(), from->full())) return reply_error(remote, st, "cancel", "service-unavailable");
+  const Element& payload = *st.children().begin();
+  if (iqs_.find(payload.ns(), payload.name(), IqTarget::peer) && account_exists(to->local, to->domain))
+    return dispatch_iq(remote, st, to->bare(), IqTarget::peer);
+  reply_error(remote, st, "cancel", "service-unavailable");
+}
+
+void ImRouter::presence_from_remote(Element& st, const Jid& from, const Jid& to) {
+  std::string type(st.attr("type"));
+  if (to.local.empty()) return;
+  if (type == "subscribe" || type == "subscribed" || type == "unsubscribe" || type == "unsubscribed") {
+    if (!account_exists(to.local, to.domain)) return;
+    subscription_to_local(to.bare(), from.bare(), type);
+    return;
+  }
+  auto item = store_.roster_item(to.bare(), from.bare());
+  if (!item) return;
+  if (type == "probe") {
+    // RFC 6121 §4.3.2: answered only for a contact with a subscription to our presence.
+    if (!item->has_value() || !(*item)->state.sends_presence()) return;
+    send_available_presences(to.bare(), from.bare());
+    return;
+  }
+  if (type != "" && type != "unavailable") return;
+  if (blocked(to.bare(), from.full())) return;
+  bool subscribed = item->has_value() && (*item)->state.receives_presence();
+  if (!to.resource.empty()) {
+    if (auto s = registry_.find(to.bare(), to.resource)) send(*s->sink, st);  // directed presence
+    return;
+  }
+  if (!subscribed) return;
+  for (const auto& s : registry_.sessions(to.bare())) {
+    if (!s.available) continue;
+    st.set_attr("to", s.full_jid);
+    send(*s.sink, st);
+  }
 }
 
 std::string ImRouter::server_caps_ver() const {

@@ -17,6 +17,7 @@
 #include "core/metrics.h"
 #include "net/net.h"
 #include "xmpp/iq_table.h"
+#include "xmpp/jid.h"
 #include "xmpp/mod_blocking.h"
 #include "xmpp/registry.h"
 #include "xmpp/session_sink.h"
@@ -109,6 +110,20 @@ class ImRouter {
   void set_push_hook(std::function<void(const std::string& owner, const std::string& sender)> hook) {
     push_hook_ = std::move(hook);
   }
+  // Federation (s2s.h): serialised stanzas for other domains, sent from `local_domain` (the
+  // domain of their 'from') to `remote_domain`; set once at start-up. Unset: stanzas to
+  // other domains are answered with <remote-server-not-found/>.
+  using RemoteSend = std::function<void(const std::string& local_domain, const std::string& remote_domain, std::string stanza)>;
+  void set_remote(RemoteSend send) { remote_ = std::move(send); }
+  // A stanza a remote server sent (jabber:client namespace already, 'from' authenticated
+  // as the peer's domain, 'to' one of ours or a local service's). Blocking (storage).
+  void handle_from_remote(Element st);
+  // Whether stanzas to `domain` leave through federation.
+  bool is_remote(std::string_view domain) const { return remote_ && !serves(domain); }
+  // A served domain or a local service's.
+  bool serves(std::string_view domain) const { return is_local_domain(domain) || service_for(domain); }
+  // Sends a stanza (its 'from' and 'to' set) to a remote domain; false when it is not remote.
+  bool send_remote(const Element& st);
   // XEP-0163: set once at start-up.
   void set_pep(std::shared_ptr<PepHooks> pep) { pep_ = std::move(pep); }
   // Whether `owner` blocked `contact` (a full or bare JID). A failing lookup counts as
@@ -168,6 +183,10 @@ class ImRouter {
   std::function<void(const std::string&, const std::string&)> push_hook_;
   std::vector<std::pair<std::string, std::shared_ptr<LocalService>>> services_;
   LocalService* service_for(std::string_view domain) const;
+  RemoteSend remote_;
+  // A SessionIdentity for a remote full JID: its sink sends back through federation.
+  SessionIdentity remote_identity(const Jid& remote, const std::string& local_domain);
+  void presence_from_remote(Element& st, const Jid& from, const Jid& to);
 
   void note_if_last_logout(const std::string& bare, const Element* unavailable);
 };

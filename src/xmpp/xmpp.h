@@ -72,6 +72,19 @@ struct XmppOptions {
   int muc_max_users_per_room = 1000;  // XEP-0198: how long a dropped session waits for its client
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
+  // Federation (RFC 6120 s2s, see s2s.h). Off: stanzas to other domains get
+  // <remote-server-not-found/> as before.
+  bool s2s_enabled = true;
+  std::vector<std::string> s2s_static_routes;  // "domain=host:port", before DNS SRV
+  std::size_t s2s_queue_max_stanzas = 1000;    // waiting per remote domain; past it <resource-constraint/>
+  int s2s_connect_timeout_seconds = 10;
+  int s2s_retry_initial_seconds = 2;  // backoff between connection attempts, doubled each time
+  int s2s_retry_max_seconds = 300;
+  int s2s_max_attempts = 5;  // then what waits bounces with <remote-server-not-found/>/<remote-server-timeout/>
+  bool s2s_dialback = true;  // XEP-0220, inside TLS and for a certificate valid for the domain only
+  bool s2s_bidi = true;      // XEP-0288: offer and request bidirectional streams
+  std::size_t s2s_max_pending_bytes = 8 << 20;  // per s2s stream, received and not yet delivered
+  std::string s2s_dialback_secret;  // XEP-0185 key secret; random (per start) if empty
 };
 
 // Runs a blocking job off the event loops; false when the pool is saturated.
@@ -102,6 +115,15 @@ class XmppService {
   // For HttpServer::listen_stream. `direct_tls`: the listener already negotiated TLS
   // (XEP-0368); otherwise STARTTLS is required before authentication.
   net::StreamAcceptor acceptor(bool direct_tls);
+
+  // Federation: the acceptor for the s2s listener (STARTTLS required; the listener should
+  // set StreamListenerSpec::request_peer_certificate), and the way out for outgoing
+  // streams (HttpServer::connect_stream), set before the server runs. Only meaningful when
+  // s2s_enabled; parse errors in s2s_static_routes are reported by check_options().
+  net::StreamAcceptor s2s_acceptor();
+  void set_s2s_connector(std::function<void(net::OutgoingStreamSpec, net::StreamConnectHandler)> connect);
+  // Validates options that can be wrong (static routes).
+  static Result<void> check_options(const XmppOptions& options);
 
   // An account was deleted: its sessions are closed and everything XMPP kept for it
   // (roster, offline queue, archive, vCard, private storage, block list) is removed.

@@ -21,6 +21,7 @@ HEARTHD = os.environ.get("HEARTHD", "build/apps/hearthd/hearthd")
 HEARTHCTL = os.environ.get("HEARTHCTL", "build/apps/hearthctl/hearthctl")
 
 BANNER_LISTENER = re.compile(r"^\s+(HTTPS?)\s+(https?)://(\[[^\]]+\]|[^/:]+):(\d+)/")
+BANNER_S2S = re.compile(r"^\s+S2S\s+(\[[^\]]+\]|[^ :]+):(\d+)\s")
 BANNER_XMPP = re.compile(r"^\s+(XMPPS?)\s+(\[[^\]]+\]|[^ :]+):(\d+)\s")
 
 
@@ -36,7 +37,8 @@ def wait_until(predicate, timeout=20.0, what="condition"):
 
 
 class Hearth:
-    def __init__(self, config_extra="", workdir=None, domain="localhost", preexec_fn=None):
+    def __init__(self, config_extra="", workdir=None, domain="localhost", preexec_fn=None, xmpp_extra="",
+                 domain_extra=""):
         self.own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="hearth-it-")
         self.data_dir = os.path.join(self.dir, "data")
@@ -46,9 +48,10 @@ class Hearth:
         with open(self.config_path, "w") as f:
             f.write(
                 f'[server]\ndata_dir = "{self.data_dir}"\nshards = 2\ndrain_seconds = 5\n'
-                f'[[domain]]\nname = "{domain}"\n'
+                f'[[domain]]\nname = "{domain}"\n' + domain_extra +
                 '[http]\nport = 0\nhttps_port = 0\n'
                 '[xmpp]\nc2s_port = 0\nc2s_tls_port = 0\n'
+                + ('' if 's2s_port' in xmpp_extra else 's2s_port = 0\n') + xmpp_extra +
                 '[accounts]\nscram_iterations = 4096\n'
                 '[ops]\nhealth_interval_seconds = 1\n'
                 + config_extra
@@ -61,6 +64,7 @@ class Hearth:
         self.https_port = None
         self.xmpp_port = None
         self.xmpps_port = None
+        self.s2s_port = None
 
     # -- process ---------------------------------------------------------------------
     def start(self, expect_ready=True):
@@ -92,6 +96,9 @@ class Hearth:
                     self.xmpp_port = int(x.group(3))
                 elif x and x.group(1) == "XMPPS":
                     self.xmpps_port = int(x.group(3))
+                s = BANNER_S2S.match(line)
+                if s:
+                    self.s2s_port = int(s.group(2))
         return self
 
     @staticmethod

@@ -1,13 +1,13 @@
 """XEP-0357 push: a client registers an app server; a message that cannot reach a connected
 client makes hearth publish a summary (count and sender, never the body) to the app server.
-The app server here is a slixmpp account on this server, since app servers elsewhere need
-federation (counted as undeliverable until it lands)."""
+The app server here is a slixmpp account on this server; one elsewhere is reached through
+federation (here a static route to a closed port, so the notification bounces)."""
 import asyncio
 import re
 import unittest
 import xml.etree.ElementTree as ET
 
-from harness import Hearth
+from harness import Hearth, wait_until
 from test_xmpp_client import Client, next_item, TIMEOUT
 
 PUSH = "urn:xmpp:push:0"
@@ -37,7 +37,8 @@ def fields(form):
 class XmppPush(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.h = Hearth().start()
+        cls.h = Hearth(xmpp_extra='s2s_static_routes = ["push.elsewhere.example=127.0.0.1:1"]\n'
+                               's2s_max_attempts = 1\n').start()
         cls.h.add_users("phone", "friend", "pushd")
 
     @classmethod
@@ -64,7 +65,7 @@ class XmppPush(unittest.IsolatedAsyncioTestCase):
         info = await phone["xep_0030"].get_info(jid="phone@localhost", timeout=TIMEOUT)
         self.assertIn(PUSH, info["disco_info"]["features"])
         await self.enable(phone, "pushd@localhost/app", "device-token-1", secret="s3cr3t")
-        await self.enable(phone, "push.elsewhere.example", "other-node")  # needs federation
+        await self.enable(phone, "push.elsewhere.example", "other-node")  # through federation
         await phone.stop()
 
         friend = Client("friend@localhost/f", "friend secret pw", self.h.cert_path())
@@ -83,8 +84,12 @@ class XmppPush(unittest.IsolatedAsyncioTestCase):
         self.assertNotIn(b"the secret plans", ET.tostring(iq.xml))
         options = fields(iq.xml.find(f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}publish-options/{{{FORMS}}}x"))
         self.assertEqual(options["secret"], ["s3cr3t"])
+        # The remote app server's notification left through federation and bounced.
+        wait_until(lambda: re.search(r'hearth_xmpp_s2s_bounced_total [1-9]', self.h.request("GET", "/metrics")[2].decode()),
+                   what="the remote notification bounced")
         status, _, body = self.h.request("GET", "/metrics")
-        self.assertRegex(body.decode(), r'hearth_xmpp_push_total\{result="undeliverable"\} [1-9]')
+        sent_before = int(re.search(r'hearth_xmpp_push_total\{result="sent"\} (\d+)', body.decode()).group(1))
+        self.assertEqual(sent_before, 2)
 
         # Disabled: no more notifications.
         phone = Client("phone@localhost/p2", "phone secret pw", self.h.cert_path())
@@ -97,7 +102,7 @@ class XmppPush(unittest.IsolatedAsyncioTestCase):
         await friend["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
         status, _, body = self.h.request("GET", "/metrics")
         sent = re.search(r'hearth_xmpp_push_total\{result="sent"\} (\d+)', body.decode())
-        self.assertEqual(sent.group(1), "1")
+        self.assertEqual(int(sent.group(1)), sent_before + 1)  # the remote app server only
         self.assertTrue(app.publishes.empty())
 
 
