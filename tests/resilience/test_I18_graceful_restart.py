@@ -1,0 +1,207 @@
+"""Incident I18: a routine redeploy under load was more disruptive than expected.
+
+hearth's graceful restart: `hearthd --takeover` takes the running daemon's listening
+sockets over the admin socket, the old daemon drains (parked Matrix /sync long-polls are
+answered, XMPP streams are handed over) and exits, and the new one serves on the same
+sockets. Under load from slixmpp clients with stream management (XEP-0198) and a parked
+long-poll, the test asserts: no connection to the listening ports is refused during the
+switch, the long-poll is answered, the XMPP clients resume their sessions on the new
+process (slixmpp's `session_resumed`), and every message the server acknowledged reaches
+its recipient.
+
+Defence off (for the incident note): a hearthd whose --takeover binds fresh sockets
+instead of adopting the old ones, or whose drain does not hand XMPP sessions over.
+"""
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+
+from resilience import Hearth, wait_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+from test_xmpp_client import Client, TIMEOUT, wait_for_condition  # noqa: E402
+
+
+class LoadClient(Client):
+    """A slixmpp client with XEP-0198 that reconnects by itself, as a phone app does, and
+    records what the server acknowledged and what it received."""
+
+    def __init__(self, *args, port, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_plugin("xep_0198")
+        self.port = port
+        self.acked_bodies = set()
+        self.received_bodies = []
+        self.resumptions = 0
+        self.fresh_sessions = 0
+        self.disconnects = 0
+        self.stopping = False
+        self.add_event_handler("stanza_acked", self._acked)
+        self.add_event_handler("message", self._received)
+        self.add_event_handler("session_resumed", self._resumed)
+        self.add_event_handler("session_start", self._fresh)
+        self.add_event_handler("disconnected", self._reconnect)
+
+    def _acked(self, stanza):
+        if stanza.name == "message" and stanza["body"]:
+            self.acked_bodies.add(stanza["body"])
+
+    def _received(self, msg):
+        if msg["body"]:
+            self.received_bodies.append(msg["body"])
+
+    def _resumed(self, _):
+        self.resumptions += 1
+
+    def _fresh(self, _):
+        self.fresh_sessions += 1
+        if self.fresh_sessions > 1:
+            self.send_presence()  # a new session after a failed resumption: come online again
+
+    def _reconnect(self, _):
+        self.disconnects += 1
+        if not self.stopping:
+            self.connect(address=("127.0.0.1", self.port), force_starttls=True)
+
+    async def stop(self):
+        self.stopping = True
+        await super().stop()
+
+
+class ConnectProber(threading.Thread):
+    """Opens TCP connections to the listening ports in a loop and counts refusals."""
+
+    def __init__(self, ports):
+        super().__init__(daemon=True)
+        self.ports = ports
+        self.attempts = 0
+        self.refused = []
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for port in self.ports:
+                try:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    s.close()
+                except ConnectionRefusedError as e:
+                    self.refused.append((port, str(e)))
+                except OSError:
+                    pass  # a timeout is a delay, not a refusal
+                self.attempts += 1
+            self.done.wait(0.005)
+
+
+class GracefulRestart(unittest.IsolatedAsyncioTestCase):
+    async def test_I18_takeover_under_load_loses_nothing(self):
+        loop = asyncio.get_running_loop()
+        old = Hearth()
+        self.addCleanup(old.cleanup)
+        self.addCleanup(old.stop)
+        old.start()
+        old.add_users("sender", "receiver", "watcher")
+        ports = [old.http_port, old.https_port, old.xmpp_port, old.xmpps_port]
+
+        # A Matrix client parked in a /sync long-poll (the server's longest wait is 30 s;
+        # the old daemon's drain cuts what is left after 5 s, so only an answer from the
+        # drain gives this request a 200).
+        status, login = old.matrix_api("POST", "/login", {"type": "m.login.password",
+                                                          "identifier": {"type": "m.id.user", "user": "watcher"},
+                                                          "password": "watcher secret pw"})
+        self.assertEqual(status, 200, login)
+        token = login["access_token"]
+        status, first = old.matrix_api("GET", "/sync?timeout=0", token=token)
+        self.assertEqual(status, 200)
+        long_poll = {}
+
+        def park():
+            try:
+                long_poll["status"], long_poll["body"] = old.matrix_api(
+                    "GET", f"/sync?since={first['next_batch']}&timeout=30000", token=token)
+            except Exception as e:  # noqa: BLE001 - recorded and asserted on below
+                long_poll["error"] = repr(e)
+        poller = threading.Thread(target=park, daemon=True)
+        poller.start()
+
+        receiver = LoadClient("receiver@localhost/phone", "receiver secret pw", old.cert_path(), port=old.xmpp_port)
+        sender = LoadClient("sender@localhost/phone", "sender secret pw", old.cert_path(), port=old.xmpp_port)
+        for c in (receiver, sender):
+            self.addAsyncCleanup(self._stop, c)
+            await c.login(old.xmpp_port)
+            await wait_for_condition(lambda c=c: c.plugin["xep_0198"].sm_id, what="stream management enabled")
+
+        sending = True
+        sent = []
+
+        async def send_load():
+            i = 0
+            while sending:
+                if sender.is_connected() and sender.plugin["xep_0198"].enabled_out:
+                    body = f"load {i}"
+                    sender.send_message(mto="receiver@localhost", mbody=body, mtype="chat")
+                    sent.append(body)
+                    i += 1
+                    if i % 10 == 0:
+                        sender.plugin["xep_0198"].request_ack()
+                await asyncio.sleep(0.01)  # the load's pace, not a synchronisation
+        load = asyncio.ensure_future(send_load())
+        await wait_for_condition(lambda: len(sender.acked_bodies) >= 30, what="acknowledged load before the switch")
+
+        prober = ConnectProber(ports)
+        prober.start()
+        new = Hearth(workdir=old.dir)
+        self.addCleanup(new.cleanup)
+        self.addCleanup(new.stop)
+        switch_started = time.monotonic()
+        await loop.run_in_executor(None, lambda: new.start(extra_args=("--takeover",)))
+        ready_after = time.monotonic() - switch_started
+        self.assertEqual(await loop.run_in_executor(None, old.wait_exit, 30), 0, old.stderr())
+        self.assertEqual([new.http_port, new.https_port, new.xmpp_port, new.xmpps_port], ports,
+                         "the new hearthd serves on the same sockets")
+        self.assertIn("event=hearthd.handed_over", old.stderr())
+
+        # The clients come back (as resumptions) and the load keeps flowing on the new process.
+        def back(c):
+            return c.is_connected() and (c.resumptions >= 1 or c.fresh_sessions > 1)
+        await wait_for_condition(lambda: back(receiver) and back(sender), timeout=30,
+                                 what="both clients back online")
+        acked_before = len(sender.acked_bodies)
+        await wait_for_condition(lambda: len(sender.acked_bodies) >= acked_before + 30,
+                                 timeout=30, what="acknowledged load after the switch")
+        sending = False
+        await load
+        prober.done.set()
+        await loop.run_in_executor(None, prober.join)
+
+        # Everything acknowledged arrives.
+        sender.plugin["xep_0198"].request_ack()
+        await wait_for_condition(lambda: not sender.plugin["xep_0198"].unacked_queue, timeout=30,
+                                 what="the server acknowledged every message")
+        await wait_for_condition(lambda: sender.acked_bodies <= set(receiver.received_bodies), timeout=30,
+                                 what="every acknowledged message at the receiver")
+        await loop.run_in_executor(None, poller.join, 30)
+
+        print(f"\nI18: switch: new hearthd ready {ready_after:.2f} s after --takeover; "
+              f"{prober.attempts} connects during it, {len(prober.refused)} refused; "
+              f"{len(sent)} messages sent, {len(sender.acked_bodies)} acknowledged, "
+              f"{len(receiver.received_bodies)} received ({len(receiver.received_bodies) - len(set(receiver.received_bodies))} duplicates); "
+              f"resumptions sender {sender.resumptions} receiver {receiver.resumptions}", file=sys.stderr)
+        self.assertEqual(prober.refused, [], "connections refused during the switch")
+        self.assertEqual(long_poll.get("status"), 200, long_poll)
+
+        # The new process is a full server: a sync and a fresh XMPP login work.
+        status, _ = new.matrix_api("GET", "/sync?timeout=0", token=token)
+        self.assertEqual(status, 200)
+
+    async def _stop(self, c):
+        c.stopping = True
+        if c.is_connected():
+            await c.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
