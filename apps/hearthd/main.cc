@@ -455,8 +455,9 @@ int run(const Config& config, bool print_banner, bool takeover) {
   // Graceful restart (incident I18): a successor takes the listening sockets; this process
   // then drains (as on SIGTERM) and exits.
   admin.add_fd_command(ops::kTakeoverCommand,
-                       ops::hand_over_listeners_command(**server, [&server, &matrix_service, &log] {
+                       ops::hand_over_listeners_command(**server, [&server, &matrix_service, &xmpp_service, &log] {
                          log.info("hearthd.draining", {{"reason", "takeover"}});
+                         xmpp_service.hand_over_on_drain();
                          (*server)->stop();
                          (*matrix_service)->release_waiters();
                        }, log));

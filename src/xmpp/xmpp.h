@@ -118,12 +118,18 @@ class XmppService {
   // Starts the periodic archive purge (at once, then every archive_purge_interval_seconds):
   // small batches on the worker pool, yielding to the event loops between them.
   void start_background_tasks();
+  // Graceful restart (incident I18), old process: the coming drain saves every resumable
+  // XEP-0198 session (ids, counters, unacknowledged stanzas) for the successor and drops
+  // its connection without a stream error, so that the client resumes there. Call before
+  // stopping the server. The successor restores them in start_background_tasks().
+  void hand_over_on_drain();
 
   struct Impl;
 
  private:
   // Forgets the data of accounts deleted while the daemon was stopped (hearthctl).
   Result<void> sweep_deleted_accounts();
+  void restore_handed_over_sessions();
 
   std::shared_ptr<Impl> impl_;
 };

@@ -82,8 +82,25 @@ class ConnectProber(threading.Thread):
         self.refused = []
         self.done = threading.Event()
 
+        self.http_port = ports[0]
+        self.slowest_health = 0.0  # seconds: the longest wait for a /health answer
+
+    def health_once(self):
+        started = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", self.http_port), timeout=10) as s:
+                s.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                while s.recv(65536):
+                    pass
+        except ConnectionRefusedError as e:
+            self.refused.append((self.http_port, str(e)))
+        except OSError:
+            pass
+        self.slowest_health = max(self.slowest_health, time.monotonic() - started)
+
     def run(self):
         while not self.done.is_set():
+            self.health_once()
             for port in self.ports:
                 try:
                     s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -165,10 +182,8 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         self.assertIn("event=hearthd.handed_over", old.stderr())
 
         # The clients come back (as resumptions) and the load keeps flowing on the new process.
-        def back(c):
-            return c.is_connected() and (c.resumptions >= 1 or c.fresh_sessions > 1)
-        await wait_for_condition(lambda: back(receiver) and back(sender), timeout=30,
-                                 what="both clients back online")
+        await wait_for_condition(lambda: receiver.resumptions >= 1 and sender.resumptions >= 1,
+                                 timeout=30, what="both clients resumed their sessions")
         acked_before = len(sender.acked_bodies)
         await wait_for_condition(lambda: len(sender.acked_bodies) >= acked_before + 30,
                                  timeout=30, what="acknowledged load after the switch")
@@ -186,12 +201,15 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         await loop.run_in_executor(None, poller.join, 30)
 
         print(f"\nI18: switch: new hearthd ready {ready_after:.2f} s after --takeover; "
-              f"{prober.attempts} connects during it, {len(prober.refused)} refused; "
+              f"{prober.attempts} connects during it, {len(prober.refused)} refused, "
+              f"slowest /health answer {prober.slowest_health * 1000:.0f} ms; "
               f"{len(sent)} messages sent, {len(sender.acked_bodies)} acknowledged, "
               f"{len(receiver.received_bodies)} received ({len(receiver.received_bodies) - len(set(receiver.received_bodies))} duplicates); "
               f"resumptions sender {sender.resumptions} receiver {receiver.resumptions}", file=sys.stderr)
         self.assertEqual(prober.refused, [], "connections refused during the switch")
         self.assertEqual(long_poll.get("status"), 200, long_poll)
+        self.assertEqual(receiver.fresh_sessions, 1, "the receiver resumed instead of starting over")
+        self.assertEqual(sender.fresh_sessions, 1, "the sender resumed instead of starting over")
 
         # The new process is a full server: a sync and a fresh XMPP login work.
         status, _ = new.matrix_api("GET", "/sync?timeout=0", token=token)
