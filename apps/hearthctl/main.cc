@@ -1,14 +1,18 @@
 // hearthctl: administers hearthd. Talks to the running daemon over its admin socket;
 // when no daemon runs on the data directory, runs the same commands on it directly.
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/chrono.h>
@@ -70,6 +74,80 @@ Result<std::string> read_password(bool confirm) {
 }
 
 // Runs one admin command: over the socket if the daemon runs, else in-process.
+// hearthd built or installed next to this hearthctl, else "hearthd" (found on PATH).
+std::string sibling_hearthd() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec)
+    for (auto candidate : {self.parent_path().parent_path() / "hearthd" / "hearthd", self.parent_path() / "hearthd"})
+      if (std::filesystem::exists(candidate, ec)) return candidate.string();
+  return "hearthd";
+}
+
+// The pid written in <data_dir>/hearthd.lock by the daemon holding it (0 if none).
+long lock_pid(const std::string& data_dir) {
+  std::FILE* f = std::fopen((data_dir + "/hearthd.lock").c_str(), "r");
+  if (!f) return 0;
+  long pid = 0;
+  if (std::fscanf(f, "%ld", &pid) != 1) pid = 0;
+  std::fclose(f);
+  return pid;
+}
+
+// Incident I18: starts `hearthd --takeover` in its own session (it outlives hearthctl and,
+// under systemd's ExecReload, becomes the service's main process) and waits until it holds
+// the data directory and answers on the admin socket.
+int graceful_restart(const Target& t, const std::string& hearthd, const std::string& config_path,
+                     std::chrono::seconds timeout) {
+  if (!ops::DataDirLock::is_held_by_other(t.data_dir)) {
+    fmt::print(stderr, "hearthctl: no hearthd is running on {}; start it instead\n", t.data_dir);
+    return kCritical;
+  }
+  long old_pid = lock_pid(t.data_dir);
+  std::vector<std::string> args = {hearthd};
+  if (!config_path.empty()) args.insert(args.end(), {"--config", std::filesystem::absolute(config_path).string()});
+  args.insert(args.end(), {"--takeover", "--quiet"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) {
+    fmt::print(stderr, "hearthctl: fork: {}\n", std::strerror(errno));
+    return kCritical;
+  }
+  if (child == 0) {
+    ::setsid();
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);  // the banner; logs stay on stderr
+    }
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "hearthctl: cannot run %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(child, &status, WNOHANG) == child) {
+      fmt::print(stderr, "hearthctl: the new hearthd exited ({}) before serving; the old one ({}) {}\n",
+                 WIFEXITED(status) ? fmt::format("status {}", WEXITSTATUS(status)) : std::string("killed"), old_pid,
+                 ops::DataDirLock::is_held_by_other(t.data_dir) ? "still runs" : "has stopped");
+      return kCritical;
+    }
+    if (lock_pid(t.data_dir) == child) {
+      auto reply = ops::admin_call(t.socket, "health", {}, 1000);
+      if (reply && reply->ok) {
+        fmt::print("hearthd {} took over from {}\n", child, old_pid);
+        return kOk;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a process we do not own
+  }
+  fmt::print(stderr, "hearthctl: the new hearthd ({}) is not serving after {} s\n", child, timeout.count());
+  return kCritical;
+}
+
 Result<ops::AdminReply> call(const Target& t, const std::string& command, const ops::AdminArgs& args, bool daemon_only) {
   auto reply = ops::admin_call(t.socket, command, args);
   if (reply || reply.error().code != Errc::unavailable) return reply;
@@ -235,6 +313,14 @@ int main(int argc, char** argv) {
   std::string verify_in;
   verify->add_option("backup", verify_in, "Backup file, or - for standard input")->required();
 
+  auto* restart = app.add_subcommand(
+      "restart", "Graceful restart: start `hearthd --takeover` detached, which takes the running daemon's sockets while "
+                 "it drains; returns once the new daemon serves (docs/operations.md)");
+  std::string hearthd_path;
+  int restart_timeout = 0;
+  restart->add_option("--hearthd", hearthd_path, "The hearthd binary to start (default: next to hearthctl, else from PATH)");
+  restart->add_option("--timeout", restart_timeout, "Seconds to wait for the new daemon (default: drain_seconds + 60)");
+
   auto* notice = app.add_subcommand("notice", "Add an admin notice to the status page and its Atom feed");
   std::string notice_text;
   notice->add_option("text", notice_text, "The notice, as readers will see it")->required();
@@ -255,6 +341,11 @@ int main(int argc, char** argv) {
   t.data_dir = std::filesystem::absolute(data_dir.empty() ? t.config.data_dir : data_dir).lexically_normal().string();
   t.socket = !socket.empty() ? socket : !t.config.admin_socket.empty() ? t.config.admin_socket : t.data_dir + "/hearthd.sock";
 
+  if (restart->parsed()) {
+    if (hearthd_path.empty()) hearthd_path = sibling_hearthd();
+    int timeout = restart_timeout > 0 ? restart_timeout : t.config.drain_seconds + 60;
+    return graceful_restart(t, hearthd_path, config_path, std::chrono::seconds(timeout));
+  }
   if (backup->parsed()) {
     ops::BackupOptions o;
     o.data_dir = t.data_dir;

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -103,6 +104,9 @@ int run(const Config& config, bool print_banner, bool takeover) {
     if (taken) {
       inherited = std::move(*taken);
       log.info("hearthd.taking_over", {{"listeners", static_cast<std::int64_t>(inherited.size())}});
+      // Under systemd (NotifyAccess=all) this process is the service's main process from
+      // now on, before the old one exits, so that its exit does not stop the service.
+      (void)ops::SystemdNotifier::from_environment().notify(fmt::format("MAINPID={}", ::getpid()));
     } else if (taken.error().code == Errc::unavailable) {
       log.info("hearthd.takeover_nothing_running", {{"socket", socket_path}});
     } else {
@@ -387,6 +391,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   // it itself.
   ops::SnapshotRunner snapshots([db](const std::string& path) { return db->snapshot_to(path); });
   ops::AdminServer admin(socket_path, log);
+  std::atomic<bool> handed_over{false};
   ops::AdminCommands commands;
   ops::add_account_commands(commands, **accounts,
                             {config.primary_domain().name, public_url,
@@ -455,8 +460,9 @@ int run(const Config& config, bool print_banner, bool takeover) {
   // Graceful restart (incident I18): a successor takes the listening sockets; this process
   // then drains (as on SIGTERM) and exits.
   admin.add_fd_command(ops::kTakeoverCommand,
-                       ops::hand_over_listeners_command(**server, [&server, &matrix_service, &xmpp_service, &log] {
+                       ops::hand_over_listeners_command(**server, [&server, &matrix_service, &xmpp_service, &log, &handed_over] {
                          log.info("hearthd.draining", {{"reason", "takeover"}});
+                         handed_over.store(true);
                          xmpp_service.hand_over_on_drain();
                          (*server)->stop();
                          (*matrix_service)->release_waiters();
@@ -568,7 +574,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   }
   watchdog_cv.notify_all();
   if (watchdog.joinable()) watchdog.join();
-  (void)notifier.notify("STOPPING=1");
+  if (!handed_over.load()) (void)notifier.notify("STOPPING=1");  // else the successor is the service now
   pthread_kill(signal_waiter.native_handle(), SIGUSR2);
   signal_waiter.join();
   admin.stop();

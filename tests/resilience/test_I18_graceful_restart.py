@@ -14,13 +14,17 @@ instead of adopting the old ones, or whose drain does not hand XMPP sessions ove
 """
 import asyncio
 import os
+import re
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import unittest
 
 from resilience import Hearth, wait_until
+from harness import HEARTHCTL, HEARTHD
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from test_xmpp_client import Client, TIMEOUT, wait_for_condition  # noqa: E402
@@ -214,6 +218,43 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         # The new process is a full server: a sync and a fresh XMPP login work.
         status, _ = new.matrix_api("GET", "/sync?timeout=0", token=token)
         self.assertEqual(status, 200)
+
+    def test_I18_hearthctl_restart_returns_once_the_new_daemon_serves(self):
+        """The systemd ExecReload path: hearthctl starts `hearthd --takeover` detached."""
+        old = Hearth()
+        self.addCleanup(old.cleanup)
+        self.addCleanup(old.stop)
+        old.start()
+        with open(os.path.join(old.dir, "restart.log"), "w+") as log:
+            # The new daemon keeps hearthctl's stderr (the journal, under systemd): a file here.
+            r = subprocess.run([HEARTHCTL, "--config", old.config_path, "restart", "--hearthd", HEARTHD],
+                               stdout=subprocess.PIPE, stderr=log, text=True, timeout=120)
+            log.seek(0)
+            self.assertEqual(r.returncode, 0, log.read())
+        m = re.search(r"hearthd (\d+) took over from (\d+)", r.stdout)
+        self.assertIsNotNone(m, r.stdout)
+        new_pid, old_pid = int(m.group(1)), int(m.group(2))
+        self.assertEqual(old_pid, old.proc.pid)
+        self.addCleanup(self._terminate, new_pid)
+        self.assertEqual(old.wait_exit(30), 0)
+        status, _, body = old.request("GET", "/")  # the same port, now the new daemon's
+        self.assertEqual((status, body), (200, b"hearth 0.1.0\n"))
+        with open(os.path.join(old.data_dir, "hearthd.lock")) as f:
+            self.assertEqual(int(f.read()), new_pid)
+
+    @staticmethod
+    def _terminate(pid):
+        def gone():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    return "\nState:\tZ" in f.read()
+            except FileNotFoundError:
+                return True
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        wait_until(gone, timeout=30, what=f"hearthd {pid} to exit")
 
     async def _stop(self, c):
         c.stopping = True
