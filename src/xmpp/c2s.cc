@@ -1343,7 +1343,59 @@ void XmppService::start_background_tasks() {
   purge_archive(impl_, 0);
 }
 
-void XmppService::hand_over_on_drain() { impl_->handing_over.store(true); }
+void XmppService::hand_over_on_drain() {
+  Impl& s = *impl_;
+  s.handing_over.store(true);
+  // Sessions already detached (a client between networks) have no connection to drain:
+  // hand them over here, so that they can still be resumed at the successor.
+  std::vector<std::shared_ptr<Impl::SmState>> states;
+  {
+    std::lock_guard lock(s.sm_mutex);
+    for (auto& [id, state] : s.resumable) states.push_back(state);
+  }
+  for (auto& state : states) {
+    {
+      std::lock_guard lock(state->mutex);
+      if (!state->detached || state->ended) continue;
+      state->ended = true;  // this process neither resumes nor expires it any more
+    }
+    {
+      std::lock_guard lock(s.sm_mutex);
+      s.resumable.erase(state->id);
+    }
+    const SessionIdentity& me = state->me;
+    HandedOverSession rec;
+    if (auto entry = s.registry.find(me.bare, me.resource); entry && entry->id == me.id) {
+      rec.available = entry->available;
+      rec.priority = entry->priority;
+      rec.presence = entry->last_presence;
+      rec.carbons = entry->carbons;
+      rec.roster_pushes = entry->wants_roster_pushes;
+      s.registry.unbind(me.bare, me.id);
+      s.sessions_open.add(-1);
+    }
+    auto frozen = me.sink->hand_over();
+    rec.sm_id = state->id;
+    rec.localpart = me.localpart;
+    rec.domain = me.domain;
+    rec.resource = me.resource;
+    rec.handled = state->handled.load();
+    rec.sent = frozen.sent;
+    rec.acked = frozen.acked;
+    rec.unacked = std::move(frozen.unacked);
+    rec.saved_ms = s.clock.now_ms();
+    if (auto r = s.handovers.save(rec); !r) {
+      s.log.warn("xmpp.sm_handover_failed", {{"jid", me.full}, {"error", r.error().describe()}});
+      s.im.session_closed(me, rec.available);
+      s.im.reroute_unacked(me.bare, std::move(rec.unacked));
+      if (state->restored) (void)s.handovers.remove(state->id);
+    } else {
+      s.log.info("xmpp.sm_handed_over", {{"jid", me.full}, {"unacked", static_cast<std::int64_t>(rec.unacked.size())},
+                                         {"detached", true}});
+    }
+    s.im.reroute_unacked(me.bare, me.sink->take_unacked());  // routed to it meanwhile
+  }
+}
 
 // Sessions the previous process handed over (incident I18): detached and resumable, as if
 // their connection had just dropped, each with its own resumption window.

@@ -120,8 +120,10 @@ class XmppService {
   void start_background_tasks();
   // Graceful restart (incident I18), old process: the coming drain saves every resumable
   // XEP-0198 session (ids, counters, unacknowledged stanzas) for the successor and drops
-  // its connection without a stream error, so that the client resumes there. Call before
-  // stopping the server. The successor restores them in start_background_tasks().
+  // its connection without a stream error, so that the client resumes there; sessions
+  // already detached (waiting for their client) are saved at once, on the calling thread
+  // (blocking). Call before stopping the server. The successor restores them in
+  // start_background_tasks().
   void hand_over_on_drain();
 
   struct Impl;

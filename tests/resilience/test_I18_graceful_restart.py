@@ -219,6 +219,42 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         status, _ = new.matrix_api("GET", "/sync?timeout=0", token=token)
         self.assertEqual(status, 200)
 
+    async def test_I18_a_session_detached_during_the_restart_resumes_at_the_new_process(self):
+        """A phone between networks while the server restarts: its session is handed over too."""
+        loop = asyncio.get_running_loop()
+        old = Hearth()
+        self.addCleanup(old.cleanup)
+        self.addCleanup(old.stop)
+        old.start()
+        old.add_users("wanderer", "friend")
+        wanderer = LoadClient("wanderer@localhost/phone", "wanderer secret pw", old.cert_path(), port=old.xmpp_port)
+        friend = LoadClient("friend@localhost/phone", "friend secret pw", old.cert_path(), port=old.xmpp_port)
+        for c in (wanderer, friend):
+            self.addAsyncCleanup(self._stop, c)
+            await c.login(old.xmpp_port)
+            await wait_for_condition(lambda c=c: c.plugin["xep_0198"].sm_id, what="stream management enabled")
+        wanderer.stopping = True  # no reconnection until the test says so
+        gone = asyncio.ensure_future(wanderer.wait_until("disconnected", TIMEOUT))
+        wanderer.transport.abort()  # no stream close: the server keeps the session detached
+        await gone
+        friend.send_message(mto="wanderer@localhost", mbody="while you were away", mtype="chat")
+        await self.acknowledged(friend, "while you were away")
+
+        new = Hearth(workdir=old.dir)
+        self.addCleanup(new.cleanup)
+        self.addCleanup(new.stop)
+        await loop.run_in_executor(None, lambda: new.start(extra_args=("--takeover",)))
+        self.assertEqual(await loop.run_in_executor(None, old.wait_exit, 30), 0, old.stderr())
+        self.assertIn("event=xmpp.sm_handed_over jid=wanderer@localhost/phone", old.stderr())
+
+        wanderer.stopping = False
+        wanderer.connect(address=("127.0.0.1", new.xmpp_port), force_starttls=True)
+        await wait_for_condition(lambda: wanderer.resumptions == 1, what="the wanderer resumed at the new process")
+        await wait_for_condition(lambda: "while you were away" in wanderer.received_bodies,
+                                 what="the message queued for the detached session")
+        self.assertEqual(wanderer.fresh_sessions, 1)
+        await wait_for_condition(lambda: friend.resumptions == 1, what="the friend resumed too")
+
     def test_I18_hearthctl_restart_returns_once_the_new_daemon_serves(self):
         """The systemd ExecReload path: hearthctl starts `hearthd --takeover` detached."""
         old = Hearth()
@@ -255,6 +291,17 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         except ProcessLookupError:
             return
         wait_until(gone, timeout=30, what=f"hearthd {pid} to exit")
+
+    @staticmethod
+    async def acknowledged(client, body):
+        """Asks for acks until the server's <a/> covers `body` (an <a/> may answer an <r/>
+        that overtook the message's own handling)."""
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while body not in client.acked_bodies:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the server never acknowledged {body!r}")
+            client.plugin["xep_0198"].request_ack()
+            await asyncio.sleep(0.05)
 
     async def _stop(self, c):
         c.stopping = True
