@@ -25,6 +25,7 @@
 #include "core/metrics.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
+#include "ops/archival.h"
 #include "ops/backup.h"
 #include "ops/status_page.h"
 #include "ops/system.h"
@@ -35,6 +36,7 @@ namespace {
 
 // Nagios plugin exit codes, also used for every other command: 0 ok, 2 failed.
 constexpr int kOk = 0;
+constexpr int kWarning = 1;
 constexpr int kCritical = 2;
 constexpr int kUnknown = 3;
 
@@ -73,7 +75,6 @@ Result<std::string> read_password(bool confirm) {
   return pw;
 }
 
-// Runs one admin command: over the socket if the daemon runs, else in-process.
 // hearthd built or installed next to this hearthctl, else "hearthd" (found on PATH).
 std::string sibling_hearthd() {
   std::error_code ec;
@@ -148,6 +149,7 @@ int graceful_restart(const Target& t, const std::string& hearthd, const std::str
   return kCritical;
 }
 
+// Runs one admin command: over the socket if the daemon runs, else in-process.
 Result<ops::AdminReply> call(const Target& t, const std::string& command, const ops::AdminArgs& args, bool daemon_only) {
   auto reply = ops::admin_call(t.socket, command, args);
   if (reply || reply.error().code != Errc::unavailable) return reply;
@@ -321,6 +323,23 @@ int main(int argc, char** argv) {
   restart->add_option("--hearthd", hearthd_path, "The hearthd binary to start (default: next to hearthctl, else from PATH)");
   restart->add_option("--timeout", restart_timeout, "Seconds to wait for the new daemon (default: drain_seconds + 60)");
 
+  auto* archive = app.add_subcommand(
+      "archive", "Move CryptPad channels that no account pins and nothing wrote to for --idle-days to cold storage, "
+                 "item by item (a dry run unless --apply; hearthd must be stopped; docs/operations.md)");
+  bool archive_apply = false;
+  int idle_days = 180, cold_days = 90;
+  std::string cold_dir;
+  archive->add_flag("--apply", archive_apply, "Archive for real (default: only list what would be archived)");
+  archive->add_option("--idle-days", idle_days, "Archive only what nothing touched for this many days")->check(CLI::Range(1, 36500));
+  archive->add_option("--cold-retention-days", cold_days, "Delete cold-storage files older than this (0: keep)")->check(CLI::Range(0, 36500));
+  archive->add_option("--cold", cold_dir, "Cold-storage directory (default: <data-dir>/cold)");
+  auto* restore_arch = app.add_subcommand(
+      "restore-archived", "Bring archived items back from cold storage; never overwrites data that exists again, "
+                          "reports each conflict (exit 1 if any)");
+  std::vector<std::string> restore_ids;
+  restore_arch->add_option("ids", restore_ids, "Archived item ids (default: all in cold storage)");
+  restore_arch->add_option("--cold", cold_dir, "Cold-storage directory (default: <data-dir>/cold)");
+
   auto* notice = app.add_subcommand("notice", "Add an admin notice to the status page and its Atom feed");
   std::string notice_text;
   notice->add_option("text", notice_text, "The notice, as readers will see it")->required();
@@ -341,6 +360,63 @@ int main(int argc, char** argv) {
   t.data_dir = std::filesystem::absolute(data_dir.empty() ? t.config.data_dir : data_dir).lexically_normal().string();
   t.socket = !socket.empty() ? socket : !t.config.admin_socket.empty() ? t.config.admin_socket : t.data_dir + "/hearthd.sock";
 
+  if (archive->parsed() || restore_arch->parsed()) {
+    // Incident I06. On a stopped daemon's data directory, holding its lock: nothing races.
+    if (ops::DataDirLock::is_held_by_other(t.data_dir)) {
+      fmt::print(stderr, "hearthctl: hearthd is running on {}; stop it first (archival works on a stopped data directory)\n",
+                 t.data_dir);
+      return kCritical;
+    }
+    auto lock = ops::DataDirLock::acquire(t.data_dir);
+    if (!lock) {
+      fmt::print(stderr, "hearthctl: {}\n", lock.error().message);
+      return kCritical;
+    }
+    Logger log(LogLevel::info, LogFormat::text);
+    MetricsRegistry metrics;
+    store::StoreOptions so;
+    so.path = t.data_dir + "/hearth.db";
+    so.readers = 1;
+    auto store = store::Store::open_sqlite(so, log, metrics);
+    if (!store) {
+      fmt::print(stderr, "hearthctl: {}\n", store.error().describe());
+      return kCritical;
+    }
+    std::string cold = cold_dir.empty() ? t.data_dir + "/cold" : cold_dir;
+    if (restore_arch->parsed()) {
+      auto r = ops::restore_archived(**store, cold, restore_ids, log);
+      (*store)->close();
+      if (!r) {
+        fmt::print(stderr, "hearthctl: {}\n", r.error().describe());
+        return kCritical;
+      }
+      for (const auto& id : r->restored) fmt::print("restored {}\n", id);
+      for (const auto& c : r->conflicts) fmt::print("CONFLICT {}: {}\n", c.id, c.reason);
+      fmt::print("{} restored, {} conflicts\n", r->restored.size(), r->conflicts.size());
+      return r->conflicts.empty() ? kOk : kWarning;
+    }
+    ops::ArchivalOptions o;
+    o.cold_dir = cold;
+    o.now_ms = SystemClock().now_ms();
+    o.idle_ms = std::int64_t{idle_days} * 86'400'000;
+    o.cold_retention_ms = std::int64_t{cold_days} * 86'400'000;
+    o.apply = archive_apply;
+    auto r = ops::archive_unreferenced(**store, o, log);
+    (*store)->close();
+    if (!r) {
+      fmt::print(stderr, "hearthctl: archival stopped: {}\n", r.error().describe());
+      return kCritical;
+    }
+    for (const auto& item : r->archived)
+      fmt::print("{} {} {} (last touched {:%Y-%m-%d}, {} messages){}\n", archive_apply ? "archived" : "would archive",
+                 item.kind, item.id, fmt::gmtime(static_cast<std::time_t>(item.last_touched_ms / 1000)), item.messages,
+                 item.file.empty() ? "" : " -> " + item.file);
+    for (const auto& f : r->cold_deleted) fmt::print("{} {}\n", archive_apply ? "deleted cold file" : "would delete cold file", f);
+    fmt::print("{}: {} items; kept {} pinned by an account, {} touched within {} days{}\n",
+               archive_apply ? "archived" : "dry run", r->archived.size(), r->kept_referenced, r->kept_recent, idle_days,
+               archive_apply ? "" : " (run again with --apply)");
+    return kOk;
+  }
   if (restart->parsed()) {
     if (hearthd_path.empty()) hearthd_path = sibling_hearthd();
     int timeout = restart_timeout > 0 ? restart_timeout : t.config.drain_seconds + 60;
