@@ -568,6 +568,8 @@ int run(const Config& config, bool print_banner, bool takeover) {
     }
   }
   (*server)->run();
+  if (handed_over.load()) xmpp_service.hand_over_detached_sessions();
+  else xmpp_service.end_detached_sessions();
   {
     std::lock_guard lk(watchdog_mutex);
     watchdog_stop = true;

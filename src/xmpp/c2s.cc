@@ -1344,10 +1344,14 @@ void XmppService::start_background_tasks() {
 }
 
 void XmppService::hand_over_on_drain() {
-  Impl& s = *impl_;
-  s.handing_over.store(true);
+  impl_->handing_over.store(true);
   // Sessions already detached (a client between networks) have no connection to drain:
   // hand them over here, so that they can still be resumed at the successor.
+  hand_over_detached_sessions();
+}
+
+void XmppService::hand_over_detached_sessions() {
+  Impl& s = *impl_;
   std::vector<std::shared_ptr<Impl::SmState>> states;
   {
     std::lock_guard lock(s.sm_mutex);
@@ -1394,6 +1398,30 @@ void XmppService::hand_over_on_drain() {
                                          {"detached", true}});
     }
     s.im.reroute_unacked(me.bare, me.sink->take_unacked());  // routed to it meanwhile
+  }
+}
+
+void XmppService::end_detached_sessions() {
+  Impl& s = *impl_;
+  std::vector<std::shared_ptr<Impl::SmState>> states;
+  {
+    std::lock_guard lock(s.sm_mutex);
+    for (auto& [id, state] : s.resumable) states.push_back(state);
+    s.resumable.clear();
+  }
+  for (auto& state : states) {
+    {
+      std::lock_guard lock(state->mutex);
+      if (!state->detached || state->ended) continue;
+      state->ended = true;
+    }
+    // As end_session, but here and now: the worker pool has stopped.
+    const SessionIdentity& me = state->me;
+    s.registry.unbind(me.bare, me.id);
+    s.sessions_open.add(-1);
+    s.im.reroute_unacked(me.bare, me.sink->take_unacked());
+    if (state->restored) (void)s.handovers.remove(state->id);
+    s.log.info("xmpp.sm_ended_at_exit", {{"jid", me.full}});
   }
 }
 

@@ -125,6 +125,13 @@ class XmppService {
   // (blocking). Call before stopping the server. The successor restores them in
   // start_background_tasks().
   void hand_over_on_drain();
+  // After the server stopped (the worker pool too), on the calling thread (blocking).
+  // Sessions detached during the drain (XMPP over WebSocket gets a plain close) are handed
+  // over like the others after a hand-over; else detached sessions end here and what their
+  // clients never acknowledged goes to offline storage instead of being lost with the
+  // process.
+  void hand_over_detached_sessions();
+  void end_detached_sessions();
 
   struct Impl;
 

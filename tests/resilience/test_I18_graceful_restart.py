@@ -23,11 +23,53 @@ import threading
 import time
 import unittest
 
+import base64
+import xml.etree.ElementTree as ET
+
 from resilience import Hearth, wait_until
 from harness import HEARTHCTL, HEARTHD
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from test_xmpp_client import Client, TIMEOUT, wait_for_condition  # noqa: E402
+from wsclient import WebSocket  # noqa: E402
+from xmpp_raw import Scram  # noqa: E402
+
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+SM = "urn:xmpp:sm:3"
+
+
+class WsXmpp:
+    """A minimal XMPP-over-WebSocket client (RFC 7395), raw XML, for stream management."""
+
+    def __init__(self, port, user, password):
+        self.user, self.password = user, password
+        self.ws = WebSocket("127.0.0.1", port, "/xmpp-websocket", protocol="xmpp")
+
+    def send(self, xml):
+        self.ws.send_text(xml)
+
+    def recv(self, timeout=TIMEOUT):
+        return ET.fromstring(self.ws.recv_text(timeout=timeout))
+
+    def recv_until(self, tag, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            el = self.recv(max(0.1, deadline - time.monotonic()))
+            if el.tag == tag:
+                return el
+
+    def login(self):
+        self.send(f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>")
+        self.recv_until("{http://etherx.jabber.org/streams}features")
+        scram = Scram(self.user, self.password)
+        self.send(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256'>{base64.b64encode(scram.initial()).decode()}</auth>")
+        challenge = self.recv_until(f"{{{SASL}}}challenge")
+        final = scram.final(base64.b64decode(challenge.text))
+        self.send(f"<response xmlns='{SASL}'>{base64.b64encode(final).decode()}</response>")
+        self.recv_until(f"{{{SASL}}}success")
+        self.send(f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>")
+        self.recv_until("{http://etherx.jabber.org/streams}features")
 
 
 class LoadClient(Client):
@@ -254,6 +296,56 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
                                  what="the message queued for the detached session")
         self.assertEqual(wanderer.fresh_sessions, 1)
         await wait_for_condition(lambda: friend.resumptions == 1, what="the friend resumed too")
+
+    async def test_I18_xmpp_over_websocket_resumes_at_the_new_process(self):
+        """WebSockets are closed by the drain (1001): the detached session is handed over after it."""
+        loop = asyncio.get_running_loop()
+        old = Hearth()
+        self.addCleanup(old.cleanup)
+        self.addCleanup(old.stop)
+        old.start()
+        old.add_users("web", "friend")
+        web = WsXmpp(old.http_port, "web", "web secret pw")
+
+        def start_web():
+            web.login()
+            web.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                     "<resource>browser</resource></bind></iq>")
+            web.recv_until("{jabber:client}iq")
+            web.send(f"<enable xmlns='{SM}' resume='true'/>")
+            enabled = web.recv_until(f"{{{SM}}}enabled")
+            web.send("<presence/>")
+            return enabled.get("id")
+        sm_id = await loop.run_in_executor(None, start_web)
+        self.assertTrue(sm_id)
+
+        friend = LoadClient("friend@localhost/phone", "friend secret pw", old.cert_path(), port=old.xmpp_port)
+        self.addAsyncCleanup(self._stop, friend)
+        await friend.login(old.xmpp_port)
+        await wait_for_condition(lambda: friend.plugin["xep_0198"].sm_id, what="stream management enabled")
+        friend.send_message(mto="web@localhost/browser", mbody="to the browser", mtype="chat")
+        got = await loop.run_in_executor(None, web.recv_until, "{jabber:client}message")
+        self.assertEqual(got.findtext("{jabber:client}body"), "to the browser")  # received, never acknowledged
+
+        new = Hearth(workdir=old.dir)
+        self.addCleanup(new.cleanup)
+        self.addCleanup(new.stop)
+        await loop.run_in_executor(None, lambda: new.start(extra_args=("--takeover",)))
+        self.assertEqual(await loop.run_in_executor(None, old.wait_exit, 30), 0, old.stderr())
+
+        again = WsXmpp(new.http_port, "web", "web secret pw")
+
+        def resume():
+            again.login()
+            again.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+            resumed = again.recv_until(f"{{{SM}}}resumed")
+            return resumed, again.recv_until("{jabber:client}message")
+        resumed, resent = await loop.run_in_executor(None, resume)
+        self.assertEqual(resumed.get("previd"), sm_id)
+        self.assertEqual(resent.findtext("{jabber:client}body"), "to the browser",
+                         "the unacknowledged message is sent again by the new process")
+        web.ws.close()
+        again.ws.close()
 
     def test_I18_hearthctl_restart_returns_once_the_new_daemon_serves(self):
         """The systemd ExecReload path: hearthctl starts `hearthd --takeover` detached."""
