@@ -297,6 +297,38 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(wanderer.fresh_sessions, 1)
         await wait_for_condition(lambda: friend.resumptions == 1, what="the friend resumed too")
 
+    async def test_I18_plain_stop_keeps_what_a_detached_session_never_acknowledged(self):
+        """Without a successor (SIGTERM), a detached session's unacknowledged messages go to
+        offline storage and arrive at the next login."""
+        old = Hearth()
+        self.addCleanup(old.cleanup)
+        self.addCleanup(old.stop)
+        old.start()
+        old.add_users("wanderer", "friend")
+        wanderer = LoadClient("wanderer@localhost/phone", "wanderer secret pw", old.cert_path(), port=old.xmpp_port)
+        friend = LoadClient("friend@localhost/phone", "friend secret pw", old.cert_path(), port=old.xmpp_port)
+        for c in (wanderer, friend):
+            self.addAsyncCleanup(self._stop, c)
+            await c.login(old.xmpp_port)
+            await wait_for_condition(lambda c=c: c.plugin["xep_0198"].sm_id, what="stream management enabled")
+        wanderer.stopping = True
+        gone = asyncio.ensure_future(wanderer.wait_until("disconnected", TIMEOUT))
+        wanderer.transport.abort()
+        await gone
+        friend.send_message(mto="wanderer@localhost", mbody="kept across the stop", mtype="chat")
+        await self.acknowledged(friend, "kept across the stop")
+        friend.stopping = True
+        await friend.stop()
+        self.assertEqual(await asyncio.get_running_loop().run_in_executor(None, old.stop), 0)
+        self.assertIn("event=xmpp.sm_ended_at_exit jid=wanderer@localhost/phone", old.stderr())
+
+        old.start()
+        back = LoadClient("wanderer@localhost/laptop", "wanderer secret pw", old.cert_path(), port=old.xmpp_port)
+        self.addAsyncCleanup(self._stop, back)
+        await back.login(old.xmpp_port)
+        await wait_for_condition(lambda: "kept across the stop" in back.received_bodies,
+                                 what="the message from offline storage")
+
     async def test_I18_xmpp_over_websocket_resumes_at_the_new_process(self):
         """WebSockets are closed by the drain (1001): the detached session is handed over after it."""
         loop = asyncio.get_running_loop()
