@@ -1,14 +1,18 @@
 // hearthctl: administers hearthd. Talks to the running daemon over its admin socket;
 // when no daemon runs on the data directory, runs the same commands on it directly.
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/chrono.h>
@@ -21,6 +25,7 @@
 #include "core/metrics.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
+#include "ops/archival.h"
 #include "ops/backup.h"
 #include "ops/status_page.h"
 #include "ops/system.h"
@@ -31,6 +36,7 @@ namespace {
 
 // Nagios plugin exit codes, also used for every other command: 0 ok, 2 failed.
 constexpr int kOk = 0;
+constexpr int kWarning = 1;
 constexpr int kCritical = 2;
 constexpr int kUnknown = 3;
 
@@ -67,6 +73,80 @@ Result<std::string> read_password(bool confirm) {
     if (again != pw) return fail(Errc::invalid_argument, "the passwords differ");
   }
   return pw;
+}
+
+// hearthd built or installed next to this hearthctl, else "hearthd" (found on PATH).
+std::string sibling_hearthd() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec)
+    for (auto candidate : {self.parent_path().parent_path() / "hearthd" / "hearthd", self.parent_path() / "hearthd"})
+      if (std::filesystem::exists(candidate, ec)) return candidate.string();
+  return "hearthd";
+}
+
+// The pid written in <data_dir>/hearthd.lock by the daemon holding it (0 if none).
+long lock_pid(const std::string& data_dir) {
+  std::FILE* f = std::fopen((data_dir + "/hearthd.lock").c_str(), "r");
+  if (!f) return 0;
+  long pid = 0;
+  if (std::fscanf(f, "%ld", &pid) != 1) pid = 0;
+  std::fclose(f);
+  return pid;
+}
+
+// Incident I18: starts `hearthd --takeover` in its own session (it outlives hearthctl and,
+// under systemd's ExecReload, becomes the service's main process) and waits until it holds
+// the data directory and answers on the admin socket.
+int graceful_restart(const Target& t, const std::string& hearthd, const std::string& config_path,
+                     std::chrono::seconds timeout) {
+  if (!ops::DataDirLock::is_held_by_other(t.data_dir)) {
+    fmt::print(stderr, "hearthctl: no hearthd is running on {}; start it instead\n", t.data_dir);
+    return kCritical;
+  }
+  long old_pid = lock_pid(t.data_dir);
+  std::vector<std::string> args = {hearthd};
+  if (!config_path.empty()) args.insert(args.end(), {"--config", std::filesystem::absolute(config_path).string()});
+  args.insert(args.end(), {"--takeover", "--quiet"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) {
+    fmt::print(stderr, "hearthctl: fork: {}\n", std::strerror(errno));
+    return kCritical;
+  }
+  if (child == 0) {
+    ::setsid();
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);  // the banner; logs stay on stderr
+    }
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "hearthctl: cannot run %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(child, &status, WNOHANG) == child) {
+      fmt::print(stderr, "hearthctl: the new hearthd exited ({}) before serving; the old one ({}) {}\n",
+                 WIFEXITED(status) ? fmt::format("status {}", WEXITSTATUS(status)) : std::string("killed"), old_pid,
+                 ops::DataDirLock::is_held_by_other(t.data_dir) ? "still runs" : "has stopped");
+      return kCritical;
+    }
+    if (lock_pid(t.data_dir) == child) {
+      auto reply = ops::admin_call(t.socket, "health", {}, 1000);
+      if (reply && reply->ok) {
+        fmt::print("hearthd {} took over from {}\n", child, old_pid);
+        return kOk;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a process we do not own
+  }
+  fmt::print(stderr, "hearthctl: the new hearthd ({}) is not serving after {} s\n", child, timeout.count());
+  return kCritical;
 }
 
 // Runs one admin command: over the socket if the daemon runs, else in-process.
@@ -235,6 +315,31 @@ int main(int argc, char** argv) {
   std::string verify_in;
   verify->add_option("backup", verify_in, "Backup file, or - for standard input")->required();
 
+  auto* restart = app.add_subcommand(
+      "restart", "Graceful restart: start `hearthd --takeover` detached, which takes the running daemon's sockets while "
+                 "it drains; returns once the new daemon serves (docs/operations.md)");
+  std::string hearthd_path;
+  int restart_timeout = 0;
+  restart->add_option("--hearthd", hearthd_path, "The hearthd binary to start (default: next to hearthctl, else from PATH)");
+  restart->add_option("--timeout", restart_timeout, "Seconds to wait for the new daemon (default: drain_seconds + 60)");
+
+  auto* archive = app.add_subcommand(
+      "archive", "Move CryptPad channels that no account pins and nothing wrote to for --idle-days to cold storage, "
+                 "item by item (a dry run unless --apply; hearthd must be stopped; docs/operations.md)");
+  bool archive_apply = false;
+  int idle_days = 180, cold_days = 90;
+  std::string cold_dir;
+  archive->add_flag("--apply", archive_apply, "Archive for real (default: only list what would be archived)");
+  archive->add_option("--idle-days", idle_days, "Archive only what nothing touched for this many days")->check(CLI::Range(1, 36500));
+  archive->add_option("--cold-retention-days", cold_days, "Delete cold-storage files older than this (0: keep)")->check(CLI::Range(0, 36500));
+  archive->add_option("--cold", cold_dir, "Cold-storage directory (default: <data-dir>/cold)");
+  auto* restore_arch = app.add_subcommand(
+      "restore-archived", "Bring archived items back from cold storage; never overwrites data that exists again, "
+                          "reports each conflict (exit 1 if any)");
+  std::vector<std::string> restore_ids;
+  restore_arch->add_option("ids", restore_ids, "Archived item ids (default: all in cold storage)");
+  restore_arch->add_option("--cold", cold_dir, "Cold-storage directory (default: <data-dir>/cold)");
+
   auto* notice = app.add_subcommand("notice", "Add an admin notice to the status page and its Atom feed");
   std::string notice_text;
   notice->add_option("text", notice_text, "The notice, as readers will see it")->required();
@@ -255,6 +360,68 @@ int main(int argc, char** argv) {
   t.data_dir = std::filesystem::absolute(data_dir.empty() ? t.config.data_dir : data_dir).lexically_normal().string();
   t.socket = !socket.empty() ? socket : !t.config.admin_socket.empty() ? t.config.admin_socket : t.data_dir + "/hearthd.sock";
 
+  if (archive->parsed() || restore_arch->parsed()) {
+    // Incident I06. On a stopped daemon's data directory, holding its lock: nothing races.
+    if (ops::DataDirLock::is_held_by_other(t.data_dir)) {
+      fmt::print(stderr, "hearthctl: hearthd is running on {}; stop it first (archival works on a stopped data directory)\n",
+                 t.data_dir);
+      return kCritical;
+    }
+    auto lock = ops::DataDirLock::acquire(t.data_dir);
+    if (!lock) {
+      fmt::print(stderr, "hearthctl: {}\n", lock.error().message);
+      return kCritical;
+    }
+    Logger log(LogLevel::info, LogFormat::text);
+    MetricsRegistry metrics;
+    store::StoreOptions so;
+    so.path = t.data_dir + "/hearth.db";
+    so.readers = 1;
+    auto store = store::Store::open_sqlite(so, log, metrics);
+    if (!store) {
+      fmt::print(stderr, "hearthctl: {}\n", store.error().describe());
+      return kCritical;
+    }
+    std::string cold = cold_dir.empty() ? t.data_dir + "/cold" : cold_dir;
+    if (restore_arch->parsed()) {
+      auto r = ops::restore_archived(**store, cold, restore_ids, log);
+      (*store)->close();
+      if (!r) {
+        fmt::print(stderr, "hearthctl: {}\n", r.error().describe());
+        return kCritical;
+      }
+      for (const auto& id : r->restored) fmt::print("restored {}\n", id);
+      for (const auto& c : r->conflicts) fmt::print("CONFLICT {}: {}\n", c.id, c.reason);
+      fmt::print("{} restored, {} conflicts\n", r->restored.size(), r->conflicts.size());
+      return r->conflicts.empty() ? kOk : kWarning;
+    }
+    ops::ArchivalOptions o;
+    o.cold_dir = cold;
+    o.now_ms = SystemClock().now_ms();
+    o.idle_ms = std::int64_t{idle_days} * 86'400'000;
+    o.cold_retention_ms = std::int64_t{cold_days} * 86'400'000;
+    o.apply = archive_apply;
+    auto r = ops::archive_unreferenced(**store, o, log);
+    (*store)->close();
+    if (!r) {
+      fmt::print(stderr, "hearthctl: archival stopped: {}\n", r.error().describe());
+      return kCritical;
+    }
+    for (const auto& item : r->archived)
+      fmt::print("{} {} {} (last touched {:%Y-%m-%d}, {} messages){}\n", archive_apply ? "archived" : "would archive",
+                 item.kind, item.id, fmt::gmtime(static_cast<std::time_t>(item.last_touched_ms / 1000)), item.messages,
+                 item.file.empty() ? "" : " -> " + item.file);
+    for (const auto& f : r->cold_deleted) fmt::print("{} {}\n", archive_apply ? "deleted cold file" : "would delete cold file", f);
+    fmt::print("{}: {} items; kept {} pinned by an account, {} touched within {} days{}\n",
+               archive_apply ? "archived" : "dry run", r->archived.size(), r->kept_referenced, r->kept_recent, idle_days,
+               archive_apply ? "" : " (run again with --apply)");
+    return kOk;
+  }
+  if (restart->parsed()) {
+    if (hearthd_path.empty()) hearthd_path = sibling_hearthd();
+    int timeout = restart_timeout > 0 ? restart_timeout : t.config.drain_seconds + 60;
+    return graceful_restart(t, hearthd_path, config_path, std::chrono::seconds(timeout));
+  }
   if (backup->parsed()) {
     ops::BackupOptions o;
     o.data_dir = t.data_dir;

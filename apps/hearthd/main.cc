@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -29,6 +30,7 @@
 #include "ops/account_commands.h"
 #include "ops/admin.h"
 #include "ops/backup.h"
+#include "ops/handover.h"
 #include "ops/health.h"
 #include "ops/status_page.h"
 #include "ops/storage_watch.h"
@@ -104,7 +106,7 @@ std::string format_time_utc(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(static_cast<std::time_t>(ms / 1000)));
 }
 
-int run(const Config& config, bool print_banner) {
+int run(const Config& config, bool print_banner, bool takeover) {
   LogLevel level = LogLevel::info;
   parse_log_level(config.log_level, level);
   Logger log(level, config.log_format == "json" ? LogFormat::json : LogFormat::text);
@@ -116,8 +118,33 @@ int run(const Config& config, bool print_banner) {
     fmt::print(stderr, "hearthd: {}\n", r.error().message);
     return kExitStartup;
   }
-  auto lock = ops::DataDirLock::acquire(data_dir);
+  const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
+  // Graceful restart (incident I18): take the running daemon's listening sockets, then wait
+  // for it to drain and release the data directory. No daemon running: a plain start.
+  std::vector<net::ListeningSocket> inherited;
+  auto close_inherited = [&inherited] {
+    for (auto& s : inherited) ::close(s.fd);
+    inherited.clear();
+  };
+  if (takeover) {
+    auto taken = ops::take_over_listeners(socket_path);
+    if (taken) {
+      inherited = std::move(*taken);
+      log.info("hearthd.taking_over", {{"listeners", static_cast<std::int64_t>(inherited.size())}});
+      // Under systemd (NotifyAccess=all) this process is the service's main process from
+      // now on, before the old one exits, so that its exit does not stop the service.
+      (void)ops::SystemdNotifier::from_environment().notify(fmt::format("MAINPID={}", ::getpid()));
+    } else if (taken.error().code == Errc::unavailable) {
+      log.info("hearthd.takeover_nothing_running", {{"socket", socket_path}});
+    } else {
+      fmt::print(stderr, "hearthd: cannot take over: {}\n", taken.error().message);
+      return kExitStartup;
+    }
+  }
+  auto lock = inherited.empty() ? ops::DataDirLock::acquire(data_dir)
+                                : ops::wait_for_data_dir_lock(data_dir, std::chrono::seconds(config.drain_seconds + 30));
   if (!lock) {
+    close_inherited();
     fmt::print(stderr, "hearthd: {}\n", lock.error().message);
     return kExitStartup;
   }
@@ -379,6 +406,7 @@ int run(const Config& config, bool print_banner) {
     if (config.https_port >= 0) specs.push_back({addr, config.https_port, true});
   }
   http_server = server->get();
+  (*server)->adopt(std::move(inherited));
   auto bound = (*server)->listen(specs);
   if (!bound) {
     fmt::print(stderr, "hearthd: {}\n", bound.error().message);
@@ -445,8 +473,8 @@ int run(const Config& config, bool print_banner) {
   // process's store on a reader connection (no write lock) off the admin thread, and packs
   // it itself.
   ops::SnapshotRunner snapshots([db](const std::string& path) { return db->snapshot_to(path); });
-  const std::string socket_path = config.admin_socket.empty() ? data_dir + "/hearthd.sock" : absolute(config.admin_socket);
   ops::AdminServer admin(socket_path, log);
+  std::atomic<bool> handed_over{false};
   ops::AdminCommands commands;
   ops::add_account_commands(commands, **accounts,
                             {config.primary_domain().name, public_url,
@@ -512,6 +540,16 @@ int run(const Config& config, bool print_banner) {
     };
   }
   for (auto& [name, fn] : commands) admin.add_command(name, fn);
+  // Graceful restart (incident I18): a successor takes the listening sockets; this process
+  // then drains (as on SIGTERM) and exits.
+  admin.add_fd_command(ops::kTakeoverCommand,
+                       ops::hand_over_listeners_command(**server, [&server, &matrix_service, &xmpp_service, &log, &handed_over] {
+                         log.info("hearthd.draining", {{"reason", "takeover"}});
+                         handed_over.store(true);
+                         xmpp_service.hand_over_on_drain();
+                         (*server)->stop();
+                         (*matrix_service)->release_waiters();
+                       }, log));
   if (auto r = admin.start(); !r) {
     fmt::print(stderr, "hearthd: {}\n", r.error().message);
     return kExitStartup;
@@ -593,7 +631,8 @@ int run(const Config& config, bool print_banner) {
   bool watchdog_stop = false;
   std::thread watchdog;
   if (notifier.active()) {
-    (void)notifier.notify("READY=1");
+    // After a takeover this process is the service's new main process (NotifyAccess=all).
+    (void)notifier.notify(takeover ? fmt::format("MAINPID={}\nREADY=1", ::getpid()) : std::string("READY=1"));
     if (notifier.watchdog_interval().count() > 0) {
       watchdog = std::thread([&] {
         std::unique_lock lk(watchdog_mutex);
@@ -614,13 +653,15 @@ int run(const Config& config, bool print_banner) {
     }
   }
   (*server)->run();
+  if (handed_over.load()) xmpp_service.hand_over_detached_sessions();
+  else xmpp_service.end_detached_sessions();
   {
     std::lock_guard lk(watchdog_mutex);
     watchdog_stop = true;
   }
   watchdog_cv.notify_all();
   if (watchdog.joinable()) watchdog.join();
-  (void)notifier.notify("STOPPING=1");
+  if (!handed_over.load()) (void)notifier.notify("STOPPING=1");  // else the successor is the service now
   pthread_kill(signal_waiter.native_handle(), SIGUSR2);
   signal_waiter.join();
   admin.stop();
@@ -652,9 +693,13 @@ int main(int argc, char** argv) {
   std::string config_path;
   bool check_only = false;
   bool quiet = false;
+  bool takeover = false;
   app.add_option("-c,--config", config_path, "TOML configuration file (docs/configuration.md); default: built-in defaults");
   app.add_flag("--check-config", check_only, "Validate the configuration and exit");
   app.add_flag("-q,--quiet", quiet, "Do not print the start-up banner on stdout");
+  app.add_flag("--takeover", takeover,
+               "Graceful restart: take the listening sockets of the hearthd running on the same data directory, "
+               "let it drain, then serve (docs/operations.md)");
   app.set_version_flag("--version", "hearthd 0.1.0");
   CLI11_PARSE(app, argc, argv);
 
@@ -668,5 +713,5 @@ int main(int argc, char** argv) {
     fmt::print("{}: ok\n", config_path.empty() ? "built-in defaults" : config_path);
     return 0;
   }
-  return hearth::run(*config, !quiet);
+  return hearth::run(*config, !quiet, takeover);
 }

@@ -188,6 +188,18 @@ struct BoundEndpoint {
   bool tls;
 };
 
+// Graceful restart (incident I18): a listening socket handed by a running hearthd to its
+// successor (over the admin socket, SCM_RIGHTS), so that the port never stops accepting:
+// connections that arrive while the old process drains and the new one starts wait in the
+// kernel's listen backlog instead of being refused. `kind` names the listener: "http",
+// "https", or a stream listener's name ("xmpp-client", "xmpp-client-tls").
+struct ListeningSocket {
+  int fd = -1;  // owned by whoever holds the struct
+  std::string kind;
+  std::string address;  // as configured ("127.0.0.1", "::")
+  int port = 0;         // the bound port
+};
+
 // ---------------------------------------------------------------------------------------
 // Raw byte streams (XMPP). net owns the socket, TLS, caps, read throttling and timers; the
 // protocol layer sees ordered chunks of bytes and writes bytes back.
@@ -406,6 +418,15 @@ class HttpServer {
   // remote address, drained on stop like accepted ones); `handler` runs once, see
   // StreamConnectHandler. Thread-safe; call once run() started.
   void connect_stream(OutgoingStreamSpec spec, StreamConnectHandler handler);
+  // Graceful restart, successor side: sockets inherited from the previous process. Call
+  // before listen()/listen_stream(); a later spec of the same kind and address (and port,
+  // unless the spec asks for port 0) takes the inherited socket as it is instead of
+  // binding a new one. Inherited sockets no spec claimed are closed when run() starts.
+  void adopt(std::vector<ListeningSocket> sockets);
+  // Graceful restart, predecessor side: a duplicate (close-on-exec) of every listening
+  // socket, for the caller to send and close. Thread-safe. The server keeps accepting
+  // until stop(), which closes only its own descriptors; the successor's keep listening.
+  std::vector<ListeningSocket> listening_sockets() const;
   // Runs the shard threads; blocks the calling thread until stop() finished draining.
   void run();
   // Thread-safe and idempotent; returns at once (run() does the draining). Not

@@ -1,6 +1,8 @@
 // HttpServer: shards, acceptors, TLS contexts, stop and drain. Sessions live in
 // http_session.h (instantiated by session_plain.cc and session_tls.cc).
+#include <fcntl.h>
 #include <openssl/ssl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -228,6 +230,8 @@ void HttpServer::Impl::hand_off(Listener& l, Shard& shard, tcp::socket socket) {
 
 HttpServer::Impl::~Impl() {
   if (peer_store) X509_STORE_free(peer_store);
+  for (auto& s : inherited)
+    if (s.fd >= 0) ::close(s.fd);
   for (auto& s : shards) {
     std::lock_guard lock(s->poster->mutex);
     s->poster->ctx = nullptr;
@@ -354,12 +358,27 @@ Result<std::vector<BoundEndpoint>> HttpServer::Impl::add_listeners(std::vector<s
     l.acceptor = std::make_unique<tcp::acceptor>(*shards[static_cast<std::size_t>(l.home)]->ctx);
     tcp::endpoint endpoint(address, static_cast<unsigned short>(spec.port));
     auto where = fmt::format("{}:{}", spec.address, spec.port);
-    l.acceptor->open(endpoint.protocol(), ec);
-    if (!ec) l.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) l.acceptor->bind(endpoint, ec);
-    if (ec) return fail(Errc::unavailable, fmt::format("cannot bind {}: {}", where, ec.message()));
-    l.acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return fail(Errc::unavailable, fmt::format("cannot listen on {}: {}", where, ec.message()));
+    const std::string kind = l.stream_acceptor ? l.stream_spec.name : (spec.tls ? "https" : "http");
+    auto adopted = std::find_if(inherited.begin(), inherited.end(), [&](const ListeningSocket& s) {
+      return s.fd >= 0 && s.kind == kind && s.address == spec.address && (spec.port == 0 || s.port == spec.port);
+    });
+    if (adopted != inherited.end()) {
+      // Graceful restart: the predecessor's socket, already bound and listening.
+      int fd = std::exchange(adopted->fd, -1);
+      l.acceptor->assign(endpoint.protocol(), fd, ec);
+      if (ec) {
+        ::close(fd);
+        return fail(Errc::unavailable, fmt::format("cannot adopt the inherited socket for {}: {}", where, ec.message()));
+      }
+      log.info("http.adopted_listener", {{"kind", kind}, {"addr", spec.address}, {"port", adopted->port}});
+    } else {
+      l.acceptor->open(endpoint.protocol(), ec);
+      if (!ec) l.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) l.acceptor->bind(endpoint, ec);
+      if (ec) return fail(Errc::unavailable, fmt::format("cannot bind {}: {}", where, ec.message()));
+      l.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) return fail(Errc::unavailable, fmt::format("cannot listen on {}: {}", where, ec.message()));
+    }
     auto local = l.acceptor->local_endpoint(ec);
     l.bound = BoundEndpoint{spec.address, ec ? spec.port : local.port(), spec.tls};
     bound.push_back(l.bound);
@@ -416,6 +435,34 @@ void HttpServer::connect_stream(OutgoingStreamSpec spec, StreamConnectHandler ha
   });
 }
 
+void HttpServer::adopt(std::vector<ListeningSocket> sockets) {
+  std::lock_guard lock(impl_->listeners_mutex);
+  for (auto& s : sockets) impl_->inherited.push_back(std::move(s));
+}
+
+std::vector<ListeningSocket> HttpServer::listening_sockets() const {
+  std::vector<ListeningSocket> out;
+  std::lock_guard lock(impl_->listeners_mutex);
+  for (auto& l : impl_->listeners) {
+    if (!l->acceptor || !l->acceptor->is_open()) continue;
+    int fd = ::fcntl(l->acceptor->native_handle(), F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) continue;
+    out.push_back({fd, l->stream_acceptor ? l->stream_spec.name : (l->spec.tls ? "https" : "http"), l->spec.address,
+                   l->bound.port});
+  }
+  return out;
+}
+
+void HttpServer::Impl::close_unclaimed_inherited() {
+  std::lock_guard lock(listeners_mutex);
+  for (auto& s : inherited)
+    if (s.fd >= 0) {
+      log.warn("http.inherited_listener_unused", {{"kind", s.kind}, {"addr", s.address}, {"port", s.port}});
+      ::close(std::exchange(s.fd, -1));
+    }
+  inherited.clear();
+}
+
 void HttpServer::run() {
   Impl& s = *impl_;
   {
@@ -423,6 +470,7 @@ void HttpServer::run() {
     if (s.running || s.finished) return;
     s.running = true;
   }
+  s.close_unclaimed_inherited();
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   for (auto& shard : s.shards) guards.emplace_back(shard->ctx->get_executor());
   {

@@ -222,6 +222,7 @@ struct HttpServer::Impl {
   std::vector<std::unique_ptr<Shard>> shards;
   std::mutex listeners_mutex;
   std::vector<std::unique_ptr<Listener>> listeners;
+  std::vector<ListeningSocket> inherited;  // graceful restart; guarded by listeners_mutex
 
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> next_connection_id{1};
@@ -248,6 +249,7 @@ struct HttpServer::Impl {
   std::chrono::seconds idle() const { return std::chrono::seconds(std::max(1, options.idle_timeout_seconds)); }
 
   void start_accepting(Listener& l);
+  void close_unclaimed_inherited();
   awaitable<void> accept_loop(Listener& l);
   void hand_off(Listener& l, Shard& shard, tcp::socket socket);
   Result<std::vector<BoundEndpoint>> add_listeners(std::vector<std::unique_ptr<Listener>> created);

@@ -32,8 +32,9 @@ Result<sockaddr_un> unix_address(const std::string& path) {
   return addr;
 }
 
-// Reads until '\n', EOF, the size limit or the deadline.
-Result<std::string> read_line(int fd, std::size_t limit, int timeout_ms = kIoTimeoutMs) {
+// Reads until '\n', EOF, the size limit or the deadline. With `fds`, descriptors sent
+// along (SCM_RIGHTS) are appended to it.
+Result<std::string> read_line(int fd, std::size_t limit, int timeout_ms = kIoTimeoutMs, std::vector<int>* fds = nullptr) {
   std::string out;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   char buf[4096];
@@ -45,7 +46,29 @@ Result<std::string> read_line(int fd, std::size_t limit, int timeout_ms = kIoTim
     int rc = ::poll(&p, 1, static_cast<int>(left));
     if (rc < 0 && errno == EINTR) continue;
     if (rc <= 0) continue;
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n;
+    if (fds) {
+      iovec iov{buf, sizeof buf};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxAdminFds)];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+      if (n >= 0)
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+          if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+          std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+          for (std::size_t i = 0; i < count; ++i) {
+            int received;
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            fds->push_back(received);
+          }
+        }
+    } else {
+      n = ::read(fd, buf, sizeof buf);
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail(Errc::io, fmt::format("admin socket read: {}", std::strerror(errno)));
     if (n == 0) return out;
@@ -68,6 +91,28 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
+// Sends `data`, its first bytes carrying `fds` (SCM_RIGHTS).
+bool write_all_with_fds(int fd, std::string_view data, const std::vector<int>& fds) {
+  if (fds.empty() || fds.size() > kMaxAdminFds) return fds.empty() && write_all(fd, data);
+  iovec iov{const_cast<char*>(data.data()), data.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxAdminFds)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  ssize_t n;
+  do n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  return write_all(fd, data.substr(static_cast<std::size_t>(n)));
+}
+
 std::string error_reply(Errc code, std::string_view message) {
   JsonWriter w;
   w.begin_object().key("ok").value(false).key("error").begin_object()
@@ -88,6 +133,9 @@ AdminServer::AdminServer(std::string socket_path, Logger& log) : path_(std::move
 AdminServer::~AdminServer() { stop(); }
 
 void AdminServer::add_command(std::string name, AdminCommand command) { commands_[std::move(name)] = std::move(command); }
+void AdminServer::add_fd_command(std::string name, AdminFdCommand command) {
+  fd_commands_[std::move(name)] = std::move(command);
+}
 
 Result<void> AdminServer::start() {
   auto addr = unix_address(path_);
@@ -198,6 +246,19 @@ void AdminServer::handle(int fd) {
       args[std::string(k)] = std::move(value);
     }
   }
+  if (auto fit = fd_commands_.find(std::string(command)); fit != fd_commands_.end()) {
+    auto result = fit->second(args);
+    log_.info("admin.command", {{"command", command}, {"ok", static_cast<bool>(result)}});
+    if (!result) {
+      write_all(fd, error_reply(result.error().code, result.error().message) + "\n");
+      return;
+    }
+    std::string reply = "{\"ok\":true,\"result\":" + (result->result_json.empty() ? std::string("null") : result->result_json) + "}\n";
+    if (!write_all_with_fds(fd, reply, result->fds)) log_.warn("admin.reply_failed", {{"command", command}});
+    for (int f : result->fds) ::close(f);
+    if (result->after_reply) result->after_reply();
+    return;
+  }
   auto it = commands_.find(std::string(command));
   std::string reply;
   if (it == commands_.end()) {
@@ -214,8 +275,9 @@ void AdminServer::handle(int fd) {
   write_all(fd, reply + "\n");
 }
 
-Result<AdminReply> admin_call(const std::string& socket_path, const std::string& command, const AdminArgs& args,
-                              int reply_timeout_ms) {
+namespace {
+Result<AdminReply> call(const std::string& socket_path, const std::string& command, const AdminArgs& args,
+                        int reply_timeout_ms, std::vector<int>* fds) {
   auto addr = unix_address(socket_path);
   if (!addr) return tl::unexpected(addr.error());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -235,7 +297,7 @@ Result<AdminReply> admin_call(const std::string& socket_path, const std::string&
     ::close(fd);
     return fail(Errc::io, "cannot send to the admin socket");
   }
-  auto line = read_line(fd, 16 * 1024 * 1024, reply_timeout_ms);
+  auto line = read_line(fd, 16 * 1024 * 1024, reply_timeout_ms, fds);
   ::close(fd);
   if (!line) return tl::unexpected(line.error());
   simdjson::dom::parser parser;
@@ -255,6 +317,25 @@ Result<AdminReply> admin_call(const std::string& socket_path, const std::string&
     reply.message = std::string(message);
   }
   return reply;
+}
+
+}  // namespace
+
+Result<AdminReply> admin_call(const std::string& socket_path, const std::string& command, const AdminArgs& args,
+                              int reply_timeout_ms) {
+  return call(socket_path, command, args, reply_timeout_ms, nullptr);
+}
+
+Result<AdminFdReply> admin_call_receiving_fds(const std::string& socket_path, const std::string& command,
+                                              const AdminArgs& args, int reply_timeout_ms) {
+  AdminFdReply out;
+  auto reply = call(socket_path, command, args, reply_timeout_ms, &out.fds);
+  if (!reply) {
+    for (int f : out.fds) ::close(f);
+    return tl::unexpected(reply.error());
+  }
+  out.reply = std::move(*reply);
+  return out;
 }
 
 std::string json_field(const std::string& json, const std::string& key) {

@@ -25,6 +25,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -35,6 +36,18 @@ using AdminArgs = std::map<std::string, std::string>;
 // Returns the result as serialised JSON.
 using AdminCommand = std::function<Result<std::string>(const AdminArgs&)>;
 
+// A command whose reply carries descriptors (SCM_RIGHTS on the reply line): the graceful
+// restart's hand-over of listening sockets (incident I18). The server sends `fds` with the
+// reply, closes them, then runs `after_reply` on the admin thread (even if the client went
+// away: the caller decided to hand over when it returned the descriptors).
+struct AdminFdResult {
+  std::string result_json;
+  std::vector<int> fds;  // at most kMaxAdminFds; owned by the server once returned
+  std::function<void()> after_reply;
+};
+using AdminFdCommand = std::function<Result<AdminFdResult>(const AdminArgs&)>;
+inline constexpr std::size_t kMaxAdminFds = 16;
+
 class AdminServer {
  public:
   AdminServer(std::string socket_path, Logger& log);
@@ -44,6 +57,7 @@ class AdminServer {
 
   // Before start() only.
   void add_command(std::string name, AdminCommand command);
+  void add_fd_command(std::string name, AdminFdCommand command);
 
   // Binds the socket (replacing a stale one left by a crash) and starts serving.
   Result<void> start();
@@ -57,6 +71,7 @@ class AdminServer {
   std::string path_;
   Logger& log_;
   std::map<std::string, AdminCommand> commands_;
+  std::map<std::string, AdminFdCommand> fd_commands_;
   int listen_fd_ = -1;
   int spare_fd_ = -1;  // given up for accept() when descriptors run out (incident I16)
   int wake_pipe_[2] = {-1, -1};
@@ -74,6 +89,15 @@ struct AdminReply {
 // `reply_timeout_ms` bounds the wait for the answer (5 s; longer for a database snapshot).
 Result<AdminReply> admin_call(const std::string& socket_path, const std::string& command,
                               const AdminArgs& args, int reply_timeout_ms = 5000);
+
+// Client side of an AdminFdCommand: the reply and the descriptors that came with it
+// (close-on-exec, owned by the caller).
+struct AdminFdReply {
+  AdminReply reply;
+  std::vector<int> fds;
+};
+Result<AdminFdReply> admin_call_receiving_fds(const std::string& socket_path, const std::string& command,
+                                              const AdminArgs& args, int reply_timeout_ms = 5000);
 
 // A parsed JSON value reduced to what admin results need: used by hearthctl to print.
 // Returns the string value of a top-level key of a JSON object, or "" if absent.

@@ -33,6 +33,7 @@
 #include "xmpp/sasl2.h"
 #include "xmpp/fast.h"
 #include "xmpp/sasl.h"
+#include "xmpp/sm_handover.h"
 #include "xmpp/xml.h"
 #include "xmpp/xmpp.h"
 #include "xmpp/xmpp_store.h"
@@ -87,6 +88,7 @@ struct XmppService::Impl {
         offload(std::move(off)),
         run_after(std::move(after)),
         xstore(s, c, XmppStoreOptions{o.max_roster_items, o.max_offline_messages}),
+        handovers(s),
         fast(s, c, FastOptions{std::int64_t{o.fast_token_ttl_days} * 24 * 3600 * 1000}),
         im(options.domains, a, xstore, registry, c, l, m),
         sessions_open(m.gauge("hearth_xmpp_sessions", "Bound XMPP client sessions.")),
@@ -107,6 +109,10 @@ struct XmppService::Impl {
   Offload offload;
   RunAfter run_after;
   XmppStore xstore;
+  SmHandoverStore handovers;
+  // Graceful restart (incident I18): the coming drain hands resumable sessions to the
+  // successor process instead of ending them.
+  std::atomic<bool> handing_over{false};
   FastTokens fast;
   SessionRegistry registry;
   ImRouter im;
@@ -137,6 +143,7 @@ struct XmppService::Impl {
     std::mutex mutex;
     bool detached = false;
     bool ended = false;
+    bool restored = false;  // handed over by the previous process (a row in xmpp_sm_handover)
     std::uint64_t generation = 0;  // bumps on every detach/attach, cancelling old timers
     std::function<void()> take_over;  // closes the connection that owns the state now
   };
@@ -145,11 +152,12 @@ struct XmppService::Impl {
 
   // A bound session is over for good: it leaves the registry, its contacts see it go,
   // and what its client never acknowledged is re-routed (offline storage).
-  void end_session(const SessionIdentity& me, const std::string& sm_id) {
+  void end_session(const SessionIdentity& me, const std::string& sm_id, bool restored = false) {
     if (!sm_id.empty()) {
       std::lock_guard lock(sm_mutex);
       resumable.erase(sm_id);
     }
+
     bool was_available = false;
     bool registered = false;
     for (const auto& s : registry.sessions(me.bare))
@@ -164,9 +172,10 @@ struct XmppService::Impl {
     if (blocks) blocks->session_closed(me.bare, me.id);
     auto unacked = me.sink->take_unacked();
     auto self = this;
-    offload([self, me, was_available, unacked = std::move(unacked)]() mutable {
+    offload([self, me, was_available, unacked = std::move(unacked), restored, sm_id]() mutable {
       self->im.session_closed(me, was_available);
       self->im.reroute_unacked(me.bare, std::move(unacked));
+      if (restored) (void)self->handovers.remove(sm_id);  // its stanzas are rerouted now
     });
   }
 };
@@ -216,6 +225,15 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     closed_finally_ = true;
     closed_ = true;
     queued_.clear();
+    if (handed_over_) {
+      // Stanzas routed to this session after its state was saved: to offline storage.
+      auto late = me_.sink->take_unacked();
+      if (!late.empty())
+        svc_->offload([svc = svc_, bare = me_.bare, late = std::move(late)]() mutable {
+          svc->im.reroute_unacked(bare, std::move(late));
+        });
+      return;
+    }
     if (!bound_ || taken_over_) return;
     bool displaced = !svc_->registry.find(me_.bare, me_.resource) ||
                      svc_->registry.find(me_.bare, me_.resource)->id != me_.id;
@@ -238,7 +256,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
           state->ended = true;
         }
         svc->log.info("xmpp.sm_expired", {{"jid", state->me.full}});
-        svc->end_session(state->me, state->id);
+        svc->end_session(state->me, state->id, state->restored);
       });
       return;
     }
@@ -246,10 +264,22 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       std::lock_guard lock(sm_->mutex);
       sm_->ended = true;
     }
-    svc_->end_session(me_, sm_ ? sm_->id : std::string());
+    svc_->end_session(me_, sm_ ? sm_->id : std::string(), sm_ && sm_->restored);
   }
 
-  void on_drain() { stream_error("system-shutdown", "the server is restarting"); }
+  void on_drain() {
+    if (svc_->handing_over.load() && bound_ && sm_ && !sm_->id.empty() && !closed_) {
+      // Graceful restart: stop reading (stanzas not yet handled are not counted in h, so
+      // the client re-sends them after resuming), let a running job finish, then save the
+      // session for the successor and drop the connection without a stream error.
+      closed_ = true;
+      handing_over_ = true;
+      queued_.clear();
+      if (!busy_) hand_over();
+      return;
+    }
+    stream_error("system-shutdown", "the server is restarting");
+  }
 
   // ---- parser callbacks (shard thread) ----
   void on_stream_open(const StreamHeader& h) override {
@@ -529,6 +559,16 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     }
     svc_->resumptions.inc();
     svc_->log.info("xmpp.sm_resumed", {{"jid", me_.full}, {"ip", conn_->remote_ip()}});
+    if (sm_->restored) {
+      // Resumed across a graceful restart: the row has served its purpose, and messages
+      // stored offline while the session moved between processes are delivered now.
+      sm_->restored = false;
+      svc_->offload([svc = svc_, me = me_, id = sm_->id] {
+        (void)svc->handovers.remove(id);
+        if (auto taken = svc->xstore.take_offline(me.bare))
+          for (auto& m : *taken) me.sink->deliver(std::move(m.stanza));
+      });
+    }
   }
 
   // Another connection resumed this session: close quietly, leaving the session alone.
@@ -538,6 +578,63 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     closed_ = true;
     conn_->send("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>");
     conn_->close();
+  }
+
+  // Graceful restart (incident I18): this session leaves routing (later stanzas for it go
+  // to offline storage, see on_close), its state goes to xmpp_sm_handover, and only once
+  // that is durable is the connection dropped, so the client resumes at the successor.
+  void hand_over() {
+    if (handed_over_) return;
+    handed_over_ = true;
+    HandedOverSession rec;
+    if (auto entry = svc_->registry.find(me_.bare, me_.resource); entry && entry->id == me_.id) {
+      rec.available = entry->available;
+      rec.priority = entry->priority;
+      rec.presence = entry->last_presence;
+      rec.carbons = entry->carbons;
+      rec.roster_pushes = entry->wants_roster_pushes;
+      svc_->registry.unbind(me_.bare, me_.id);
+      svc_->sessions_open.add(-1);
+    }
+    {
+      std::lock_guard lock(svc_->sm_mutex);
+      svc_->resumable.erase(sm_->id);
+    }
+    {
+      std::lock_guard lock(sm_->mutex);
+      sm_->ended = true;
+    }
+    auto frozen = me_.sink->hand_over();
+    rec.sm_id = sm_->id;
+    rec.localpart = me_.localpart;
+    rec.domain = me_.domain;
+    rec.resource = me_.resource;
+    rec.handled = sm_->handled.load();
+    rec.sent = frozen.sent;
+    rec.acked = frozen.acked;
+    rec.unacked = std::move(frozen.unacked);
+    rec.saved_ms = svc_->clock.now_ms();
+    auto svc = svc_;
+    auto conn = conn_;
+    auto me = me_;
+    bool was_available = rec.available;
+    auto job = std::make_shared<HandedOverSession>(std::move(rec));
+    bool queued = svc_->offload([svc, conn, me, was_available, job] {
+      if (auto r = svc->handovers.save(*job); !r) {
+        // Not saved: the session ends here, as on a plain shutdown; nothing is lost.
+        svc->log.warn("xmpp.sm_handover_failed", {{"jid", me.full}, {"error", r.error().describe()}});
+        svc->im.session_closed(me, was_available);
+        svc->im.reroute_unacked(me.bare, std::move(job->unacked));
+      } else {
+        svc->log.info("xmpp.sm_handed_over", {{"jid", me.full}, {"unacked", static_cast<std::int64_t>(job->unacked.size())}});
+      }
+      conn->close();
+    });
+    if (!queued) {
+      svc_->log.warn("xmpp.sm_handover_failed", {{"jid", me_.full}, {"error", "worker pool full"}});
+      svc_->im.reroute_unacked(me_.bare, std::move(job->unacked));
+      conn_->close();
+    }
   }
 
   // Runs `job` on the worker pool; the session processes nothing else until it is done.
@@ -559,6 +656,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
 
   void resume() {
     busy_ = false;
+    if (handing_over_) return hand_over();
     while (!busy_ && !closed_ && !queued_.empty()) {
       Element next = std::move(queued_.front());
       queued_.pop_front();
@@ -1028,6 +1126,8 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   bool bound_ = false;
   bool ending_ = false;       // no resumption: clean close, stream error, replaced
   bool taken_over_ = false;   // another connection resumed this session
+  bool handing_over_ = false;  // graceful restart: hand over once the running job ends
+  bool handed_over_ = false;   // saved for the successor process (hand_over())
   std::shared_ptr<XmppService::Impl::SmState> sm_;
   int auth_failures_ = 0;
   std::string domain_;
@@ -1099,6 +1199,7 @@ XmppService::~XmppService() = default;
 
 Result<void> XmppService::migrate() {
   if (auto r = impl_->xstore.migrate(); !r) return r;
+  if (auto r = impl_->handovers.migrate(); !r) return r;
   if (auto r = impl_->fast.migrate(); !r) return r;
   IqTable& iqs = impl_->im.iqs();
   if (auto r = register_vcard(iqs, impl_->store, impl_->clock); !r) return r;
@@ -1285,7 +1386,146 @@ void purge_archive(std::weak_ptr<XmppService::Impl> weak, std::int64_t purged_so
 
 }  // namespace
 
-void XmppService::start_background_tasks() { purge_archive(impl_, 0); }
+void XmppService::start_background_tasks() {
+  restore_handed_over_sessions();
+  purge_archive(impl_, 0);
+}
+
+void XmppService::hand_over_on_drain() {
+  impl_->handing_over.store(true);
+  // Sessions already detached (a client between networks) have no connection to drain:
+  // hand them over here, so that they can still be resumed at the successor.
+  hand_over_detached_sessions();
+}
+
+void XmppService::hand_over_detached_sessions() {
+  Impl& s = *impl_;
+  std::vector<std::shared_ptr<Impl::SmState>> states;
+  {
+    std::lock_guard lock(s.sm_mutex);
+    for (auto& [id, state] : s.resumable) states.push_back(state);
+  }
+  for (auto& state : states) {
+    {
+      std::lock_guard lock(state->mutex);
+      if (!state->detached || state->ended) continue;
+      state->ended = true;  // this process neither resumes nor expires it any more
+    }
+    {
+      std::lock_guard lock(s.sm_mutex);
+      s.resumable.erase(state->id);
+    }
+    const SessionIdentity& me = state->me;
+    HandedOverSession rec;
+    if (auto entry = s.registry.find(me.bare, me.resource); entry && entry->id == me.id) {
+      rec.available = entry->available;
+      rec.priority = entry->priority;
+      rec.presence = entry->last_presence;
+      rec.carbons = entry->carbons;
+      rec.roster_pushes = entry->wants_roster_pushes;
+      s.registry.unbind(me.bare, me.id);
+      s.sessions_open.add(-1);
+    }
+    auto frozen = me.sink->hand_over();
+    rec.sm_id = state->id;
+    rec.localpart = me.localpart;
+    rec.domain = me.domain;
+    rec.resource = me.resource;
+    rec.handled = state->handled.load();
+    rec.sent = frozen.sent;
+    rec.acked = frozen.acked;
+    rec.unacked = std::move(frozen.unacked);
+    rec.saved_ms = s.clock.now_ms();
+    if (auto r = s.handovers.save(rec); !r) {
+      s.log.warn("xmpp.sm_handover_failed", {{"jid", me.full}, {"error", r.error().describe()}});
+      s.im.session_closed(me, rec.available);
+      s.im.reroute_unacked(me.bare, std::move(rec.unacked));
+      if (state->restored) (void)s.handovers.remove(state->id);
+    } else {
+      s.log.info("xmpp.sm_handed_over", {{"jid", me.full}, {"unacked", static_cast<std::int64_t>(rec.unacked.size())},
+                                         {"detached", true}});
+    }
+    s.im.reroute_unacked(me.bare, me.sink->take_unacked());  // routed to it meanwhile
+  }
+}
+
+void XmppService::end_detached_sessions() {
+  Impl& s = *impl_;
+  std::vector<std::shared_ptr<Impl::SmState>> states;
+  {
+    std::lock_guard lock(s.sm_mutex);
+    for (auto& [id, state] : s.resumable) states.push_back(state);
+    s.resumable.clear();
+  }
+  for (auto& state : states) {
+    {
+      std::lock_guard lock(state->mutex);
+      if (!state->detached || state->ended) continue;
+      state->ended = true;
+    }
+    // As end_session, but here and now: the worker pool has stopped.
+    const SessionIdentity& me = state->me;
+    s.registry.unbind(me.bare, me.id);
+    s.sessions_open.add(-1);
+    s.im.reroute_unacked(me.bare, me.sink->take_unacked());
+    if (state->restored) (void)s.handovers.remove(state->id);
+    s.log.info("xmpp.sm_ended_at_exit", {{"jid", me.full}});
+  }
+}
+
+// Sessions the previous process handed over (incident I18): detached and resumable, as if
+// their connection had just dropped, each with its own resumption window.
+void XmppService::restore_handed_over_sessions() {
+  Impl& s = *impl_;
+  auto rows = s.handovers.load_all();
+  if (!rows) {
+    s.log.error("xmpp.sm_restore_failed", {{"error", rows.error().describe()}});
+    return;
+  }
+  for (auto& rec : *rows) {
+    auto state = std::make_shared<Impl::SmState>();
+    state->id = rec.sm_id;
+    state->restored = true;
+    state->detached = true;
+    state->handled.store(rec.handled);
+    SessionIdentity& me = state->me;
+    me.localpart = rec.localpart;
+    me.domain = rec.domain;
+    me.resource = rec.resource;
+    me.bare = rec.localpart + "@" + rec.domain;
+    me.full = me.bare + "/" + rec.resource;
+    me.id = s.next_id++;
+    me.sink = SessionSink::restore({rec.sent, rec.acked, std::move(rec.unacked)});
+    auto entry = std::make_shared<SessionEntry>();
+    entry->full_jid = me.full;
+    entry->resource = me.resource;
+    entry->sink = me.sink;
+    entry->id = me.id;
+    entry->available = rec.available;
+    entry->priority = rec.priority;
+    entry->last_presence = rec.presence;
+    entry->carbons = rec.carbons;
+    entry->wants_roster_pushes = rec.roster_pushes;
+    if (s.registry.bind(me.bare, entry)) continue;  // cannot happen in a fresh process
+    s.sessions_open.add(1);
+    {
+      std::lock_guard lock(s.sm_mutex);
+      s.resumable[state->id] = state;
+    }
+    std::uint64_t generation = state->generation;
+    std::shared_ptr<Impl> svc = impl_;
+    s.run_after(std::chrono::seconds(s.options.resume_timeout_seconds), [svc, state, generation] {
+      {
+        std::lock_guard lock(state->mutex);
+        if (state->generation != generation || !state->detached || state->ended) return;
+        state->ended = true;
+      }
+      svc->log.info("xmpp.sm_expired", {{"jid", state->me.full}});
+      svc->end_session(state->me, state->id, state->restored);
+    });
+    s.log.info("xmpp.sm_restored", {{"jid", me.full}});
+  }
+}
 
 void XmppService::install_http_routes(net::Router& router) {
   if (!impl_->uploads.empty()) impl_->uploads.front()->install_routes(router);

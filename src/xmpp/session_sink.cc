@@ -131,4 +131,24 @@ std::vector<std::string> SessionSink::take_unacked() {
   return out;
 }
 
+SessionSink::Handover SessionSink::hand_over() {
+  std::lock_guard lock(mutex_);
+  flush_held_locked();
+  conn_.reset();
+  Handover h{sent_, acked_, std::vector<std::string>(unacked_.begin(), unacked_.end())};
+  // From now on unacked_ holds only what arrives after the hand-over.
+  acked_ += static_cast<std::uint32_t>(unacked_.size());
+  unacked_.clear();
+  return h;
+}
+
+std::shared_ptr<SessionSink> SessionSink::restore(const Handover& h) {
+  auto sink = std::make_shared<SessionSink>(nullptr);
+  sink->acks_ = true;
+  sink->sent_ = h.sent;
+  sink->acked_ = h.acked;
+  sink->unacked_.assign(h.unacked.begin(), h.unacked.end());
+  return sink;
+}
+
 }  // namespace hearth::xmpp

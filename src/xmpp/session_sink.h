@@ -55,6 +55,18 @@ class SessionSink {
   // The session ended for good: what the client never acknowledged, oldest first.
   std::vector<std::string> take_unacked();
 
+  // Graceful restart (incident I18, see sm_handover.h). Counters and unacknowledged
+  // stanzas of a session handed to the successor process.
+  struct Handover {
+    std::uint32_t sent = 0, acked = 0;
+    std::vector<std::string> unacked;  // oldest first
+  };
+  // Detaches and hands over what is unacknowledged (held presences included). Stanzas
+  // delivered afterwards queue as while detached; take_unacked() returns only those.
+  Handover hand_over();
+  // The successor's sink for a handed-over session: detached, acks on, these counters.
+  static std::shared_ptr<SessionSink> restore(const Handover& h);
+
  private:
   mutable std::mutex mutex_;
   std::shared_ptr<net::StreamConnection> conn_;  // null while detached

@@ -140,12 +140,27 @@ class XmppService {
   // Starts the periodic archive purge (at once, then every archive_purge_interval_seconds):
   // small batches on the worker pool, yielding to the event loops between them.
   void start_background_tasks();
+  // Graceful restart (incident I18), old process: the coming drain saves every resumable
+  // XEP-0198 session (ids, counters, unacknowledged stanzas) for the successor and drops
+  // its connection without a stream error, so that the client resumes there; sessions
+  // already detached (waiting for their client) are saved at once, on the calling thread
+  // (blocking). Call before stopping the server. The successor restores them in
+  // start_background_tasks().
+  void hand_over_on_drain();
+  // After the server stopped (the worker pool too), on the calling thread (blocking).
+  // Sessions detached during the drain (XMPP over WebSocket gets a plain close) are handed
+  // over like the others after a hand-over; else detached sessions end here and what their
+  // clients never acknowledged goes to offline storage instead of being lost with the
+  // process.
+  void hand_over_detached_sessions();
+  void end_detached_sessions();
 
   struct Impl;
 
  private:
   // Forgets the data of accounts deleted while the daemon was stopped (hearthctl).
   Result<void> sweep_deleted_accounts();
+  void restore_handed_over_sessions();
 
   std::shared_ptr<Impl> impl_;
 };

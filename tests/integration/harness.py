@@ -67,10 +67,10 @@ class Hearth:
         self.s2s_port = None
 
     # -- process ---------------------------------------------------------------------
-    def start(self, expect_ready=True):
+    def start(self, expect_ready=True, extra_args=()):
         self.stdout_lines, self.stderr_lines = [], []
         self.proc = subprocess.Popen(
-            [HEARTHD, "--config", self.config_path],
+            [HEARTHD, "--config", self.config_path, *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

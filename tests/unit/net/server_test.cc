@@ -376,6 +376,41 @@ TEST(HttpServer, ParsesRequestAndSetsStandardHeaders) {
   EXPECT_FALSE(r->has("injected"));
 }
 
+// Graceful restart (incident I18): the successor serves on the predecessor's socket, and a
+// connection made while neither accepts waits in the backlog instead of being refused.
+TEST(HttpServer, SuccessorAdoptsListeningSocketsAndConnectionsWaitInBetween) {
+  Router old_routes;
+  old_routes.add("GET", "/who", [](HttpRequest&&, Respond respond) { respond(HttpResponse::text(200, "old")); });
+  TestServer old_server(std::move(old_routes));
+  auto sockets = old_server.server().listening_sockets();
+  ASSERT_EQ(sockets.size(), 1u);
+  EXPECT_EQ(sockets[0].kind, "http");
+  EXPECT_EQ(sockets[0].address, "127.0.0.1");
+  EXPECT_EQ(sockets[0].port, old_server.port());
+  old_server.stop();  // drains and closes its own descriptor only
+
+  auto waiting = Client::connect(old_server.port());
+  ASSERT_TRUE(waiting) << "refused between the two servers";
+  ASSERT_TRUE(waiting->send(request("GET", "/who")));
+
+  Logger log(LogLevel::error, LogFormat::text);
+  MetricsRegistry metrics;
+  Router new_routes;
+  new_routes.add("GET", "/who", [](HttpRequest&&, Respond respond) { respond(HttpResponse::text(200, "new")); });
+  auto successor = HttpServer::create(test_options(), std::move(new_routes), {}, log, metrics);
+  ASSERT_TRUE(successor);
+  (*successor)->adopt(std::move(sockets));
+  auto bound = (*successor)->listen({{"127.0.0.1", 0, false}});
+  ASSERT_TRUE(bound) << bound.error().describe();
+  EXPECT_EQ((*bound)[0].port, old_server.port());
+  std::thread runner([&] { (*successor)->run(); });
+  auto r = read_response(*waiting);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "new");
+  (*successor)->stop();
+  runner.join();
+}
+
 TEST(HttpServer, KeepAliveServesSeveralRequestsThenHonoursConnectionClose) {
   Router router;
   add_basic_routes(router);

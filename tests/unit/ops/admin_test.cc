@@ -95,5 +95,35 @@ TEST_F(AdminTest, NoDaemonIsUnavailable) {
   EXPECT_EQ(r.error().code, Errc::unavailable);
 }
 
+// Graceful restart (incident I18): descriptors travel with the reply, and the command's
+// after_reply runs once the reply went out.
+TEST_F(AdminTest, FdCommandsSendDescriptorsWithTheReply) {
+  AdminServer server(path, log);
+  bool after = false;
+  server.add_fd_command("give", [&after](const AdminArgs&) -> Result<AdminFdResult> {
+    int p[2];
+    if (::pipe(p) != 0) return fail(Errc::io, "pipe");
+    if (::write(p[1], "hello", 5) != 5) return fail(Errc::io, "write");
+    ::close(p[1]);
+    AdminFdResult out;
+    out.result_json = "{\"n\":1}";
+    out.fds = {p[0]};
+    out.after_reply = [&after] { after = true; };
+    return out;
+  });
+  ASSERT_TRUE(server.start());
+  auto r = admin_call_receiving_fds(path, "give", {});
+  ASSERT_TRUE(r) << r.error().describe();
+  ASSERT_TRUE(r->reply.ok);
+  EXPECT_EQ(json_field(r->reply.result_json, "n"), "1");
+  ASSERT_EQ(r->fds.size(), 1u);
+  char buf[8] = {};
+  EXPECT_EQ(::read(r->fds[0], buf, sizeof buf), 5);
+  EXPECT_STREQ(buf, "hello");
+  ::close(r->fds[0]);
+  server.stop();  // joins the admin thread: after_reply has run
+  EXPECT_TRUE(after);
+}
+
 }  // namespace
 }  // namespace hearth::ops
