@@ -50,12 +50,17 @@ bool install_seccomp() {
   const int allowed[] = {SYS_read, SYS_write, SYS_exit, SYS_exit_group, SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap,
                          SYS_madvise, SYS_rt_sigreturn, SYS_futex, SYS_close, SYS_fstat, SYS_newfstatat, SYS_lseek,
                          SYS_rt_sigprocmask, SYS_getpid, SYS_gettid, SYS_tgkill};  // the last three: abort()
+  std::vector<int> allowed_calls(std::begin(allowed), std::end(allowed));
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer runtime sets up alternate signal stacks and maps shadow memory lazily.
+  for (int nr : {SYS_sigaltstack, SYS_mprotect, SYS_prlimit64, SYS_sched_yield}) allowed_calls.push_back(nr);
+#endif
   std::vector<sock_filter> prog;
   prog.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
   prog.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0));
   prog.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
   prog.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)));
-  for (int nr : allowed) {
+  for (int nr : allowed_calls) {
     prog.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(nr), 0, 1));
     prog.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
   }
