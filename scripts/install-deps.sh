@@ -15,6 +15,8 @@ packages=(
   # tests
   libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
   python3-matrix-nio python3-olm python3-cryptography chromium python3-yaml python3-jsonschema
+  # the remote server of tests/integration/test_xmpp_federation_prosody.py (started by the test)
+  prosody lua-unbound
 )
 
 # CryptPad's client libraries for the integration tests (tests/integration/cryptpad,
@@ -80,6 +82,15 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q >/dev/null
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# The tests start their own Prosody; a system service installed just now would hold the
+# XMPP ports that hearthd's defaults use.
+if [[ " ${missing[*]} " == *" prosody "* ]]; then
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    $sudo systemctl disable --now prosody >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/prosody ]]; then
+    $sudo /etc/init.d/prosody stop >/dev/null 2>&1 || true
+  fi
+fi
 install_node_test_packages
 install_js_test_deps
 install_web_test_deps
