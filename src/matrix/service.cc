@@ -227,6 +227,8 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
   if (!key) return tl::unexpected(key.error());
   auto impl = std::make_unique<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload),
                                      std::move(run_after), std::move(*key));
+  if (impl->options.federation)
+    if (auto r = impl->init_federation(); !r) return tl::unexpected(r.error());
   std::unique_ptr<MatrixService> service(new MatrixService(std::move(impl)));
   std::weak_ptr<Impl> weak = service->impl_;
   metrics.callback_gauge("hearth_matrix_sync_waiting", "Matrix /sync requests parked until an event arrives",
@@ -348,6 +350,7 @@ void MatrixService::install_routes(net::Router& router) {
   router.add_prefix("*", "/_matrix/media/",
                     [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
                     media_route);
+  if (impl->federation) impl->install_federation_routes(router);
   for (const char* prefix : {"/_matrix/federation/", "/_matrix/key/"})
     router.add_prefix("*", prefix, [](net::HttpRequest&&, net::Respond respond) {
       respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));

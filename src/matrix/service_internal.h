@@ -151,6 +151,8 @@ class LoginThrottle {
   std::unordered_map<std::string, Window> windows_;
 };
 
+struct Federation;  // federation_api.cc
+
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
        RunAfter ra, SigningKey k)
@@ -346,6 +348,11 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> backup_version_put(Ctx&);
   ApiResult<std::string> backup_version_delete(Ctx&);
   ApiResult<std::string> backup_keys(Ctx&);
+  // Federation (federation_api.cc): created by install_federation_routes when enabled.
+  std::shared_ptr<Federation> federation;
+  Result<void> init_federation();
+  void install_federation_routes(net::Router& router);
+
   // Deletes the to-device messages a sync token acknowledged (one write, only if any).
   Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);
 };
