@@ -294,6 +294,22 @@ class FederatedEventsThatFailAuth(unittest.TestCase):
             self.assertIn("error", result.get(forged_id, {}), result)
             self.assertEqual(self.state(room), before)
 
+            # An accepted state event from a fork (its prev event predates a local topic
+            # change): state resolution merges it; the newer topic is not reset.
+            status, body = self.client("PUT", f"/rooms/{quoted}/state/m.room.topic/", {"topic": "local topic"})
+            self.assertEqual(status, 200, body)
+            topic_id = body["event_id"]
+            rename = self.pdu(room, "m.room.member", {"membership": "join", "displayname": "Bob"}, [msg_id],
+                              [ids[("m.room.create", "")], ids[("m.room.power_levels", "")], join_id,
+                               ids[("m.room.join_rules", "")]], state_key=BOB)
+            rename_id = self.remote.finish_event(rename)
+            self.assertEqual(self.send(rename), {rename_id: {}})
+            merged = self.state_ids(room)
+            self.assertEqual(merged[("m.room.topic", "")], topic_id, "the fork reset the topic")
+            self.assertEqual(merged[("m.room.member", BOB)], rename_id)
+            join_id = rename_id
+            ids = merged
+
             # (c) Banned locally, the remote user's server keeps citing the old membership.
             status, body = self.client("POST", f"/rooms/{quoted}/ban", {"user_id": BOB, "reason": "I19"})
             self.assertEqual(status, 200, body)
