@@ -238,11 +238,17 @@ void run_branch(Graph& g, StateMap& s, const std::vector<Action>& actions, std::
   }
 }
 
-// Mallory's forgeries, put into a state set without passing the auth rules.
+// Mallory's forgeries, put into a state set without passing the auth rules. Each cites
+// auth events of the genuine state only (a server rejects an event whose auth events were
+// rejected, and the resolver's lookup holds no rejected events: that is its contract).
 std::vector<std::string> forge(Graph& g, StateMap& s, std::int64_t ts) {
+  const StateMap genuine = s;
   std::vector<std::string> ids;
   auto put = [&](std::string_view type, std::string_view key, std::string content) {
-    ids.push_back(*g.add(s, kMallory, type, key, content, ts++, /*check=*/false));
+    StateMap scratch = genuine;
+    std::string id = *g.add(scratch, kMallory, type, key, content, ts++, /*check=*/false);
+    s[{std::string(type), std::string(key)}] = id;
+    ids.push_back(id);
   };
   put("m.room.power_levels", "", R"({"users":{"@mallory:evil":100},"users_default":100})");
   put("m.room.join_rules", "", R"({"join_rule":"invite"})");
