@@ -467,6 +467,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   }
 
   (*matrix_service)->set_public_url(public_url);
+  (*matrix_service)->start_background();
   xmpp_service.set_public_url(public_url);
   // A Matrix user deactivating their account gets the same cleanup as `hearthctl user del`.
   (*matrix_service)->set_account_deleted_hook([&xmpp_service, &matrix_service](const std::string& bare) -> Result<void> {

@@ -32,6 +32,15 @@ struct Federation {
   Counter* received = nullptr;
   Counter* rejected = nullptr;
   Counter* soft_failed = nullptr;
+  Counter* sent = nullptr;
+  Counter* send_failures = nullptr;
+  // Outgoing: one pump pass at a time; per destination the back-off after a failure.
+  std::mutex out_mu;
+  bool pumping = false, again = false;                 // guarded by out_mu
+  struct Backoff {
+    std::int64_t next_ms = 0, delay_ms = 0;
+  };
+  std::map<std::string, Backoff> backoff;              // guarded by out_mu
 };
 
 namespace {
@@ -130,8 +139,102 @@ Result<void> MatrixService::Impl::init_federation() {
                                  "Received PDUs rejected (bad signature, failed auth against their auth events or prior state)");
   f->soft_failed = &metrics.counter("hearth_matrix_federation_pdus_soft_failed_total",
                                     "Received PDUs soft-failed (fail auth against the current state)");
+  f->sent = &metrics.counter("hearth_matrix_federation_transactions_sent_total", "Federation transactions accepted by remote servers");
+  f->send_failures = &metrics.counter("hearth_matrix_federation_send_failures_total",
+                                      "Federation transactions that failed (retried with back-off)");
   federation = std::move(f);
   return ok();
+}
+
+namespace {
+constexpr std::int64_t kMinBackoffMs = 1000, kMaxBackoffMs = 3600 * 1000;
+}
+
+void MatrixService::Impl::federation_pump() {
+  Federation& f = *federation;
+  {
+    std::lock_guard lock(f.out_mu);
+    if (f.pumping) {
+      f.again = true;
+      return;
+    }
+    f.pumping = true;
+    f.again = false;
+  }
+  auto self = shared_from_this();
+  bool queued = offload([self] {
+    Federation& f = *self->federation;
+    for (;;) {
+      auto dests = self->store.read_sync([&](store::Transaction& tx) { return self->rooms.outbox_destinations(tx); });
+      if (dests) {
+        for (const auto& dest : *dests) {
+          std::int64_t now = self->clock.now_ms();
+          {
+            std::lock_guard lock(f.out_mu);
+            auto it = f.backoff.find(dest);
+            if (it != f.backoff.end() && it->second.next_ms > now) continue;  // its timer pumps again
+          }
+          for (;;) {  // batches of 50 until the queue is empty or a send fails
+            auto rows = self->store.read_sync([&](store::Transaction& tx) { return self->rooms.outbox(tx, dest, 50); });
+            if (!rows || rows->empty()) break;
+            std::string body = fmt::format("{{\"origin\":\"{}\",\"origin_server_ts\":{},\"pdus\":[", self->options.server_name,
+                                           self->clock.now_ms());
+            for (std::size_t i = 0; i < rows->size(); ++i) body += (i ? "," : "") + (*rows)[i].pdu_json;
+            body += "]}";
+            auto parsed = parse_json(body, kBodyLimits);
+            // The transaction id is the first row's id: a retry resends the same transaction.
+            std::string target = fmt::format("/_matrix/federation/v1/send/{}", rows->front().id);
+            Destination d = resolve_server(f, dest);
+            net::ClientRequest req;
+            req.method = "PUT";
+            req.host = d.host;
+            req.port = d.port;
+            req.tls_name = d.tls_name;
+            req.target = target;
+            req.body = parsed ? canonical_json(*parsed) : body;
+            req.headers.push_back({"Authorization", x_matrix_header("PUT", target, self->options.server_name, dest,
+                                                                    parsed ? &*parsed : nullptr, self->key)});
+            auto resp = f.client->request(req);
+            bool ok = resp && resp->status == 200;
+            if (ok) {
+              auto removed = self->store.write_sync(
+                  [&](store::Transaction& tx) { return self->rooms.outbox_remove(tx, dest, rows->back().id); });
+              ok = bool(removed);
+            }
+            std::lock_guard lock(f.out_mu);
+            if (ok) {
+              f.sent->inc();
+              f.backoff.erase(dest);
+              continue;
+            }
+            f.send_failures->inc();
+            auto& b = f.backoff[dest];
+            b.delay_ms = std::clamp(b.delay_ms * 2, kMinBackoffMs, kMaxBackoffMs);
+            b.next_ms = self->clock.now_ms() + b.delay_ms;
+            self->log.info("matrix.federation.send_failed",
+                           {{"destination", dest},
+                            {"error", resp ? fmt::format("HTTP {}", resp->status) : resp.error().message},
+                            {"retry_ms", std::to_string(b.delay_ms)}});
+            std::weak_ptr<Impl> weak = self;
+            self->run_after(std::chrono::milliseconds(b.delay_ms), [weak] {
+              if (auto s = weak.lock()) s->federation_pump();
+            });
+            break;
+          }
+        }
+      }
+      std::lock_guard lock(f.out_mu);
+      if (!f.again) {
+        f.pumping = false;
+        return;
+      }
+      f.again = false;
+    }
+  });
+  if (!queued) {
+    std::lock_guard lock(f.out_mu);
+    f.pumping = false;
+  }
 }
 
 namespace {

@@ -97,6 +97,10 @@ class MatrixService {
   // account is already deleted in accounts/): the daemon's account-deletion cleanup (XMPP
   // and Matrix). Without it, only forget_account() runs. Thread-safe; set before serving.
   void set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook);
+  // Starts background work that needs the running server's offload/run_after: the
+  // federation outbox left from before a restart is sent. Call once after the HttpServer
+  // exists (e.g. with set_public_url).
+  void start_background();
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.
   void set_public_url(std::string url);
   // Answers every parked /sync now (with what it would get at its timeout), so that a

@@ -1,6 +1,7 @@
 #include "matrix/room_store.h"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -187,6 +188,14 @@ CREATE TABLE matrix_unaccepted_events(
   received_ms INTEGER NOT NULL);
 CREATE INDEX matrix_unaccepted_events_room ON matrix_unaccepted_events(room_id);
 )sql"},
+      {11, "federation: outgoing PDUs per destination", R"sql(
+CREATE TABLE matrix_federation_outbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  destination TEXT NOT NULL,
+  pdu TEXT NOT NULL,
+  created_ms INTEGER NOT NULL);
+CREATE INDEX matrix_federation_outbox_destination ON matrix_federation_outbox(destination, id);
+)sql"},
   };
   return list;
 }
@@ -349,7 +358,47 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
   std::string pdu_json = canonical_json(pdu);
   if (pdu_json.size() > kMaxPduBytes) return fail(Errc::resource_exhausted, std::string(kEventTooLarge));
 
-  return insert_event(tx, room, event_id, pdu, pdu_json, ev.txn_device, ev.txn_id, /*update_state=*/true, now_ms);
+  auto appended = insert_event(tx, room, event_id, pdu, pdu_json, ev.txn_device, ev.txn_id, /*update_state=*/true, now_ms);
+  if (!appended || !outbox_) return appended;
+  // Queue for the other servers with joined members (and a member event's remote target).
+  std::set<std::string> servers;
+  if (is_member && ev.state_key && server_of(*ev.state_key) != server_name_) servers.insert(std::string(server_of(*ev.state_key)));
+  auto q = tx.query("SELECT user_id FROM matrix_members WHERE room_id = ? AND membership = 'join'", {room.room_id},
+                    [&](const store::Row& row) {
+                      std::string_view server = server_of(row.text(0));
+                      if (!server.empty() && server != server_name_) servers.insert(std::string(server));
+                    });
+  if (!q) return tl::unexpected(q.error());
+  for (const auto& server : servers) {
+    auto r = tx.exec("INSERT INTO matrix_federation_outbox(destination, pdu, created_ms) VALUES (?,?,?)",
+                     {server, pdu_json, now_ms});
+    if (!r) return tl::unexpected(r.error());
+  }
+  return appended;
+}
+
+Result<std::vector<RoomStore::Outgoing>> RoomStore::outbox(store::Transaction& tx, std::string_view destination,
+                                                           int limit) const {
+  std::vector<Outgoing> out;
+  auto r = tx.query("SELECT id, pdu FROM matrix_federation_outbox WHERE destination = ? ORDER BY id LIMIT ?",
+                    {destination, limit},
+                    [&](const store::Row& row) { out.push_back({row.integer(0), std::string(row.text(1))}); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::vector<std::string>> RoomStore::outbox_destinations(store::Transaction& tx) const {
+  std::vector<std::string> out;
+  auto r = tx.query("SELECT DISTINCT destination FROM matrix_federation_outbox", {},
+                    [&](const store::Row& row) { out.emplace_back(row.text(0)); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<void> RoomStore::outbox_remove(store::Transaction& tx, std::string_view destination, std::int64_t upto_id) const {
+  auto r = tx.exec("DELETE FROM matrix_federation_outbox WHERE destination = ? AND id <= ?", {destination, upto_id});
+  if (!r) return tl::unexpected(r.error());
+  return ok();
 }
 
 Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,

@@ -111,7 +111,10 @@ struct NewEvent {
 
 class RoomStore {
  public:
-  RoomStore(std::string server_name, const SigningKey& key) : server_name_(std::move(server_name)), key_(key) {}
+  // federation_outbox: every local event appended to a room with members on other servers
+  // is also queued for them (matrix_federation_outbox, in the same transaction).
+  RoomStore(std::string server_name, const SigningKey& key, bool federation_outbox = false)
+      : server_name_(std::move(server_name)), key_(key), outbox_(federation_outbox) {}
 
   // Loads a room's version, head and current state (not_found for an unknown room).
   Result<RoomAppender> load_room(store::Transaction& tx, std::string_view room_id) const;
@@ -152,6 +155,16 @@ class RoomStore {
   Result<StateMap> state_map_at(store::Transaction& tx, std::string_view room_id, std::int64_t stream) const;
   // The stream position of a stored (accepted) event.
   Result<std::optional<std::int64_t>> stream_of(store::Transaction& tx, std::string_view event_id) const;
+
+  // Outgoing federation queue: up to `limit` (id, PDU JSON) rows for a destination, oldest
+  // first; the destinations with queued rows; removal once a transaction was accepted.
+  struct Outgoing {
+    std::int64_t id = 0;
+    std::string pdu_json;
+  };
+  Result<std::vector<Outgoing>> outbox(store::Transaction& tx, std::string_view destination, int limit) const;
+  Result<std::vector<std::string>> outbox_destinations(store::Transaction& tx) const;
+  Result<void> outbox_remove(store::Transaction& tx, std::string_view destination, std::int64_t upto_id) const;
 
   // The PDU of a stored event, parsed; not_found if unknown.
   Result<JsonValue> pdu(store::Transaction& tx, std::string_view event_id) const;
@@ -199,6 +212,7 @@ class RoomStore {
  private:
   std::string server_name_;
   const SigningKey& key_;
+  bool outbox_ = false;
 };
 
 }  // namespace hearth::matrix

@@ -205,6 +205,7 @@ std::size_t SyncHub::size() {
 
 void MatrixService::Impl::notify(std::int64_t stream, std::vector<std::string> keys) {
   (void)stream;
+  if (federation) federation_pump();
   for (auto& w : hub.wake(keys)) {
     auto self = shared_from_this();
     if (!offload([self, w] { self->finish_waiter(w); }))
@@ -306,6 +307,14 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
 void MatrixService::set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook) {
   std::lock_guard lock(impl_->mu);
   impl_->account_deleted = std::move(hook);
+}
+
+void MatrixService::start_background() {
+  if (!impl_->federation) return;
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->run_after(std::chrono::milliseconds(0), [weak] {
+    if (auto s = weak.lock()) s->federation_pump();
+  });
 }
 
 void MatrixService::set_public_url(std::string url) {

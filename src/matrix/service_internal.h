@@ -157,7 +157,7 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
        RunAfter ra, SigningKey k)
       : options(std::move(o)), accounts(a), store(s), clock(c), log(l), metrics(m), offload(std::move(off)),
-        run_after(std::move(ra)), key(std::move(k)), rooms(options.server_name, key) {}
+        run_after(std::move(ra)), key(std::move(k)), rooms(options.server_name, key, options.federation) {}
 
   MatrixOptions options;
   accounts::Accounts& accounts;
@@ -352,6 +352,9 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   std::shared_ptr<Federation> federation;
   Result<void> init_federation();
   void install_federation_routes(net::Router& router);
+  // Sends what the outbox holds (on the worker pool; one pass at a time, per destination
+  // with exponential back-off after a failure). Called after every commit and at start.
+  void federation_pump();
 
   // Deletes the to-device messages a sync token acknowledged (one write, only if any).
   Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);

@@ -16,137 +16,27 @@ send_join, then sends PDUs over /send:
 HEARTH_DEFENCE_OFF=1 runs hearthd with matrix.federation_insecure_skip_checks_for_tests =
 true (a test-only switch: incoming PDUs are applied without checks), and the test fails."""
 import asyncio
-import base64
 import copy
-import hashlib
-import http.server
 import json
 import os
 import shutil
-import ssl
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.parse
 
-import nacl.signing
 from nio import AsyncClient, LoginResponse, SyncResponse
 
 from resilience import DEFENCE_OFF, Hearth, with_section
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from test_xmpp_federation import free_port, make_ca, make_cert  # noqa: E402
+from matrix_fed import REMOTE, Server, event_id, serve_remote  # noqa: E402
+from test_xmpp_federation import make_ca, make_cert  # noqa: E402
 
-REMOTE = "remote.test"
 BOB = f"@bob:{REMOTE}"
 TIMEOUT = 20
 
-
-# -- the Matrix formats, written for this test -----------------------------------------
-def canonical(obj):
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def b64(raw, urlsafe=False):
-    s = base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)
-    return s.decode().rstrip("=")
-
-
-KEEP_TOP = {"event_id", "type", "room_id", "sender", "state_key", "content", "hashes", "signatures", "depth",
-            "prev_events", "auth_events", "origin_server_ts"}
-KEEP_CONTENT = {"m.room.member": {"membership", "join_authorised_via_users_server"},
-                "m.room.join_rules": {"join_rule", "allow"},
-                "m.room.history_visibility": {"history_visibility"},
-                "m.room.power_levels": {"ban", "events", "events_default", "invite", "kick", "redact", "state_default",
-                                        "users", "users_default"},
-                "m.room.redaction": {"redacts"}}
-
-
-def redact(event):
-    """Room version 11's redaction algorithm (the types this test uses)."""
-    out = {k: v for k, v in event.items() if k in KEEP_TOP}
-    content = event.get("content", {})
-    if event["type"] == "m.room.create":
-        out["content"] = content
-    else:
-        keep = KEEP_CONTENT.get(event["type"], set())
-        out["content"] = {k: v for k, v in content.items() if k in keep}
-    return out
-
-
-def content_hash(event):
-    e = {k: v for k, v in event.items() if k not in ("unsigned", "signatures", "hashes")}
-    return hashlib.sha256(canonical(e)).digest()
-
-
-def event_id(event):
-    r = redact(event)
-    r.pop("signatures", None)
-    r.pop("unsigned", None)
-    return "$" + b64(hashlib.sha256(canonical(r)).digest(), urlsafe=True)
-
-
-class Server:
-    """remote.test's signing key and what it signs."""
-
-    def __init__(self, name=REMOTE):
-        self.name = name
-        self.key = nacl.signing.SigningKey.generate()
-        self.key_id = "ed25519:fake1"
-
-    def sign_json(self, obj):
-        unsigned = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
-        sig = self.key.sign(canonical(unsigned)).signature
-        obj.setdefault("signatures", {}).setdefault(self.name, {})[self.key_id] = b64(sig)
-        return obj
-
-    def finish_event(self, event):
-        """Adds the content hash and the signature (over the redacted event); returns the id."""
-        event["hashes"] = {"sha256": b64(content_hash(event))}
-        signed = self.sign_json(redact(event))
-        event["signatures"] = signed["signatures"]
-        return event_id(event)
-
-    def key_response(self):
-        return self.sign_json({
-            "server_name": self.name, "valid_until_ts": int(time.time() * 1000) + 3600_000,
-            "verify_keys": {self.key_id: {"key": b64(bytes(self.key.verify_key))}}, "old_verify_keys": {}})
-
-    def x_matrix(self, method, uri, destination, content=None):
-        req = {"method": method, "uri": uri, "origin": self.name, "destination": destination}
-        if content is not None:
-            req["content"] = content
-        sig = self.sign_json(req)["signatures"][self.name][self.key_id]
-        return f'X-Matrix origin="{self.name}",destination="{destination}",key="{self.key_id}",sig="{sig}"'
-
-
-def serve_keys(server, host, cert, key):
-    """remote.test's HTTPS endpoint: only /_matrix/key/v2/server."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/_matrix/key/v2/server":
-                body = json.dumps(server.key_response()).encode()
-                self.send_response(200)
-            else:
-                body = b'{"errcode":"M_UNRECOGNIZED"}'
-                self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
 
 
 class FederatedEventsThatFailAuth(unittest.TestCase):
@@ -156,7 +46,7 @@ class FederatedEventsThatFailAuth(unittest.TestCase):
         ca = make_ca(cls.tmp)
         cert, key = make_cert(cls.tmp, "remote", [REMOTE])
         cls.remote = Server()
-        cls.httpd = serve_keys(cls.remote, "127.0.0.2", cert, key)
+        cls.httpd = serve_remote(cls.remote, "127.0.0.2", cert, key)
         port = cls.httpd.server_address[1]
         cls.h = Hearth()
         with_section(cls.h, "matrix", (
