@@ -612,6 +612,148 @@ struct FederationHandlers {
   }
 };
 
+namespace {
+
+// A signed request to another server; the parsed JSON answer (200 only).
+Result<JsonValue> federation_call(MatrixService::Impl& impl, Federation& f, const std::string& dest,
+                                  const std::string& method, const std::string& target, const JsonValue* body) {
+  Destination d = resolve_server(f, dest);
+  net::ClientRequest req;
+  req.method = method;
+  req.host = d.host;
+  req.port = d.port;
+  req.tls_name = d.tls_name;
+  req.target = target;
+  if (body) req.body = canonical_json(*body);
+  req.headers.push_back({"Authorization", x_matrix_header(method, target, impl.options.server_name, dest, body, impl.key)});
+  auto r = f.client->request(req);
+  if (!r) return tl::unexpected(r.error());
+  if (r->status != 200) return fail(r->status == 403 ? Errc::permission_denied : Errc::unavailable,
+                                    fmt::format("{} answered {}: {}", dest, r->status, r->body.substr(0, 200)));
+  auto j = parse_json(r->body, {std::size_t{64} << 20, 64});
+  if (!j || !j->is_object()) return fail(Errc::invalid_argument, fmt::format("{}: the answer is not JSON", dest));
+  return std::move(*j);
+}
+
+std::string path_escape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+    else out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
+}  // namespace
+
+ApiResult<std::string> MatrixService::Impl::join_remote(Ctx& ctx, const std::string& room_id) {
+  Federation& f = *federation;
+  std::string dest(server_of(room_id));
+  auto tmpl = federation_call(*this, f, dest, "GET",
+                              fmt::format("/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11", path_escape(room_id),
+                                          path_escape(ctx.user_id)),
+                              nullptr);
+  if (!tmpl) return api_error(tmpl.error().code == Errc::permission_denied ? 403 : 502, "M_FORBIDDEN",
+                              "make_join: " + tmpl.error().message);
+  auto version = parse_room_version(tmpl->string_at("room_version"));
+  const JsonValue* ev_in = tmpl->get("event");
+  if (!version || !ev_in || !ev_in->is_object()) return api_error(502, "M_UNKNOWN", "make_join: unusable answer");
+  JsonValue ev = *ev_in;
+  if (ev.string_at("type") != "m.room.member" || ev.string_at("sender") != ctx.user_id ||
+      ev.string_at("room_id") != room_id)
+    return api_error(502, "M_UNKNOWN", "make_join: the template is not our join");
+  auto content = store.read_sync([&](store::Transaction& tx) { return member_content(tx, ctx.user_id, "join"); });
+  if (!content) return tl::unexpected(to_api_error(content.error()));
+  ev.set("content", std::move(*content));
+  ev.set("origin_server_ts", JsonValue::integer(clock.now_ms()));
+  ev.erase("hashes");
+  ev.erase("signatures");
+  std::string event_id = hash_and_sign_event(ev, *version, options.server_name, key);
+  auto answer = federation_call(*this, f, dest, "PUT",
+                                fmt::format("/_matrix/federation/v2/send_join/{}/{}", path_escape(room_id),
+                                            path_escape(event_id)),
+                                &ev);
+  if (!answer) return api_error(502, "M_UNKNOWN", "send_join: " + answer.error().message);
+  // Every event of the answer: integrity, then the auth rules against its own auth events,
+  // oldest (by depth) first; what fails is left out.
+  std::map<std::string, JsonValue, std::less<>> events;
+  std::vector<std::string> state_ids;
+  for (const char* part : {"auth_chain", "state"}) {
+    const JsonValue* list = answer->get(part);
+    if (!list || !list->is_array() || list->items().size() > 100000)
+      return api_error(502, "M_UNKNOWN", "send_join: no state/auth_chain");
+    for (const auto& pdu : list->items()) {
+      if (pdu.string_at("room_id") != room_id) continue;
+      auto checked = check_pdu_integrity(pdu, *version, *f.keys, clock.now_ms());
+      if (!checked || checked->redacted) continue;
+      if (std::string_view(part) == "state") state_ids.push_back(checked->event_id);
+      events.emplace(checked->event_id, std::move(checked->pdu));
+    }
+  }
+  std::vector<std::pair<std::int64_t, std::string>> order;
+  for (const auto& [id, pdu] : events) {
+    const JsonValue* d = pdu.get("depth");
+    order.emplace_back(d && d->is_int() ? d->as_int() : 0, id);
+  }
+  std::sort(order.begin(), order.end());
+  std::set<std::string> good;
+  for (const auto& [depth, id] : order) {
+    const JsonValue& pdu = events.at(id);
+    std::map<StateKey, const JsonValue*> auth;
+    bool known = true;
+    for (const auto& a : pdu.get("auth_events")->items()) {
+      if (!good.count(a.as_string())) {
+        known = false;
+        break;
+      }
+      const JsonValue& ae = events.at(a.as_string());
+      auth[{std::string(ae.string_at("type")), ae.get("state_key") ? ae.get("state_key")->as_string() : ""}] = &ae;
+    }
+    if (!known) continue;
+    StateLookup lookup = [&auth](std::string_view type, std::string_view key) -> const JsonValue* {
+      auto it = auth.find(StateKey(std::string(type), std::string(key)));
+      return it == auth.end() ? nullptr : it->second;
+    };
+    if (check_event_auth(pdu, *version, lookup)) good.insert(id);
+  }
+  auto stored = store.write_sync([&](store::Transaction& tx) -> Result<AppendedEvent> {
+    RoomAppender room = rooms.new_room(room_id, *version);
+    std::map<std::string, std::int64_t> streams;
+    for (const auto& [depth, id] : order) {
+      if (!good.count(id)) continue;
+      auto known = rooms.stream_of(tx, id);
+      if (!known) return tl::unexpected(known.error());
+      if (*known) {
+        streams[id] = **known;
+        continue;
+      }
+      const JsonValue& pdu = events.at(id);
+      auto a = rooms.insert_event(tx, room, id, pdu, canonical_json(pdu), "", "", false, clock.now_ms());
+      if (!a) return tl::unexpected(a.error());
+      streams[id] = a->stream;
+    }
+    for (const auto& id : state_ids) {
+      if (!good.count(id)) continue;
+      const JsonValue& pdu = events.at(id);
+      const JsonValue* sk = pdu.get("state_key");
+      const JsonValue* c = pdu.get("content");
+      if (!sk || !sk->is_string()) continue;
+      if (auto w = rooms.set_state_row(tx, room_id, std::string(pdu.string_at("type")), sk->as_string(), streams[id],
+                                       c ? c->string_at("membership") : std::string_view());
+          !w)
+        return tl::unexpected(w.error());
+    }
+    auto loaded = rooms.load_room(tx, room_id);
+    if (!loaded) return tl::unexpected(loaded.error());
+    return rooms.insert_event(tx, *loaded, event_id, ev, canonical_json(ev), "", "", true, clock.now_ms());
+  });
+  if (!stored) return tl::unexpected(to_api_error(stored.error()));
+  notify(stored->stream, {room_id, ctx.user_id});
+  JsonWriter w;
+  w.begin_object().key("room_id").value(room_id).end_object();
+  return w.take();
+}
+
 void MatrixService::Impl::install_federation_routes(net::Router& router) {
   std::shared_ptr<Impl> self = shared_from_this();
   net::RouteOptions o;

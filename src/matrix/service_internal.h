@@ -355,6 +355,10 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Sends what the outbox holds (on the worker pool; one pass at a time, per destination
   // with exponential back-off after a failure). Called after every commit and at start.
   void federation_pump();
+  // A local user joins a room of another server (make_join / send_join there); the room's
+  // state and auth chain from the answer are checked (signatures, hashes, auth rules) and
+  // stored, then the join. Returns the /join answer.
+  ApiResult<std::string> join_remote(Ctx& ctx, const std::string& room_id);
 
   // Deletes the to-device messages a sync token acknowledged (one write, only if any).
   Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);

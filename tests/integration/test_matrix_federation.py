@@ -47,6 +47,7 @@ class OutgoingFederation(unittest.TestCase):
         self.h.stop()
         self.h.cleanup()
         self.httpd.shutdown()
+        self.httpd.server_close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def say(self, room, text, txn):
@@ -98,3 +99,86 @@ class OutgoingFederation(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def free_port(host):
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class HearthToHearth(unittest.TestCase):
+    """Two hearth instances (a.test on 127.0.0.1, b.test on 127.0.0.2, certificates from a
+    test CA): bob of b.test joins a public room of a.test, and messages flow both ways, seen
+    by each side's /sync."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="hearth-h2h-")
+        ca = make_ca(self.tmp)
+        cert_a = make_cert(self.tmp, "a", ["a.test"])
+        cert_b = make_cert(self.tmp, "b", ["b.test"])
+        pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
+        ha, hb = free_port("127.0.0.1"), free_port("127.0.0.1")
+
+        def node(domain, cert, http_port, https_port, binds, peer):
+            h = Hearth(domain=domain, domain_extra=f'tls_cert = "{cert[0]}"\ntls_key = "{cert[1]}"\n',
+                       config_extra=("[matrix]\nfederation = true\n"
+                                     f'federation_ca_file = "{ca}"\nfederation_destinations = ["{peer}"]\n'))
+            with open(h.config_path) as f:
+                text = f.read()
+            text = text.replace("[http]\nport = 0\nhttps_port = 0\n",
+                                f"[http]\nport = {http_port}\nhttps_port = {https_port}\nbind = {binds}\n")
+            with open(h.config_path, "w") as f:
+                f.write(text)
+            return h
+        self.a = node("a.test", cert_a, ha, pa, '["127.0.0.1"]', f"b.test=127.0.0.2:{pb}")
+        self.b = node("b.test", cert_b, hb, pb, '["127.0.0.1", "127.0.0.2"]', f"a.test=127.0.0.1:{pa}")
+        self.nodes = [self.a, self.b]
+        for h, name in ((self.a, "alice"), (self.b, "bob")):
+            h.start()
+            h.add_users(name)
+        self.tokens = {}
+        for h, name in ((self.a, "alice"), (self.b, "bob")):
+            status, body = h.matrix_api("POST", "/login", {
+                "type": "m.login.password", "identifier": {"type": "m.id.user", "user": name},
+                "password": f"{name} secret pw"})
+            self.assertEqual(status, 200, body)
+            self.tokens[name] = body["access_token"]
+
+    def tearDown(self):
+        for h in self.nodes:
+            h.stop()
+            h.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def timeline_bodies(self, h, token, room):
+        status, body = h.matrix_api("GET", f"/rooms/{room}/messages?dir=b&limit=50", token=token)
+        if status != 200:
+            return []
+        return [e["content"].get("body") for e in body.get("chunk", []) if e["type"] == "m.room.message"]
+
+    def test_a_user_of_one_server_joins_a_room_on_the_other_and_messages_flow_both_ways(self):
+        status, body = self.a.matrix_api("POST", "/createRoom", {"preset": "public_chat"}, token=self.tokens["alice"])
+        self.assertEqual(status, 200, body)
+        room = body["room_id"]
+        status, body = self.b.matrix_api("POST", f"/join/{room}", {}, token=self.tokens["bob"])
+        self.assertEqual(status, 200, body)
+        status, members = self.a.matrix_api("GET", f"/rooms/{room}/joined_members", token=self.tokens["alice"])
+        self.assertEqual(status, 200, members)
+        self.assertIn("@bob:b.test", members["joined"])
+
+        status, body = self.a.matrix_api("PUT", f"/rooms/{room}/send/m.room.message/1",
+                                         {"msgtype": "m.text", "body": "hello from a"}, token=self.tokens["alice"])
+        self.assertEqual(status, 200, body)
+        wait_until(lambda: "hello from a" in self.timeline_bodies(self.b, self.tokens["bob"], room),
+                   what="a's message at b")
+        status, body = self.b.matrix_api("PUT", f"/rooms/{room}/send/m.room.message/1",
+                                         {"msgtype": "m.text", "body": "hello from b"}, token=self.tokens["bob"])
+        self.assertEqual(status, 200, body)
+        wait_until(lambda: "hello from b" in self.timeline_bodies(self.a, self.tokens["alice"], room),
+                   what="b's message at a")
+        # Both sides agree on the room's state.
+        sa = self.a.matrix_api("GET", f"/rooms/{room}/state", token=self.tokens["alice"])[1]
+        sb = self.b.matrix_api("GET", f"/rooms/{room}/state", token=self.tokens["bob"])[1]
+        self.assertEqual(sorted(e["event_id"] for e in sa), sorted(e["event_id"] for e in sb))

@@ -66,6 +66,7 @@ class FederatedEventsThatFailAuth(unittest.TestCase):
         cls.h.stop()
         cls.h.cleanup()
         cls.httpd.shutdown()
+        cls.httpd.server_close()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------
