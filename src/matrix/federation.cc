@@ -110,6 +110,7 @@ Result<std::string> ServerKeyCache::key(const std::string& server, const std::st
       fetched ? verify_server_keys(*fetched, server, now_ms) : tl::unexpected(fetched.error());
   std::lock_guard lock(mu_);
   if (!keys) {
+    if (failed_until_.size() > 10000) failed_until_.clear();  // bound: names come from peers
     failed_until_[server] = now_ms + retry_after_ms_;
     return tl::unexpected(keys.error());
   }
