@@ -13,7 +13,8 @@ packages=(
   # runtime tools
   openssl ca-certificates
   # tests
-  libgtest-dev libgmock-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
+  libgtest-dev libgmock-dev librapidcheck-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
+  python3-nacl
   python3-matrix-nio python3-olm python3-cryptography chromium python3-yaml python3-jsonschema
   # the remote server of tests/integration/test_xmpp_federation_prosody.py (started by the test)
   prosody lua-unbound

@@ -249,6 +249,11 @@ int run(const Config& config, bool print_banner, bool takeover) {
   matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
   matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
   matrix_options.coalesce_requests = config.matrix_coalesce_requests;
+  matrix_options.federation = config.matrix_federation;
+  matrix_options.federation_destinations = config.matrix_federation_destinations;
+  matrix_options.federation_ca_file = config.matrix_federation_ca_file;
+  matrix_options.federation_timeout_ms = config.matrix_federation_timeout_seconds * 1000;
+  matrix_options.federation_insecure_skip_checks_for_tests = config.matrix_federation_insecure_skip_checks_for_tests;
   auto matrix_service = matrix::MatrixService::create(
       matrix_options, **accounts, **store, clock, log, metrics,
       [&http_server](std::function<void()> job) { return http_server && http_server->offload(std::move(job)); },
@@ -462,6 +467,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   }
 
   (*matrix_service)->set_public_url(public_url);
+  (*matrix_service)->start_background();
   xmpp_service.set_public_url(public_url);
   // A Matrix user deactivating their account gets the same cleanup as `hearthctl user del`.
   (*matrix_service)->set_account_deleted_hook([&xmpp_service, &matrix_service](const std::string& bare) -> Result<void> {

@@ -116,6 +116,11 @@ struct Config {
   std::int64_t matrix_max_upload_bytes = 50 << 20;
   std::int64_t matrix_media_quota_bytes = std::int64_t{1} << 30;
   bool matrix_coalesce_requests = true;
+  bool matrix_federation = false;
+  std::vector<std::string> matrix_federation_destinations;
+  std::string matrix_federation_ca_file;
+  int matrix_federation_timeout_seconds = 10;
+  bool matrix_federation_insecure_skip_checks_for_tests = false;
 
   // [limits]
   int max_connections = 10000;

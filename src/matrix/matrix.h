@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -58,6 +59,14 @@ struct MatrixOptions {
   std::int64_t media_quota_bytes = std::int64_t{1} << 30;  // all uploads of one user
   // Identical full-state reads at the same room version share one computation (I15).
   bool coalesce_requests = true;
+  // Federation (server-server API, first slice: incoming joins and PDUs; see docs/matrix.md).
+  bool federation = false;                          // serve /_matrix/federation/...
+  std::vector<std::string> federation_destinations;  // "server=host:port", before .well-known
+  std::string federation_ca_file;                    // trust anchors for peers; "": system store
+  int federation_timeout_ms = 10000;                 // one outgoing request (key fetch, well-known)
+  // TEST ONLY (incident I19's defence switch): incoming PDUs skip signature, hash and auth
+  // checks and overwrite the state. Never set on a real server.
+  bool federation_insecure_skip_checks_for_tests = false;
 };
 
 // Runs a blocking job on the worker pool; false when the pool is saturated.
@@ -88,6 +97,10 @@ class MatrixService {
   // account is already deleted in accounts/): the daemon's account-deletion cleanup (XMPP
   // and Matrix). Without it, only forget_account() runs. Thread-safe; set before serving.
   void set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook);
+  // Starts background work that needs the running server's offload/run_after: the
+  // federation outbox left from before a restart is sent. Call once after the HttpServer
+  // exists (e.g. with set_public_url).
+  void start_background();
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.
   void set_public_url(std::string url);
   // Answers every parked /sync now (with what it would get at its timeout), so that a

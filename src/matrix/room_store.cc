@@ -1,6 +1,7 @@
 #include "matrix/room_store.h"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -177,6 +178,24 @@ CREATE TABLE matrix_login_tokens(
   user_id TEXT NOT NULL,
   expires_ms INTEGER NOT NULL);
 )sql"},
+      {10, "federation: remote events that were rejected or soft-failed (incident I19)", R"sql(
+CREATE TABLE matrix_unaccepted_events(
+  event_id TEXT PRIMARY KEY,
+  room_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  pdu TEXT NOT NULL,
+  received_ms INTEGER NOT NULL);
+CREATE INDEX matrix_unaccepted_events_room ON matrix_unaccepted_events(room_id);
+)sql"},
+      {11, "federation: outgoing PDUs per destination", R"sql(
+CREATE TABLE matrix_federation_outbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  destination TEXT NOT NULL,
+  pdu TEXT NOT NULL,
+  created_ms INTEGER NOT NULL);
+CREATE INDEX matrix_federation_outbox_destination ON matrix_federation_outbox(destination, id);
+)sql"},
   };
   return list;
 }
@@ -339,19 +358,82 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
   std::string pdu_json = canonical_json(pdu);
   if (pdu_json.size() > kMaxPduBytes) return fail(Errc::resource_exhausted, std::string(kEventTooLarge));
 
+  auto appended = insert_event(tx, room, event_id, pdu, pdu_json, ev.txn_device, ev.txn_id, /*update_state=*/true, now_ms);
+  if (!appended || !outbox_) return appended;
+  // Queue for the other servers with joined members (and a member event's remote target).
+  std::set<std::string> servers;
+  if (is_member && ev.state_key && server_of(*ev.state_key) != server_name_) servers.insert(std::string(server_of(*ev.state_key)));
+  auto q = tx.query("SELECT user_id FROM matrix_members WHERE room_id = ? AND membership = 'join'", {room.room_id},
+                    [&](const store::Row& row) {
+                      std::string_view server = server_of(row.text(0));
+                      if (!server.empty() && server != server_name_) servers.insert(std::string(server));
+                    });
+  if (!q) return tl::unexpected(q.error());
+  for (const auto& server : servers) {
+    auto r = tx.exec("INSERT INTO matrix_federation_outbox(destination, pdu, created_ms) VALUES (?,?,?)",
+                     {server, pdu_json, now_ms});
+    if (!r) return tl::unexpected(r.error());
+  }
+  return appended;
+}
+
+Result<std::vector<RoomStore::Outgoing>> RoomStore::outbox(store::Transaction& tx, std::string_view destination,
+                                                           int limit) const {
+  std::vector<Outgoing> out;
+  auto r = tx.query("SELECT id, pdu FROM matrix_federation_outbox WHERE destination = ? ORDER BY id LIMIT ?",
+                    {destination, limit},
+                    [&](const store::Row& row) { out.push_back({row.integer(0), std::string(row.text(1))}); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<std::vector<std::string>> RoomStore::outbox_destinations(store::Transaction& tx) const {
+  std::vector<std::string> out;
+  auto r = tx.query("SELECT DISTINCT destination FROM matrix_federation_outbox", {},
+                    [&](const store::Row& row) { out.emplace_back(row.text(0)); });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<void> RoomStore::outbox_remove(store::Transaction& tx, std::string_view destination, std::int64_t upto_id) const {
+  auto r = tx.exec("DELETE FROM matrix_federation_outbox WHERE destination = ? AND id <= ?", {destination, upto_id});
+  if (!r) return tl::unexpected(r.error());
+  return ok();
+}
+
+Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,
+                                              const JsonValue& pdu, const std::string& pdu_json,
+                                              const std::string& txn_device_in, const std::string& txn_id_in,
+                                              bool update_state, std::int64_t now_ms) const {
+  std::string type(pdu.string_at("type"));
+  std::string sender(pdu.string_at("sender"));
+  std::optional<std::string> state_key;
+  if (const JsonValue* sk = pdu.get("state_key"); sk && sk->is_string()) state_key = sk->as_string();
+  const JsonValue* content_p = pdu.get("content");
+  JsonValue content = content_p ? *content_p : JsonValue::object();
+  const JsonValue* ts_p = pdu.get("origin_server_ts");
+  std::int64_t ts = ts_p && ts_p->is_int() ? ts_p->as_int() : now_ms;
+  std::optional<std::string> redacts;
+  if (type == "m.room.redaction") {
+    std::string_view r = room.version == RoomVersion::v10 ? pdu.string_at("redacts") : content.string_at("redacts");
+    if (!r.empty()) redacts = std::string(r);
+  }
+  bool is_member = type == "m.room.member";
   // The client format (without "unsigned").
   JsonValue client = JsonValue::object();
-  client.set("content", ev.content);
+  client.set("content", content);
   client.set("event_id", JsonValue::string(event_id));
-  client.set("origin_server_ts", JsonValue::integer(now_ms));
+  client.set("origin_server_ts", JsonValue::integer(ts));
   client.set("room_id", JsonValue::string(room.room_id));
-  client.set("sender", JsonValue::string(ev.sender));
-  client.set("type", JsonValue::string(ev.type));
-  if (ev.state_key) client.set("state_key", JsonValue::string(*ev.state_key));
-  if (ev.redacts) client.set("redacts", JsonValue::string(*ev.redacts));
+  client.set("sender", JsonValue::string(sender));
+  client.set("type", JsonValue::string(type));
+  if (state_key) client.set("state_key", JsonValue::string(*state_key));
+  if (redacts) client.set("redacts", JsonValue::string(*redacts));
   std::string unsigned_extra;
-  if (ev.state_key) {
-    auto it = room.state.find(std::make_pair(ev.type, *ev.state_key));
+  if (state_key && update_state) {
+    if (is_member)
+      if (auto r = load_member(tx, room, *state_key); !r) return tl::unexpected(r.error());
+    auto it = room.state.find(std::make_pair(type, *state_key));
     if (it != room.state.end()) {
       unsigned_extra = "\"prev_content\":";
       const JsonValue* pc = it->second.pdu.get("content");
@@ -368,38 +450,95 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
     room.exists = true;
   }
   std::optional<std::string> txn_device, txn_id;
-  if (!ev.txn_id.empty()) {
-    txn_device = ev.txn_device;
-    txn_id = ev.txn_id;
+  if (!txn_id_in.empty()) {
+    txn_device = txn_device_in;
+    txn_id = txn_id_in;
   }
   auto ins = tx.exec(
       "INSERT INTO matrix_events(event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra, "
       "txn_device, txn_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-      {event_id, room.room_id, ev.type, ev.state_key, ev.sender, now_ms, pdu_json, canonical_json(client),
-       unsigned_extra, txn_device, txn_id});
+      {event_id, room.room_id, type, state_key, sender, ts, pdu_json, canonical_json(client), unsigned_extra,
+       txn_device, txn_id});
   if (!ins) return tl::unexpected(ins.error());
   std::int64_t stream = tx.last_insert_id();
-  if (ev.state_key) {
-    auto r = tx.exec(
-        "INSERT INTO matrix_state(room_id, type, state_key, stream) VALUES (?,?,?,?) "
-        "ON CONFLICT(room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
-        {room.room_id, ev.type, *ev.state_key, stream});
-    if (!r) return tl::unexpected(r.error());
-    if (is_member) {
-      auto m = tx.exec(
-          "INSERT INTO matrix_members(room_id, user_id, membership, stream) VALUES (?,?,?,?) "
-          "ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, stream = excluded.stream",
-          {room.room_id, *ev.state_key, ev.content.string_at("membership"), stream});
-      if (!m) return tl::unexpected(m.error());
-    }
-    room.state[{ev.type, *ev.state_key}] = {event_id, pdu};
+  if (state_key && update_state) {
+    if (auto r = set_state_row(tx, room.room_id, type, *state_key, stream, content.string_at("membership")); !r)
+      return tl::unexpected(r.error());
+    room.state[{type, *state_key}] = {event_id, pdu};
   }
-  room.depth += 1;
+  const JsonValue* depth_p = pdu.get("depth");
+  room.depth = std::max(room.depth + 1, depth_p && depth_p->is_int() ? depth_p->as_int() : 0);
+  room.depth = std::min(room.depth, kMaxSafeInteger);
   room.last_event_id = event_id;
   auto head = tx.exec("UPDATE matrix_rooms SET last_event_id = ?, depth = ? WHERE room_id = ?",
                       {event_id, room.depth, room.room_id});
   if (!head) return tl::unexpected(head.error());
   return AppendedEvent{event_id, stream};
+}
+
+Result<void> RoomStore::set_state_row(store::Transaction& tx, const std::string& room_id, const std::string& type,
+                                      const std::string& state_key, std::int64_t stream,
+                                      std::string_view membership) const {
+  auto r = tx.exec(
+      "INSERT INTO matrix_state(room_id, type, state_key, stream) VALUES (?,?,?,?) "
+      "ON CONFLICT(room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
+      {room_id, type, state_key, stream});
+  if (!r) return tl::unexpected(r.error());
+  if (type == "m.room.member") {
+    auto m = tx.exec(
+        "INSERT INTO matrix_members(room_id, user_id, membership, stream) VALUES (?,?,?,?) "
+        "ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, stream = excluded.stream",
+        {room_id, state_key, membership, stream});
+    if (!m) return tl::unexpected(m.error());
+  }
+  return ok();
+}
+
+Result<void> RoomStore::record_unaccepted(store::Transaction& tx, const std::string& room_id,
+                                         const std::string& event_id, const std::string& pdu_json,
+                                         std::string_view status, std::string_view reason, std::int64_t now_ms) const {
+  auto r = tx.exec(
+      "INSERT INTO matrix_unaccepted_events(event_id, room_id, status, reason, pdu, received_ms) VALUES (?,?,?,?,?,?) "
+      "ON CONFLICT(event_id) DO NOTHING",
+      {event_id, room_id, status, reason, pdu_json, now_ms});
+  if (!r) return tl::unexpected(r.error());
+  return ok();
+}
+
+Result<std::optional<std::string>> RoomStore::unaccepted_status(store::Transaction& tx,
+                                                               std::string_view event_id) const {
+  auto row = tx.query_one("SELECT status FROM matrix_unaccepted_events WHERE event_id = ?", {event_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(std::string((*row)->text(0)));
+}
+
+Result<StateMap> RoomStore::current_state_map(store::Transaction& tx, std::string_view room_id) const {
+  StateMap out;
+  auto r = tx.query(
+      "SELECT s.type, s.state_key, e.event_id FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
+      "WHERE s.room_id = ?",
+      {room_id}, [&](const store::Row& row) {
+        out[{std::string(row.text(0)), std::string(row.text(1))}] = std::string(row.text(2));
+      });
+  if (!r) return tl::unexpected(r.error());
+  return out;
+}
+
+Result<StateMap> RoomStore::state_map_at(store::Transaction& tx, std::string_view room_id, std::int64_t stream) const {
+  auto events = state_at(tx, room_id, stream);
+  if (!events) return tl::unexpected(events.error());
+  StateMap out;
+  for (auto& e : *events)
+    if (e.state_key) out[{e.type, *e.state_key}] = e.event_id;
+  return out;
+}
+
+Result<std::optional<std::int64_t>> RoomStore::stream_of(store::Transaction& tx, std::string_view event_id) const {
+  auto row = tx.query_one("SELECT stream FROM matrix_events WHERE event_id = ?", {event_id});
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<std::int64_t>();
+  return std::optional<std::int64_t>((*row)->integer(0));
 }
 
 Result<VisibilityFilter> VisibilityFilter::load(store::Transaction& tx, std::string_view room_id,

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "matrix/canonical_json.h"
 #include "matrix/events.h"
+#include "matrix/state_resolution.h"
 #include "store/store.h"
 
 namespace hearth::matrix {
@@ -110,7 +111,10 @@ struct NewEvent {
 
 class RoomStore {
  public:
-  RoomStore(std::string server_name, const SigningKey& key) : server_name_(std::move(server_name)), key_(key) {}
+  // federation_outbox: every local event appended to a room with members on other servers
+  // is also queued for them (matrix_federation_outbox, in the same transaction).
+  RoomStore(std::string server_name, const SigningKey& key, bool federation_outbox = false)
+      : server_name_(std::move(server_name)), key_(key), outbox_(federation_outbox) {}
 
   // Loads a room's version, head and current state (not_found for an unknown room).
   Result<RoomAppender> load_room(store::Transaction& tx, std::string_view room_id) const;
@@ -125,6 +129,43 @@ class RoomStore {
   // unsigned.redacted_because names the redaction event. not_found if unknown.
   Result<void> apply_redaction(store::Transaction& tx, const RoomAppender& room, std::string_view target_event_id,
                                std::string_view redaction_event_id) const;
+  // Stores a PDU built and checked elsewhere (a remote event that passed signature, hash
+  // and auth checks) as the room's newest event. With update_state, a state event also
+  // replaces its (type, state_key) in the current state; without, the caller sets the
+  // state (after state resolution) with set_state_row.
+  Result<AppendedEvent> insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,
+                                     const JsonValue& pdu, const std::string& pdu_json, const std::string& txn_device,
+                                     const std::string& txn_id, bool update_state, std::int64_t now_ms) const;
+  // Points the current state of (type, state_key) at the stored event at `stream`
+  // (memberships too, for m.room.member).
+  Result<void> set_state_row(store::Transaction& tx, const std::string& room_id, const std::string& type,
+                             const std::string& state_key, std::int64_t stream, std::string_view membership) const;
+  // A remote event that was not accepted (incident I19): `status` "rejected" (fails the
+  // auth rules against its auth events or the state before it) or "soft_failed" (fails
+  // against the current state). Kept apart from matrix_events, so it is never in a
+  // timeline, in the state or a prev/auth event of ours.
+  Result<void> record_unaccepted(store::Transaction& tx, const std::string& room_id, const std::string& event_id,
+                                 const std::string& pdu_json, std::string_view status, std::string_view reason,
+                                 std::int64_t now_ms) const;
+  // "rejected" / "soft_failed" for such an event, nullopt otherwise.
+  Result<std::optional<std::string>> unaccepted_status(store::Transaction& tx, std::string_view event_id) const;
+  // The current state as (type, state_key) -> event id, and the state just after the
+  // stored event at `stream` (from the events in stream order).
+  Result<StateMap> current_state_map(store::Transaction& tx, std::string_view room_id) const;
+  Result<StateMap> state_map_at(store::Transaction& tx, std::string_view room_id, std::int64_t stream) const;
+  // The stream position of a stored (accepted) event.
+  Result<std::optional<std::int64_t>> stream_of(store::Transaction& tx, std::string_view event_id) const;
+
+  // Outgoing federation queue: up to `limit` (id, PDU JSON) rows for a destination, oldest
+  // first; the destinations with queued rows; removal once a transaction was accepted.
+  struct Outgoing {
+    std::int64_t id = 0;
+    std::string pdu_json;
+  };
+  Result<std::vector<Outgoing>> outbox(store::Transaction& tx, std::string_view destination, int limit) const;
+  Result<std::vector<std::string>> outbox_destinations(store::Transaction& tx) const;
+  Result<void> outbox_remove(store::Transaction& tx, std::string_view destination, std::int64_t upto_id) const;
+
   // The PDU of a stored event, parsed; not_found if unknown.
   Result<JsonValue> pdu(store::Transaction& tx, std::string_view event_id) const;
 
@@ -171,6 +212,7 @@ class RoomStore {
  private:
   std::string server_name_;
   const SigningKey& key_;
+  bool outbox_ = false;
 };
 
 }  // namespace hearth::matrix

@@ -268,7 +268,18 @@ ApiResult<std::string> MatrixService::Impl::join(Ctx& ctx, const std::string& ro
   } else if (room_or_alias.empty() || room_or_alias[0] != '!') {
     return api_error(400, "M_INVALID_PARAM", "Expected a room id or alias");
   }
-  if (server_of(room_id) != options.server_name) return api_error(403, "M_FORBIDDEN", "Federation is not supported yet");
+  if (server_of(room_id) != options.server_name) {
+    auto known = store.read_sync([&](store::Transaction& tx) -> Result<bool> {
+      auto row = tx.query_one("SELECT 1 FROM matrix_rooms WHERE room_id = ?", {room_id});
+      if (!row) return tl::unexpected(row.error());
+      return bool(*row);
+    });
+    if (!known) return tl::unexpected(to_api_error(known.error()));
+    if (!*known) {
+      if (!federation) return api_error(403, "M_FORBIDDEN", "Federation is not enabled");
+      return join_remote(ctx, room_id);
+    }
+  }
   auto body = ctx.body(options.max_body_bytes);
   if (!body) return tl::unexpected(body.error());
   auto content = store.read_sync([&](store::Transaction& tx) { return member_content(tx, ctx.user_id, "join"); });

@@ -205,6 +205,7 @@ std::size_t SyncHub::size() {
 
 void MatrixService::Impl::notify(std::int64_t stream, std::vector<std::string> keys) {
   (void)stream;
+  if (federation) federation_pump();
   for (auto& w : hub.wake(keys)) {
     auto self = shared_from_this();
     if (!offload([self, w] { self->finish_waiter(w); }))
@@ -227,6 +228,8 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
   if (!key) return tl::unexpected(key.error());
   auto impl = std::make_unique<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload),
                                      std::move(run_after), std::move(*key));
+  if (impl->options.federation)
+    if (auto r = impl->init_federation(); !r) return tl::unexpected(r.error());
   std::unique_ptr<MatrixService> service(new MatrixService(std::move(impl)));
   std::weak_ptr<Impl> weak = service->impl_;
   metrics.callback_gauge("hearth_matrix_sync_waiting", "Matrix /sync requests parked until an event arrives",
@@ -306,6 +309,14 @@ void MatrixService::set_account_deleted_hook(std::function<Result<void>(const st
   impl_->account_deleted = std::move(hook);
 }
 
+void MatrixService::start_background() {
+  if (!impl_->federation) return;
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->run_after(std::chrono::milliseconds(0), [weak] {
+    if (auto s = weak.lock()) s->federation_pump();
+  });
+}
+
 void MatrixService::set_public_url(std::string url) {
   std::lock_guard lock(impl_->mu);
   impl_->public_url = std::move(url);
@@ -348,6 +359,7 @@ void MatrixService::install_routes(net::Router& router) {
   router.add_prefix("*", "/_matrix/media/",
                     [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
                     media_route);
+  if (impl->federation) impl->install_federation_routes(router);
   for (const char* prefix : {"/_matrix/federation/", "/_matrix/key/"})
     router.add_prefix("*", prefix, [](net::HttpRequest&&, net::Respond respond) {
       respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));

@@ -151,11 +151,13 @@ class LoginThrottle {
   std::unordered_map<std::string, Window> windows_;
 };
 
+struct Federation;  // federation_api.cc
+
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
        RunAfter ra, SigningKey k)
       : options(std::move(o)), accounts(a), store(s), clock(c), log(l), metrics(m), offload(std::move(off)),
-        run_after(std::move(ra)), key(std::move(k)), rooms(options.server_name, key) {}
+        run_after(std::move(ra)), key(std::move(k)), rooms(options.server_name, key, options.federation) {}
 
   MatrixOptions options;
   accounts::Accounts& accounts;
@@ -346,6 +348,18 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> backup_version_put(Ctx&);
   ApiResult<std::string> backup_version_delete(Ctx&);
   ApiResult<std::string> backup_keys(Ctx&);
+  // Federation (federation_api.cc): created by install_federation_routes when enabled.
+  std::shared_ptr<Federation> federation;
+  Result<void> init_federation();
+  void install_federation_routes(net::Router& router);
+  // Sends what the outbox holds (on the worker pool; one pass at a time, per destination
+  // with exponential back-off after a failure). Called after every commit and at start.
+  void federation_pump();
+  // A local user joins a room of another server (make_join / send_join there); the room's
+  // state and auth chain from the answer are checked (signatures, hashes, auth rules) and
+  // stored, then the join. Returns the /join answer.
+  ApiResult<std::string> join_remote(Ctx& ctx, const std::string& room_id);
+
   // Deletes the to-device messages a sync token acknowledged (one write, only if any).
   Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);
 };

@@ -268,3 +268,59 @@ TEST_F(RoomStoreTest, BigRoomStateIsOneRowPerKey) {
 
 }  // namespace
 }  // namespace hearth::matrix
+
+namespace hearth::matrix {
+namespace {
+
+// Federation storage: unaccepted remote events stay out of state and timeline; local events
+// of a room with a remote member are queued for its server in the same transaction.
+struct FederatedRoomStoreTest : RoomStoreTest {
+  RoomStore fed_rooms{"hs", key, /*federation_outbox=*/true};
+};
+
+TEST_F(FederatedRoomStoreTest, UnacceptedEventsStayOutAndLocalEventsAreQueuedForRemoteMembers) {
+  create_room("!f:hs", "public");
+  // A remote member's join, as federation stores it (checked elsewhere).
+  auto joined = db->write_sync([&](store::Transaction& tx) -> Result<AppendedEvent> {
+    auto room = fed_rooms.load_room(tx, "!f:hs");
+    if (!room) return tl::unexpected(room.error());
+    JsonValue pdu = content(R"({"type":"m.room.member","room_id":"!f:hs","sender":"@bob:remote","state_key":"@bob:remote",)"
+                            R"("content":{"membership":"join"},"depth":5,"origin_server_ts":1000,"prev_events":[],"auth_events":[]})");
+    return fed_rooms.insert_event(tx, *room, "$remote_join", pdu, canonical_json(pdu), "", "", true, 1000);
+  });
+  ASSERT_TRUE(joined) << joined.error().describe();
+  auto rejected = db->write_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto r = fed_rooms.record_unaccepted(tx, "!f:hs", "$bad", R"({"type":"m.room.topic"})", "rejected", "test", 1000);
+    if (!r) return tl::unexpected(r.error());
+    return true;
+  });
+  ASSERT_TRUE(rejected);
+  auto sent = db->write_sync([&](store::Transaction& tx) -> Result<AppendedEvent> {
+    auto room = fed_rooms.load_room(tx, "!f:hs");
+    if (!room) return tl::unexpected(room.error());
+    return fed_rooms.append(tx, *room, NewEvent{"m.room.message", std::nullopt, "@alice:hs", content(R"({"body":"hi"})"), {}, {}, {}}, 2000);
+  });
+  ASSERT_TRUE(sent) << sent.error().describe();
+  auto r = db->read_sync([&](store::Transaction& tx) -> Result<bool> {
+    auto status = fed_rooms.unaccepted_status(tx, "$bad");
+    EXPECT_TRUE(status && *status && **status == "rejected");
+    auto stream = fed_rooms.stream_of(tx, "$bad");
+    EXPECT_TRUE(stream && !*stream);  // not in matrix_events: no timeline, no state
+    auto state = fed_rooms.current_state_map(tx, "!f:hs");
+    EXPECT_TRUE(state && state->at({"m.room.member", "@bob:remote"}) == "$remote_join");
+    auto dests = fed_rooms.outbox_destinations(tx);
+    EXPECT_TRUE(dests && *dests == std::vector<std::string>{"remote"});
+    auto rows = fed_rooms.outbox(tx, "remote", 50);
+    EXPECT_TRUE(rows && rows->size() == 1);  // the message only: the remote join was not ours to send
+    if (rows && rows->size() == 1) EXPECT_NE(rows->front().pdu_json.find("\"hi\""), std::string::npos);
+    return true;
+  });
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(db->write_sync([&](store::Transaction& tx) { return fed_rooms.outbox_remove(tx, "remote", INT64_MAX); }));
+  auto empty = db->read_sync([&](store::Transaction& tx) { return fed_rooms.outbox_destinations(tx); });
+  ASSERT_TRUE(empty);
+  EXPECT_TRUE(empty->empty());
+}
+
+}  // namespace
+}  // namespace hearth::matrix

@@ -1,0 +1,114 @@
+#include "net/https_client.h"
+
+#include <chrono>
+#include <optional>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <fmt/format.h>
+
+namespace hearth::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+struct HttpsClient::Impl {
+  HttpsClientOptions options;
+  asio::ssl::context ctx{asio::ssl::context::tls_client};
+};
+
+HttpsClient::HttpsClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpsClient::~HttpsClient() = default;
+
+Result<std::unique_ptr<HttpsClient>> HttpsClient::create(HttpsClientOptions options) {
+  auto impl = std::make_unique<Impl>();
+  boost::system::error_code ec;
+  impl->ctx.set_options(asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 | asio::ssl::context::no_sslv3);
+  if (options.ca_file.empty()) {
+    impl->ctx.set_default_verify_paths(ec);
+  } else {
+    impl->ctx.load_verify_file(options.ca_file, ec);
+  }
+  if (ec) return fail(Errc::invalid_argument, fmt::format("trust anchors {}: {}", options.ca_file, ec.message()));
+  impl->ctx.set_verify_mode(asio::ssl::verify_peer);
+  impl->options = std::move(options);
+  return std::unique_ptr<HttpsClient>(new HttpsClient(std::move(impl)));
+}
+
+namespace {
+
+asio::awaitable<void> exchange(asio::ssl::context& ctx, const ClientRequest& req, const HttpsClientOptions& options,
+                               Result<ClientResponse>& out) {
+  auto ex = co_await asio::this_coro::executor;
+  auto fail_with = [&](Errc code, std::string what) { out = fail(code, std::move(what)); };
+  tcp::resolver resolver(ex);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(req.host, std::to_string(req.port), asio::as_tuple(asio::use_awaitable));
+  if (rec) co_return fail_with(Errc::unavailable, fmt::format("resolve {}: {}", req.host, rec.message()));
+  beast::ssl_stream<beast::tcp_stream> stream(ex, ctx);
+  if (!SSL_set_tlsext_host_name(stream.native_handle(), req.tls_name.c_str()))
+    co_return fail_with(Errc::invalid_argument, "bad TLS name");
+  stream.set_verify_callback(asio::ssl::host_name_verification(req.tls_name));
+  auto [cec, unused] = co_await beast::get_lowest_layer(stream).async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+  if (cec) co_return fail_with(Errc::unavailable, fmt::format("connect {}:{}: {}", req.host, req.port, cec.message()));
+  auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+  if (hec) {
+    long v = SSL_get_verify_result(stream.native_handle());
+    if (v != X509_V_OK || hec.category() == asio::error::get_ssl_category())
+      co_return fail_with(Errc::permission_denied, fmt::format("TLS with {}: {}", req.tls_name, hec.message()));
+    co_return fail_with(Errc::unavailable, fmt::format("TLS with {}: {}", req.tls_name, hec.message()));
+  }
+  http::request<http::string_body> r{req.method == "PUT"    ? http::verb::put
+                                     : req.method == "POST" ? http::verb::post
+                                                            : http::verb::get,
+                                     req.target, 11};
+  r.set(http::field::host, req.tls_name);
+  r.set(http::field::user_agent, "hearth");
+  for (const auto& [k, v] : req.headers) r.set(k, v);
+  if (!req.body.empty()) {
+    r.set(http::field::content_type, "application/json");
+    r.body() = req.body;
+  }
+  r.prepare_payload();
+  auto [wec, wn] = co_await http::async_write(stream, r, asio::as_tuple(asio::use_awaitable));
+  if (wec) co_return fail_with(Errc::unavailable, fmt::format("write: {}", wec.message()));
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(options.max_response_bytes, 64 << 10)));
+  parser.body_limit(options.max_response_bytes);
+  auto [rdec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+  if (rdec == http::error::body_limit || rdec == http::error::header_limit)
+    co_return fail_with(Errc::resource_exhausted, "response too large");
+  if (rdec) co_return fail_with(Errc::unavailable, fmt::format("read: {}", rdec.message()));
+  ClientResponse resp;
+  resp.status = static_cast<int>(parser.get().result_int());
+  resp.body = std::move(parser.get().body());
+  out = std::move(resp);
+  beast::get_lowest_layer(stream).socket().close();
+}
+
+}  // namespace
+
+Result<ClientResponse> HttpsClient::request(const ClientRequest& req) const {
+  Result<ClientResponse> out = fail(Errc::unavailable, fmt::format("{}:{}: timed out", req.host, req.port));
+  {
+    asio::io_context ioc(1);
+    bool done = false;
+    asio::co_spawn(ioc, exchange(impl_->ctx, req, impl_->options, out), [&done](std::exception_ptr) { done = true; });
+    ioc.run_for(std::chrono::milliseconds(impl_->options.timeout_ms));
+    if (!done) out = fail(Errc::unavailable, fmt::format("{}:{}: timed out", req.host, req.port));
+  }  // the io_context's destruction closes whatever is still open
+  return out;
+}
+
+}  // namespace hearth::net
