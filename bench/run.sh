@@ -295,7 +295,8 @@ trusted_key_servers: []
 rc_message: {per_second: 100000, burst_count: 100000}
 rc_registration: {per_second: 100000, burst_count: 100000}
 rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_second: 100000, burst_count: 100000}}
-rc_joins: {local: {per_second: 100000, burst_count: 100000}}
+rc_joins: {local: {per_second: 100000, burst_count: 100000}, remote: {per_second: 100000, burst_count: 100000}}
+rc_joins_per_room: {per_second: 100000, burst_count: 100000}
 EOF2
   printf 'version: 1\nroot: {level: WARNING, handlers: []}\n' | $sudo tee "$d/log.yaml" >/dev/null
   $sudo rm -f "$d/homeserver.db"
