@@ -491,7 +491,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   void accept() {
     handle_ = std::make_shared<StreamHandle>(shard_.poster, weak_from_this(), ip_,
-                                             impl_.options.stream_max_queued_bytes, facts_);
+                                             impl_.options.stream_max_queued_bytes, std::exchange(facts_, {}));
     StreamCallbacks cb;
     if (connect_handler_) {
       outgoing_started_ = true;
@@ -628,8 +628,9 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
       if (v != X509_V_OK) f.peer.verify_error = X509_verify_cert_error_string(v);
       read_alt_names(peer, f.peer);
     }
-    facts_ = f;
+    // Kept once: by the handle, or here until accept() hands them to it.
     if (handle_) handle_->set_facts(std::move(f));
+    else facts_ = std::move(f);
   }
 
   void encrypt(const std::string& plain, std::size_t credit) {
@@ -789,7 +790,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
   Tls tls_ = Tls::none;
   TlsTransport transport_;  // before ssl_'s BIO is freed (in the destructor's body)
   SSL* ssl_ = nullptr;
-  TlsFacts facts_;
+  TlsFacts facts_;  // until the handle exists (direct TLS)
   std::function<void(Result<void>)> tls_done_;
   std::string pre_tls_;       // bytes for the handshake before anything read from the socket
   // Lists, not deques: an empty std::list holds no memory (a deque allocates ~600 bytes).
