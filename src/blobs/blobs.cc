@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -172,15 +173,17 @@ Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, 
   if (ec) return fail(Errc::io, fmt::format("cannot stat {}: {}", staged_path, ec.message()));
   if (static_cast<std::int64_t>(size) > options_.max_file_bytes)
     return fail(Errc::invalid_argument, fmt::format("a file may hold at most {} bytes", options_.max_file_bytes));
-  std::ifstream in(staged_path, std::ios::binary);
-  if (!in) return fail(Errc::io, fmt::format("cannot read {}", staged_path));
+  int fd = ::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return tl::unexpected(io_error("open", staged_path));
   EVP_MD_CTX* md = EVP_MD_CTX_new();
   EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
   std::vector<char> buf(1 << 16);
   std::uint64_t total = 0;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    auto n = in.gcount();
+  bool read_failed = false;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) read_failed = true;
     if (n <= 0) break;
     EVP_DigestUpdate(md, buf.data(), static_cast<std::size_t>(n));
     total += static_cast<std::uint64_t>(n);
@@ -189,6 +192,13 @@ Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, 
   unsigned int len = 0;
   EVP_DigestFinal_ex(md, digest, &len);
   EVP_MD_CTX_free(md);
+  // Durable before it is renamed into place (the caller may not have fsynced it: a body
+  // streamed by net/ is not).
+  std::optional<Error> sync_error;
+  if (!read_failed && ::fsync(fd) != 0) sync_error = io_error("fsync", staged_path);
+  ::close(fd);
+  if (read_failed) return fail(Errc::io, fmt::format("cannot read {}", staged_path));
+  if (sync_error) return tl::unexpected(*sync_error);
   if (total != size) return fail(Errc::io, fmt::format("{} changed while it was read", staged_path));
   Blob b;
   b.id = random_token(24);

@@ -62,9 +62,10 @@ class BlobStore {
   // Where callers stage a file they write piece by piece (CryptPad's chunked uploads)
   // before put_file; on the store's filesystem, emptied at open().
   std::string staging_dir() const { return options_.dir + "/tmp"; }
-  // As put(), for a file the caller wrote and fsynced under staging_dir(): it is hashed
-  // while read, then renamed into place (or dropped when the same bytes are stored
-  // already). The staged file is gone afterwards, whatever the outcome.
+  // As put(), for a file the caller wrote under staging_dir() (a streamed HTTP body, a
+  // chunked upload): it is hashed while read and fsynced, then renamed into place (or
+  // dropped when the same bytes are stored already). The staged file is gone afterwards,
+  // whatever the outcome.
   Result<Blob> put_file(std::string_view owner, std::string_view name, std::string_view content_type,
                         const std::string& staged_path, std::int64_t expires_ms);
   // nullopt when unknown or expired.

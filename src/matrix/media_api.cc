@@ -28,8 +28,10 @@ ApiResult<std::string> MatrixService::Impl::media_config(Ctx&) {
 }
 
 ApiResult<std::string> MatrixService::Impl::media_upload(Ctx& ctx) {
-  const std::string& bytes = ctx.http.body;
-  if (static_cast<std::int64_t>(bytes.size()) > options.max_upload_bytes)
+  // Streamed uploads (the legacy /_matrix/media/*/upload routes) arrive as a staged file.
+  const bool staged = !ctx.http.body_file.empty();
+  const std::int64_t size = staged ? ctx.http.body_file_bytes : static_cast<std::int64_t>(ctx.http.body.size());
+  if (size > options.max_upload_bytes)
     return api_error(413, "M_TOO_LARGE", fmt::format("Uploads are limited to {} bytes", options.max_upload_bytes));
   std::string content_type(ctx.http.header("content-type"));
   if (content_type.empty() || content_type.size() > 255) content_type = "application/octet-stream";
@@ -40,9 +42,10 @@ ApiResult<std::string> MatrixService::Impl::media_upload(Ctx& ctx) {
     return (*row)->integer(0);
   });
   if (!used) return tl::unexpected(to_api_error(used.error()));
-  if (*used + static_cast<std::int64_t>(bytes.size()) > options.media_quota_bytes)
+  if (*used + size > options.media_quota_bytes)
     return api_error(413, "M_TOO_LARGE", "Your media quota is used up");
-  auto hex = media.put(bytes);  // durable before the row that names it
+  // Durable before the row that names it.
+  auto hex = staged ? media.put_file(ctx.http.body_file) : media.put(ctx.http.body);
   if (!hex) {
     log.error("matrix.media_write_failed", {{"error", hex.error().describe()}});
     return tl::unexpected(to_api_error(hex.error()));
@@ -54,7 +57,7 @@ ApiResult<std::string> MatrixService::Impl::media_upload(Ctx& ctx) {
     auto in = tx.exec(
         "INSERT INTO matrix_media(media_id, user_id, sha256, content_type, filename, size, created_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        {media_id, ctx.user_id, *hex, content_type, filename, static_cast<std::int64_t>(bytes.size()), clock.now_ms()});
+        {media_id, ctx.user_id, *hex, content_type, filename, size, clock.now_ms()});
     if (!in) return tl::unexpected(in.error());
     return true;
   });

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -78,6 +79,45 @@ Result<std::string> MediaStore::put(std::string_view bytes) {
     ::unlink(tmp.c_str());
     return fail(Errc::io, fmt::format("rename {}: {}", final_path, std::strerror(err)));
   }
+  if (auto r = fsync_path(sub, O_RDONLY | O_DIRECTORY); !r) return tl::unexpected(r.error());
+  return hex;
+}
+
+Result<std::string> MediaStore::put_file(const std::string& staged_path) {
+  struct Unlink {
+    const std::string& path;
+    ~Unlink() { ::unlink(path.c_str()); }
+  } unlink_staged{staged_path};
+  int fd = ::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(Errc::io, fmt::format("open {}: {}", staged_path, std::strerror(errno)));
+  crypto_hash_sha256_state hash;
+  crypto_hash_sha256_init(&hash);
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return fail(Errc::io, fmt::format("read {}", staged_path));
+    }
+    if (n == 0) break;
+    crypto_hash_sha256_update(&hash, reinterpret_cast<const unsigned char*>(buf), static_cast<unsigned long long>(n));
+  }
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return fail(Errc::io, fmt::format("fsync {}: {}", staged_path, std::strerror(err)));
+  std::string digest(crypto_hash_sha256_BYTES, '\0');
+  crypto_hash_sha256_final(&hash, reinterpret_cast<unsigned char*>(digest.data()));
+  std::string hex = to_hex(digest);
+  std::string final_path = path_of(hex);
+  std::error_code ec;
+  if (std::filesystem::exists(final_path, ec)) return hex;
+  std::string sub = dir_ + "/" + hex.substr(0, 2);
+  std::filesystem::create_directories(sub, ec);
+  if (ec) return fail(Errc::io, fmt::format("create {}: {}", sub, ec.message()));
+  if (::rename(staged_path.c_str(), final_path.c_str()) != 0)
+    return fail(Errc::io, fmt::format("rename {}: {}", final_path, std::strerror(errno)));
   if (auto r = fsync_path(sub, O_RDONLY | O_DIRECTORY); !r) return tl::unexpected(r.error());
   return hex;
 }

@@ -20,6 +20,12 @@ class MediaStore {
   explicit MediaStore(std::string dir) : dir_(std::move(dir)) {}
   // Stores the bytes (a no-op when the same content is stored already); the hex SHA-256.
   Result<std::string> put(std::string_view bytes);
+  // Where a streamed upload body is staged (net/ writes it there), on the same filesystem.
+  std::string staging_dir() const { return dir_ + "/tmp"; }
+  // As put(), for a file written under staging_dir(): hashed while read, fsynced, renamed
+  // into place (or dropped when the same content is stored already). The staged file is
+  // gone afterwards, whatever the outcome.
+  Result<std::string> put_file(const std::string& staged_path);
   // The bytes of a stored file; not_found when absent.
   Result<std::string> get(std::string_view sha256_hex) const;
 

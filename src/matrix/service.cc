@@ -1,5 +1,7 @@
 // MatrixService: construction, the route table and the dispatcher.
 #include <cctype>
+#include <charconv>
+#include <filesystem>
 #include <set>
 
 #include <fmt/format.h>
@@ -353,13 +355,34 @@ void MatrixService::install_routes(net::Router& router) {
     sign_json(keys, impl->options.server_name, impl->key);
     respond(json_response(200, canonical_json(keys)));
   });
-  // Federation is not served yet: answer in Matrix's error format (M_UNRECOGNIZED).
   net::RouteOptions media_route = blocking;
   media_route.max_body_bytes = impl->options.max_upload_bytes + 1;  // one byte more: answered M_TOO_LARGE in JSON
   router.add_prefix("*", "/_matrix/media/",
                     [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
                     media_route);
+  // Uploads on the legacy media paths are streamed to a staging file (never whole in
+  // memory); a declared length over the limit is answered M_TOO_LARGE before the body.
+  net::RouteOptions upload_route = media_route;
+  upload_route.body_staging_dir = impl->media.staging_dir();
+  std::error_code mkdir_error;
+  std::filesystem::create_directories(upload_route.body_staging_dir, mkdir_error);
+  std::int64_t max_upload = impl->options.max_upload_bytes;
+  upload_route.check_body = [max_upload](const net::HttpRequest& head) {
+    net::BodyAdmission a;
+    std::string_view cl = head.header("content-length");
+    std::int64_t declared = -1;
+    std::from_chars(cl.data(), cl.data() + cl.size(), declared);
+    if (declared > max_upload)
+      a.refuse = error_response({413, "M_TOO_LARGE", fmt::format("Uploads are limited to {} bytes", max_upload)});
+    return a;
+  };
+  for (const char* path : {"/_matrix/media/v3/upload", "/_matrix/media/r0/upload", "/_matrix/media/v1/upload"})
+    router.add("POST", path,
+               [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
+               upload_route);
   if (impl->federation) impl->install_federation_routes(router);
+  // Federation paths not served (all of them while matrix.federation is off): Matrix's
+  // error format (M_UNRECOGNIZED).
   for (const char* prefix : {"/_matrix/federation/", "/_matrix/key/"})
     router.add_prefix("*", prefix, [](net::HttpRequest&&, net::Respond respond) {
       respond(error_response({404, "M_UNRECOGNIZED", "Unrecognized request"}));

@@ -3,7 +3,12 @@
 // unit carries both. Includes Beast; nothing outside src/net/ may include it.
 #pragma once
 
+#include <fcntl.h>
 #include <openssl/ssl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <array>
@@ -18,6 +23,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include "core/random.h"
 #include "net/server_internal.h"
 
 namespace hearth::net {
@@ -33,7 +39,30 @@ using Impl = HttpServer::Impl;
 struct ResponseSlot {
   explicit ResponseSlot(asio::any_io_executor ex) : timer(ex) {}
   std::optional<HttpResponse> value;
+  std::optional<BodyAdmission> admission;  // a streamed route's check_body result
   asio::steady_timer timer;
+};
+
+// A streamed body's file: removed when the request is over, unless the handler took it.
+struct StagedBody {
+  std::string path;
+  StagedBody() = default;
+  StagedBody(const StagedBody&) = delete;
+  StagedBody& operator=(const StagedBody&) = delete;
+  ~StagedBody() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
+// Leaves the in-flight gate unless handed on to a Responder.
+struct GateTicket {
+  std::shared_ptr<InflightGate> gate;
+  GateTicket() = default;
+  GateTicket(const GateTicket&) = delete;
+  GateTicket& operator=(const GateTicket&) = delete;
+  ~GateTicket() {
+    if (gate) gate->leave();
+  }
 };
 
 class Responder {
@@ -433,6 +462,9 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
                                false, version, true);
     }
 
+    if (match.kind == RouteMatch::Kind::handler && !opts->body_staging_dir.empty())
+      co_return co_await serve_streamed(head, std::move(req), match, limit, keep_alive, version);
+
     if (!head.is_done()) {
       if (beast::iequals(h[http::field::expect], "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, version};
@@ -471,7 +503,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
 
     if (!rate_allowed(req, opts)) co_return co_await write(rate_limited_, started, keep_alive, version, false);
 
-    std::shared_ptr<InflightGate> gate;
+    GateTicket ticket;
     if (!opts->exempt_from_admission) {
       if (!impl_.inflight->try_enter()) {
         impl_.metrics.rejected_admission->inc();
@@ -479,13 +511,20 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
         r.headers.emplace_back("Retry-After", "1");
         co_return co_await write(std::move(r), started, keep_alive, version, false);
       }
-      gate = impl_.inflight;
+      ticket.gate = impl_.inflight;
     }
+    co_return co_await call_handler(match, std::move(req), ticket, started, keep_alive, version);
+  }
 
+  // Runs the route's handler (inline or on the worker pool) and writes its response.
+  awaitable<Outcome> call_handler(const RouteMatch& match, HttpRequest req, GateTicket& ticket,
+                                  std::chrono::steady_clock::time_point started, bool keep_alive, unsigned version) {
+    const RouteOptions* opts = match.options;
+    error_code ec;
     auto slot = std::make_shared<ResponseSlot>(stream_.get_executor());
     slot_ = slot;
     {
-      auto responder = std::make_shared<Responder>(shard_.poster, slot, std::move(gate));
+      auto responder = std::make_shared<Responder>(shard_.poster, slot, std::move(ticket.gate));
       Respond respond = [responder](HttpResponse r) { responder->deliver(std::move(r)); };
       if (opts->blocking) {
         const HttpHandler* handler = match.handler;
@@ -511,6 +550,127 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     HttpResponse response = std::move(*slot->value);
     slot_.reset();
     co_return co_await write(std::move(response), started, keep_alive, version, false);
+  }
+
+  // A route with body_staging_dir: checks come before any body byte is read, then the
+  // body goes to a staging file through one read buffer (buffer_), never whole in memory.
+  awaitable<Outcome> serve_streamed(http::request_parser<http::empty_body>& head, HttpRequest req,
+                                    const RouteMatch& match, std::int64_t limit, bool keep_alive, unsigned version) {
+    const RouteOptions* opts = match.options;
+    auto started = std::chrono::steady_clock::now();
+    error_code ec;
+    // Past a refusal the body stays unread: the connection closes after the answer.
+    auto refuse = [&](HttpResponse r) { return write(std::move(r), started, false, version, true); };
+    auto too_large = [&] {
+      impl_.metrics.rejected_body_too_large->inc();
+      return refuse(HttpResponse::json(413, json_error("request body too large")));
+    };
+    auto declared = head.content_length();
+    if (!declared && !head.chunked()) co_return co_await refuse(HttpResponse::json(411, json_error("length required")));
+    if (!rate_allowed(req, opts)) co_return co_await refuse(rate_limited_);
+    GateTicket ticket;
+    if (!opts->exempt_from_admission) {
+      if (!impl_.inflight->try_enter()) {
+        impl_.metrics.rejected_admission->inc();
+        auto r = HttpResponse::json(503, json_error("server busy"));
+        r.headers.emplace_back("Retry-After", "1");
+        co_return co_await refuse(std::move(r));
+      }
+      ticket.gate = impl_.inflight;
+    }
+    if (opts->check_body) {
+      std::optional<BodyAdmission> admission;
+      auto run_check = [check = &opts->check_body](const HttpRequest& head_only) {
+        try {
+          return (*check)(head_only);
+        } catch (...) {
+          BodyAdmission a;
+          a.refuse = HttpResponse::json(500, json_error("internal error"));
+          return a;
+        }
+      };
+      if (opts->blocking) {
+        auto slot = std::make_shared<ResponseSlot>(stream_.get_executor());
+        slot_ = slot;
+        bool queued = impl_.pool.try_post(
+            [run_check, head_only = req, poster = shard_.poster, w = std::weak_ptr<ResponseSlot>(slot)]() mutable {
+              BodyAdmission a = run_check(head_only);
+              poster->post([w, a = std::move(a)]() mutable {
+                if (auto s = w.lock()) {
+                  s->admission = std::move(a);
+                  s->timer.cancel();
+                }
+              });
+            });
+        if (!queued) {
+          impl_.metrics.rejected_worker_pool->inc();
+          auto r = HttpResponse::json(503, json_error("server busy"));
+          r.headers.emplace_back("Retry-After", "1");
+          co_return co_await refuse(std::move(r));
+        }
+        while (!slot->admission && !forced_) {
+          slot->timer.expires_at(asio::steady_timer::time_point::max());
+          co_await slot->timer.async_wait(ec_token(ec));
+        }
+        slot_.reset();
+        if (!slot->admission) co_return Outcome::abort;
+        admission = std::move(slot->admission);
+      } else {
+        HandlerName name(match.path ? match.path->c_str() : "http");
+        admission = run_check(req);
+      }
+      if (admission->refuse) co_return co_await refuse(std::move(*admission->refuse));
+      if (admission->limit >= 0) limit = std::min(limit, admission->limit);
+    }
+    limit = std::max<std::int64_t>(0, limit);
+    if (declared && *declared > static_cast<std::uint64_t>(limit)) co_return co_await too_large();
+
+    StagedBody staged;
+    staged.path = fmt::format("{}/http-{}", opts->body_staging_dir, random_hex(12));
+    int fd = ::open(staged.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) {
+      int err = errno;
+      impl_.log.warn("http.staging_failed", {{"path", staged.path}, {"error", std::strerror(err)}});
+      staged.path.clear();
+      co_return co_await refuse(err == ENOSPC || err == EDQUOT
+                                    ? HttpResponse::json(507, json_error("insufficient storage"))
+                                    : HttpResponse::json(500, json_error("cannot stage the body")));
+    }
+    if (beast::iequals(head.get()[http::field::expect], "100-continue")) {
+      http::response<http::empty_body> cont{http::status::continue_, version};
+      lowest().expires_after(impl_.idle());
+      co_await http::async_write(stream_, cont, ec_token(ec));
+      if (ec) {
+        ::close(fd);
+        co_return Outcome::abort;
+      }
+    }
+    std::int64_t bytes = 0;
+    {
+      http::request_parser<http::file_body> body_parser{std::move(head)};
+      body_parser.body_limit(static_cast<std::uint64_t>(limit));
+      beast::file file;
+      file.native_handle(fd);
+      body_parser.get().body().reset(std::move(file), ec);
+      if (ec) co_return co_await refuse(HttpResponse::json(500, json_error("cannot stage the body")));
+      // One idle timeout per read (not for the whole body): a large upload on a slow link
+      // goes on as long as bytes arrive.
+      while (!body_parser.is_done()) {
+        lowest().expires_after(impl_.idle());
+        co_await http::async_read_some(stream_, buffer_, body_parser, ec_token(ec));
+        if (ec) break;
+      }
+      if (ec == http::error::body_limit) co_return co_await too_large();
+      if (ec) co_return co_await on_read_error(ec);  // cut short, timed out, malformed
+      auto size = body_parser.get().body().file().size(ec);
+      if (ec) co_return co_await refuse(HttpResponse::json(500, json_error("cannot stage the body")));
+      bytes = static_cast<std::int64_t>(size);
+      body_parser.get().body().close();
+    }
+    req.body_file = staged.path;
+    req.body_file_bytes = bytes;
+    started = std::chrono::steady_clock::now();
+    co_return co_await call_handler(match, std::move(req), ticket, started, keep_alive, version);
   }
 
   bool rate_allowed(const HttpRequest& req, const RouteOptions* opts) {

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +44,12 @@ struct HttpRequest {
   std::string query;   // after '?', without it: "x=1"
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased, in order
   std::string body;
+  // Routes with RouteOptions::body_staging_dir: the body is not in `body` but in this file
+  // (complete, its size checked against the limit; not yet fsynced). The handler may take
+  // it (rename it, e.g. blobs::BlobStore::put_file); whatever is still there once the
+  // response is given is removed by the server.
+  std::string body_file;
+  std::int64_t body_file_bytes = 0;
   std::string remote_ip;    // "127.0.0.1" (IPv4-mapped IPv6 addresses are shown as IPv4)
   std::string server_name;  // TLS: the SNI name (Host if no SNI); plain: Host without port
   std::string alpn;         // TLS: negotiated ALPN protocol, "" if none
@@ -71,11 +78,34 @@ struct HttpResponse {
 using Respond = std::function<void(HttpResponse)>;
 using HttpHandler = std::function<void(HttpRequest&&, Respond)>;
 
+// What a streamed route says about one request's body before it is read (see
+// RouteOptions::check_body).
+struct BodyAdmission {
+  // Set: answer this at once; the body is not read and the connection closes after it.
+  std::optional<HttpResponse> refuse;
+  // The most bytes this body may have (e.g. an upload slot's declared size), at most the
+  // route's max_body_bytes; -1: the route's max_body_bytes.
+  std::int64_t limit = -1;
+};
+using BodyCheck = std::function<BodyAdmission(const HttpRequest& head)>;
+
 struct RouteOptions {
   bool exempt_from_admission = false;   // /health, /metrics: answer even when overloaded
   bool exempt_from_rate_limit = false;
   bool blocking = false;                // run the handler on the bounded worker pool
   std::int64_t max_body_bytes = -1;     // -1: ServerOptions::max_body_bytes
+  // Streamed bodies (large uploads). Non-empty: the body is written chunk by chunk (one
+  // read buffer, not the whole body, in memory) to a new file in this directory and the
+  // handler gets its path in HttpRequest::body_file. The request must declare its length
+  // (Content-Length, else 411) or be chunked; rate limit, admission and check_body run
+  // before any body byte is read, and a declared length over the limit gets 413 at once.
+  // A body cut short, over the limit or timed out (idle_timeout_seconds without a byte)
+  // is refused and its file removed; the handler never sees it.
+  std::string body_staging_dir;
+  // Optional, streamed routes only: decides from the head (body empty) whether to read
+  // the body and how large it may be. Runs where the handler runs (worker pool for
+  // blocking routes).
+  BodyCheck check_body;
 };
 
 // A live WebSocket, handed to the route's acceptor. The handle is thread-safe and may be

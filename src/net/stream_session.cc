@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <cstring>
 #include <deque>
 #include <list>
 #include <optional>
@@ -74,6 +75,90 @@ std::optional<std::string> end_point_hash(X509* cert) {
   unsigned len = 0;
   if (!md || X509_digest(cert, md, out, &len) != 1) return std::nullopt;
   return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+// The transport under a connection's SSL object (one BIO for both directions). OpenSSL
+// reads ciphertext from `in` (the socket read being processed, on the stack) after `held`
+// (bytes a previous read left over, and a pipelined ClientHello), and writes ciphertext to
+// `out`, which the session moves to its write queue. Nothing is kept while idle.
+struct TlsTransport {
+  const char* in = nullptr;
+  std::size_t in_len = 0;
+  std::string held;
+  std::size_t held_pos = 0;
+  std::string out;
+
+  // After a pump: what OpenSSL did not read from `in` is kept for the next one.
+  void keep_unread() {
+    if (in_len) held.append(in, in_len);
+    in = nullptr;
+    in_len = 0;
+  }
+};
+
+int transport_write(BIO* b, const char* data, int len) {
+  auto* t = static_cast<TlsTransport*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  if (len <= 0) return 0;
+  t->out.append(data, static_cast<std::size_t>(len));
+  return len;
+}
+
+int transport_read(BIO* b, char* data, int len) {
+  auto* t = static_cast<TlsTransport*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  if (len <= 0) return 0;
+  std::size_t want = static_cast<std::size_t>(len), n = 0;
+  if (t->held_pos < t->held.size()) {
+    n = std::min(want, t->held.size() - t->held_pos);
+    std::memcpy(data, t->held.data() + t->held_pos, n);
+    t->held_pos += n;
+    if (t->held_pos == t->held.size()) {
+      std::string().swap(t->held);
+      t->held_pos = 0;
+    }
+  } else if (t->in_len) {
+    n = std::min(want, t->in_len);
+    std::memcpy(data, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+  }
+  if (n == 0) {
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  return static_cast<int>(n);
+}
+
+long transport_ctrl(BIO* b, int cmd, long, void*) {
+  auto* t = static_cast<TlsTransport*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING:
+      return t ? static_cast<long>(t->held.size() - t->held_pos + t->in_len) : 0;
+    case BIO_CTRL_WPENDING:
+      return t ? static_cast<long>(t->out.size()) : 0;
+    default:
+      return 0;
+  }
+}
+
+// The BIO method, made once and never changed (immutable shared state).
+const BIO_METHOD* transport_method() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "hearth stream transport");
+    if (!m) return static_cast<BIO_METHOD*>(nullptr);
+    BIO_meth_set_write(m, transport_write);
+    BIO_meth_set_read(m, transport_read);
+    BIO_meth_set_ctrl(m, transport_ctrl);
+    BIO_meth_set_create(m, [](BIO* b) {
+      BIO_set_init(b, 1);
+      return 1;
+    });
+    return m;
+  }();
+  return method;
 }
 
 class StreamSession;
@@ -371,11 +456,10 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
         break;
       case Tls::handshaking:
       case Tls::up:
-        if (BIO_write(SSL_get_rbio(ssl_), buf, static_cast<int>(n)) != static_cast<int>(n)) {
-          cut();
-          return ReadStatus::error;
-        }
+        transport_.in = buf;  // read by OpenSSL in place, no copy kept
+        transport_.in_len = n;
         pump_tls();
+        transport_.keep_unread();
         break;
       case Tls::failed:
         break;
@@ -407,7 +491,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   void accept() {
     handle_ = std::make_shared<StreamHandle>(shard_.poster, weak_from_this(), ip_,
-                                             impl_.options.stream_max_queued_bytes, facts_);
+                                             impl_.options.stream_max_queued_bytes, std::exchange(facts_, {}));
     StreamCallbacks cb;
     if (connect_handler_) {
       outgoing_started_ = true;
@@ -428,16 +512,14 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
       ssl_ = SSL_new(impl_.tls_client[impl_.client_context_for(client_local_)]->native_handle());
     else
       ssl_ = SSL_new(impl_.tls.front()->native_handle());
-    BIO* rbio = BIO_new(BIO_s_mem());
-    BIO* wbio = BIO_new(BIO_s_mem());
-    if (!ssl_ || !rbio || !wbio) {
-      BIO_free(rbio);
-      BIO_free(wbio);
+    const BIO_METHOD* method = transport_method();
+    BIO* bio = method ? BIO_new(method) : nullptr;
+    if (!ssl_ || !bio) {
+      BIO_free(bio);
       return false;
     }
-    BIO_set_mem_eof_return(rbio, -1);
-    BIO_set_mem_eof_return(wbio, -1);
-    SSL_set_bio(ssl_, rbio, wbio);
+    BIO_set_data(bio, &transport_);
+    SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: SSL_free frees it
     SSL_set_ex_data(ssl_, alpn_ex_index(), const_cast<std::string*>(&listener_.alpn_wire));
     SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
     if (client_mode_) {
@@ -457,8 +539,8 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     SSL_set_accept_state(ssl_);
     tls_ = Tls::handshaking;
     if (!pre_tls_.empty()) {
-      BIO_write(rbio, pre_tls_.data(), static_cast<int>(pre_tls_.size()));
-      std::string().swap(pre_tls_);
+      transport_.held = std::exchange(pre_tls_, {});
+      transport_.held_pos = 0;
       pump_tls();
     }
     wake();
@@ -546,8 +628,9 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
       if (v != X509_V_OK) f.peer.verify_error = X509_verify_cert_error_string(v);
       read_alt_names(peer, f.peer);
     }
-    facts_ = f;
+    // Kept once: by the handle, or here until accept() hands them to it.
     if (handle_) handle_->set_facts(std::move(f));
+    else facts_ = std::move(f);
   }
 
   void encrypt(const std::string& plain, std::size_t credit) {
@@ -564,13 +647,8 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   // Moves what OpenSSL wrote into the outgoing queue.
   void flush_tls(std::size_t credit) {
-    BIO* wbio = SSL_get_wbio(ssl_);
-    std::size_t pending = BIO_ctrl_pending(wbio);
-    if (pending == 0) return release(credit);
-    std::string data(pending, '\0');
-    int n = BIO_read(wbio, data.data(), static_cast<int>(pending));
-    data.resize(static_cast<std::size_t>(std::max(0, n)));
-    out_.push_back({std::move(data), credit});
+    if (transport_.out.empty()) return release(credit);
+    out_.push_back({std::exchange(transport_.out, {}), credit});
     kick_writer();
   }
 
@@ -710,12 +788,14 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
   std::string client_sni_, client_local_;
 
   Tls tls_ = Tls::none;
+  TlsTransport transport_;  // before ssl_'s BIO is freed (in the destructor's body)
   SSL* ssl_ = nullptr;
-  TlsFacts facts_;
+  TlsFacts facts_;  // until the handle exists (direct TLS)
   std::function<void(Result<void>)> tls_done_;
   std::string pre_tls_;       // bytes for the handshake before anything read from the socket
-  std::deque<Chunk> held_;    // plaintext sent while TLS is being set up
-  std::deque<Chunk> out_;     // bytes for the socket, in order
+  // Lists, not deques: an empty std::list holds no memory (a deque allocates ~600 bytes).
+  std::list<Chunk> held_;     // plaintext sent while TLS is being set up
+  std::list<Chunk> out_;      // bytes for the socket, in order
 
   asio::steady_timer wake_;   // the read loop's pauses
   asio::steady_timer idle_timer_;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <deque>
+#include <list>
 #include <mutex>
 #include <set>
 #include <unordered_map>
@@ -1138,7 +1139,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
   std::unique_ptr<Sasl2Request> sasl2_;  // XEP-0388: set while a SASL2 exchange runs
   std::string fast_token_;                // XEP-0484: the token this stream authenticated with
   bool fast_rotate_ = false;
-  std::deque<Element> queued_;
+  std::list<Element> queued_;  // a list: empty, it holds no memory
   SessionIdentity me_;
 
 };

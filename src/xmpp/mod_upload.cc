@@ -190,6 +190,10 @@ void HttpUploadService::install_routes(net::Router& router) {
   net::RouteOptions put_options;
   put_options.blocking = true;
   put_options.max_body_bytes = blobs_.options().max_file_bytes;
+  // The body is streamed to blobs/' staging directory (never whole in memory), after the
+  // slot was checked and its declared size made the body's limit.
+  put_options.body_staging_dir = blobs_.staging_dir();
+  put_options.check_body = [this](const net::HttpRequest& head) { return check_put(head); };
   router.add_prefix("PUT", std::string(kPrefix),
                     [this](net::HttpRequest&& r, net::Respond respond) { put(std::move(r), std::move(respond)); },
                     put_options);
@@ -209,9 +213,17 @@ void HttpUploadService::install_routes(net::Router& router) {
   });
 }
 
-void HttpUploadService::put(net::HttpRequest&& request, net::Respond respond) {
+// The slot named by a PUT's path, checked against the request's head: nullopt and the
+// answer when the PUT cannot be accepted.
+namespace {
+std::optional<Slot> usable_slot(store::Store& store_, Clock& clock_, const UploadOptions& options_,
+                                const net::HttpRequest& request, std::optional<std::int64_t> length,
+                                net::HttpResponse& refusal) {
   std::string id = slot_of(request.path);
-  if (id.empty()) return respond(plain(404, "no such upload slot"));
+  if (id.empty()) {
+    refusal = plain(404, "no such upload slot");
+    return std::nullopt;
+  }
   std::optional<Slot> slot;
   auto r = store_.read_sync([&](store::Transaction& tx) -> Result<bool> {
     auto row = tx.query_one("SELECT owner, name, size, content_type, created_ms, blob FROM xmpp_upload_slot WHERE id = ?", {id});
@@ -220,20 +232,48 @@ void HttpUploadService::put(net::HttpRequest&& request, net::Respond respond) {
                           std::string((*row)->text(5)), (*row)->integer(2), (*row)->integer(4)};
     return true;
   });
-  if (!r) return respond(plain(503, "storage is unavailable"));
-  if (!slot) return respond(plain(403, "this URL is not an upload slot"));
-  if (!slot->blob.empty()) return respond(plain(409, "this slot was used already"));
-  if (clock_.now_ms() > slot->created_ms + std::int64_t{options_.slot_ttl_seconds} * 1000)
-    return respond(plain(403, "this upload slot has expired; ask for a new one"));
-  if (static_cast<std::int64_t>(request.body.size()) != slot->size)
-    return respond(plain(request.body.size() > static_cast<std::size_t>(slot->size) ? 413 : 400,
-                         fmt::format("the slot is for exactly {} bytes", slot->size)));
+  if (!r) refusal = plain(503, "storage is unavailable");
+  else if (!slot) refusal = plain(403, "this URL is not an upload slot");
+  else if (!slot->blob.empty()) refusal = plain(409, "this slot was used already");
+  else if (clock_.now_ms() > slot->created_ms + std::int64_t{options_.slot_ttl_seconds} * 1000)
+    refusal = plain(403, "this upload slot has expired; ask for a new one");
+  else if (length && *length != slot->size)
+    refusal = plain(*length > slot->size ? 413 : 400, fmt::format("the slot is for exactly {} bytes", slot->size));
+  else if (!slot->content_type.empty() && request.header("content-type") != slot->content_type)
+    refusal = plain(400, fmt::format("the slot is for content type {}", slot->content_type));
+  else
+    return slot;
+  return std::nullopt;
+}
+}  // namespace
+
+net::BodyAdmission HttpUploadService::check_put(const net::HttpRequest& head) {
+  net::BodyAdmission admission;
+  std::optional<std::int64_t> declared;
+  std::string_view cl = head.header("content-length");
+  if (!cl.empty()) {
+    std::int64_t v = -1;
+    auto [end, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), v);
+    if (ec == std::errc() && end == cl.data() + cl.size()) declared = v;
+  }
+  net::HttpResponse refusal;
+  auto slot = usable_slot(store_, clock_, options_, head, declared, refusal);
+  if (!slot) admission.refuse = std::move(refusal);
+  else admission.limit = slot->size;  // a chunked body may not outgrow the slot either
+  return admission;
+}
+
+void HttpUploadService::put(net::HttpRequest&& request, net::Respond respond) {
+  // Checked again: the head was checked before the body was read, but the slot may have
+  // been used or have expired meanwhile, and a chunked body may be shorter.
+  net::HttpResponse refusal;
+  auto slot = usable_slot(store_, clock_, options_, request, request.body_file_bytes, refusal);
+  if (!slot) return respond(std::move(refusal));
   std::string_view type = request.header("content-type");
-  if (!slot->content_type.empty() && type != slot->content_type)
-    return respond(plain(400, fmt::format("the slot is for content type {}", slot->content_type)));
+  std::string id = slot->id;
   std::int64_t expires = clock_.now_ms() + std::int64_t{options_.expiry_days} * 86'400'000;
-  auto blob = blobs_.put(slot->owner, slot->name, slot->content_type.empty() ? std::string(type) : slot->content_type,
-                         request.body, expires);
+  auto blob = blobs_.put_file(slot->owner, slot->name, slot->content_type.empty() ? std::string(type) : slot->content_type,
+                              request.body_file, expires);
   if (!blob) {
     if (blob.error().code == Errc::resource_exhausted) return respond(plain(413, blob.error().message));
     if (blob.error().code == Errc::invalid_argument) return respond(plain(413, blob.error().message));

@@ -51,7 +51,8 @@ class HttpUploadService final : public LocalService {
   // The base URL the slots point at ("https://example.org:8443"); set once the listeners
   // are bound.
   void set_public_url(std::string url);
-  // PUT/GET/OPTIONS under /upload/ (blocking routes, body limit = the per-file limit).
+  // PUT/GET/OPTIONS under /upload/ (blocking routes). A PUT's body is streamed to a file
+  // in blobs/' staging directory, limited to the slot's size, and handed to put_file.
   void install_routes(net::Router& router);
   // Deletes expired files and unused slots, at most `batch` at a time; returns how many.
   Result<std::int64_t> purge(std::int64_t now_ms, int batch);
@@ -61,6 +62,8 @@ class HttpUploadService final : public LocalService {
   std::string name() const override { return "HTTP File Upload"; }
 
  private:
+  // Before a PUT's body is read: the slot, its size (the body's limit) and type.
+  net::BodyAdmission check_put(const net::HttpRequest& head);
   void put(net::HttpRequest&& request, net::Respond respond);
   void get(net::HttpRequest&& request, net::Respond respond);
 

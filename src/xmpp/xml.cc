@@ -1,5 +1,7 @@
 #include "xmpp/xml.h"
 
+#include "core/random.h"
+
 #include <algorithm>
 #include <cassert>
 #include <cstring>
@@ -311,12 +313,35 @@ class XmlStreamParser::Impl {
   std::size_t pending_ns_decls_ = 0;  // declared on the element about to start
   std::string root_default_ns_;  // the stream's content namespace once it is open
   std::vector<Element> open_;  // the stanza being built and its open descendants
+
+  // Idle connections keep no expat parser (its buffers and tables are ~8 KiB): when a
+  // feed ends between stanzas, the parser is freed; the next feed makes a new one and
+  // replays the stream header into it (its bytes are kept, `header_` up to kMaxHeader),
+  // which restores the same namespace bindings without calling the handler again.
+  void create_parser();
+  void capture_header(std::string_view slice);
+  void maybe_hibernate();
+  bool wake();
+  std::string header_;            // this parser's input up to the end of the stream's start tag
+  std::uint64_t header_end_ = 0;  // its length, once the stream is open
+  bool capture_ = true;           // false: the header was too long to keep (never hibernate)
+  bool replaying_ = false;
+  unsigned long hash_salt_ = 0;   // one per connection, so a new parser needs no getrandom()
 };
 
-void XmlStreamParser::Impl::start() {
+namespace {
+constexpr std::size_t kMaxHeader = 2048;
+}  // namespace
+
+void XmlStreamParser::Impl::create_parser() {
   if (parser_) XML_ParserFree(parser_);
   parser_ = XML_ParserCreateNS("UTF-8", kNsSeparator);
   if (!parser_) throw std::bad_alloc();
+  if (hash_salt_ == 0) {
+    std::string r = random_hex(sizeof(unsigned long));
+    hash_salt_ = std::stoul(r.substr(0, 2 * sizeof(unsigned long) - 1), nullptr, 16) | 1;
+  }
+  XML_SetHashSalt(parser_, hash_salt_);
   XML_SetUserData(parser_, this);
   XML_SetReturnNSTriplet(parser_, 1);
   XML_SetElementHandler(parser_, on_start, on_end);
@@ -329,6 +354,14 @@ void XmlStreamParser::Impl::start() {
   XML_SetParamEntityParsing(parser_, XML_PARAM_ENTITY_PARSING_NEVER);
   // Without this, expat may hold back a complete stanza until more bytes arrive.
   XML_SetReparseDeferralEnabled(parser_, XML_FALSE);
+}
+
+void XmlStreamParser::Impl::start() {
+  create_parser();
+  std::string().swap(header_);
+  header_end_ = 0;
+  capture_ = true;
+  replaying_ = false;
 
   error_kind_ = XmlErrorKind::none;
   error_message_.clear();
@@ -346,11 +379,13 @@ void XmlStreamParser::Impl::start() {
 Result<void> XmlStreamParser::Impl::feed(std::string_view bytes) {
   if (error_kind_ != XmlErrorKind::none) return error_result();
   assert(!in_feed_ && "feed() called from a handler");
+  if (!parser_ && !wake()) return error_result();
   in_feed_ = true;
   std::size_t pos = 0;
   while (pos < bytes.size() && error_kind_ == XmlErrorKind::none) {
     std::size_t n = std::min(kSliceBytes, bytes.size() - pos);
     std::uint64_t slice_start = fed_;
+    if (!stream_open_) capture_header(bytes.substr(pos, n));
     fed_ += n;
     parsing_ = true;
     XML_Status status = XML_Parse(parser_, bytes.data() + pos, static_cast<int>(n), XML_FALSE);
@@ -367,6 +402,10 @@ Result<void> XmlStreamParser::Impl::feed(std::string_view bytes) {
       if (error_kind_ == XmlErrorKind::none) set_error_from_expat();
       break;
     }
+    if (stream_open_ && header_.size() > header_end_) {
+      header_.resize(header_end_);  // what followed the start tag is not header
+      header_.shrink_to_fit();
+    }
     pos += n;
     // Catches what expat buffers without events, e.g. an unterminated start tag.
     if (fed_ - boundary_ > limits_.max_stanza_bytes)
@@ -375,7 +414,49 @@ Result<void> XmlStreamParser::Impl::feed(std::string_view bytes) {
   }
   in_feed_ = false;
   if (error_kind_ != XmlErrorKind::none) return error_result();
+  maybe_hibernate();
   return ok();
+}
+
+void XmlStreamParser::Impl::capture_header(std::string_view slice) {
+  if (!capture_) return;
+  if (header_.size() + slice.size() > kMaxHeader + kSliceBytes) {
+    capture_ = false;
+    std::string().swap(header_);
+    return;
+  }
+  header_.append(slice);
+}
+
+void XmlStreamParser::Impl::maybe_hibernate() {
+  if (!parser_ || !capture_ || !stream_open_ || depth_ != 1 || !open_.empty() || halted() || fed_ != boundary_ ||
+      header_end_ == 0 || header_end_ > kMaxHeader || header_.size() != header_end_)
+    return;
+  XML_ParserFree(parser_);
+  parser_ = nullptr;
+}
+
+// A new parser in the state the freed one had between stanzas: the stream's start tag
+// replayed (no handler call), offsets counted from its end.
+bool XmlStreamParser::Impl::wake() {
+  create_parser();
+  int depth = depth_;
+  std::string root_ns = root_default_ns_;
+  depth_ = 0;
+  stream_open_ = false;
+  fed_ = boundary_ = tag_end_ = 0;
+  replaying_ = true;
+  parsing_ = true;
+  XML_Status status = XML_Parse(parser_, header_.data(), static_cast<int>(header_.size()), XML_FALSE);
+  parsing_ = false;
+  replaying_ = false;
+  if (status != XML_STATUS_OK || error_kind_ != XmlErrorKind::none || !stream_open_ || depth_ != depth ||
+      root_default_ns_ != root_ns) {
+    set_error(XmlErrorKind::policy_violation, "the stream could not be resumed");
+    return false;
+  }
+  fed_ = header_end_;
+  return true;
 }
 
 void XmlStreamParser::Impl::set_error(XmlErrorKind kind, std::string message) {
@@ -496,7 +577,8 @@ void XmlStreamParser::Impl::start_element(const XML_Char* raw_name, const XML_Ch
     depth_ = 1;
     stream_open_ = true;
     boundary_ = tag_end_;
-    handler_.on_stream_open(header);
+    header_end_ = tag_end_;
+    if (!replaying_) handler_.on_stream_open(header);
     return;
   }
 
@@ -518,7 +600,6 @@ void XmlStreamParser::Impl::start_element(const XML_Char* raw_name, const XML_Ch
   Element e{std::string(name.local), std::string(name.uri)};
   for (const XML_Char** a = atts; *a; a += 2)
     if (!add_attribute(e, a[0], a[1])) return;
-  if (open_.empty()) open_.reserve(static_cast<std::size_t>(std::max(limits_.max_depth, 1)));
   open_.push_back(std::move(e));
   ++depth_;
 }
@@ -541,6 +622,7 @@ void XmlStreamParser::Impl::end_element() {
     open_.back().nodes().emplace_back(std::move(done));
     return;
   }
+  std::vector<Element>().swap(open_);  // an idle connection keeps no stanza-sized buffer
   boundary_ = end;
   in_stanza_callback_ = true;
   handler_.on_stanza(std::move(done));

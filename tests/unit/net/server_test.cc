@@ -578,6 +578,96 @@ TEST(HttpServer, OversizedBodyGets413BeforeItIsRead) {
   EXPECT_NE(metrics.find("hearth_http_rejected_total{reason=\"body_too_large\"} 3"), std::string::npos) << metrics;
 }
 
+// Routes with body_staging_dir: the body goes to a file the handler reads; checks come
+// before the body; whatever is refused or cut short leaves no file behind.
+TEST(HttpServer, StreamedBodiesAreStagedInFilesAfterTheirChecks) {
+  auto dir = std::filesystem::temp_directory_path() / ("hearth-stream-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto staged_files = [&] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+    return n;
+  };
+  std::atomic<int> handled{0};
+  Router router;
+  RouteOptions streamed;
+  streamed.blocking = true;
+  streamed.max_body_bytes = 1000;
+  streamed.body_staging_dir = dir.string();
+  streamed.check_body = [](const HttpRequest& head) {
+    BodyAdmission a;
+    if (!head.header("x-refuse").empty()) a.refuse = HttpResponse::text(403, "refused");
+    if (auto l = head.header("x-limit"); !l.empty()) a.limit = std::stoll(std::string(l));
+    return a;
+  };
+  router.add("PUT", "/up", [&handled](HttpRequest&& req, Respond respond) {
+    ++handled;
+    std::string content;
+    if (FILE* f = std::fopen(req.body_file.c_str(), "rb")) {
+      char buf[256];
+      std::size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) content.append(buf, n);
+      std::fclose(f);
+    }
+    respond(HttpResponse::text(200, std::to_string(req.body_file_bytes) + ":" + content + ":" + req.body));
+  }, streamed);
+  TestServer s(std::move(router));
+
+  auto c = Client::connect(s.port());
+  ASSERT_TRUE(c->send(request("PUT", "/up", "", "hello")));
+  auto r = read_response(*c);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "5:hello:");  // in the file, not in `body`
+  ASSERT_TRUE(c->send("PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"));
+  r = read_response(*c);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "7:abcdefg:");
+  // Expect: 100-continue is answered once the checks passed.
+  ASSERT_TRUE(c->send("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"));
+  r = read_response(*c);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 100);
+  ASSERT_TRUE(c->send("ok"));
+  r = read_response(*c);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "2:ok:");
+  EXPECT_TRUE(wait_until([&] { return staged_files() == 0; }));
+
+  struct Case {
+    std::string wire;
+    int status;
+  };
+  std::vector<Case> refused = {
+      {"PUT /up HTTP/1.1\r\nHost: x\r\n\r\n", 411},                                           // no length
+      {"PUT /up HTTP/1.1\r\nHost: x\r\nX-Refuse: 1\r\nContent-Length: 3\r\n\r\nabc", 403},    // check_body
+      {"PUT /up HTTP/1.1\r\nHost: x\r\nX-Limit: 2\r\nContent-Length: 3\r\n\r\nabc", 413},     // its limit
+      {"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413},                   // the route's
+      {"PUT /up HTTP/1.1\r\nHost: x\r\nX-Limit: 5\r\nTransfer-Encoding: chunked\r\n\r\n"      // chunked past it
+       "4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n", 413},
+  };
+  for (const auto& k : refused) {
+    c = Client::connect(s.port());
+    ASSERT_TRUE(c->send(k.wire));
+    r = read_response(*c);
+    ASSERT_TRUE(r) << k.wire;
+    EXPECT_EQ(r->status, k.status) << k.wire;
+    EXPECT_TRUE(c->wait_closed()) << k.wire;
+  }
+  EXPECT_EQ(handled.load(), 3);
+  // Shorter than declared: the client goes away mid-body; the handler never runs.
+  c = Client::connect(s.port());
+  ASSERT_TRUE(c->send("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n0123456789"));
+  EXPECT_TRUE(wait_until([&] { return staged_files() == 1; }));
+  c.reset();
+  EXPECT_TRUE(wait_until([&] { return staged_files() == 0; })) << s.log().dump();
+  EXPECT_EQ(handled.load(), 3);
+  EXPECT_TRUE(get(s.port(), "/up"));  // still serving
+  std::filesystem::remove_all(dir);
+}
+
 TEST(HttpServer, IdleKeepAliveConnectionIsClosed) {
   Router router;
   add_basic_routes(router);

@@ -194,6 +194,53 @@ TEST(XmlStreamParserTest, StreamHeaderWithOtherPrefixForStreamsNamespace) {
   ASSERT_NE(f.rec.stanzas[0].child("starttls", "urn:ietf:params:xml:ns:xmpp-tls"), nullptr);
 }
 
+// Between stanzas the parser frees expat and replays the stream header into a new one on
+// the next feed: prefixes declared on the header still resolve, the header is reported
+// once, offsets (stanza size limits) start again from the header's end, and a stanza
+// split across feeds (no hibernation in the middle) still arrives whole.
+TEST(XmlStreamParserTest, IdleParserIsFreedAndTheStreamResumesTransparently) {
+  Fixture f(XmlLimits{300});
+  const std::string header =
+      "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
+      "xmlns:db='jabber:server:dialback' to='b.example' version='1.0'>";
+  ASSERT_TRUE(f.parser.feed(header));
+  for (int i = 0; i < 5; ++i) {
+    std::string stanza = "<db:result to='b.example' from='a.example'>" + std::string(200, 'k') + "</db:result>";
+    ASSERT_TRUE(f.parser.feed(stanza)) << i;
+    ASSERT_TRUE(f.parser.feed("  ")) << i;  // whitespace keepalive between stanzas
+  }
+  ASSERT_TRUE(f.parser.feed("<message to='x@b.example'><body>sp"));
+  ASSERT_TRUE(f.parser.feed("lit</body></message>"));
+  ASSERT_EQ(f.rec.headers.size(), 1u);
+  ASSERT_EQ(f.rec.stanzas.size(), 6u);
+  EXPECT_EQ(f.rec.stanzas[4].ns(), "jabber:server:dialback");
+  EXPECT_EQ(f.rec.stanzas[4].text().size(), 200u);
+  EXPECT_EQ(f.rec.stanzas[5].ns(), "jabber:server");
+  EXPECT_EQ(f.rec.stanzas[5].child("body")->text(), "split");
+  // The limit still applies after resuming, and the stream still closes.
+  EXPECT_FALSE(f.parser.feed("<message>" + std::string(400, 'z') + "</message>"));
+  EXPECT_EQ(f.parser.last_error_kind(), XmlErrorKind::policy_violation);
+  Fixture g;
+  ASSERT_TRUE(g.parser.feed(kHeader));
+  ASSERT_TRUE(g.parser.feed("<presence/>"));
+  ASSERT_TRUE(g.parser.feed("</stream:stream>"));
+  EXPECT_EQ(g.rec.closes, 1);
+  EXPECT_EQ(g.rec.stanzas.size(), 1u);
+  // After a restart (STARTTLS, SASL) the new stream's header is the one replayed.
+  Fixture h;
+  h.rec.restart_on = "proceed";
+  ASSERT_TRUE(h.parser.feed(kShortHeader));
+  ASSERT_TRUE(h.parser.feed("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
+  h.parser.reset();
+  ASSERT_TRUE(h.parser.feed("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                            "xmlns:x='urn:x'>"));
+  ASSERT_TRUE(h.parser.feed("<iq/>"));
+  ASSERT_TRUE(h.parser.feed("<x:y/>"));
+  ASSERT_EQ(h.rec.headers.size(), 2u);
+  ASSERT_EQ(h.rec.stanzas.size(), 3u);
+  EXPECT_EQ(h.rec.stanzas[2].ns(), "urn:x");
+}
+
 TEST(XmlStreamParserTest, StreamErrorIsDeliveredAsStanza) {
   Fixture f;
   EXPECT_EQ(feed_stream(f, "<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
