@@ -9,7 +9,7 @@ import json
 import os
 import unittest
 
-from harness import Hearth
+from harness import Hearth, measure_memory_without_asan_quarantine
 
 LIMIT = 1000
 QUOTA = 2500
@@ -104,6 +104,7 @@ class MatrixMediaStreamed(unittest.TestCase):
     over the limit is answered M_TOO_LARGE before the body; nothing stays staged."""
     @classmethod
     def setUpClass(cls):
+        measure_memory_without_asan_quarantine()
         cls.h = Hearth().start()  # the defaults: 50 MiB per upload
 
     @classmethod

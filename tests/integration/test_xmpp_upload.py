@@ -14,7 +14,7 @@ import sys
 import unittest
 import urllib.parse
 
-from harness import Hearth, wait_until
+from harness import Hearth, measure_memory_without_asan_quarantine, wait_until
 from test_xmpp_client import Client, TIMEOUT
 
 UPLOAD = "urn:xmpp:http:upload:0"
@@ -32,6 +32,7 @@ def status_kib(pid, field):
 class XmppUploadStreaming(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
+        measure_memory_without_asan_quarantine()
         cls.h = Hearth()  # the defaults: 100 MiB per file, 200 MiB a day
         cls.h.start()
         cls.h.add_users("alice")

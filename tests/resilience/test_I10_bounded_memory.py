@@ -13,7 +13,7 @@ import asyncio
 import os
 import unittest
 
-from resilience import Hearth, metric, with_section
+from resilience import Hearth, measure_memory_without_asan_quarantine, metric, with_section
 from test_xmpp_client import Client, TIMEOUT, wait_for_condition
 
 MiB = 1 << 20
@@ -33,11 +33,7 @@ def rss(pid):
 class BoundedMemory(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
-        # Under AddressSanitizer (scripts/test.sh --sanitize sets ASAN_OPTIONS) freed memory
-        # sits in a quarantine of up to 256 MiB, which would read as growth here: turn it
-        # off for the hearthd this test starts, so RSS measures hearth's own bounds.
-        if "ASAN_OPTIONS" in os.environ:
-            os.environ["ASAN_OPTIONS"] += ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
+        measure_memory_without_asan_quarantine()
 
     async def test_I10_a_client_that_stops_reading_is_cut_and_memory_stays_flat(self):
         h = Hearth()
