@@ -292,6 +292,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   xmpp_options.turn_secret = config.turn_secret;
   xmpp_options.turn_ttl_seconds = config.turn_ttl_seconds;
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
+  xmpp_options.channel_binding = config.xmpp_channel_binding;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
   xmpp_options.s2s_enabled = config.xmpp_s2s_enabled;

@@ -157,6 +157,8 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
       {"xmpp.resume_timeout_seconds", "300", "Stream management (XEP-0198): how long a session whose connection dropped waits for its client to resume it; then its unacknowledged messages go to offline storage.",
        integer_field(&Config::xmpp_resume_timeout_seconds, 1, 86400)},
+      {"xmpp.channel_binding", "true", "Offer SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS with TLS channel binding (`tls-exporter`, `tls-server-end-point`), advertised with XEP-0440 and preferred: a man in the middle with another certificate, even a valid one, cannot complete them (incident I13). Turn off only when a TLS-terminating proxy sits in front of hearth, where no binding can match.",
+       bool_field(&Config::xmpp_channel_binding)},
       {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
        bool_field(&Config::xmpp_strict_channel_binding)},
       {"xmpp.s2s_enabled", "true", "Federation with other XMPP servers (RFC 6120 server-to-server): TLS required, the peer's certificate verified for its domain, SASL EXTERNAL or XEP-0220 dialback inside TLS. Off: stanzas to other domains get `remote-server-not-found`.",

@@ -68,6 +68,7 @@ struct Config {
   int upload_expiry_days = 14;
   int xmpp_muc_max_users_per_room = 1000;
   int xmpp_idle_timeout_seconds = 600;
+  bool xmpp_channel_binding = true;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;
   bool xmpp_s2s_enabled = true;

@@ -684,7 +684,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
 
   ChannelBinding channel_binding() const {
     ChannelBinding cb;
-    if (!tls_) return cb;
+    if (!tls_ || !svc_->options.channel_binding) return cb;
     for (auto type : {"tls-exporter", "tls-server-end-point"})
       if (conn_->channel_binding(type)) cb.offered_types.emplace_back(type);
     auto conn = conn_;
