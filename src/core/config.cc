@@ -290,6 +290,12 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::disk_reserve_inodes, 0, 1 << 30)},
       {"ops.wal_warning_mib", "256", "Size of the database's write-ahead log (MiB) at which /health warns that checkpoints are not keeping up.",
        integer_field(&Config::wal_warning_mib, 1, 1 << 30)},
+      {"ops.database_max_mib", "0", "Largest the database may grow (its file plus its WAL, MiB); 0: no limit but the disk. /health warns at `disk_warning_percent` and `disk_high_percent` of it, and hearthd enters read-only mode at `disk_critical_percent` of it (leaving it once under `disk_high_percent` again), so the database never hits a quota, a volume or a filesystem's file-size limit in the middle of a write (incident I03).",
+       integer_field(&Config::database_max_mib, 0, 1 << 30)},
+      {"ops.open_files_warning_percent", "80", "Share of the open-files limit (RLIMIT_NOFILE) in use at which /health warns (incident I03).",
+       integer_field(&Config::open_files_warning_percent, 1, 100)},
+      {"ops.open_files_critical_percent", "95", "Share of the open-files limit in use at which /health reports critical.",
+       integer_field(&Config::open_files_critical_percent, 1, 100)},
       {"ops.read_only_at_reserve", "true", "Enter read-only mode at the reserve floor. Off: hearthd only warns, and writes run until the disk is full (for tests of the defence; do not turn it off in production).",
        bool_field(&Config::read_only_at_reserve)},
       {"ops.status_page", "true", "Write a static status page (`index.html`) and an Atom feed (`feed.atom`) from the health checks and admin notices, for copying to another host (incident I14).",
@@ -399,6 +405,9 @@ Result<Config> parse_config(std::string_view text, std::string_view origin) {
   for (const auto& d : c.domains)
     if (!names.insert(d.name).second)
       return fail(Errc::invalid_argument, fmt::format("{}: key 'domain[].name': '{}' is listed twice", origin, d.name));
+  if (c.open_files_warning_percent > c.open_files_critical_percent)
+    return fail(Errc::invalid_argument,
+                fmt::format("{}: key 'ops.open_files_warning_percent': must not exceed ops.open_files_critical_percent", origin));
   if (!(c.disk_warning_percent <= c.disk_high_percent && c.disk_high_percent <= c.disk_critical_percent))
     return fail(Errc::invalid_argument,
                 fmt::format("{}: key 'ops.disk_warning_percent': thresholds must satisfy warning <= high <= critical", origin));

@@ -145,6 +145,9 @@ struct Config {
   int disk_reserve_mib = 256;      // read-only mode below this much free space
   int disk_reserve_inodes = 1000;  // ... or this many free inodes
   int wal_warning_mib = 256;
+  int database_max_mib = 0;  // 0: no cap but the disk
+  int open_files_warning_percent = 80;
+  int open_files_critical_percent = 95;
   bool read_only_at_reserve = true;
   bool status_page = true;         // static status page + Atom feed (incident I14)
   std::string status_dir;          // empty: <data_dir>/status
