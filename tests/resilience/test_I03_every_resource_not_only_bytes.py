@@ -17,7 +17,6 @@ ops.read_only_at_reserve = false; the database test sets no cap; the WAL test ke
 default threshold (256 MiB); the open-files test sets the thresholds to 100 %. Each test
 then fails: no read-only mode, or no warning within its deadline.
 """
-import asyncio
 import os
 import resource
 import socket
@@ -25,7 +24,7 @@ import sqlite3
 import unittest
 
 from resilience import DEFENCE_OFF, Hearth, free_bytes, free_inodes, metric, small_filesystem, with_section
-from test_xmpp_client import TIMEOUT, wait_for_condition
+from test_xmpp_client import wait_for_condition
 from test_xmpp_extensions import ExtClient, drain
 import test_I02_disk_full_goes_read_only as i02
 
