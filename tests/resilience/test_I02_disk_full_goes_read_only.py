@@ -17,7 +17,7 @@ import os
 import sqlite3
 import unittest
 
-from resilience import (DEFENCE_OFF, Hearth, fill_until_free, free_bytes, metric, small_filesystem,
+from resilience import (DEFENCE_OFF, Hearth, fill_until_free, metric, small_filesystem,
                         with_section)
 from test_xmpp_client import TIMEOUT, next_item, wait_for_condition
 from test_xmpp_extensions import ExtClient, drain

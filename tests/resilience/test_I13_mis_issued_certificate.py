@@ -230,7 +230,7 @@ class MisIssuedCertificate(unittest.TestCase):
         self.addCleanup(z.close)
         self.assertIsNone(failure)
         z.send("<message to='alice@localhost' type='chat'><body>the interceptor reads this</body></message>")
-        z.send(f"<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        z.send("<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>")
         z.next(q("jabber:client", "iq"))
         with proxy.lock:
             self.assertIn(b"the interceptor reads this", bytes(proxy.seen))
