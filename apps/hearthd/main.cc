@@ -179,6 +179,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   store_options.readers = config.store_readers;
   store_options.max_batch = config.store_max_batch;
   store_options.queue_limit = config.store_queue_limit;
+  store_options.max_database_bytes = std::int64_t{config.database_max_mib} << 20;
   auto store = store::Store::open_sqlite(store_options, log, metrics);
   if (!store) {
     fmt::print(stderr, "hearthd: cannot open the database: {}\n", store.error().describe());

@@ -290,7 +290,7 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::disk_reserve_inodes, 0, 1 << 30)},
       {"ops.wal_warning_mib", "256", "Size of the database's write-ahead log (MiB) at which /health warns that checkpoints are not keeping up.",
        integer_field(&Config::wal_warning_mib, 1, 1 << 30)},
-      {"ops.database_max_mib", "0", "Largest the database may grow (its file plus its WAL, MiB); 0: no limit but the disk. /health warns at `disk_warning_percent` and `disk_high_percent` of it, and hearthd enters read-only mode at `disk_critical_percent` of it (leaving it once under `disk_high_percent` again), so the database never hits a quota, a volume or a filesystem's file-size limit in the middle of a write (incident I03).",
+      {"ops.database_max_mib", "0", "Largest the database may grow (its file plus its WAL, MiB); 0: no limit but the disk. /health warns at `disk_warning_percent` and `disk_high_percent` of it, and hearthd enters read-only mode at `disk_critical_percent` of it (leaving it once under `disk_high_percent` again), so the database never hits a quota, a volume or a filesystem's file-size limit in the middle of a write; SQLite itself refuses to grow past the cap (`PRAGMA max_page_count`) as a backstop between two checks (incident I03).",
        integer_field(&Config::database_max_mib, 0, 1 << 30)},
       {"ops.open_files_warning_percent", "80", "Share of the open-files limit (RLIMIT_NOFILE) in use at which /health warns (incident I03).",
        integer_field(&Config::open_files_warning_percent, 1, 100)},
