@@ -70,6 +70,11 @@ class XmppOmemo(unittest.IsolatedAsyncioTestCase):
         bob.type("/msg alice@localhost")  # bob looks at his chat window with alice
         alice.type("/msg bob@localhost")
         alice.type("/omemo start")
+        # The session is ready once bob's device list and bundle came back from hearth's PEP
+        # and his device was trusted (blind trust says so on the console, window 1).
+        alice.type("/win 1")
+        await alice.wait_for(r"Blind trust for bob@localhost device \d+")
+        alice.type("/win 2")
         await alice.wait_for(r"bob@localhost .*\[OMEMO\]")
         alice.type(SECRET)
         await bob.wait_for(SECRET, timeout=30)
