@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "net/net.h"
 #include "ops/account_commands.h"
 #include "ops/admin.h"
 #include "ops/archival.h"
@@ -344,6 +345,14 @@ int main(int argc, char** argv) {
   std::string notice_text;
   notice->add_option("text", notice_text, "The notice, as readers will see it")->required();
 
+  auto* tls_records = app.add_subcommand(
+      "tls-records", "Print the DNS records that pin this server's TLS key and CAs (incident I13): DANE/TLSA \"3 1 1\" for "
+                     "each XMPP port and CAA examples, in zone-file syntax (docs/operations.md)");
+  std::string tls_host, caa_issuer = "letsencrypt.org";
+  tls_records->add_option("--domain", domain, "Domain whose certificate to read (default: every configured domain)");
+  tls_records->add_option("--host", tls_host, "The SRV target the ports live on (default: the domain itself)");
+  tls_records->add_option("--caa-issuer", caa_issuer, "The CA allowed to issue, for the CAA example");
+
   CLI11_PARSE(app, argc, argv);
 
   Target t;
@@ -492,6 +501,42 @@ int main(int argc, char** argv) {
       return kOk;
     }
     return report(reply, [](const std::string& r) { fmt::print("notice added to {}\n", ops::json_field(r, "dir")); });
+  }
+  if (tls_records->parsed()) {
+    // Offline: only the configuration and the certificate files are read.
+    int status = kOk;
+    bool found = false;
+    for (const auto& d : t.config.domains) {
+      if (!domain.empty() && d.name != domain) continue;
+      found = true;
+      const std::string cert = d.tls_cert.empty() ? fmt::format("{}/tls/{}.crt", t.data_dir, d.name) : d.tls_cert;
+      auto digest = net::certificate_spki_sha256_hex(cert);
+      if (!digest) {
+        fmt::print(stderr, "hearthctl: {}: {}{}\n", d.name, digest.error().message,
+                   digest.error().code == Errc::not_found ? " (start hearthd once to generate it, or set tls_cert)" : "");
+        status = kCritical;
+        continue;
+      }
+      const std::string host = tls_host.empty() ? d.name : tls_host;
+      fmt::print("; {}: DANE/TLSA (RFC 6698, RFC 7673) for the key of {}; publish in a DNSSEC-signed zone\n", d.name, cert);
+      const std::pair<int, int> ports[] = {{t.config.xmpp_c2s_port, 5222}, {t.config.xmpp_c2s_tls_port, 5223},
+                                           {t.config.xmpp_s2s_enabled ? t.config.xmpp_s2s_port : -1, 5269}};
+      for (auto [configured, standard] : ports) {
+        if (configured < 0) continue;
+        const int port = configured == 0 ? standard : configured;
+        fmt::print("_{}._tcp.{}. IN TLSA 3 1 1 {}{}\n", port, host, digest.value(),
+                   configured == 0 ? "  ; port 0 is picked at start-up: the standard port is shown" : "");
+      }
+      fmt::print("; {}: CAA (RFC 8659): only this CA may issue for the domain and its services\n", d.name);
+      for (const std::string& name : {d.name, "conference." + d.name, "upload." + d.name})
+        fmt::print("{}. IN CAA 0 issue \"{}\"\n", name, caa_issuer);
+      fmt::print("{}. IN CAA 0 iodef \"mailto:hostmaster@{}\"\n", d.name, d.name);
+    }
+    if (!found) {
+      fmt::print(stderr, "hearthctl: no configured domain {}\n", domain);
+      return kCritical;
+    }
+    return status;
   }
   if (check->parsed()) {
     ops::AdminArgs args;

@@ -179,6 +179,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   store_options.readers = config.store_readers;
   store_options.max_batch = config.store_max_batch;
   store_options.queue_limit = config.store_queue_limit;
+  store_options.max_database_bytes = std::int64_t{config.database_max_mib} << 20;
   auto store = store::Store::open_sqlite(store_options, log, metrics);
   if (!store) {
     fmt::print(stderr, "hearthd: cannot open the database: {}\n", store.error().describe());
@@ -208,12 +209,13 @@ int run(const Config& config, bool print_banner, bool takeover) {
   watch_options.reserve_bytes = static_cast<std::uint64_t>(config.disk_reserve_mib) << 20;
   watch_options.reserve_inodes = static_cast<std::uint64_t>(config.disk_reserve_inodes);
   watch_options.wal_warning_bytes = static_cast<std::uint64_t>(config.wal_warning_mib) << 20;
+  watch_options.database_max_bytes = static_cast<std::uint64_t>(config.database_max_mib) << 20;
   watch_options.read_only_at_reserve = config.read_only_at_reserve;
   ops::StorageWatcher storage_watch(watch_options, (*store)->read_only_mode(), log, metrics);
   health.add_check("disk", [&storage_watch] { return storage_watch.check(); });
   health.add_check("read_only", [&storage_watch] { return storage_watch.read_only_check(); });
   health.add_check("data_dir", ops::path_writable_check(data_dir));
-  health.add_check("open_files", ops::open_files_check());
+  health.add_check("open_files", ops::open_files_check(metrics, config.open_files_warning_percent, config.open_files_critical_percent));
   store::Store* db = store->get();
   health.add_check("database", [db]() -> ops::CheckResult {
     if (auto r = db->ping(); !r) return {ops::HealthStatus::critical, "", r.error().describe(), {}};
@@ -297,6 +299,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   xmpp_options.turn_secret = config.turn_secret;
   xmpp_options.turn_ttl_seconds = config.turn_ttl_seconds;
   xmpp_options.idle_timeout_seconds = config.xmpp_idle_timeout_seconds;
+  xmpp_options.channel_binding = config.xmpp_channel_binding;
   xmpp_options.strict_channel_binding = config.xmpp_strict_channel_binding;
   xmpp_options.resume_timeout_seconds = config.xmpp_resume_timeout_seconds;
   xmpp_options.s2s_enabled = config.xmpp_s2s_enabled;

@@ -157,6 +157,8 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::xmpp_idle_timeout_seconds, 10, 86400)},
       {"xmpp.resume_timeout_seconds", "300", "Stream management (XEP-0198): how long a session whose connection dropped waits for its client to resume it; then its unacknowledged messages go to offline storage.",
        integer_field(&Config::xmpp_resume_timeout_seconds, 1, 86400)},
+      {"xmpp.channel_binding", "true", "Offer SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS with TLS channel binding (`tls-exporter`, `tls-server-end-point`), advertised with XEP-0440 and preferred: a man in the middle with another certificate, even a valid one, cannot complete them (incident I13). Turn off only when a TLS-terminating proxy sits in front of hearth, where no binding can match.",
+       bool_field(&Config::xmpp_channel_binding)},
       {"xmpp.strict_channel_binding", "false", "Refuse SCRAM logins that say the client could bind to the channel but saw no -PLUS mechanism (RFC 5802 downgrade detection). Off by default because older clients (slixmpp 1.8) say so when they only know `tls-unique`, which TLS 1.3 lacks; turn it on when every client speaks `tls-exporter` (incident I13).",
        bool_field(&Config::xmpp_strict_channel_binding)},
       {"xmpp.s2s_enabled", "true", "Federation with other XMPP servers (RFC 6120 server-to-server): TLS required, the peer's certificate verified for its domain, SASL EXTERNAL or XEP-0220 dialback inside TLS. Off: stanzas to other domains get `remote-server-not-found`.",
@@ -298,6 +300,12 @@ const std::vector<Binding>& bindings() {
        integer_field(&Config::disk_reserve_inodes, 0, 1 << 30)},
       {"ops.wal_warning_mib", "256", "Size of the database's write-ahead log (MiB) at which /health warns that checkpoints are not keeping up.",
        integer_field(&Config::wal_warning_mib, 1, 1 << 30)},
+      {"ops.database_max_mib", "0", "Largest the database may grow (its file plus its WAL, MiB); 0: no limit but the disk. /health warns at `disk_warning_percent` and `disk_high_percent` of it, and hearthd enters read-only mode at `disk_critical_percent` of it (leaving it once under `disk_high_percent` again), so the database never hits a quota, a volume or a filesystem's file-size limit in the middle of a write; SQLite itself refuses to grow past the cap (`PRAGMA max_page_count`) as a backstop between two checks (incident I03).",
+       integer_field(&Config::database_max_mib, 0, 1 << 30)},
+      {"ops.open_files_warning_percent", "80", "Share of the open-files limit (RLIMIT_NOFILE) in use at which /health warns (incident I03).",
+       integer_field(&Config::open_files_warning_percent, 1, 100)},
+      {"ops.open_files_critical_percent", "95", "Share of the open-files limit in use at which /health reports critical.",
+       integer_field(&Config::open_files_critical_percent, 1, 100)},
       {"ops.read_only_at_reserve", "true", "Enter read-only mode at the reserve floor. Off: hearthd only warns, and writes run until the disk is full (for tests of the defence; do not turn it off in production).",
        bool_field(&Config::read_only_at_reserve)},
       {"ops.status_page", "true", "Write a static status page (`index.html`) and an Atom feed (`feed.atom`) from the health checks and admin notices, for copying to another host (incident I14).",
@@ -407,6 +415,9 @@ Result<Config> parse_config(std::string_view text, std::string_view origin) {
   for (const auto& d : c.domains)
     if (!names.insert(d.name).second)
       return fail(Errc::invalid_argument, fmt::format("{}: key 'domain[].name': '{}' is listed twice", origin, d.name));
+  if (c.open_files_warning_percent > c.open_files_critical_percent)
+    return fail(Errc::invalid_argument,
+                fmt::format("{}: key 'ops.open_files_warning_percent': must not exceed ops.open_files_critical_percent", origin));
   if (!(c.disk_warning_percent <= c.disk_high_percent && c.disk_high_percent <= c.disk_critical_percent))
     return fail(Errc::invalid_argument,
                 fmt::format("{}: key 'ops.disk_warning_percent': thresholds must satisfy warning <= high <= critical", origin));

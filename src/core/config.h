@@ -68,6 +68,7 @@ struct Config {
   int upload_expiry_days = 14;
   int xmpp_muc_max_users_per_room = 1000;
   int xmpp_idle_timeout_seconds = 600;
+  bool xmpp_channel_binding = true;
   bool xmpp_strict_channel_binding = false;
   int xmpp_resume_timeout_seconds = 300;
   bool xmpp_s2s_enabled = true;
@@ -149,6 +150,9 @@ struct Config {
   int disk_reserve_mib = 256;      // read-only mode below this much free space
   int disk_reserve_inodes = 1000;  // ... or this many free inodes
   int wal_warning_mib = 256;
+  int database_max_mib = 0;  // 0: no cap but the disk
+  int open_files_warning_percent = 80;
+  int open_files_critical_percent = 95;
   bool read_only_at_reserve = true;
   bool status_page = true;         // static status page + Atom feed (incident I14)
   std::string status_dir;          // empty: <data_dir>/status

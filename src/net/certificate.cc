@@ -144,4 +144,26 @@ Result<void> ensure_self_signed_certificate(const std::vector<std::string>& dns_
   return write_pem(cert_file, 0644, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
 }
 
+Result<std::string> certificate_spki_sha256_hex(const std::string& cert_file) {
+  Owned<FILE> f(std::fopen(cert_file.c_str(), "r"));
+  if (!f) return fail(errno == ENOENT ? Errc::not_found : Errc::io, "cannot open " + cert_file + ": " + std::strerror(errno));
+  Owned<X509> cert(PEM_read_X509(f.get(), nullptr, nullptr, nullptr));
+  if (!cert) return fail(Errc::invalid_argument, openssl_error("no PEM certificate in " + cert_file));
+  unsigned char* der = nullptr;
+  const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
+  if (len <= 0) return fail(Errc::internal, openssl_error("SubjectPublicKeyInfo"));
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  const bool hashed = EVP_Digest(der, static_cast<std::size_t>(len), digest, &digest_len, EVP_sha256(), nullptr) == 1;
+  OPENSSL_free(der);
+  if (!hashed) return fail(Errc::internal, openssl_error("SHA-256"));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < digest_len; ++i) {
+    hex.push_back(kHex[digest[i] >> 4]);
+    hex.push_back(kHex[digest[i] & 0xf]);
+  }
+  return hex;
+}
+
 }  // namespace hearth::net

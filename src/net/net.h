@@ -205,6 +205,13 @@ Result<void> ensure_self_signed_certificate(const std::vector<std::string>& dns_
                                             const std::string& cert_file,
                                             const std::string& key_file);
 
+// The DANE "3 1 1" digest of a certificate (RFC 6698 §2.1: selector 1, the DER
+// SubjectPublicKeyInfo; matching type 1, SHA-256), as lowercase hex, for the first
+// certificate of the PEM file `cert_file` (the leaf of a chain). It survives renewals
+// that keep the key. Errc::not_found when the file is missing, invalid_argument when it
+// holds no certificate.
+Result<std::string> certificate_spki_sha256_hex(const std::string& cert_file);
+
 struct ListenerSpec {
   std::string address;  // "127.0.0.1", "::", "0.0.0.0"
   int port = 0;         // 0: ephemeral (see BoundEndpoint)

@@ -230,10 +230,15 @@ HealthCheck path_writable_check(std::string dir) {
   };
 }
 
-HealthCheck open_files_check() {
-  return []() -> CheckResult {
+HealthCheck open_files_check(MetricsRegistry& metrics, int warning_percent, int critical_percent) {
+  Gauge& open_gauge = metrics.gauge("hearth_open_files", "File descriptors open in hearthd.");
+  Gauge& limit_gauge = metrics.gauge("hearth_open_files_limit", "hearthd's open-files limit (soft RLIMIT_NOFILE).");
+  return [&open_gauge, &limit_gauge, warning_percent, critical_percent]() -> CheckResult {
     struct rlimit rl {};
     ::getrlimit(RLIMIT_NOFILE, &rl);
+    const double limit = static_cast<double>(rl.rlim_cur);
+    const double warn_at = limit * warning_percent / 100.0, crit_at = limit * critical_percent / 100.0;
+    limit_gauge.set(limit);
     std::uint64_t open = 0;
     if (DIR* d = ::opendir("/proc/self/fd")) {
       while (struct dirent* e = ::readdir(d))
@@ -242,21 +247,24 @@ HealthCheck open_files_check() {
       if (open > 0) --open;  // the directory stream itself
     } else if (errno == EMFILE || errno == ENFILE) {
       // Not even one more descriptor: that is the answer (incident I16).
+      open_gauge.set(limit);
       return CheckResult{HealthStatus::critical, fmt::format("all {} descriptors open", rl.rlim_cur),
                          fmt::format("file descriptors exhausted: {} of {} in use", rl.rlim_cur, rl.rlim_cur),
-                         {{"open_files", static_cast<double>(rl.rlim_cur), "", rl.rlim_cur * 0.8, rl.rlim_cur * 0.95}}};
+                         {{"open_files", limit, "", warn_at, crit_at}}};
     }
-    double limit = static_cast<double>(rl.rlim_cur);
-    double pct = limit > 0 ? 100.0 * static_cast<double>(open) / limit : 0;
+    open_gauge.set(static_cast<double>(open));
+    const double pct = limit > 0 ? 100.0 * static_cast<double>(open) / limit : 0;
     CheckResult r;
     r.value = fmt::format("{} of {} descriptors open", open, rl.rlim_cur);
-    r.perf = {{"open_files", static_cast<double>(open), "", limit * 0.8, limit * 0.95}};
-    if (pct >= 95) {
+    r.perf = {{"open_files", static_cast<double>(open), "", warn_at, crit_at}};
+    if (pct >= critical_percent) {
       r.status = HealthStatus::critical;
-      r.message = fmt::format("{} of {} file descriptors in use", open, rl.rlim_cur);
-    } else if (pct >= 80) {
+      r.message = fmt::format("{} of {} file descriptors in use ({:.0f}%, critical at {}%)", open, rl.rlim_cur, pct,
+                              critical_percent);
+    } else if (pct >= warning_percent) {
       r.status = HealthStatus::warning;
-      r.message = fmt::format("{} of {} file descriptors in use", open, rl.rlim_cur);
+      r.message = fmt::format("{} of {} file descriptors in use ({:.0f}%, warning at {}%)", open, rl.rlim_cur, pct,
+                              warning_percent);
     } else {
       r.status = HealthStatus::ok;
     }

@@ -115,7 +115,9 @@ HealthCheck disk_space_check(std::string path, DiskThresholds thresholds);
 // Creates, writes, fsyncs, reads back and removes a probe file in `dir` as the running
 // user (incident I01). Critical, naming the path and the errno, on any failure.
 HealthCheck path_writable_check(std::string dir);
-// Open descriptors against the soft limit: warning at 80 %, critical at 95 %.
-HealthCheck open_files_check();
+// Open descriptors against the soft limit (RLIMIT_NOFILE): warning at warning_percent,
+// critical at critical_percent (incidents I03, I16). Each run also sets the gauges
+// hearth_open_files and hearth_open_files_limit in `metrics`, which must outlive the check.
+HealthCheck open_files_check(MetricsRegistry& metrics, int warning_percent = 80, int critical_percent = 95);
 
 }  // namespace hearth::ops

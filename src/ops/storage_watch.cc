@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "store/read_only.h"
 
@@ -45,6 +47,9 @@ StorageWatcher::StorageWatcher(StorageWatchOptions options, store::ReadOnlyMode&
                                        {{"resource", "inodes"}})),
       database_bytes_(metrics.gauge("hearth_database_bytes", "Size of the database files.", {{"file", "database"}})),
       wal_bytes_(metrics.gauge("hearth_database_bytes", "Size of the database files.", {{"file", "wal"}})),
+      database_max_(metrics.gauge("hearth_database_max_bytes", "The database's size cap (ops.database_max_mib); 0: none.")),
+      database_used_ratio_(metrics.gauge("hearth_disk_used_ratio", "Used share (0..1) of the data directory's filesystem.",
+                                         {{"resource", "database"}})),
       growth_gauge_(metrics.gauge("hearth_disk_growth_bytes_per_second",
                                   "Growth of used bytes on the data directory's filesystem over the last hour.")),
       days_until_full_(metrics.gauge("hearth_disk_days_until_full",
@@ -110,14 +115,25 @@ CheckResult StorageWatcher::evaluate(const StorageSample& s, std::int64_t now_ms
   double reserve = static_cast<double>(options_.reserve_bytes);
   bool bytes_back = s.avail_bytes >= std::max(1.25 * reserve, reserve + 8 * kMiB);
   bool inodes_back = s.total_inodes == 0 || s.avail_inodes >= 1.25 * static_cast<double>(options_.reserve_inodes);
-  if (options_.read_only_at_reserve && (bytes_low || inodes_low)) {
+  // The database against its cap: file plus WAL (an overestimate while the WAL holds pages
+  // that a checkpoint will fold into the file, which errs on the safe side).
+  const double db_max = static_cast<double>(options_.database_max_bytes);
+  const double db_total = s.database_bytes + s.wal_bytes;
+  const double db_pct = db_max > 0 ? 100.0 * db_total / db_max : 0.0;
+  database_max_.set(db_max);
+  database_used_ratio_.set(db_pct / 100.0);
+  bool db_low = db_max > 0 && db_pct >= t.critical_percent;
+  bool db_back = db_max <= 0 || db_pct < t.high_percent;
+  if (options_.read_only_at_reserve && (bytes_low || inodes_low || db_low)) {
     std::string reason =
-        bytes_low ? fmt::format("{:.1f} MiB free on {} (reserve floor {:.1f} MiB)", s.avail_bytes / kMiB,
-                                options_.data_dir, static_cast<double>(options_.reserve_bytes) / kMiB)
-                  : fmt::format("{:.0f} inodes free on {} (reserve floor {})", s.avail_inodes, options_.data_dir,
-                                options_.reserve_inodes);
+        bytes_low    ? fmt::format("{:.1f} MiB free on {} (reserve floor {:.1f} MiB)", s.avail_bytes / kMiB,
+                                   options_.data_dir, static_cast<double>(options_.reserve_bytes) / kMiB)
+        : inodes_low ? fmt::format("{:.0f} inodes free on {} (reserve floor {})", s.avail_inodes, options_.data_dir,
+                                   options_.reserve_inodes)
+                     : fmt::format("the database is {:.1f} MiB, {:.1f}% of its {:.1f} MiB limit (ops.database_max_mib)",
+                                   db_total / kMiB, db_pct, db_max / kMiB);
     if (mode_.enter(reason)) log_.error("storage.read_only_entered", {{"reason", reason}});
-  } else if (mode_.active() && bytes_back && inodes_back) {
+  } else if (mode_.active() && bytes_back && inodes_back && db_back) {
     std::string was = mode_.reason();
     if (mode_.leave())
       log_.info("storage.read_only_left", {{"free_mib", fmt::format("{:.1f}", s.avail_bytes / kMiB)},
@@ -136,27 +152,44 @@ CheckResult StorageWatcher::evaluate(const StorageSample& s, std::int64_t now_ms
             {"disk_bytes_free", s.avail_bytes, "B", -1, -1},
             {"database_bytes", s.database_bytes, "B", -1, -1},
             {"wal_bytes", s.wal_bytes, "B", double(options_.wal_warning_bytes), -1}};
-  double worst = std::max(bytes_pct, inode_pct);
-  const char* what = inode_pct > bytes_pct ? "inodes" : "space";
-  r.status = HealthStatus::ok;
-  if (worst >= t.critical_percent || bytes_low || inodes_low) {
-    r.status = HealthStatus::critical;
-    r.message = fmt::format("{} on {} is {:.1f}% used (critical at {}%, read-only below {:.0f} MiB or {} inodes free): "
-                            "free space now",
-                            what, options_.data_dir, worst, t.critical_percent,
-                            static_cast<double>(options_.reserve_bytes) / kMiB, options_.reserve_inodes);
-  } else if (worst >= t.warning_percent) {
-    bool high = worst >= t.high_percent;
-    r.status = HealthStatus::warning;
-    r.message = fmt::format("{} on {} is {:.1f}% used ({} at {}%){}", what, options_.data_dir, worst,
-                            high ? "high" : "warning", high ? t.high_percent : t.warning_percent, growth_text);
-    // Past the high threshold the admin log says so at every check, not only on change.
-    if (high) log_.warn("storage.space_high", {{"msg", r.message}});
-  } else if (s.wal_bytes > static_cast<double>(options_.wal_warning_bytes)) {
-    r.status = HealthStatus::warning;
-    r.message = fmt::format("the database's WAL is {:.1f} MiB (warning at {:.1f} MiB): checkpoints are not keeping up",
-                            s.wal_bytes / kMiB, static_cast<double>(options_.wal_warning_bytes) / kMiB);
-  }
+  r.perf.push_back({"database_used", db_pct, "%", db_max > 0 ? double(t.warning_percent) : -1,
+                    db_max > 0 ? double(t.critical_percent) : -1});
+  // Each resource on its own; the worst decides the status, every one past a threshold is
+  // named in the message (critical ones first).
+  std::vector<std::string> critical, warning;
+  auto judge = [&](double pct, bool floor_reached, const std::string& what, const std::string& critical_text) {
+    if (pct >= t.critical_percent || floor_reached) {
+      critical.push_back(critical_text);
+    } else if (pct >= t.warning_percent) {
+      const bool high = pct >= t.high_percent;
+      warning.push_back(fmt::format("{} is {:.1f}% used ({} at {}%)", what, pct, high ? "high" : "warning",
+                                    high ? t.high_percent : t.warning_percent));
+    }
+  };
+  const double reserve_mib = static_cast<double>(options_.reserve_bytes) / kMiB;
+  judge(bytes_pct, bytes_low, fmt::format("space on {}", options_.data_dir),
+        fmt::format("space on {} is {:.1f}% used (critical at {}%, read-only below {:.0f} MiB free): free space now",
+                    options_.data_dir, bytes_pct, t.critical_percent, reserve_mib));
+  judge(inode_pct, inodes_low, fmt::format("inodes on {}", options_.data_dir),
+        fmt::format("inodes on {} are {:.1f}% used (critical at {}%, read-only below {} inodes free): remove files now",
+                    options_.data_dir, inode_pct, t.critical_percent, options_.reserve_inodes));
+  if (db_max > 0)
+    judge(db_pct, false, fmt::format("the database ({:.1f} of {:.1f} MiB, ops.database_max_mib)", db_total / kMiB, db_max / kMiB),
+          fmt::format("the database is {:.1f} MiB, {:.1f}% of its {:.1f} MiB limit (critical and read-only at {}%): "
+                      "purge history or raise ops.database_max_mib",
+                      db_total / kMiB, db_pct, db_max / kMiB, t.critical_percent));
+  if (s.wal_bytes > static_cast<double>(options_.wal_warning_bytes))
+    warning.push_back(fmt::format("the database's WAL is {:.1f} MiB (warning at {:.1f} MiB): checkpoints are not keeping "
+                                  "up, is a long-running reader or backup holding it?",
+                                  s.wal_bytes / kMiB, static_cast<double>(options_.wal_warning_bytes) / kMiB));
+  std::vector<std::string> all = critical;
+  all.insert(all.end(), warning.begin(), warning.end());
+  r.status = !critical.empty() ? HealthStatus::critical : !warning.empty() ? HealthStatus::warning : HealthStatus::ok;
+  r.message = fmt::format("{}", fmt::join(all, "; "));
+  if (!growth_text.empty() && r.status == HealthStatus::warning) r.message += growth_text;
+  // Past the high threshold the admin log says so at every check, not only on change.
+  if (r.status != HealthStatus::ok && (std::max({bytes_pct, inode_pct, db_pct}) >= t.high_percent))
+    log_.warn("storage.space_high", {{"msg", r.message}});
   return r;
 }
 

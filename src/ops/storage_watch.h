@@ -6,14 +6,19 @@
 //   * reports it as a health check ("disk"): warning at thresholds.warning_percent,
 //     high at high_percent (still a warning), critical at critical_percent, of bytes or
 //     inodes, whichever is worse; a WAL over wal_warning_bytes is a warning too (a
-//     checkpoint that cannot keep up grows it without bound);
+//     checkpoint that cannot keep up, e.g. behind a long-running reader, grows it without
+//     bound); with database_max_bytes set, the database (file + WAL) against that cap
+//     counts with the same percentages;
 //   * exports gauges on /metrics: free/total bytes and inodes, used ratios, database and
 //     WAL sizes, the growth rate of used bytes over the last hour and the days until the
 //     disk is full at that rate (-1 when it is not growing);
 //   * enters read-only mode (store/read_only.h) when free bytes fall under reserve_bytes
-//     or free inodes under reserve_inodes, and leaves it by itself once both are back
-//     above the floor plus a quarter, and free bytes at least 8 MiB above the floor
-//     (hysteresis, so it does not flap).
+//     or free inodes under reserve_inodes, or the database reaches critical_percent of
+//     database_max_bytes, and leaves it by itself once free bytes and inodes are back
+//     above the floor plus a quarter, free bytes at least 8 MiB above the floor, and the
+//     database under high_percent of its cap (hysteresis, so it does not flap).
+// Every resource is judged on its own; the check reports the worst, and its message lists
+// every resource past a threshold (incident I03: not only bytes).
 // The "read_only" check reports the mode as its own line (critical while active), whoever
 // set it: the watcher, or the store when a commit hit a full disk.
 //
@@ -43,6 +48,7 @@ struct StorageWatchOptions {
   std::uint64_t reserve_bytes = 256ull << 20;  // read-only below this many free bytes
   std::uint64_t reserve_inodes = 1000;         // ... or this many free inodes
   std::uint64_t wal_warning_bytes = 256ull << 20;
+  std::uint64_t database_max_bytes = 0;        // 0: no cap but the disk
   bool read_only_at_reserve = true;            // false: only warn (the defence off)
 };
 
@@ -82,6 +88,8 @@ class StorageWatcher {
   Gauge& inodes_used_ratio_;
   Gauge& database_bytes_;
   Gauge& wal_bytes_;
+  Gauge& database_max_;
+  Gauge& database_used_ratio_;
   Gauge& growth_gauge_;
   Gauge& days_until_full_;
 };

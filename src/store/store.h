@@ -65,6 +65,11 @@ struct StoreOptions {
   int readers = 4;           // read-only connections, one thread each
   int max_batch = 256;       // jobs per group commit
   int queue_limit = 10000;   // per queue (writes, reads)
+  // Hard cap on the database's size (0: none), enforced by SQLite itself (PRAGMA
+  // max_page_count): a write that would grow the database past it fails like a write to a
+  // full disk and puts the store in read-only mode. ops' StorageWatcher goes read-only
+  // earlier (a share of the same cap); this is the backstop between two of its checks.
+  std::int64_t max_database_bytes = 0;
 };
 
 // Raw bytes (bound as a BLOB, as opposed to std::string which binds as TEXT).

@@ -685,12 +685,19 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
 
   ChannelBinding channel_binding() const {
     ChannelBinding cb;
-    if (!tls_) return cb;
+    if (!tls_ || !svc_->options.channel_binding) return cb;
     for (auto type : {"tls-exporter", "tls-server-end-point"})
       if (conn_->channel_binding(type)) cb.offered_types.emplace_back(type);
     auto conn = conn_;
     cb.data = [conn](std::string_view type) { return conn->channel_binding(type); };
     return cb;
+  }
+
+  // What send_features() advertised on this stream, for XEP-0474: SASL and SASL2 offer
+  // the same list, and <sasl-channel-binding/> goes out exactly when a type is offered.
+  AdvertisedSasl advertised_sasl() const {
+    ChannelBinding cb = channel_binding();
+    return {offered_sasl_mechanisms(tls_, cb), cb.offered_types};
   }
 
   void handle_sasl(const Element& st) {
@@ -705,6 +712,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       if (!plus && !svc_->options.strict_channel_binding) cb.offered_types.clear();
       mechanism_ = make_sasl_mechanism(mech, tls_, cb, *credentials_, svc_->options.sasl_secret);
       if (!mechanism_) return sasl_failure("invalid-mechanism", "");
+      mechanism_->set_advertised(advertised_sasl());
       std::string text = st.text();
       bool has_initial = !text.empty();
       std::string initial;
@@ -754,6 +762,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       if (!plus && !svc_->options.strict_channel_binding) cb.offered_types.clear();
       mechanism_ = make_sasl_mechanism(mech, tls_, cb, *credentials_, svc_->options.sasl_secret);
       if (!mechanism_) return sasl_failure("invalid-mechanism", "");
+      mechanism_->set_advertised(advertised_sasl());
       phase_ = Phase::authenticating;
       bool has_initial = sasl2_->initial_response.has_value();
       std::string initial = has_initial ? *sasl2_->initial_response : std::string();

@@ -57,6 +57,28 @@ int presence_priority(const Element& st) {
   return 0;
 }
 
+// XEP-0086 (legacy error codes): the numeric code older clients still read, e.g.
+// Profanity 0.13 treats only an error with code='404' as "no OMEMO device list yet" and
+// then publishes its own. Conditions the XEP does not list get no code.
+std::string_view legacy_error_code(std::string_view condition) {
+  static constexpr std::pair<std::string_view, std::string_view> kCodes[] = {
+      {"bad-request", "400"},          {"conflict", "409"},
+      {"feature-not-implemented", "501"}, {"forbidden", "403"},
+      {"gone", "302"},                 {"internal-server-error", "500"},
+      {"item-not-found", "404"},       {"jid-malformed", "400"},
+      {"not-acceptable", "406"},       {"not-allowed", "405"},
+      {"not-authorized", "401"},       {"payment-required", "402"},
+      {"recipient-unavailable", "404"}, {"redirect", "302"},
+      {"registration-required", "407"}, {"remote-server-not-found", "404"},
+      {"remote-server-timeout", "504"}, {"resource-constraint", "500"},
+      {"service-unavailable", "503"},  {"subscription-required", "407"},
+      {"undefined-condition", "500"},  {"unexpected-request", "400"},
+  };
+  for (const auto& [name, code] : kCodes)
+    if (name == condition) return code;
+  return {};
+}
+
 }  // namespace
 
 std::string format_delay_stamp(std::int64_t ms) {
@@ -72,6 +94,7 @@ Element make_error_reply(const Element& st, std::string_view type, std::string_v
   if (auto t = st.attr("to"); !t.empty()) r.set_attr("from", std::string(t));
   Element& err = r.add_child(Element("error", std::string(kClientNs)));
   err.set_attr("type", std::string(type));
+  if (auto code = legacy_error_code(condition); !code.empty()) err.set_attr("code", std::string(code));
   err.add_child(Element(std::string(condition), std::string(kStanzasNs)));
   if (!text.empty()) {
     Element& t = err.add_child(Element("text", std::string(kStanzasNs)));
@@ -941,11 +964,24 @@ void ImRouter::presence_from_remote(Element& st, const Jid& from, const Jid& to)
   }
 }
 
+std::vector<std::string> ImRouter::server_features() const {
+  std::vector<std::string> out = iqs_.features(IqTarget::server);
+  // The PEP (pubsub) features are the accounts', but clients such as Profanity 0.13 look
+  // for pubsub#publish-options in the server's own disco#info before they publish their
+  // OMEMO device list with an open access model (Prosody lists them there too).
+  if (pep_)
+    for (auto& f : iqs_.features(IqTarget::account))
+      if (f.starts_with("http://jabber.org/protocol/pubsub")) out.push_back(std::move(f));
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 std::string ImRouter::server_caps_ver() const {
   std::vector<SubmittedForm> forms;
   for (const auto& form : server_forms_)
     if (auto f = read_form(form)) forms.push_back(std::move(*f));
-  return caps_ver({{"server", "im", "", "hearth"}}, iqs_.features(IqTarget::server), std::move(forms));
+  return caps_ver({{"server", "im", "", "hearth"}}, server_features(), std::move(forms));
 }
 
 void ImRouter::register_core_iqs() {
@@ -969,7 +1005,7 @@ void ImRouter::register_core_iqs() {
                   !(server && p.attr("node") == fmt::format("{}#{}", kServerCapsNode, server_caps_ver())))
                 return r.error("cancel", "item-not-found");
               if (server) {
-                Element q = disco_info("server", "im", "hearth", iqs_.features(IqTarget::server));
+                Element q = disco_info("server", "im", "hearth", server_features());
                 if (!p.attr("node").empty()) q.set_attr("node", std::string(p.attr("node")));
                 for (const auto& form : server_forms_) q.add_child(form);
                 return r.result(std::move(q));

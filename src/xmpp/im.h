@@ -93,6 +93,8 @@ class ImRouter {
   // XEP-0115: the node and verification string of the server's own disco#info.
   static constexpr std::string_view kServerCapsNode = "https://hearth.invalid/caps";
   std::string server_caps_ver() const;
+  // The server's disco#info features: its own iq features plus the PEP ones (see im.cc).
+  std::vector<std::string> server_features() const;
   // XEP-0012: called when an account's last available resource went unavailable (with
   // the status text it left with); set once at start-up.
   void set_logout_hook(std::function<void(const std::string& bare, const std::string& status)> hook) {

@@ -7,6 +7,7 @@
 #include <sodium.h>
 #include <unicode/utf8.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/random.h"
@@ -191,6 +192,10 @@ std::string_view ScramServer::mechanism_name() const {
   return plus_ ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256";
 }
 
+void ScramServer::set_advertised(const AdvertisedSasl& advertised) {
+  downgrade_hash_ = scram_downgrade_protection_hash(hash_, advertised);
+}
+
 std::string ScramServer::authenticated_localpart() const { return authenticated_ ? localpart_ : std::string(); }
 
 SaslStep ScramServer::finish(SaslFailure failure, std::string text) {
@@ -308,6 +313,7 @@ SaslStep ScramServer::client_first(std::string_view message) {
 
   nonce_ = std::string(client_nonce) + (server_nonce_ ? server_nonce_() : random_token(24));
   server_first_ = "r=" + nonce_ + ",s=" + base64_encode(stored_.salt) + ",i=" + std::to_string(stored_.iterations);
+  if (!downgrade_hash_.empty()) server_first_ += ",h=" + downgrade_hash_;
   client_first_bare_ = std::string(bare);
   stage_ = Stage::client_final;
   return SaslStep::challenge(server_first_);
@@ -409,6 +415,25 @@ SaslStep PlainServer::authenticate(std::string_view message) {
   localpart_ = std::move(*localpart);
   authzid_ = std::string(authzid);
   return SaslStep::success();
+}
+
+// ---- XEP-0474
+
+std::string scram_downgrade_protection_hash(ScramHash hash, const AdvertisedSasl& advertised) {
+  // Sorting with std::string's operator< compares char_traits<char>, which orders by
+  // unsigned octet value: the "i;octet" collation the XEP asks for.
+  auto joined = [](std::vector<std::string> items) {
+    std::sort(items.begin(), items.end());
+    std::string out;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (i) out.push_back('\x1E');
+      out += items[i];
+    }
+    return out;
+  };
+  std::string s = joined(advertised.mechanisms);
+  if (!advertised.channel_binding_types.empty()) s += '\x1F' + joined(advertised.channel_binding_types);
+  return base64_encode(hash_bytes(hash, s));
 }
 
 // ---- selection

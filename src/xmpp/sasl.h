@@ -1,5 +1,6 @@
 // Server side of SASL for XMPP (RFC 6120 §6): SCRAM-SHA-1/-256 with and without channel
-// binding (RFC 5802, RFC 7677, RFC 5929, RFC 9266) and PLAIN (RFC 4616).
+// binding (RFC 5802, RFC 7677, RFC 5929, RFC 9266), SCRAM downgrade protection
+// (XEP-0474) and PLAIN (RFC 4616).
 //
 // Protocol-agnostic: a mechanism takes and returns raw bytes; the session does the base64
 // of <auth/>, <response/>, <challenge/> and <success/> payloads, maps a SaslStep to those
@@ -103,9 +104,30 @@ struct ChannelBinding {
   std::function<Result<std::string>(std::string_view type)> data;
 };
 
+// What the server advertised on this stream before the client picked a mechanism: the
+// mechanism list of the SASL profile in use (RFC 6120 <mechanisms/> or XEP-0388
+// <authentication/>) and the XEP-0440 channel-binding types (empty when <sasl-channel-binding/>
+// was not sent).
+struct AdvertisedSasl {
+  std::vector<std::string> mechanisms;
+  std::vector<std::string> channel_binding_types;
+};
+
+// XEP-0474 (SASL SCRAM Downgrade Protection, version 0.5.0) §"Server Sends Downgrade
+// Protection Hash": S is the advertised mechanisms sorted by octets and joined by 0x1E;
+// when channel-binding types were advertised, 0x1F and the types sorted and joined by
+// 0x1E follow. The result is base64(H(S)), H being the SCRAM mechanism's hash. The client
+// recomputes it from what it saw: a list a man in the middle trimmed gives another value,
+// and since the attribute is part of the AuthMessage the client proof covers it.
+std::string scram_downgrade_protection_hash(accounts::ScramHash hash, const AdvertisedSasl& advertised);
+
 class SaslMechanism {
  public:
   virtual ~SaslMechanism() = default;
+
+  // Tells the mechanism what was advertised (XEP-0474); call before start(). Mechanisms
+  // without such an attribute ignore it.
+  virtual void set_advertised(const AdvertisedSasl& advertised) { (void)advertised; }
 
   // The IANA name, e.g. "SCRAM-SHA-256-PLUS".
   virtual std::string_view mechanism_name() const = 0;
@@ -140,6 +162,9 @@ class ScramServer final : public SaslMechanism {
   SaslStep step(std::string_view response) override;
   std::string authenticated_localpart() const override;
   std::string authzid() const override { return authzid_; }
+  // Adds the XEP-0474 attribute "h" to the server-first-message (the RFC 5802 extension
+  // slot after i=). Without this call no "h" is sent.
+  void set_advertised(const AdvertisedSasl& advertised) override;
 
  private:
   enum class Stage { not_started, client_first, client_final, done };
@@ -161,6 +186,7 @@ class ScramServer final : public SaslMechanism {
   std::string cb_data_;            // raw channel-binding data for p=
   std::string client_first_bare_;  // for AuthMessage
   std::string server_first_;
+  std::string downgrade_hash_;     // XEP-0474 "h" value; empty: not sent
   std::string nonce_;              // client nonce + server nonce
   std::string localpart_;          // prepared
   std::string authzid_;

@@ -70,6 +70,7 @@ struct XmppOptions {
   blobs::BlobStore* upload_blobs = nullptr;  // XEP-0363 at upload.<domain> when set; must outlive the service
   int upload_expiry_days = 14;
   int muc_max_users_per_room = 1000;  // XEP-0198: how long a dropped session waits for its client
+  bool channel_binding = true;  // offer SCRAM-*-PLUS (xmpp.channel_binding)
   bool strict_channel_binding = false;  // reject the SCRAM "y" flag while -PLUS is offered
   std::string sasl_secret;  // makes fake SCRAM salts for unknown users stable; random if empty
   // Federation (RFC 6120 s2s, see s2s.h). Off: stanzas to other domains get

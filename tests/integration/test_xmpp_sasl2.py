@@ -3,6 +3,7 @@
 Debian 12 speaks these yet, so this test drives them with a small raw-XML client
 (xmpp_raw.py) whose SCRAM and HT computations are independent of the server's."""
 import base64
+import hashlib
 import os
 import unittest
 import uuid
@@ -177,6 +178,67 @@ class XmppSasl2(unittest.TestCase):
         self.assertEqual(msg.find(q(CLIENT, "body")).text, "while you were away")
         c2.close()
         b.close()
+
+
+SASL_CB = "urn:xmpp:sasl-cb:0"
+
+
+def ssdp_hash(mechanisms, cb_types, digest=hashlib.sha256):
+    """XEP-0474 (0.5.0): base64(H(sorted mechanisms joined by 0x1E [+ 0x1F + sorted
+    channel-binding types joined by 0x1E])), computed here from what the client saw."""
+    s = "\x1e".join(sorted(mechanisms))
+    if cb_types:
+        s += "\x1f" + "\x1e".join(sorted(cb_types))
+    return base64.b64encode(digest(s.encode()).digest()).decode()
+
+
+class ScramDowngradeProtection(unittest.TestCase):
+    """XEP-0474: the server-first-message carries h=, the hash of the advertised mechanism
+    list and XEP-0440 channel-binding types, inside the SCRAM exchange the password signs."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.h = Hearth().start()
+        cls.h.add_users("alice")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.h.stop()
+        cls.h.cleanup()
+
+    def login(self, profile, plus):
+        c = RawXmpp(self.h.xmpps_port, self.h.cert_path())
+        self.addCleanup(c.sock.close)
+        features = c.open_stream()
+        container = features.find(q(SASL, "mechanisms") if profile == SASL else q(SASL2, "authentication"))
+        mechanisms = [m.text for m in container.findall(q(profile, "mechanism"))]
+        cb_types = [t.get("type") for t in features.iter(q(SASL_CB, "channel-binding"))]
+        scram = Scram("alice", PASSWORD, c.server_cert_hash() if plus else None)
+        if profile == SASL:
+            c.send(f"<auth xmlns='{SASL}' mechanism='{scram.mechanism}'>{b64(scram.initial())}</auth>")
+        else:
+            c.send(f"<authenticate xmlns='{SASL2}' mechanism='{scram.mechanism}'>"
+                   f"<initial-response>{b64(scram.initial())}</initial-response></authenticate>")
+        server_first = base64.b64decode(c.next(q(profile, "challenge")).text)
+        attrs = dict(kv.split("=", 1) for kv in server_first.decode().split(","))
+        c.send(f"<response xmlns='{profile}'>{b64(scram.final(server_first))}</response>")
+        success = c.next()
+        self.assertEqual(success.tag, q(profile, "success"))
+        data = success.text if profile == SASL else success.find(q(SASL2, "additional-data")).text
+        self.assertTrue(scram.verify(base64.b64decode(data)))
+        return attrs.get("h"), mechanisms, cb_types
+
+    def test_hash_over_what_sasl_and_sasl2_advertised(self):
+        for profile in (SASL, SASL2):
+            for plus in (True, False):
+                with self.subTest(profile=profile, plus=plus):
+                    h, mechanisms, cb_types = self.login(profile, plus)
+                    self.assertEqual(set(cb_types), {"tls-exporter", "tls-server-end-point"})
+                    self.assertEqual(h, ssdp_hash(mechanisms, cb_types))
+                    # What a client would compute had a man in the middle removed the -PLUS
+                    # mechanisms and the binding types: it no longer matches, so the client aborts.
+                    trimmed = [m for m in mechanisms if not m.endswith("-PLUS")]
+                    self.assertNotEqual(h, ssdp_hash(trimmed, []))
 
 
 def ET_dump(el):

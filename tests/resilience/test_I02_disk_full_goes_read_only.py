@@ -1,4 +1,4 @@
-"""I02/I03/I07: backup snapshots filled the pool; storage went read-only with no warning,
+"""I02/I07: backup snapshots filled the pool; storage went read-only with no warning,
 no logins, nothing.
 
 hearthd watches free bytes AND inodes of its data directory's filesystem, warns at
@@ -8,7 +8,8 @@ logins, rosters, offline messages and the archive keep working, every write gets
 <resource-constraint/> of type wait, no acknowledged message is lost, the database stays
 intact, and once space is back it leaves read-only mode by itself.
 
-Each test mounts its own small tmpfs as the data directory and fills it.
+Each test mounts its own small tmpfs as the data directory and fills it. Inodes and the
+other resources that are not bytes: test_I03_every_resource_not_only_bytes.py.
 Defence off (HEARTH_DEFENCE_OFF=1): ops.read_only_at_reserve = false.
 """
 import asyncio
@@ -16,7 +17,7 @@ import os
 import sqlite3
 import unittest
 
-from resilience import (DEFENCE_OFF, Hearth, fill_until_free, free_bytes, free_inodes, metric, small_filesystem,
+from resilience import (DEFENCE_OFF, Hearth, fill_until_free, metric, small_filesystem,
                         with_section)
 from test_xmpp_client import TIMEOUT, next_item, wait_for_condition
 from test_xmpp_extensions import ExtClient, drain
@@ -228,36 +229,6 @@ class DiskFullGoesReadOnly(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(self.h.stop(), 0)
         with sqlite3.connect(os.path.join(data, "hearth.db")) as db:
             self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
-
-    async def test_I03_inodes_run_out_with_bytes_free(self):
-        self.start_hearth("64m", inodes=400)
-        data = self.h.data_dir
-        alice = self.client(ExtClient, "alice")
-        await alice.login(self.h.xmpp_port)
-        # Thousands of tiny files (what a snapshot tool leaves): inodes go, bytes stay.
-        spill = os.path.join(data, "snapshots")
-        os.mkdir(spill)
-        n = 0
-        while free_inodes(data) > RESERVE_INODES // 2:
-            try:
-                open(os.path.join(spill, f"f{n}"), "w").close()
-            except OSError:
-                break
-            n += 1
-        self.assertGreater(free_bytes(data), 32 * MiB)
-        await self.wait_health(lambda r: r[1]["checks"]["read_only"]["status"] == "critical",
-                               "read-only mode from inodes")
-        _, snap = self.health()
-        self.assertIn("inodes", snap["checks"]["read_only"]["message"])
-        self.assertIn("inodes", snap["checks"]["disk"]["message"])
-        self.assertLess(metric(self.metrics(), "hearth_disk_inodes", 'kind="free"'), RESERVE_INODES)
-        await self.assert_write_refused(alice, "no inodes left")
-        for name in os.listdir(spill):
-            os.unlink(os.path.join(spill, name))
-        await self.wait_health(lambda r: r[1]["checks"]["read_only"]["status"] == "ok", "read-only mode left")
-        alice.send_message(mto="bob@localhost", mbody="inodes are back", mtype="chat")
-        await alice.sync()
-        self.assertFalse(drain(alice.message_errors))
 
 
 if __name__ == "__main__":

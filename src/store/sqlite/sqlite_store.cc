@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -632,7 +633,8 @@ class SqliteStore final : public Store {
     bool full = (code & 0xff) == SQLITE_FULL || sqlite3_system_errno(conn.db()) == ENOSPC ||
                 sqlite3_system_errno(conn.db()) == EDQUOT;
     if (!full) return;
-    if (read_only_mode().enter(fmt::format("a write to {} failed: the disk is full", options_.path)))
+    if (read_only_mode().enter(fmt::format("a write to {} failed: the disk is full{}", options_.path,
+                                           options_.max_database_bytes > 0 ? " or the database reached its size limit" : "")))
       logger_.error("store.read_only_entered", {{"reason", "disk full"}, {"path", options_.path}});
   }
 
@@ -704,6 +706,15 @@ Result<std::unique_ptr<Store>> Store::open_sqlite(StoreOptions options, Logger& 
                                    " applied_at INTEGER NOT NULL, PRIMARY KEY (module, version))");
       !r) {
     return fail(r.error().code, fmt::format("database {}: {}", options.path, r.error().message));
+  }
+  if (options.max_database_bytes > 0) {
+    // SQLite keeps the larger of this and the current page count, so an existing database
+    // over the cap stays readable (and further growth fails).
+    auto page_size = (*writer)->pragma_text("PRAGMA page_size");
+    if (!page_size) return tl::unexpected(page_size.error());
+    const std::int64_t page = std::max<std::int64_t>(512, std::atoll(page_size->c_str()));
+    const std::string pragma = fmt::format("PRAGMA max_page_count={}", std::max<std::int64_t>(1, options.max_database_bytes / page));
+    if (auto r = (*writer)->pragma_text(pragma.c_str()); !r) return tl::unexpected(r.error());
   }
   std::vector<std::unique_ptr<Connection>> readers;
   for (int i = 0; i < options.readers; ++i) {

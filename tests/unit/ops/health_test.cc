@@ -2,6 +2,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -93,9 +97,27 @@ TEST(PathCheck, UnusablePathIsCriticalAndNamed) {
 }
 
 TEST(OpenFiles, ReportsCount) {
-  auto r = open_files_check()();
+  MetricsRegistry metrics;
+  auto r = open_files_check(metrics)();
   EXPECT_EQ(r.status, HealthStatus::ok);
   EXPECT_NE(r.value.find("descriptors open"), std::string::npos);
+  const std::string text = metrics.render();
+  EXPECT_NE(text.find("\nhearth_open_files "), std::string::npos) << text;
+  EXPECT_NE(text.find("\nhearth_open_files_limit "), std::string::npos) << text;
+}
+
+TEST(OpenFiles, WarnsAtTheConfiguredShareOfTheLimit) {
+  struct rlimit rl {};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur > 200000) GTEST_SKIP() << "open-files limit too high to fill 1 % of it here";
+  // Hold 1 % of the limit (plus one) so that the 1 % warning threshold is certainly passed.
+  std::vector<int> held;
+  for (rlim_t i = 0; i <= rl.rlim_cur / 100; ++i) held.push_back(::dup(STDERR_FILENO));
+  MetricsRegistry metrics;
+  auto r = open_files_check(metrics, 1, 100)();
+  for (int fd : held) ::close(fd);
+  EXPECT_EQ(r.status, HealthStatus::warning);
+  EXPECT_NE(r.message.find("warning at 1%"), std::string::npos) << r.message;
 }
 
 }  // namespace

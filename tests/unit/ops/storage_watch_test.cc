@@ -91,5 +91,54 @@ TEST_F(StorageWatchTest, LargeWalWarns) {
   EXPECT_NE(r.message.find("WAL"), std::string::npos);
 }
 
+TEST_F(StorageWatchTest, DatabaseCapWarnsThenGoesReadOnlyWithBytesFree) {
+  auto o = options();
+  o.database_max_bytes = 100 * (1 << 20);
+  StorageWatcher w(o, mode, log, metrics);
+  auto s = sample(5000);  // half the disk free throughout
+  s.database_bytes = 70 * kMiB;
+  s.wal_bytes = 0;
+  EXPECT_EQ(w.evaluate(s, 0).status, HealthStatus::ok);
+  EXPECT_NEAR(metrics.gauge("hearth_disk_used_ratio", "", {{"resource", "database"}}).value(), 0.70, 1e-9);
+  EXPECT_EQ(metrics.gauge("hearth_database_max_bytes", "").value(), 100 * kMiB);
+  s.wal_bytes = 12 * kMiB;  // file + WAL: 82 %
+  auto warn = w.evaluate(s, 1000);
+  EXPECT_EQ(warn.status, HealthStatus::warning);
+  EXPECT_NE(warn.message.find("the database (82.0 of 100.0 MiB"), std::string::npos) << warn.message;
+  EXPECT_FALSE(mode.active());
+  s.database_bytes = 84 * kMiB;  // 96 %
+  auto full = w.evaluate(s, 2000);
+  EXPECT_EQ(full.status, HealthStatus::critical);
+  EXPECT_TRUE(mode.active());
+  EXPECT_NE(mode.reason().find("ops.database_max_mib"), std::string::npos) << mode.reason();
+  s.database_bytes = 80 * kMiB;  // 92 %: under the cap's critical share, not under high
+  w.evaluate(s, 3000);
+  EXPECT_TRUE(mode.active());
+  s.database_bytes = 70 * kMiB;  // 82 %
+  w.evaluate(s, 4000);
+  EXPECT_FALSE(mode.active());
+}
+
+TEST_F(StorageWatchTest, NoDatabaseCapByDefault) {
+  StorageWatcher w(options(), mode, log, metrics);
+  auto s = sample(5000);
+  s.database_bytes = 4000 * kMiB;
+  EXPECT_EQ(w.evaluate(s, 0).status, HealthStatus::ok);
+  EXPECT_EQ(metrics.gauge("hearth_database_max_bytes", "").value(), 0);
+}
+
+TEST_F(StorageWatchTest, EveryResourcePastAThresholdIsNamed) {
+  auto o = options();
+  o.database_max_bytes = 60 * (1 << 20);
+  StorageWatcher w(o, mode, log, metrics);
+  auto s = sample(1500, 15000);  // bytes 85 %, inodes 85 %
+  s.wal_bytes = 100 * kMiB;      // WAL over its warning, database 150 of 60 MiB
+  auto r = w.evaluate(s, 0);
+  EXPECT_EQ(r.status, HealthStatus::critical);
+  for (const char* what : {"space on /data", "inodes on /data", "the database is", "WAL"})
+    EXPECT_NE(r.message.find(what), std::string::npos) << what << " in " << r.message;
+  EXPECT_LT(r.message.find("the database is"), r.message.find("space on /data")) << "critical first: " << r.message;
+}
+
 }  // namespace
 }  // namespace hearth::ops

@@ -356,6 +356,24 @@ TEST_F(StoreTest, ReadOnlyModeRefusesWritesAndKeepsReads) {
   EXPECT_EQ(s.read_only_mode().times_entered(), 1u);
 }
 
+TEST_F(StoreTest, SizeCapFailsTheWriteAndEntersReadOnlyMode) {
+  StoreOptions options;
+  options.max_database_bytes = 256 << 10;
+  Store& s = open(options);
+  create_table(s);
+  const std::string row(16 << 10, 'x');
+  Result<std::int64_t> last = 0;
+  int written = 0;
+  for (; written < 64 && last; ++written)  // 1 MiB of rows would be four times the cap
+    last = s.write_sync([&](Transaction& tx) -> Result<std::int64_t> { return tx.exec("INSERT INTO items (v) VALUES (?)", {row}); });
+  ASSERT_FALSE(last) << "the cap never stopped a write";
+  EXPECT_GT(written, 4);
+  EXPECT_TRUE(s.read_only_mode().active());
+  EXPECT_NE(s.read_only_mode().reason().find("size limit"), std::string::npos) << s.read_only_mode().reason();
+  // Reads keep working, and what was acknowledged is there.
+  EXPECT_EQ(count_items(s), written - 1);
+}
+
 TEST_F(StoreTest, WriteQueueLimitRejectsImmediately) {
   StoreOptions options;
   options.queue_limit = 2;

@@ -64,7 +64,9 @@ ServerFirst parse_server_first(const std::string& message) {
   if (message.rfind("r=", 0) != 0 || s == std::string::npos || i == std::string::npos || i < s) return out;
   out.nonce = message.substr(2, s - 2);
   out.salt_b64 = message.substr(s + 3, i - s - 3);
-  const std::string count = message.substr(i + 3);
+  // Optional attributes (XEP-0474's h=) may follow the iteration count.
+  const auto after = message.find(',', i + 3);
+  const std::string count = message.substr(i + 3, after == std::string::npos ? std::string::npos : after - i - 3);
   if (count.empty() || count.find_first_not_of("0123456789") != std::string::npos || count.size() > 9) return out;
   out.iterations = std::stoi(count);
   return out;
@@ -187,6 +189,86 @@ TEST(ScramTest, Rfc7677Sha256Example) {
       "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
   ASSERT_EQ(last.kind, Kind::success) << last.text;
   EXPECT_EQ(last.data, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+}
+
+// XEP-0474 version 0.5.0, §"Full Example", taken byte for byte: SCRAM-SHA-1-PLUS with
+// tls-exporter, password "pencil". The h= value is base64(SHA-1("SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS
+// \x1ftls-exporter\x1etls-server-end-point")) and the proof covers it; both were recomputed
+// independently with Python's hashlib/hmac:
+//   hashlib.pbkdf2_hmac("sha1", b"pencil", b64decode("QSXCR+Q6sek8bf92"), 4096) -> salted;
+//   proof = ClientKey XOR HMAC(SHA1(ClientKey), bare + "," + server_first + "," + final_without_proof)
+//   == "M/SIDjT+dfcxUh89jZEypRvFxB4=", server signature "MQrMPvv7yv4x4Cq4W4Ih25EqS2c=".
+TEST(ScramDowngradeProtection, Xep0474FullExample) {
+  FakeCredentials creds;
+  creds.salts["user"] = unb64("QSXCR+Q6sek8bf92");
+  ChannelBinding cb;
+  cb.offered_types = {"tls-server-end-point", "tls-exporter"};
+  cb.data = [](std::string_view type) -> Result<std::string> {
+    if (type == "tls-exporter") return std::string("THIS IS FAKE CB DATA");
+    return fail(Errc::invalid_argument, "unknown type");
+  };
+  ScramServer server(ScramHash::sha1, true, cb, creds, "secret", 4096,
+                     [] { return "a09117a6-ac50-4f2f-93f1-93799c2bddf6"; });
+  server.set_advertised({{"SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"}, {"tls-server-end-point", "tls-exporter"}});
+  auto first = server.start("p=tls-exporter,,n=user,r=12C4CD5C-E38E-4A98-8F6D-15C38F51CCC6", true);
+  ASSERT_EQ(first.kind, Kind::challenge) << first.text;
+  EXPECT_EQ(first.data,
+            "r=12C4CD5C-E38E-4A98-8F6D-15C38F51CCC6a09117a6-ac50-4f2f-93f1-93799c2bddf6,s=QSXCR+Q6sek8bf92,i=4096,"
+            "h=G6k/rBLDqgOhRRaCuuatSDFkJ08=");
+  auto last = server.step(
+      "c=cD10bHMtZXhwb3J0ZXIsLFRISVMgSVMgRkFLRSBDQiBEQVRB,"
+      "r=12C4CD5C-E38E-4A98-8F6D-15C38F51CCC6a09117a6-ac50-4f2f-93f1-93799c2bddf6,"
+      "x=19C6532F-1CF4-4A27-A18D-DC9CEA41BBB3,p=M/SIDjT+dfcxUh89jZEypRvFxB4=");
+  ASSERT_EQ(last.kind, Kind::success) << last.text;
+  EXPECT_EQ(last.data, "v=MQrMPvv7yv4x4Cq4W4Ih25EqS2c=");
+}
+
+// hearth's own lists over TLS, recomputed with Python:
+//   S = "\x1e".join(sorted(mechanisms)) + "\x1f" + "\x1e".join(sorted(types))
+//   base64(sha256(S)) / base64(sha1(S)); without types, no "\x1f" part.
+TEST(ScramDowngradeProtection, HashOfHearthsAdvertisedLists) {
+  const AdvertisedSasl tls{{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"},
+                           {"tls-exporter", "tls-server-end-point"}};
+  EXPECT_EQ(scram_downgrade_protection_hash(ScramHash::sha256, tls), "HsVT3zgfiif56i/w96g+XTr+Rx/Yfkw1VkxOAdVb9Wk=");
+  EXPECT_EQ(scram_downgrade_protection_hash(ScramHash::sha1, tls), "nAaaESufDLNmGNNHipta8+ZS38I=");
+  const AdvertisedSasl no_binding{{"PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"}, {}};
+  EXPECT_EQ(scram_downgrade_protection_hash(ScramHash::sha256, no_binding),
+            "J++Diu+JubnE6dLVvZjjI5KHnheOLsUSQWiw/prdbAA=");
+  // A list a man in the middle trimmed (no -PLUS, no binding types) hashes differently.
+  const AdvertisedSasl trimmed{{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}, {}};
+  EXPECT_NE(scram_downgrade_protection_hash(ScramHash::sha256, trimmed),
+            scram_downgrade_protection_hash(ScramHash::sha256, tls));
+  // The order the lists were sent in does not matter.
+  const AdvertisedSasl reordered{{"PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"},
+                                 {"tls-server-end-point", "tls-exporter"}};
+  EXPECT_EQ(scram_downgrade_protection_hash(ScramHash::sha256, reordered),
+            scram_downgrade_protection_hash(ScramHash::sha256, tls));
+}
+
+TEST(ScramDowngradeProtection, AttributeOnlyWhenAdvertisedAndCoveredByTheProof) {
+  FakeCredentials creds;
+  ScramServer plain(ScramHash::sha256, false, {}, creds, "secret");
+  ScramClient c1;
+  auto out = run(plain, c1);
+  EXPECT_EQ(out.first.data.find(",h="), std::string::npos) << out.first.data;
+  EXPECT_EQ(out.last.kind, Kind::success);
+
+  ScramServer server(ScramHash::sha256, false, {}, creds, "secret");
+  server.set_advertised({{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}, {}});
+  ScramClient c2;
+  out = run(server, c2);
+  EXPECT_NE(out.first.data.find(",h=J++Diu+JubnE6dLVvZjjI5KHnheOLsUSQWiw/prdbAA="), std::string::npos) << out.first.data;
+  ASSERT_EQ(out.last.kind, Kind::success) << out.last.text;
+  EXPECT_EQ(out.last.data, c2.expected_server_final);
+
+  // A client whose AuthMessage lacks h= (a man in the middle stripped it) fails the proof.
+  ScramServer stripped(ScramHash::sha256, false, {}, creds, "secret");
+  stripped.set_advertised({{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}, {}});
+  ScramClient c3;
+  auto first = stripped.start(c3.first(), true);
+  ASSERT_EQ(first.kind, Kind::challenge);
+  const std::string without_h = first.data.substr(0, first.data.find(",h="));
+  EXPECT_EQ(stripped.step(c3.final(without_h)).kind, Kind::failure);
 }
 
 TEST(ScramTest, ClientRoundTripBothHashesWithRandomNonce) {
