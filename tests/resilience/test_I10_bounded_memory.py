@@ -10,7 +10,6 @@ Defence off: a temporary patch to src/net/stream_session.cc (StreamHandle::send 
 the budget check) makes the server buffer everything; this test then fails on memory.
 """
 import asyncio
-import os
 import unittest
 
 from resilience import Hearth, measure_memory_without_asan_quarantine, metric, with_section
