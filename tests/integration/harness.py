@@ -25,6 +25,24 @@ BANNER_S2S = re.compile(r"^\s+S2S\s+(\[[^\]]+\]|[^ :]+):(\d+)\s")
 BANNER_XMPP = re.compile(r"^\s+(XMPPS?)\s+(\[[^\]]+\]|[^ :]+):(\d+)\s")
 
 
+def free_port(*hosts):
+    """A TCP port that is free on every given address (default 127.0.0.1) right now. Another
+    process may still take it before the caller binds: callers that must name ports in
+    advance retry on "Address already in use"."""
+    hosts = hosts or ("127.0.0.1",)
+    while True:
+        with socket.socket() as first:
+            first.bind((hosts[0], 0))
+            port = first.getsockname()[1]
+            try:
+                for host in hosts[1:]:
+                    with socket.socket() as other:
+                        other.bind((host, port))
+            except OSError:
+                continue
+            return port
+
+
 def measure_memory_without_asan_quarantine():
     """Under AddressSanitizer (scripts/test.sh --sanitize sets ASAN_OPTIONS) freed memory
     sits in a quarantine of up to 256 MiB, which reads as growth: turn it off for the

@@ -11,7 +11,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import Hearth
+from harness import Hearth, free_port
 from test_cryptpad import NODE_DIR, ensure_node_modules
 
 CRYPTPAD_DIR = os.environ.get("CRYPTPAD_DIR", "/srv/cryptpad")
@@ -301,13 +301,6 @@ COMPONENTS = ["alertify.js", "bootstrap", "bootstrap-tokenfield", "chainpad", "c
               "dragula", "html2canvas", "localforage", "marked", "mathjax", "open-sans-fontface", "tweetnacl",
               "tweetnacl-util", "require-css", "requirejs", "requirejs-plugins", "scrypt-async", "sortablejs",
               "chainpad-crypto", "saferphore", "nthen", "netflux-websocket", "drawio", "pako", "x2js"]
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class CryptpadInChromium(unittest.TestCase):

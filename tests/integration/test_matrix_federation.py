@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import unittest
 
-from harness import Hearth, wait_until
+from harness import Hearth, free_port, wait_until
 from matrix_fed import (REMOTE, Server, canonical, content_hash, event_id, hearth_verify_key,
                         join_over_federation, redact, serve_remote)
 from test_xmpp_federation import make_ca, make_cert
@@ -97,17 +97,6 @@ class OutgoingFederation(unittest.TestCase):
         self.assertEqual(bodies.count("two"), 1, bodies)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
-def free_port(host):
-    import socket
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class HearthToHearth(unittest.TestCase):
     """Two hearth instances (a.test on 127.0.0.1, b.test on 127.0.0.2, certificates from a
     test CA): bob of b.test joins a public room of a.test, and messages flow both ways, seen
@@ -118,8 +107,28 @@ class HearthToHearth(unittest.TestCase):
         ca = make_ca(self.tmp)
         cert_a = make_cert(self.tmp, "a", ["a.test"])
         cert_b = make_cert(self.tmp, "b", ["b.test"])
-        pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
-        ha, hb = free_port("127.0.0.1"), free_port("127.0.0.1")
+        self.nodes = []
+        for attempt in range(5):  # ports are named in advance: another process may take one first
+            try:
+                self.start_nodes(ca, cert_a, cert_b)
+                break
+            except AssertionError as e:
+                if "Address already in use" not in str(e) or attempt == 4:
+                    raise
+                for h in self.nodes:
+                    h.stop()
+                    h.cleanup()
+        self.tokens = {}
+        for h, name in ((self.a, "alice"), (self.b, "bob")):
+            status, body = h.matrix_api("POST", "/login", {
+                "type": "m.login.password", "identifier": {"type": "m.id.user", "user": name},
+                "password": f"{name} secret pw"})
+            self.assertEqual(status, 200, body)
+            self.tokens[name] = body["access_token"]
+
+    def start_nodes(self, ca, cert_a, cert_b):
+        pa, pb = free_port("127.0.0.1"), free_port("127.0.0.1", "127.0.0.2")
+        ha, hb = free_port("127.0.0.1"), free_port("127.0.0.1", "127.0.0.2")
 
         def node(domain, cert, http_port, https_port, binds, peer):
             h = Hearth(domain=domain, domain_extra=f'tls_cert = "{cert[0]}"\ntls_key = "{cert[1]}"\n',
@@ -138,13 +147,6 @@ class HearthToHearth(unittest.TestCase):
         for h, name in ((self.a, "alice"), (self.b, "bob")):
             h.start()
             h.add_users(name)
-        self.tokens = {}
-        for h, name in ((self.a, "alice"), (self.b, "bob")):
-            status, body = h.matrix_api("POST", "/login", {
-                "type": "m.login.password", "identifier": {"type": "m.id.user", "user": name},
-                "password": f"{name} secret pw"})
-            self.assertEqual(status, 200, body)
-            self.tokens[name] = body["access_token"]
 
     def tearDown(self):
         for h in self.nodes:
@@ -182,3 +184,7 @@ class HearthToHearth(unittest.TestCase):
         sa = self.a.matrix_api("GET", f"/rooms/{room}/state", token=self.tokens["alice"])[1]
         sb = self.b.matrix_api("GET", f"/rooms/{room}/state", token=self.tokens["bob"])[1]
         self.assertEqual(sorted(e["event_id"] for e in sa), sorted(e["event_id"] for e in sb))
+
+
+if __name__ == "__main__":
+    unittest.main()

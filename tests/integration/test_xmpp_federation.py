@@ -13,16 +13,10 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import Hearth
+from harness import Hearth, free_port
 from test_xmpp_client import Client, next_item, TIMEOUT, wait_for_condition
 
 MUC_USER = "http://jabber.org/protocol/muc#user"
-
-
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def openssl(*args, cwd):

@@ -14,9 +14,9 @@ import tempfile
 import unittest
 
 from fake_dns import FakeDns
-from harness import Hearth, wait_until
+from harness import Hearth, free_port, wait_until
 from test_xmpp_client import next_item, TIMEOUT, wait_for_condition
-from test_xmpp_federation import FedClient, free_port, make_ca, make_cert, server
+from test_xmpp_federation import FedClient, make_ca, make_cert, server
 
 PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
