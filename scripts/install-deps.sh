@@ -16,6 +16,8 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev python3 sqlite3 procps curl python3-slixmpp profanity tmux
   python3-nacl
   python3-matrix-nio python3-olm python3-cryptography chromium python3-yaml python3-jsonschema
+  # bounded libFuzzer runs (scripts/fuzz.sh, called by .ci/run)
+  clang libclang-rt-14-dev
   # the remote server of tests/integration/test_xmpp_federation_prosody.py (started by the test)
   prosody lua-unbound
 )
