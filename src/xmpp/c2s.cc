@@ -1,6 +1,5 @@
 // Client-to-server sessions (RFC 6120): stream negotiation, STARTTLS, SASL, resource
 // binding; bound sessions hand their stanzas to ImRouter on the worker pool.
-#include <sodium.h>
 
 #include <atomic>
 #include <deque>
@@ -54,24 +53,6 @@ constexpr std::string_view kRegisterNs = "jabber:iq:register";
 constexpr std::string_view kCsiNs = "urn:xmpp:csi:0";
 constexpr std::string_view kParsNs = "urn:xmpp:pars:0";
 constexpr std::size_t kMaxQueuedStanzas = 256;
-
-std::string base64_encode(std::string_view raw) {
-  std::string out(sodium_base64_ENCODED_LEN(raw.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
-  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(raw.data()), raw.size(),
-                    sodium_base64_VARIANT_ORIGINAL);
-  out.resize(std::char_traits<char>::length(out.c_str()));
-  return out;
-}
-
-bool base64_decode(std::string_view b64, std::string& out) {
-  out.assign(b64.size(), '\0');
-  std::size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), b64.data(), b64.size(), " \t\r\n",
-                        &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0)
-    return false;
-  out.resize(len);
-  return true;
-}
 
 }  // namespace
 
@@ -717,14 +698,14 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       bool has_initial = !text.empty();
       std::string initial;
       if (text == "=") initial.clear();
-      else if (has_initial && !base64_decode(text, initial)) return sasl_failure("incorrect-encoding", "");
+      else if (has_initial && !sasl_base64_decode(text, initial)) return sasl_failure("incorrect-encoding", "");
       phase_ = Phase::authenticating;
       sasl_exchange([initial, has_initial](SaslMechanism& m) { return m.start(initial, has_initial); });
     } else if (st.name() == "response") {
       if (phase_ != Phase::authenticating || !mechanism_) return stream_error("policy-violation", "no authentication in progress");
       std::string raw;
       std::string text = st.text();
-      if (text != "=" && !base64_decode(text, raw)) return sasl_failure("incorrect-encoding", "");
+      if (text != "=" && !sasl_base64_decode(text, raw)) return sasl_failure("incorrect-encoding", "");
       sasl_exchange([raw](SaslMechanism& m) { return m.step(raw); });
     } else if (st.name() == "abort") {
       sasl_failure("aborted", "");
@@ -771,7 +752,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       if (phase_ != Phase::authenticating || !mechanism_ || !sasl2_)
         return stream_error("policy-violation", "no authentication in progress");
       std::string raw;
-      if (!base64_decode(st.text(), raw)) return sasl_failure("incorrect-encoding", "");
+      if (!sasl_base64_decode(st.text(), raw)) return sasl_failure("incorrect-encoding", "");
       sasl_exchange([raw](SaslMechanism& m) { return m.step(raw); });
     } else if (st.name() == "abort") {
       if (!sasl2_) sasl2_ = std::make_unique<Sasl2Request>();
@@ -904,7 +885,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
           }
           std::string out = fmt::format("<success xmlns='{}'>", kSasl2Ns);
           if (!additional_data.empty())
-            out += fmt::format("<additional-data>{}</additional-data>", base64_encode(additional_data));
+            out += fmt::format("<additional-data>{}</additional-data>", sasl_base64_encode(additional_data));
           out += fmt::format("<authorization-identifier>{}</authorization-identifier>",
                              xml_escape(self->bound_ ? self->me_.full : bare));
           out += bound_xml + resumed_xml;
@@ -934,10 +915,10 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
     switch (step.kind) {
       case SaslStep::Kind::challenge:
         if (sasl2_)
-          conn_->send(fmt::format("<challenge xmlns='{}'>{}</challenge>", kSasl2Ns, base64_encode(step.data)));
+          conn_->send(fmt::format("<challenge xmlns='{}'>{}</challenge>", kSasl2Ns, sasl_base64_encode(step.data)));
         else
           conn_->send(fmt::format("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
-                                  step.data.empty() ? "=" : base64_encode(step.data)));
+                                  step.data.empty() ? "=" : sasl_base64_encode(step.data)));
         return;
       case SaslStep::Kind::failure:
         svc_->auth_failed.inc();
@@ -954,7 +935,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
         localpart_ = mechanism_->authenticated_localpart();
         svc_->log.info("xmpp.authenticated", {{"jid", localpart_ + "@" + domain_}, {"mechanism", mechanism_->mechanism_name()},
                                               {"ip", conn_->remote_ip()}});
-        std::string body = step.data.empty() ? "" : base64_encode(step.data);
+        std::string body = step.data.empty() ? "" : sasl_base64_encode(step.data);
         conn_->send(fmt::format("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>", body));
         mechanism_.reset();
         phase_ = Phase::authenticated;

@@ -18,6 +18,7 @@
 #include "core/random.h"
 #include "xmpp/im.h"
 #include "xmpp/jid.h"
+#include "xmpp/sasl.h"
 
 namespace hearth::xmpp {
 namespace {
@@ -32,24 +33,6 @@ constexpr std::string_view kDialbackFeatureNs = "urn:xmpp:features:dialback";
 constexpr std::string_view kBidiFeatureNs = "urn:xmpp:features:bidi";
 constexpr std::string_view kBidiNs = "urn:xmpp:bidi";
 constexpr int kMaxSrvRecords = 32;
-
-std::string base64_encode(std::string_view raw) {
-  std::string out(sodium_base64_ENCODED_LEN(raw.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
-  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(raw.data()), raw.size(),
-                    sodium_base64_VARIANT_ORIGINAL);
-  out.resize(std::char_traits<char>::length(out.c_str()));
-  return out;
-}
-
-bool base64_decode(std::string_view b64, std::string& out) {
-  out.assign(b64.size(), '\0');
-  std::size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), b64.data(), b64.size(), " \t\r\n",
-                        &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0)
-    return false;
-  out.resize(len);
-  return true;
-}
 
 // Blocking DNS SRV lookup (glibc's resolver); empty when there is none or on error.
 std::vector<SrvRecord> lookup_srv(const std::string& name) {
@@ -335,7 +318,7 @@ class OutSession final : public XmlStreamHandler, public std::enable_shared_from
         for (const auto& m : mechs->children())
           if (m.name() == "mechanism" && m.text() == "EXTERNAL") external = true;
       if (external) {
-        conn_->send(fmt::format("<auth xmlns='{}' mechanism='EXTERNAL'>{}</auth>", kSaslNs, base64_encode(local_)));
+        conn_->send(fmt::format("<auth xmlns='{}' mechanism='EXTERNAL'>{}</auth>", kSaslNs, sasl_base64_encode(local_)));
         return;
       }
       if (state_->options.dialback && f.child("dialback", kDialbackFeatureNs)) {
@@ -533,7 +516,7 @@ class InSession final : public XmlStreamHandler, public std::enable_shared_from_
     }
     std::string text = st.text(), authzid;
     if (!text.empty() && text != "=") {
-      if (!base64_decode(text, authzid)) {
+      if (!sasl_base64_decode(text, authzid)) {
         conn_->send(fmt::format("<failure xmlns='{}'><incorrect-encoding/></failure>", kSaslNs));
         return;
       }

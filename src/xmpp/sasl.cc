@@ -48,25 +48,6 @@ bool equal_constant_time(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-std::string base64_encode(std::string_view bytes) {
-  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
-  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
-                    sodium_base64_VARIANT_ORIGINAL);
-  out.resize(out.size() - 1);  // the terminating NUL
-  return out;
-}
-
-bool base64_decode(std::string_view text, std::string& out) {
-  out.assign(text.size() / 4 * 3 + 3, '\0');
-  std::size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(), text.size(), nullptr,
-                        &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
-    return false;
-  }
-  out.resize(len);
-  return true;
-}
-
 bool valid_utf8(std::string_view text) {
   const auto* s = reinterpret_cast<const uint8_t*>(text.data());
   const auto length = static_cast<int32_t>(text.size());
@@ -149,6 +130,25 @@ bool is_temporary(Errc code) {
 }
 
 }  // namespace
+
+std::string sasl_base64_encode(std::string_view bytes) {
+  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  out.resize(out.size() - 1);  // the terminating NUL
+  return out;
+}
+
+bool sasl_base64_decode(std::string_view text, std::string& out) {
+  out.assign(text.size() / 4 * 3 + 3, '\0');
+  std::size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(), text.size(), " \t\r\n",
+                        &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    return false;
+  }
+  out.resize(len);
+  return true;
+}
 
 std::string_view sasl_failure_condition(SaslFailure failure) {
   switch (failure) {
@@ -312,7 +312,7 @@ SaslStep ScramServer::client_first(std::string_view message) {
   }
 
   nonce_ = std::string(client_nonce) + (server_nonce_ ? server_nonce_() : random_token(24));
-  server_first_ = "r=" + nonce_ + ",s=" + base64_encode(stored_.salt) + ",i=" + std::to_string(stored_.iterations);
+  server_first_ = "r=" + nonce_ + ",s=" + sasl_base64_encode(stored_.salt) + ",i=" + std::to_string(stored_.iterations);
   if (!downgrade_hash_.empty()) server_first_ += ",h=" + downgrade_hash_;
   client_first_bare_ = std::string(bare);
   stage_ = Stage::client_final;
@@ -331,10 +331,10 @@ SaslStep ScramServer::client_final(std::string_view message) {
   }
   if (attributes[1].second != nonce_) return finish(SaslFailure::malformed_request, "nonce mismatch");
   std::string proof;
-  if (!base64_decode(attributes.back().second, proof)) return finish(SaslFailure::malformed_request, "bad proof");
+  if (!sasl_base64_decode(attributes.back().second, proof)) return finish(SaslFailure::malformed_request, "bad proof");
   if (proof.size() != digest_size(hash_)) return finish(SaslFailure::malformed_request, "bad proof length");
 
-  const std::string expected_cb = base64_encode(gs2_header_ + cb_data_);
+  const std::string expected_cb = sasl_base64_encode(gs2_header_ + cb_data_);
   if (!equal_constant_time(attributes[0].second, expected_cb)) {
     return finish(SaslFailure::not_authorized, "channel-bindings-dont-match");
   }
@@ -351,7 +351,7 @@ SaslStep ScramServer::client_final(std::string_view message) {
 
   stage_ = Stage::done;
   authenticated_ = true;
-  return SaslStep::success("v=" + base64_encode(server_signature));
+  return SaslStep::success("v=" + sasl_base64_encode(server_signature));
 }
 
 // ---- PlainServer
@@ -433,7 +433,7 @@ std::string scram_downgrade_protection_hash(ScramHash hash, const AdvertisedSasl
   };
   std::string s = joined(advertised.mechanisms);
   if (!advertised.channel_binding_types.empty()) s += '\x1F' + joined(advertised.channel_binding_types);
-  return base64_encode(hash_bytes(hash, s));
+  return sasl_base64_encode(hash_bytes(hash, s));
 }
 
 // ---- selection

@@ -104,6 +104,11 @@ struct ChannelBinding {
   std::function<Result<std::string>(std::string_view type)> data;
 };
 
+// Base64 (RFC 4648, padded) of SASL payloads and SCRAM attributes; decoding skips
+// whitespace and answers false for anything else that is not base64.
+std::string sasl_base64_encode(std::string_view bytes);
+bool sasl_base64_decode(std::string_view text, std::string& out);
+
 // What the server advertised on this stream before the client picked a mechanism: the
 // mechanism list of the SASL profile in use (RFC 6120 <mechanisms/> or XEP-0388
 // <authentication/>) and the XEP-0440 channel-binding types (empty when <sasl-channel-binding/>
