@@ -23,6 +23,27 @@ import unittest
 from resilience import Hearth
 
 DAY_MS = 86_400_000
+# (channel, days since its last write, pinned by an account)
+CHANNELS = (("a" * 32, 400, True), ("b" * 32, 400, False), ("c" * 32, 2, False))
+
+
+def write_channels(db_path, channels):
+    """Writes CryptPad channels (three messages each, the first a checkpoint) straight into
+    a stopped hearthd's database."""
+    now = int(time.time() * 1000)
+    with sqlite3.connect(db_path) as db:
+        for channel, age_days, pinned in channels:
+            db.execute("INSERT INTO cryptpad_channels(channel, metadata, created) VALUES(?, ?, ?)",
+                       (channel, '{"channel":"%s"}' % channel, now - (age_days + 1) * DAY_MS))
+            for seq in range(3):
+                db.execute("INSERT INTO cryptpad_messages(channel, seq, hash, sender, content, time, cp, cp_id) "
+                           "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                           (channel, seq, f"h{seq}", None if seq else "sender", f"encrypted {channel[0]} {seq}",
+                            now - age_days * DAY_MS + seq, 1 if seq == 0 else 0, "cp0" if seq == 0 else None))
+            if pinned:
+                db.execute("INSERT INTO cryptpad_pins(key, channel, target) VALUES(?, ?, ?)",
+                           ("owner-key", channel, channel))
+    db.close()
 
 
 class ArchivalRespectsReferences(unittest.TestCase):
@@ -32,19 +53,7 @@ class ArchivalRespectsReferences(unittest.TestCase):
         self.h.start()
         self.h.stop()
         self.db_path = os.path.join(self.h.data_dir, "hearth.db")
-        now = int(time.time() * 1000)
-        with sqlite3.connect(self.db_path) as db:
-            for channel, age_days, pinned in (("a" * 32, 400, True), ("b" * 32, 400, False), ("c" * 32, 2, False)):
-                db.execute("INSERT INTO cryptpad_channels(channel, metadata, created) VALUES(?, ?, ?)",
-                           (channel, '{"channel":"%s"}' % channel, now - (age_days + 1) * DAY_MS))
-                for seq in range(3):
-                    db.execute("INSERT INTO cryptpad_messages(channel, seq, hash, sender, content, time, cp, cp_id) "
-                               "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                               (channel, seq, f"h{seq}", None if seq else "sender", f"encrypted {channel[0]} {seq}",
-                                now - age_days * DAY_MS + seq, 1 if seq == 0 else 0, "cp0" if seq == 0 else None))
-                if pinned:
-                    db.execute("INSERT INTO cryptpad_pins(key, channel, target) VALUES(?, ?, ?)",
-                               ("owner-key", channel, channel))
+        write_channels(self.db_path, CHANNELS)
 
     def rows(self, channel):
         with sqlite3.connect(self.db_path) as db:
