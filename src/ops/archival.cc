@@ -227,12 +227,33 @@ Result<RestoreArchivedReport> restore_archived(store::Store& store, const std::s
       continue;
     }
     std::optional<std::string> conflict;
+    bool already_live = false;
     auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
       auto live = tx.query_one(
           "SELECT (SELECT count(*) FROM cryptpad_channels WHERE channel = ?1) + "
           "(SELECT count(*) FROM cryptpad_messages WHERE channel = ?1)", {id});
       if (!live) return tl::unexpected(live.error());
       if ((*live)->integer(0) > 0) {
+        // An archival killed between writing the cold file and deleting the rows leaves
+        // both: the live rows equal to the cold copy are not a conflict.
+        std::vector<std::pair<std::int64_t, std::string>> rows;
+        auto q = tx.query("SELECT seq, hash FROM cryptpad_messages WHERE channel = ? ORDER BY seq", {id},
+                          [&](const store::Row& row) { rows.emplace_back(row.integer(0), std::string(row.text(1))); });
+        if (!q) return tl::unexpected(q.error());
+        std::size_t i = 0;
+        bool same = messages.size() == rows.size();
+        for (auto m : messages) {
+          if (!same) break;
+          std::int64_t seq = 0;
+          std::string_view hash;
+          same = m["seq"].get_int64().get(seq) == simdjson::SUCCESS && m["hash"].get_string().get(hash) == simdjson::SUCCESS &&
+                 rows[i].first == seq && rows[i].second == hash;
+          ++i;
+        }
+        if (same) {
+          already_live = true;
+          return false;
+        }
         conflict = "the channel exists again in the live data (recreated or written since it was archived); "
                    "nothing was overwritten, the archived copy stays in cold storage";
         return false;
@@ -266,6 +287,12 @@ Result<RestoreArchivedReport> restore_archived(store::Store& store, const std::s
     });
     if (!r) {
       report.conflicts.push_back({id, r.error().describe()});
+      continue;
+    }
+    if (already_live) {
+      std::filesystem::remove(path, ec);
+      log.info("archival.restore_already_live", {{"kind", "cryptpad_channel"}, {"id", id}});
+      report.restored.push_back(id);
       continue;
     }
     if (!*r) {

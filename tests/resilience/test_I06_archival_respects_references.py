@@ -109,6 +109,27 @@ class ArchivalRespectsReferences(unittest.TestCase):
         self.assertIn(status, (200, 503))
         self.h.stop()
 
+    def test_I06_restore_after_a_kill_between_the_cold_copy_and_the_delete(self):
+        # An archival killed after its durable cold file but before the deleting transaction
+        # leaves the channel live and a complete cold copy: restoring then is no conflict.
+        idle = "b" * 32
+        before = self.rows(idle)
+        done = self.h.ctl("archive", "--idle-days", "180", "--apply")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        cold = os.path.join(self.h.data_dir, "cold", f"cryptpad_channel-{idle}.json")
+        with open(cold) as f:
+            copy = f.read()
+        back = self.h.ctl("restore-archived", idle)
+        self.assertEqual(back.returncode, 0, back.stdout + back.stderr)
+        with open(cold, "w") as f:  # what the kill leaves: both copies
+            f.write(copy)
+        again = self.h.ctl("restore-archived")
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        self.assertNotIn("CONFLICT", again.stdout)
+        self.assertIn(f"event=archival.restore_already_live kind=cryptpad_channel id={idle}", again.stderr)
+        self.assertEqual(self.rows(idle), before)
+        self.assertFalse(os.path.exists(cold), "the redundant cold copy is gone")
+
     def test_I06_cold_storage_is_kept_for_its_retention_then_deleted(self):
         idle = "b" * 32
         done = self.h.ctl("archive", "--idle-days", "180", "--apply")
