@@ -106,6 +106,75 @@ std::string format_time_utc(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(static_cast<std::time_t>(ms / 1000)));
 }
 
+// run() returns this when storage came back during maintenance: main() starts again.
+constexpr int kStartAgain = -1;
+
+// Storage unavailable at start (incident I05: a down page was improvised hours later):
+// instead of exiting, serve a maintenance page on the HTTP listeners (503 and Retry-After
+// for every request, /health critical naming the cause) and try the store again every few
+// seconds; once it opens, stop and let main() start the service for real. SIGTERM/SIGINT
+// (blocked in main()) end it like a normal stop.
+int serve_maintenance(const Config& config, const std::vector<net::TlsIdentity>& identities, Logger& log,
+                      MetricsRegistry& metrics, const std::string& reason,
+                      const std::function<bool()>& storage_is_back) {
+  std::string page = fmt::format(
+      "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">"
+      "<title>Down for maintenance</title><h1>Down for maintenance</h1>"
+      "<p>{} cannot reach its storage right now. Nothing is lost: the service comes back on its own as soon as "
+      "the storage does. Please try again in a few minutes.</p>\n",
+      config.domains.empty() ? std::string("This server") : ops::html_escape(config.domains.front().name));
+  std::string health = fmt::format(
+      "{{\"status\":\"critical\",\"checks\":{{\"storage\":{{\"status\":\"critical\",\"message\":{}}}}}}}",
+      json_quote("maintenance: " + reason));
+  net::Router router;
+  router.add_prefix("*", "/", [page, health](net::HttpRequest&& req, net::Respond respond) {
+    net::HttpResponse r = req.path == "/health" ? net::HttpResponse::json(503, health)
+                                                : net::HttpResponse{503, "text/html; charset=utf-8", {}, page};
+    r.headers.push_back({"Retry-After", "60"});
+    r.headers.push_back({"Cache-Control", "no-store"});
+    respond(std::move(r));
+  });
+  net::ServerOptions options;
+  options.shards = 1;
+  options.max_connections = config.max_connections;
+  auto server = net::HttpServer::create(options, std::move(router), identities, log, metrics);
+  if (!server) {
+    fmt::print(stderr, "hearthd: {}\n", server.error().describe());
+    return kExitStartup;
+  }
+  std::vector<net::ListenerSpec> specs;
+  for (const auto& addr : config.http_bind) {
+    if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
+    if (config.https_port >= 0 && !identities.empty()) specs.push_back({addr, config.https_port, true});
+  }
+  auto bound = (*server)->listen(specs);
+  if (!bound) {
+    fmt::print(stderr, "hearthd: {}\n", bound.error().message);
+    return kExitStartup;
+  }
+  for (const auto& b : *bound)
+    log.error("hearthd.maintenance", {{"reason", reason}, {"addr", b.address}, {"port", b.port}, {"tls", b.tls}});
+  std::thread loop([&server] { (*server)->run(); });
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int outcome = 0;
+  for (;;) {
+    timespec wait{2, 0};
+    int sig = sigtimedwait(&set, nullptr, &wait);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    if (storage_is_back()) {
+      log.info("hearthd.maintenance_over", {{"reason", "the store opens again"}});
+      outcome = kStartAgain;
+      break;
+    }
+  }
+  (*server)->stop();
+  loop.join();
+  return outcome;
+}
+
 int run(const Config& config, bool print_banner, bool takeover) {
   LogLevel level = LogLevel::info;
   parse_log_level(config.log_level, level);
@@ -183,7 +252,12 @@ int run(const Config& config, bool print_banner, bool takeover) {
   auto store = store::Store::open_sqlite(store_options, log, metrics);
   if (!store) {
     fmt::print(stderr, "hearthd: cannot open the database: {}\n", store.error().describe());
-    return kExitStartup;
+    close_inherited();
+    return serve_maintenance(config, identities, log, metrics, store.error().describe(), [&store_options] {
+      Logger quiet(LogLevel::error, LogFormat::text);
+      MetricsRegistry scratch;
+      return static_cast<bool>(store::Store::open_sqlite(store_options, quiet, scratch));
+    });
   }
   accounts::AccountsOptions account_options;
   account_options.scram_iterations = config.scram_iterations;
@@ -722,5 +796,9 @@ int main(int argc, char** argv) {
     fmt::print("{}: ok\n", config_path.empty() ? "built-in defaults" : config_path);
     return 0;
   }
-  return hearth::run(*config, !quiet, takeover);
+  for (;;) {
+    int rc = hearth::run(*config, !quiet, takeover);
+    if (rc != hearth::kStartAgain) return rc;
+    takeover = false;
+  }
 }

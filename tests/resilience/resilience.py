@@ -12,7 +12,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Hearth, measure_memory_without_asan_quarantine, wait_until  # noqa: E402,F401
+from harness import Hearth, free_port, measure_memory_without_asan_quarantine, wait_until  # noqa: E402,F401
 
 DEFENCE_OFF = os.environ.get("HEARTH_DEFENCE_OFF") == "1"
 
