@@ -106,6 +106,16 @@ std::string format_time_utc(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(static_cast<std::time_t>(ms / 1000)));
 }
 
+// The HTTP (and, with a TLS identity, HTTPS) listeners of every configured address.
+std::vector<net::ListenerSpec> http_listener_specs(const Config& config, bool with_tls) {
+  std::vector<net::ListenerSpec> specs;
+  for (const auto& addr : config.http_bind) {
+    if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
+    if (config.https_port >= 0 && with_tls) specs.push_back({addr, config.https_port, true});
+  }
+  return specs;
+}
+
 // run() returns this when storage came back during maintenance: main() starts again.
 constexpr int kStartAgain = -1;
 
@@ -142,12 +152,7 @@ int serve_maintenance(const Config& config, const std::vector<net::TlsIdentity>&
     fmt::print(stderr, "hearthd: {}\n", server.error().describe());
     return kExitStartup;
   }
-  std::vector<net::ListenerSpec> specs;
-  for (const auto& addr : config.http_bind) {
-    if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
-    if (config.https_port >= 0 && !identities.empty()) specs.push_back({addr, config.https_port, true});
-  }
-  auto bound = (*server)->listen(specs);
+  auto bound = (*server)->listen(http_listener_specs(config, !identities.empty()));
   if (!bound) {
     fmt::print(stderr, "hearthd: {}\n", bound.error().message);
     return kExitStartup;
@@ -482,14 +487,9 @@ int run(const Config& config, bool print_banner, bool takeover) {
     fmt::print(stderr, "hearthd: {}\n", server.error().describe());
     return kExitStartup;
   }
-  std::vector<net::ListenerSpec> specs;
-  for (const auto& addr : config.http_bind) {
-    if (config.http_port >= 0) specs.push_back({addr, config.http_port, false});
-    if (config.https_port >= 0) specs.push_back({addr, config.https_port, true});
-  }
   http_server = server->get();
   (*server)->adopt(std::move(inherited));
-  auto bound = (*server)->listen(specs);
+  auto bound = (*server)->listen(http_listener_specs(config, true));
   if (!bound) {
     fmt::print(stderr, "hearthd: {}\n", bound.error().message);
     return kExitStartup;
