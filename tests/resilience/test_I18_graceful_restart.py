@@ -261,9 +261,10 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
         status, _ = new.matrix_api("GET", "/sync?timeout=0", token=token)
         self.assertEqual(status, 200)
 
-    async def test_I18_a_session_detached_during_the_restart_resumes_at_the_new_process(self):
-        """A phone between networks while the server restarts: its session is handed over too."""
-        loop = asyncio.get_running_loop()
+    async def wanderer_detached_with_a_message(self, body):
+        """A server with two stream-management sessions; the wanderer's connection drops
+        without a stream close (the server keeps its session detached) and the friend sends
+        it `body`, acknowledged by the server."""
         old = Hearth()
         self.addCleanup(old.cleanup)
         self.addCleanup(old.stop)
@@ -277,10 +278,16 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
             await wait_for_condition(lambda c=c: c.plugin["xep_0198"].sm_id, what="stream management enabled")
         wanderer.stopping = True  # no reconnection until the test says so
         gone = asyncio.ensure_future(wanderer.wait_until("disconnected", TIMEOUT))
-        wanderer.transport.abort()  # no stream close: the server keeps the session detached
+        wanderer.transport.abort()
         await gone
-        friend.send_message(mto="wanderer@localhost", mbody="while you were away", mtype="chat")
-        await self.acknowledged(friend, "while you were away")
+        friend.send_message(mto="wanderer@localhost", mbody=body, mtype="chat")
+        await self.acknowledged(friend, body)
+        return old, wanderer, friend
+
+    async def test_I18_a_session_detached_during_the_restart_resumes_at_the_new_process(self):
+        """A phone between networks while the server restarts: its session is handed over too."""
+        loop = asyncio.get_running_loop()
+        old, wanderer, friend = await self.wanderer_detached_with_a_message("while you were away")
 
         new = Hearth(workdir=old.dir)
         self.addCleanup(new.cleanup)
@@ -300,23 +307,7 @@ class GracefulRestart(unittest.IsolatedAsyncioTestCase):
     async def test_I18_plain_stop_keeps_what_a_detached_session_never_acknowledged(self):
         """Without a successor (SIGTERM), a detached session's unacknowledged messages go to
         offline storage and arrive at the next login."""
-        old = Hearth()
-        self.addCleanup(old.cleanup)
-        self.addCleanup(old.stop)
-        old.start()
-        old.add_users("wanderer", "friend")
-        wanderer = LoadClient("wanderer@localhost/phone", "wanderer secret pw", old.cert_path(), port=old.xmpp_port)
-        friend = LoadClient("friend@localhost/phone", "friend secret pw", old.cert_path(), port=old.xmpp_port)
-        for c in (wanderer, friend):
-            self.addAsyncCleanup(self._stop, c)
-            await c.login(old.xmpp_port)
-            await wait_for_condition(lambda c=c: c.plugin["xep_0198"].sm_id, what="stream management enabled")
-        wanderer.stopping = True
-        gone = asyncio.ensure_future(wanderer.wait_until("disconnected", TIMEOUT))
-        wanderer.transport.abort()
-        await gone
-        friend.send_message(mto="wanderer@localhost", mbody="kept across the stop", mtype="chat")
-        await self.acknowledged(friend, "kept across the stop")
+        old, wanderer, friend = await self.wanderer_detached_with_a_message("kept across the stop")
         friend.stopping = True
         await friend.stop()
         self.assertEqual(await asyncio.get_running_loop().run_in_executor(None, old.stop), 0)
