@@ -158,15 +158,7 @@ ApiResult<std::string> MatrixService::Impl::read_markers(Ctx& ctx) {
       auto m = rooms.membership(tx, room_id, ctx.user_id);
       if (!m) return tl::unexpected(m.error());
       if (!*m || **m != "join") return fail(Errc::permission_denied, "You are not in this room");
-      auto pos = tx.exec(
-          "INSERT INTO matrix_positions(name, value) VALUES ('account_data', 1) "
-          "ON CONFLICT(name) DO UPDATE SET value = value + 1");
-      if (!pos) return tl::unexpected(pos.error());
-      auto up = tx.exec(
-          "INSERT INTO matrix_account_data(user_id, room_id, type, content, position) "
-          "VALUES (?, ?, 'm.fully_read', ?, (SELECT value FROM matrix_positions WHERE name = 'account_data')) "
-          "ON CONFLICT(user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position",
-          {ctx.user_id, room_id, content});
+      auto up = upsert_account_data(tx, ctx.user_id, room_id, "m.fully_read", content);
       if (!up) return tl::unexpected(up.error());
       return true;
     });

@@ -34,21 +34,6 @@ bool is_local_user_id(std::string_view id, std::string_view server) {
   return id.size() > 3 && id[0] == '@' && server_of(id) == server;
 }
 
-// Stores account data (global when room is "") at the next account-data position.
-Result<void> upsert_account_data(store::Transaction& tx, const std::string& user_id, const std::string& room,
-                                 std::string_view type, const std::string& content) {
-  auto pos = tx.exec(
-      "INSERT INTO matrix_positions(name, value) VALUES ('account_data', 1) "
-      "ON CONFLICT(name) DO UPDATE SET value = value + 1");
-  if (!pos) return tl::unexpected(pos.error());
-  auto up = tx.exec(
-      "INSERT INTO matrix_account_data(user_id, room_id, type, content, position) "
-      "VALUES (?, ?, ?, ?, (SELECT value FROM matrix_positions WHERE name = 'account_data')) "
-      "ON CONFLICT(user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position",
-      {user_id, room, std::string(type), content});
-  if (!up) return tl::unexpected(up.error());
-  return ok();
-}
 
 // Room tags live in the room's m.tag account data, {"tags": {name: content}}. A tag's
 // `order` is a number in [0, 1], usually a fraction, which the canonical-JSON parser
@@ -74,6 +59,22 @@ std::string tags_json(const std::map<std::string, std::string>& tags) {
 }
 
 }  // namespace
+
+// Stores account data (global when room is "") at the next account-data position.
+Result<void> upsert_account_data(store::Transaction& tx, const std::string& user_id, const std::string& room,
+                                 std::string_view type, const std::string& content) {
+  auto pos = tx.exec(
+      "INSERT INTO matrix_positions(name, value) VALUES ('account_data', 1) "
+      "ON CONFLICT(name) DO UPDATE SET value = value + 1");
+  if (!pos) return tl::unexpected(pos.error());
+  auto up = tx.exec(
+      "INSERT INTO matrix_account_data(user_id, room_id, type, content, position) "
+      "VALUES (?, ?, ?, ?, (SELECT value FROM matrix_positions WHERE name = 'account_data')) "
+      "ON CONFLICT(user_id, room_id, type) DO UPDATE SET content = excluded.content, position = excluded.position",
+      {user_id, room, std::string(type), content});
+  if (!up) return tl::unexpected(up.error());
+  return ok();
+}
 
 ApiResult<std::string> MatrixService::Impl::tags_get(Ctx& ctx) {
   if (ctx.params[0] != ctx.user_id) return api_error(403, "M_FORBIDDEN", "Cannot read other users' tags");

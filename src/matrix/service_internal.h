@@ -43,6 +43,9 @@ inline tl::unexpected<ApiError> api_error(int status, std::string errcode, std::
 // The one mapping from core errors to Matrix errcodes.
 ApiError to_api_error(const Error& e);
 net::HttpResponse error_response(const ApiError& e);
+// Stores account data (global when room is "") at the next account-data position (profile_api.cc).
+Result<void> upsert_account_data(store::Transaction& tx, const std::string& user_id, const std::string& room,
+                                 std::string_view type, const std::string& content);
 net::HttpResponse json_response(int status, std::string body);
 
 struct Ctx {

@@ -132,6 +132,21 @@ struct XmppService::Impl {
   std::mutex sm_mutex;
   std::unordered_map<std::string, std::shared_ptr<SmState>> resumable;
 
+  // The stream-management part of a handed-over session's record (graceful restart): its
+  // identity, counters and what the client has not acknowledged, taken from its sink.
+  void take_stream_state(HandedOverSession& rec, const SessionIdentity& me, const SmState& state) {
+    auto frozen = me.sink->hand_over();
+    rec.sm_id = state.id;
+    rec.localpart = me.localpart;
+    rec.domain = me.domain;
+    rec.resource = me.resource;
+    rec.handled = state.handled.load();
+    rec.sent = frozen.sent;
+    rec.acked = frozen.acked;
+    rec.unacked = std::move(frozen.unacked);
+    rec.saved_ms = clock.now_ms();
+  }
+
   // A bound session is over for good: it leaves the registry, its contacts see it go,
   // and what its client never acknowledged is re-routed (offline storage).
   void end_session(const SessionIdentity& me, const std::string& sm_id, bool restored = false) {
@@ -586,16 +601,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       std::lock_guard lock(sm_->mutex);
       sm_->ended = true;
     }
-    auto frozen = me_.sink->hand_over();
-    rec.sm_id = sm_->id;
-    rec.localpart = me_.localpart;
-    rec.domain = me_.domain;
-    rec.resource = me_.resource;
-    rec.handled = sm_->handled.load();
-    rec.sent = frozen.sent;
-    rec.acked = frozen.acked;
-    rec.unacked = std::move(frozen.unacked);
-    rec.saved_ms = svc_->clock.now_ms();
+    svc_->take_stream_state(rec, me_, *sm_);
     auto svc = svc_;
     auto conn = conn_;
     auto me = me_;
@@ -1417,16 +1423,7 @@ void XmppService::hand_over_detached_sessions() {
       s.registry.unbind(me.bare, me.id);
       s.sessions_open.add(-1);
     }
-    auto frozen = me.sink->hand_over();
-    rec.sm_id = state->id;
-    rec.localpart = me.localpart;
-    rec.domain = me.domain;
-    rec.resource = me.resource;
-    rec.handled = state->handled.load();
-    rec.sent = frozen.sent;
-    rec.acked = frozen.acked;
-    rec.unacked = std::move(frozen.unacked);
-    rec.saved_ms = s.clock.now_ms();
+    s.take_stream_state(rec, me, *state);
     if (auto r = s.handovers.save(rec); !r) {
       s.log.warn("xmpp.sm_handover_failed", {{"jid", me.full}, {"error", r.error().describe()}});
       s.im.session_closed(me, rec.available);
