@@ -6,6 +6,9 @@
 //     pusher (and of the target of a member event); a `notify` outcome puts one body per
 //     pusher into matrix_push_queue, in the same write as the cursor moves. Events that
 //     arrived while the daemon was down, or before a crash, are picked up by the next pass.
+//     Events that notify nobody move the cursor in memory only (stored every 1000 events),
+//     so a busy server without pushers pays no extra write per event; after a restart at
+//     most that many such events are evaluated again.
 //  2. Delivery: per pusher, oldest first, one POST per notification with the shared
 //     outgoing client (net/https_client.h). The answer decides (push_gateway.h): delivered
 //     or dropped rows are removed; a rejected pushkey removes the pusher; a failure backs
@@ -39,6 +42,10 @@ struct PushDelivery {
   std::map<std::string, Backoff> backoff;           // by pusher key; guarded by mu
   std::set<std::string> receipt_users;              // badge recount wanted; guarded by mu
   std::map<std::string, std::int64_t> last_unread;  // per user, the count last queued; pump only
+  // The events cursor (pump only): evaluated up to `cursor`; the stored one is written with
+  // queued notifications, else at most every kCursorPersistEvery events, so that events
+  // that notify nobody cost no write. -1: not read yet.
+  std::int64_t cursor = -1, persisted = -1;
 };
 
 namespace {
@@ -46,6 +53,7 @@ namespace {
 constexpr std::int64_t kMaxRetryDelayMs = 15 * 60 * 1000;
 constexpr std::int64_t kMaxNotificationAgeMs = 24 * 3600 * 1000;  // older ones are useless on a phone
 constexpr int kEventsPerPass = 50;
+constexpr std::int64_t kCursorPersistEvery = 1000;  // events re-evaluated at most after a restart
 constexpr JsonLimits kStoredJson{std::size_t{1} << 24, 128};
 
 const std::vector<store::Migration> kPushMigrations = {
@@ -250,9 +258,21 @@ Result<void> MatrixService::Impl::push_queue_events() {
     std::map<std::string, std::int64_t> unread_sent;
     auto batch = store.read_sync([&](store::Transaction& tx) -> Result<std::vector<Queued>> {
       std::vector<Queued> out;
-      auto cursor = tx.query_one("SELECT stream FROM matrix_push_cursor WHERE id = 1", {});
-      if (!cursor) return tl::unexpected(cursor.error());
-      std::int64_t from = *cursor ? (*cursor)->integer(0) : 0;
+      if (push->cursor < 0) {
+        auto cursor = tx.query_one("SELECT stream FROM matrix_push_cursor WHERE id = 1", {});
+        if (!cursor) return tl::unexpected(cursor.error());
+        push->cursor = push->persisted = *cursor ? (*cursor)->integer(0) : 0;
+      }
+      std::int64_t from = push->cursor;
+      // Nobody has a pusher: nothing to evaluate up to the newest event.
+      auto any = tx.query_one("SELECT 1 FROM matrix_pushers LIMIT 1", {});
+      if (!any) return tl::unexpected(any.error());
+      if (!*any) {
+        auto newest = tx.query_one("SELECT COALESCE(MAX(stream), 0) FROM matrix_events", {});
+        if (!newest) return tl::unexpected(newest.error());
+        if (*newest && (*newest)->integer(0) > from) last = (*newest)->integer(0);
+        return out;
+      }
       std::vector<StoredEvent> events;
       auto q = tx.query(
           "SELECT stream, event_id, room_id, type, state_key, sender, client FROM matrix_events WHERE stream > ? "
@@ -323,6 +343,10 @@ Result<void> MatrixService::Impl::push_queue_events() {
     });
     if (!batch) return tl::unexpected(batch.error());
     if (last == 0) return ok();
+    if (batch->empty() && last - push->persisted < kCursorPersistEvery) {
+      push->cursor = last;
+      continue;
+    }
     auto w = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
       if (auto r = enqueue_push(tx, *batch, clock.now_ms(), options.push_queue_per_pusher, *push, log); !r) return tl::unexpected(r.error());
       auto c = tx.exec("UPDATE matrix_push_cursor SET stream = ? WHERE id = 1", {last});
@@ -330,6 +354,7 @@ Result<void> MatrixService::Impl::push_queue_events() {
       return true;
     });
     if (!w) return tl::unexpected(w.error());
+    push->cursor = push->persisted = last;
     for (const auto& [user, n] : unread_sent) push->last_unread[user] = n;
   }
 }
