@@ -5,12 +5,18 @@ records what hearthd sends. Every wait has a deadline; "nothing was sent" is sho
 later notification on the same pusher (each pusher's queue is delivered in order)."""
 import http.server
 import json
+import shutil
+import tempfile
 import threading
+import time
 import unittest
+import urllib.parse
 
 from nio import AsyncClient, LoginResponse
 
 from harness import Hearth, free_port, wait_until
+from matrix_fed import REMOTE, Server, federation_request, join_over_federation, serve_remote
+from test_xmpp_federation import make_ca, make_cert
 
 TIMEOUT = 30
 NOTIFY_PATH = "/_matrix/push/v1/notify"
@@ -232,6 +238,65 @@ class PushGateway(unittest.IsolatedAsyncioTestCase):
                 "device_display_name": "x", "lang": "en", "data": {"url": url}},
                 token=self.clients["grace"].access_token)
             self.assertEqual((status, body["errcode"]), (400, "M_INVALID_PARAM"), url)
+
+
+class FederatedEventsNotify(unittest.TestCase):
+    """A message from a remote server's user (over /send, checked as usual) notifies the
+    local member's pusher like a local one."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="hearth-mpush-")
+        ca = make_ca(self.tmp)
+        cert, key = make_cert(self.tmp, "remote", [REMOTE])
+        self.remote = Server()
+        self.httpd = serve_remote(self.remote, "127.0.0.2", cert, key)
+        self.gateway = Gateway()
+        self.gateway.start()
+        self.h = Hearth(config_extra=(
+            "[matrix]\nfederation = true\npush_to_private_addresses = true\n"
+            f'federation_ca_file = "{ca}"\n'
+            f'federation_destinations = ["{REMOTE}=127.0.0.2:{self.httpd.server_address[1]}"]\n'))
+        self.h.start()
+        self.h.add_users("alice")
+
+    def tearDown(self):
+        self.h.stop()
+        self.h.cleanup()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.gateway.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_remote_message_reaches_the_gateway(self):
+        status, body = self.h.matrix_api("POST", "/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": "alice secret pw"})
+        self.assertEqual(status, 200, body)
+        token = body["access_token"]
+        status, body = self.h.matrix_api("POST", "/pushers/set", {
+            "app_id": "org.example.phone", "pushkey": "alice-fed", "kind": "http", "app_display_name": "Phone",
+            "device_display_name": "x", "lang": "en", "data": {"url": self.gateway.url()}}, token=token)
+        self.assertEqual(status, 200, body)
+        status, body = self.h.matrix_api("POST", "/createRoom", {"preset": "public_chat"}, token=token)
+        self.assertEqual(status, 200, body)
+        room = body["room_id"]
+        bob = f"@bob:{REMOTE}"
+        join_id, _ = join_over_federation(self, self.h, self.remote, room, bob)
+        status, state = self.h.matrix_api("GET", f"/rooms/{urllib.parse.quote(room)}/state", token=token)
+        self.assertEqual(status, 200, state)
+        ids = {(e["type"], e["state_key"]): e["event_id"] for e in state}
+        msg = {"type": "m.room.message", "room_id": room, "sender": bob, "depth": 100,
+               "content": {"msgtype": "m.text", "body": "hello from afar"},
+               "origin_server_ts": int(time.time() * 1000), "prev_events": [join_id],
+               "auth_events": [ids[("m.room.create", "")], ids[("m.room.power_levels", "")], join_id]}
+        msg_id = self.remote.finish_event(msg)
+        status, body = federation_request(self.h, self.remote, "PUT", f"/_matrix/federation/v1/send/t{time.monotonic_ns()}",
+                                          {"origin": REMOTE, "origin_server_ts": int(time.time() * 1000),
+                                           "pdus": [msg]})
+        self.assertEqual((status, body["pdus"]), (200, {msg_id: {}}))
+        n = self.gateway.wait_for_event("alice-fed", msg_id)
+        self.assertEqual((n["sender"], n["room_id"], n["content"]["body"]), (bob, room, "hello from afar"))
+        self.assertEqual(n["counts"], {"unread": 1})
 
 
 class PrivateGatewaysRefused(unittest.IsolatedAsyncioTestCase):
