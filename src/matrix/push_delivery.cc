@@ -227,9 +227,9 @@ namespace {
 Result<void> enqueue_push(store::Transaction& tx, const std::vector<Queued>& rows, std::int64_t now, int bound,
                           PushDelivery& p, Logger& log) {
   for (const auto& q : rows) {
-    auto ins = tx.exec(
-        "INSERT INTO matrix_push_queue(user_id, app_id, pushkey, body, created_ms) VALUES (?, ?, ?, ?, ?)",
-        {q.user_id, q.app_id, q.pushkey, q.body, now});
+    auto ins =
+        tx.exec("INSERT INTO matrix_push_queue(user_id, app_id, pushkey, body, created_ms) VALUES (?, ?, ?, ?, ?)",
+                {q.user_id, q.app_id, q.pushkey, q.body, now});
     if (!ins) return tl::unexpected(ins.error());
     auto n = tx.query_one("SELECT COUNT(*) FROM matrix_push_queue WHERE user_id = ? AND app_id = ? AND pushkey = ?",
                           {q.user_id, q.app_id, q.pushkey});
@@ -242,10 +242,9 @@ Result<void> enqueue_push(store::Transaction& tx, const std::vector<Queued>& row
         {q.user_id, q.app_id, q.pushkey, excess});
     if (!d) return tl::unexpected(d.error());
     p.dropped->inc(static_cast<std::uint64_t>(excess));
-    log.info("matrix.push.dropped", {{"user", q.user_id},
-                                     {"app_id", q.app_id},
-                                     {"reason", "queue full"},
-                                     {"dropped", std::to_string(excess)}});
+    log.info(
+        "matrix.push.dropped",
+        {{"user", q.user_id}, {"app_id", q.app_id}, {"reason", "queue full"}, {"dropped", std::to_string(excess)}});
   }
   return ok();
 }
@@ -348,7 +347,8 @@ Result<void> MatrixService::Impl::push_queue_events() {
       continue;
     }
     auto w = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
-      if (auto r = enqueue_push(tx, *batch, clock.now_ms(), options.push_queue_per_pusher, *push, log); !r) return tl::unexpected(r.error());
+      if (auto r = enqueue_push(tx, *batch, clock.now_ms(), options.push_queue_per_pusher, *push, log); !r)
+        return tl::unexpected(r.error());
       auto c = tx.exec("UPDATE matrix_push_cursor SET stream = ? WHERE id = 1", {last});
       if (!c) return tl::unexpected(c.error());
       return true;
@@ -386,7 +386,8 @@ void MatrixService::Impl::push_queue_badges() {
     });
     if (!batch || batch->empty()) continue;
     auto w = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
-      if (auto r = enqueue_push(tx, *batch, clock.now_ms(), options.push_queue_per_pusher, *push, log); !r) return tl::unexpected(r.error());
+      if (auto r = enqueue_push(tx, *batch, clock.now_ms(), options.push_queue_per_pusher, *push, log); !r)
+        return tl::unexpected(r.error());
       return true;
     });
     if (w) push->last_unread[user] = unread;
@@ -450,8 +451,11 @@ void MatrixService::Impl::push_deliver() {
       auto pusher = parse_json(n.pusher_json, kStoredJson);
       Result<GatewayUrl> url = fail(Errc::not_found, "pusher removed");
       if (pusher && pusher->get("data")) url = parse_gateway_url(pusher->get("data")->string_at("url"));
-      if (!url) {  // the pusher is gone (or was never valid): its queue goes too
-        (void)forget_pusher_queue(false);
+      if (!url) {  // the pusher is gone (or its URL is no longer accepted): its queue goes too
+        if (pusher)
+          log.info("matrix.push.dropped", {{"user", k.user_id}, {"app_id", k.app_id}, {"reason", url.error().message}});
+        if (auto f = forget_pusher_queue(false); !f)
+          log.warn("matrix.push.queue_failed", {{"error", f.error().message}});
         break;
       }
       auto remove_row = [&] {
@@ -477,11 +481,11 @@ void MatrixService::Impl::push_deliver() {
       req.body = n.body;
       auto resp = p.client->request(req);
       // A refused address or an unverifiable certificate will not change by retrying soon.
-      GatewayVerdict verdict = !resp && resp.error().code == Errc::permission_denied
-                                   ? GatewayVerdict::drop
-                                   : judge_gateway_answer(resp ? std::optional<int>(resp->status) : std::nullopt,
-                                                          resp ? std::string_view(resp->body) : std::string_view(),
-                                                          k.pushkey);
+      GatewayVerdict verdict =
+          !resp && resp.error().code == Errc::permission_denied
+              ? GatewayVerdict::drop
+              : judge_gateway_answer(resp ? std::optional<int>(resp->status) : std::nullopt,
+                                     resp ? std::string_view(resp->body) : std::string_view(), k.pushkey);
       std::string outcome = resp ? fmt::format("HTTP {}", resp->status) : resp.error().message;
       if (verdict == GatewayVerdict::retry) {
         p.failed->inc();
@@ -508,7 +512,8 @@ void MatrixService::Impl::push_deliver() {
         p.rejected->inc();
         log.info("matrix.push.pusher_removed",
                  {{"user", k.user_id}, {"app_id", k.app_id}, {"reason", "the gateway rejected the pushkey"}});
-        (void)forget_pusher_queue(true);
+        if (auto f = forget_pusher_queue(true); !f)
+          log.warn("matrix.push.queue_failed", {{"error", f.error().message}});
         break;
       }
       if (verdict == GatewayVerdict::drop) {

@@ -1,9 +1,9 @@
 #include "matrix/push_gateway.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
-
-#include <fmt/format.h>
 
 namespace hearth::matrix {
 
@@ -78,7 +78,8 @@ Result<GatewayUrl> parse_gateway_url(std::string_view url) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' || c == '_'))
       return bad_url("has a malformed host");
   if (!port.empty() || authority.ends_with(':')) {
-    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
       return bad_url("has a malformed port");
     out.port = std::stoi(std::string(port));
     if (out.port < 1 || out.port > 65535) return bad_url("has a malformed port");

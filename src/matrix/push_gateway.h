@@ -21,8 +21,8 @@ namespace hearth::matrix {
 inline constexpr std::string_view kPushNotifyPath = "/_matrix/push/v1/notify";
 
 struct GatewayUrl {
-  bool tls = true;    // https
-  std::string host;   // a name or an address literal (IPv6 without brackets)
+  bool tls = true;   // https
+  std::string host;  // a name or an address literal (IPv6 without brackets)
   int port = 443;
   std::string target;  // the path and query, as sent in the request line
 };
@@ -43,8 +43,8 @@ struct PusherTarget {
 struct EventFacts {
   std::string event_id, room_id, type, sender;
   std::string sender_display_name, room_name, room_alias;  // "" when unknown: omitted
-  std::optional<JsonValue> content;                         // omitted when absent
-  bool user_is_target = false;  // a member event whose state_key is the notified user
+  std::optional<JsonValue> content;                        // omitted when absent
+  bool user_is_target = false;                             // a member event whose state_key is the notified user
 };
 
 // "high" when the notification may make a sound or highlight, or when its effect is

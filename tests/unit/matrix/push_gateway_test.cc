@@ -58,8 +58,8 @@ TEST(GatewayUrl, RefusesOtherSchemesPathsAndMalformedParts) {
         "https:///_matrix/push/v1/notify", "https://g w/_matrix/push/v1/notify",
         "https://gw.example/_matrix/push/v1/notify?a b", "https://[::1/_matrix/push/v1/notify", ""}) {
     auto u = parse_gateway_url(bad);
-    EXPECT_FALSE(u) << bad;
-    if (!u) EXPECT_EQ(u.error().code, Errc::invalid_argument);
+    ASSERT_FALSE(u) << bad;
+    EXPECT_EQ(u.error().code, Errc::invalid_argument) << bad;
   }
   EXPECT_FALSE(parse_gateway_url("https://gw.example/_matrix/push/v1/notify?" + std::string(3000, 'a')));
 }
@@ -91,8 +91,9 @@ TEST(NotificationBody, CarriesTheEventCountsAndDevice) {
 }
 
 TEST(NotificationBody, EventIdOnlyLeavesOutSenderNamesAndContent) {
-  auto body = parse(notification_body(message_facts(), JsonValue::object(), 0,
-                                      pusher(R"({"url":"https://gw/_matrix/push/v1/notify","format":"event_id_only"})")));
+  auto body =
+      parse(notification_body(message_facts(), JsonValue::object(), 0,
+                              pusher(R"({"url":"https://gw/_matrix/push/v1/notify","format":"event_id_only"})")));
   const JsonValue* n = body.get("notification");
   ASSERT_NE(n, nullptr);
   std::vector<std::string> keys;
@@ -114,7 +115,8 @@ TEST(NotificationBody, MemberEventsNameTheirTargetAndOmitUnknownNames) {
   e.content.reset();
   auto n = *parse(notification_body(e, JsonValue::object(), 1, pusher("{}"))).get("notification");
   EXPECT_TRUE(n.get("user_is_target")->as_bool());
-  for (auto absent : {"room_name", "room_alias", "sender_display_name", "content"}) EXPECT_EQ(n.get(absent), nullptr) << absent;
+  for (auto absent : {"room_name", "room_alias", "sender_display_name", "content"})
+    EXPECT_EQ(n.get(absent), nullptr) << absent;
 }
 
 TEST(NotificationBody, BadgeUpdateHasOnlyCountsAndDevices) {
