@@ -330,6 +330,10 @@ int run(const Config& config, bool print_banner, bool takeover) {
   matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
   matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
   matrix_options.coalesce_requests = config.matrix_coalesce_requests;
+  matrix_options.max_pushers_per_user = config.matrix_max_pushers_per_user;
+  matrix_options.push_queue_per_pusher = config.matrix_push_queue_per_pusher;
+  matrix_options.push_timeout_ms = config.matrix_push_timeout_seconds * 1000;
+  matrix_options.push_to_private_addresses = config.matrix_push_to_private_addresses;
   matrix_options.federation = config.matrix_federation;
   matrix_options.federation_destinations = config.matrix_federation_destinations;
   matrix_options.federation_ca_file = config.matrix_federation_ca_file;

@@ -117,6 +117,10 @@ struct Config {
   std::int64_t matrix_max_upload_bytes = 50 << 20;
   std::int64_t matrix_media_quota_bytes = std::int64_t{1} << 30;
   bool matrix_coalesce_requests = true;
+  int matrix_max_pushers_per_user = 20;
+  int matrix_push_queue_per_pusher = 100;
+  int matrix_push_timeout_seconds = 10;
+  bool matrix_push_to_private_addresses = false;
   bool matrix_federation = false;
   std::vector<std::string> matrix_federation_destinations;
   std::string matrix_federation_ca_file;

@@ -124,6 +124,7 @@ ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, c
     if (r.error().code == Errc::not_found) return api_error(404, "M_NOT_FOUND", r.error().message);
     return tl::unexpected(to_api_error(r.error()));
   }
+  push_receipt(user_id);
   // A private receipt concerns only its owner's syncs.
   notify(0, {type == "m.read.private" ? user_id : room_id});
   return {};

@@ -59,6 +59,11 @@ struct MatrixOptions {
   std::int64_t media_quota_bytes = std::int64_t{1} << 30;  // all uploads of one user
   // Identical full-state reads at the same room version share one computation (I15).
   bool coalesce_requests = true;
+  // Push notifications to push gateways (docs/matrix.md, "Push notifications").
+  int max_pushers_per_user = 20;
+  int push_queue_per_pusher = 100;  // queued notifications per pusher; oldest dropped past it
+  int push_timeout_ms = 10000;      // one request to a gateway
+  bool push_to_private_addresses = false;  // gateways resolving to non-public addresses
   // Federation (server-server API, first slice: incoming joins and PDUs; see docs/matrix.md).
   bool federation = false;                          // serve /_matrix/federation/...
   std::vector<std::string> federation_destinations;  // "server=host:port", before .well-known
@@ -98,7 +103,7 @@ class MatrixService {
   // and Matrix). Without it, only forget_account() runs. Thread-safe; set before serving.
   void set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook);
   // Starts background work that needs the running server's offload/run_after: the
-  // federation outbox left from before a restart is sent. Call once after the HttpServer
+  // federation outbox and the push notification queue left from before a restart are sent. Call once after the HttpServer
   // exists (e.g. with set_public_url).
   void start_background();
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.

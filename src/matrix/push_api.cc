@@ -5,15 +5,10 @@
 #include <fmt/format.h>
 
 #include "core/json.h"
+#include "matrix/push_gateway.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
-
-namespace {
-
-constexpr std::size_t kMaxPushersPerUser = 20;
-
-}  // namespace
 
 Result<PushRuleSet> MatrixService::Impl::load_push_rules(store::Transaction& tx, const std::string& user_id) {
   auto row = tx.query_one("SELECT json FROM matrix_push_rules WHERE user_id = ?", {user_id});
@@ -130,11 +125,8 @@ ApiResult<std::string> MatrixService::Impl::pushers_set(Ctx& ctx) {
     const JsonValue* data = body->get("data");
     if (!data || !data->is_object()) return api_error(400, "M_MISSING_PARAM", "data is required");
     if (kind->as_string() == "http") {
-      std::string_view url = data->string_at("url");
-      if (!url.starts_with("https://") && !url.starts_with("http://"))
-        return api_error(400, "M_INVALID_PARAM", "data.url must be an http(s) URL");
-      if (!url.ends_with("/_matrix/push/v1/notify"))
-        return api_error(400, "M_INVALID_PARAM", "data.url must end in /_matrix/push/v1/notify");
+      if (auto url = parse_gateway_url(data->string_at("url")); !url)
+        return api_error(400, "M_INVALID_PARAM", url.error().message);
     }
     for (auto key : {"app_id", "pushkey", "kind", "app_display_name", "device_display_name", "lang", "data",
                      "profile_tag"})
@@ -158,12 +150,15 @@ ApiResult<std::string> MatrixService::Impl::pushers_set(Ctx& ctx) {
     }
     auto n = tx.query_one("SELECT COUNT(*) FROM matrix_pushers WHERE user_id = ?", {ctx.user_id});
     if (!n) return tl::unexpected(n.error());
-    if (*n && (*n)->integer(0) >= static_cast<std::int64_t>(kMaxPushersPerUser))
+    auto exists = tx.query_one("SELECT 1 FROM matrix_pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+                               {ctx.user_id, *app_id, *pushkey});
+    if (!exists) return tl::unexpected(exists.error());
+    if (!*exists && *n && (*n)->integer(0) >= options.max_pushers_per_user)
       return fail(Errc::resource_exhausted, "Too many pushers");
     auto up = tx.exec(
-        "INSERT INTO matrix_pushers(user_id, app_id, pushkey, json) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(app_id, pushkey, user_id) DO UPDATE SET json = excluded.json",
-        {ctx.user_id, *app_id, *pushkey, json});
+        "INSERT INTO matrix_pushers(user_id, app_id, pushkey, json, updated_ms) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(app_id, pushkey, user_id) DO UPDATE SET json = excluded.json, updated_ms = excluded.updated_ms",
+        {ctx.user_id, *app_id, *pushkey, json, clock.now_ms()});
     if (!up) return tl::unexpected(up.error());
     return true;
   });

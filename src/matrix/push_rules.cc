@@ -458,6 +458,10 @@ PushOutcome PushRuleSet::evaluate(const JsonValue& event, const PushContext& ctx
           const JsonValue* v = a.get("value");
           out.highlight = !v || (v->is_bool() && v->as_bool());
         }
+        if (a.is_object() && !a.string_at("set_tweak").empty()) {
+          const JsonValue* v = a.get("value");
+          out.tweaks.set(std::string(a.string_at("set_tweak")), v ? *v : JsonValue::boolean(true));
+        }
       }
       return out;
     }

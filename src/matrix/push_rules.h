@@ -59,6 +59,9 @@ struct PushOutcome {
   bool notify = false;
   bool highlight = false;
   std::string rule_id;  // the matching rule, "" if none
+  // The rule's set_tweak actions as {"sound":"default","highlight":true} (a highlight
+  // tweak without a value is true), for push gateways.
+  JsonValue tweaks = JsonValue::object();
 };
 
 class PushRuleSet {

@@ -208,6 +208,7 @@ std::size_t SyncHub::size() {
 void MatrixService::Impl::notify(std::int64_t stream, std::vector<std::string> keys) {
   (void)stream;
   if (federation) federation_pump();
+  if (push) push_pump();
   for (auto& w : hub.wake(keys)) {
     auto self = shared_from_this();
     if (!offload([self, w] { self->finish_waiter(w); }))
@@ -232,6 +233,7 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
                                      std::move(run_after), std::move(*key));
   if (impl->options.federation)
     if (auto r = impl->init_federation(); !r) return tl::unexpected(r.error());
+  if (auto r = impl->init_push(); !r) return tl::unexpected(r.error());
   std::unique_ptr<MatrixService> service(new MatrixService(std::move(impl)));
   std::weak_ptr<Impl> weak = service->impl_;
   metrics.callback_gauge("hearth_matrix_sync_waiting", "Matrix /sync requests parked until an event arrives",
@@ -244,6 +246,7 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
 
 Result<void> MatrixService::migrate() {
   if (auto r = impl_->store.migrate("matrix", matrix_migrations()); !r) return r;
+  if (auto r = impl_->migrate_push(); !r) return r;
   // Sweep: Matrix users whose account was deleted while the daemon was stopped.
   auto users = impl_->accounts.list_users(impl_->options.server_name);
   if (!users) return tl::unexpected(users.error());
@@ -312,10 +315,12 @@ void MatrixService::set_account_deleted_hook(std::function<Result<void>(const st
 }
 
 void MatrixService::start_background() {
-  if (!impl_->federation) return;
   std::weak_ptr<Impl> weak = impl_;
   impl_->run_after(std::chrono::milliseconds(0), [weak] {
-    if (auto s = weak.lock()) s->federation_pump();
+    if (auto s = weak.lock()) {
+      if (s->federation) s->federation_pump();
+      if (s->push) s->push_pump();
+    }
   });
 }
 

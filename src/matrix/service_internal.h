@@ -154,7 +154,8 @@ class LoginThrottle {
   std::unordered_map<std::string, Window> windows_;
 };
 
-struct Federation;  // federation_api.cc
+struct Federation;    // federation_api.cc
+struct PushDelivery;  // push_delivery.cc
 
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
@@ -221,6 +222,29 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> pushers_get(Ctx&);
   ApiResult<std::string> pushers_set(Ctx&);
   Result<PushRuleSet> load_push_rules(store::Transaction& tx, const std::string& user_id);
+  // What evaluating an event of `sender` in the room for the user needs (member count,
+  // the user's display name, the sender's notification power). The result refers to
+  // `sender`, which must outlive it (callers may change it between evaluations).
+  Result<PushContext> push_context(store::Transaction& tx, const std::string& room_id, const std::string& user_id,
+                                   const std::string& sender);
+  // Push notifications to push gateways (push_delivery.cc): created by create(), the
+  // "matrix_push" migrations after the "matrix" ones.
+  std::shared_ptr<PushDelivery> push;
+  Result<void> init_push();
+  Result<void> migrate_push();
+  // Queues notifications for the events stored since the last pass and delivers what is
+  // queued (on the worker pool; one pass at a time; per pusher back-off after failures).
+  // Called after every commit and at start.
+  void push_pump();
+  // A read receipt of the user: the next pump pass sends a badge update if its unread
+  // count went down.
+  void push_receipt(const std::string& user_id);
+  Result<void> push_queue_events();
+  void push_queue_badges();
+  void push_deliver();
+  // The user's notification count over all joined rooms, as of stream position `upto`.
+  Result<std::int64_t> total_unread(store::Transaction& tx, const std::string& user_id, std::int64_t upto,
+                                    std::optional<PushRuleSet>& rules);
   ApiResult<std::string> filter_upload(Ctx&);
   ApiResult<std::string> filter_get(Ctx&);
 

@@ -427,37 +427,15 @@ Result<std::string> MatrixService::Impl::unread_counts(store::Transaction& tx, c
       if (!loaded) return tl::unexpected(loaded.error());
       rules = std::move(*loaded);
     }
-    PushContext ctx;
-    auto count = tx.query_one("SELECT COUNT(*) FROM matrix_members WHERE room_id = ? AND membership = 'join'", {room_id});
-    if (!count) return tl::unexpected(count.error());
-    ctx.member_count = *count ? (*count)->integer(0) : 0;
-    auto mine = rooms.state_event(tx, room_id, "m.room.member", user_id);
-    if (!mine) return tl::unexpected(mine.error());
-    if (*mine)
-      if (auto v = parse_json((*mine)->client_json, {std::size_t{1} << 24, 128}); v)
-        if (const JsonValue* c = v->get("content")) ctx.display_name = std::string(c->string_at("displayname"));
-    JsonValue power;
-    auto pl = rooms.state_event(tx, room_id, "m.room.power_levels", "");
-    if (!pl) return tl::unexpected(pl.error());
-    if (*pl)
-      if (auto v = parse_json((*pl)->client_json, {std::size_t{1} << 24, 128}); v && v->get("content"))
-        power = *v->get("content");
     std::string sender;
-    ctx.sender_may_notify = [&](std::string_view key) {
-      auto int_at = [](const JsonValue* obj, std::string_view k, std::int64_t dflt) {
-        const JsonValue* v = obj ? obj->get(k) : nullptr;
-        return v && v->is_int() ? v->as_int() : dflt;
-      };
-      std::int64_t needed = int_at(power.get("notifications"), key, 50);
-      std::int64_t level = int_at(power.get("users"), sender, int_at(&power, "users_default", 0));
-      return level >= needed;
-    };
+    auto ctx = push_context(tx, room_id, user_id, sender);
+    if (!ctx) return tl::unexpected(ctx.error());
     for (const auto& e : *events) {
       if (e.sender == user_id) continue;
       auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
       if (!v) continue;
       sender = e.sender;
-      auto outcome = rules->evaluate(*v, ctx);
+      auto outcome = rules->evaluate(*v, *ctx);
       notifications += outcome.notify ? 1 : 0;
       highlights += outcome.notify && outcome.highlight ? 1 : 0;
     }

@@ -47,27 +47,26 @@ Result<std::unique_ptr<HttpsClient>> HttpsClient::create(HttpsClientOptions opti
 
 namespace {
 
-asio::awaitable<void> exchange(asio::ssl::context& ctx, const ClientRequest& req, const HttpsClientOptions& options,
-                               Result<ClientResponse>& out) {
-  auto ex = co_await asio::this_coro::executor;
-  auto fail_with = [&](Errc code, std::string what) { out = fail(code, std::move(what)); };
-  tcp::resolver resolver(ex);
-  auto [rec, endpoints] =
-      co_await resolver.async_resolve(req.host, std::to_string(req.port), asio::as_tuple(asio::use_awaitable));
-  if (rec) co_return fail_with(Errc::unavailable, fmt::format("resolve {}: {}", req.host, rec.message()));
-  beast::ssl_stream<beast::tcp_stream> stream(ex, ctx);
-  if (!SSL_set_tlsext_host_name(stream.native_handle(), req.tls_name.c_str()))
-    co_return fail_with(Errc::invalid_argument, "bad TLS name");
-  stream.set_verify_callback(asio::ssl::host_name_verification(req.tls_name));
-  auto [cec, unused] = co_await beast::get_lowest_layer(stream).async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
-  if (cec) co_return fail_with(Errc::unavailable, fmt::format("connect {}:{}: {}", req.host, req.port, cec.message()));
-  auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
-  if (hec) {
-    long v = SSL_get_verify_result(stream.native_handle());
-    if (v != X509_V_OK || hec.category() == asio::error::get_ssl_category())
-      co_return fail_with(Errc::permission_denied, fmt::format("TLS with {}: {}", req.tls_name, hec.message()));
-    co_return fail_with(Errc::unavailable, fmt::format("TLS with {}: {}", req.tls_name, hec.message()));
-  }
+bool non_public_v4(const asio::ip::address_v4& a) {
+  auto b = a.to_bytes();
+  return b[0] == 0 || b[0] == 10 || b[0] == 127 || b[0] >= 224 || (b[0] == 100 && (b[1] & 0xc0) == 64) ||
+         (b[0] == 169 && b[1] == 254) || (b[0] == 172 && (b[1] & 0xf0) == 16) || (b[0] == 192 && b[1] == 168) ||
+         (b[0] == 198 && (b[1] & 0xfe) == 18) || (b[0] == 192 && b[1] == 0 && b[2] == 0);
+}
+
+bool non_public(const asio::ip::address& a) {
+  if (a.is_v4()) return non_public_v4(a.to_v4());
+  auto v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return non_public_v4(asio::ip::make_address_v4(asio::ip::v4_mapped, v6));
+  auto b = v6.to_bytes();
+  return v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (b[0] & 0xfe) == 0xfc ||
+         (b[0] == 0xfe && (b[1] & 0xc0) == 0x80);
+}
+
+// Writes the request and reads the answer on a connected (and, for TLS, handshaken) stream.
+template <typename Stream>
+asio::awaitable<void> talk(Stream& stream, const ClientRequest& req, const HttpsClientOptions& options,
+                           Result<ClientResponse>& out) {
   http::request<http::string_body> r{req.method == "PUT"    ? http::verb::put
                                      : req.method == "POST" ? http::verb::post
                                                             : http::verb::get,
@@ -81,19 +80,56 @@ asio::awaitable<void> exchange(asio::ssl::context& ctx, const ClientRequest& req
   }
   r.prepare_payload();
   auto [wec, wn] = co_await http::async_write(stream, r, asio::as_tuple(asio::use_awaitable));
-  if (wec) co_return fail_with(Errc::unavailable, fmt::format("write: {}", wec.message()));
+  if (wec) co_return void(out = fail(Errc::unavailable, fmt::format("write: {}", wec.message())));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(options.max_response_bytes, 64 << 10)));
   parser.body_limit(options.max_response_bytes);
   auto [rdec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
   if (rdec == http::error::body_limit || rdec == http::error::header_limit)
-    co_return fail_with(Errc::resource_exhausted, "response too large");
-  if (rdec) co_return fail_with(Errc::unavailable, fmt::format("read: {}", rdec.message()));
+    co_return void(out = fail(Errc::resource_exhausted, "response too large"));
+  if (rdec) co_return void(out = fail(Errc::unavailable, fmt::format("read: {}", rdec.message())));
   ClientResponse resp;
   resp.status = static_cast<int>(parser.get().result_int());
   resp.body = std::move(parser.get().body());
   out = std::move(resp);
+}
+
+asio::awaitable<void> exchange(asio::ssl::context& ctx, const ClientRequest& req, const HttpsClientOptions& options,
+                               Result<ClientResponse>& out) {
+  auto ex = co_await asio::this_coro::executor;
+  auto fail_with = [&](Errc code, std::string what) { out = fail(code, std::move(what)); };
+  tcp::resolver resolver(ex);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(req.host, std::to_string(req.port), asio::as_tuple(asio::use_awaitable));
+  if (rec) co_return fail_with(Errc::unavailable, fmt::format("resolve {}: {}", req.host, rec.message()));
+  if (options.refuse_non_public_addresses)
+    for (const auto& e : endpoints)
+      if (non_public(e.endpoint().address()))
+        co_return fail_with(Errc::permission_denied, fmt::format("{} resolves to the non-public address {}", req.host,
+                                                                 e.endpoint().address().to_string()));
+  if (!req.tls) {
+    beast::tcp_stream stream(ex);
+    auto [cec, unused] = co_await stream.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+    if (cec) co_return fail_with(Errc::unavailable, fmt::format("connect {}:{}: {}", req.host, req.port, cec.message()));
+    co_await talk(stream, req, options, out);
+    stream.socket().close();
+    co_return;
+  }
+  beast::ssl_stream<beast::tcp_stream> stream(ex, ctx);
+  if (!SSL_set_tlsext_host_name(stream.native_handle(), req.tls_name.c_str()))
+    co_return fail_with(Errc::invalid_argument, "bad TLS name");
+  stream.set_verify_callback(asio::ssl::host_name_verification(req.tls_name));
+  auto [cec, unused] = co_await beast::get_lowest_layer(stream).async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+  if (cec) co_return fail_with(Errc::unavailable, fmt::format("connect {}:{}: {}", req.host, req.port, cec.message()));
+  auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+  if (hec) {
+    long v = SSL_get_verify_result(stream.native_handle());
+    if (v != X509_V_OK || hec.category() == asio::error::get_ssl_category())
+      co_return fail_with(Errc::permission_denied, fmt::format("TLS with {}: {}", req.tls_name, hec.message()));
+    co_return fail_with(Errc::unavailable, fmt::format("TLS with {}: {}", req.tls_name, hec.message()));
+  }
+  co_await talk(stream, req, options, out);
   beast::get_lowest_layer(stream).socket().close();
 }
 
@@ -109,6 +145,12 @@ Result<ClientResponse> HttpsClient::request(const ClientRequest& req) const {
     if (!done) out = fail(Errc::unavailable, fmt::format("{}:{}: timed out", req.host, req.port));
   }  // the io_context's destruction closes whatever is still open
   return out;
+}
+
+bool is_non_public_address(const std::string& literal) {
+  boost::system::error_code ec;
+  auto a = asio::ip::make_address(literal, ec);
+  return !ec && non_public(a);
 }
 
 }  // namespace hearth::net

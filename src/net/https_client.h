@@ -1,11 +1,17 @@
-// A small outgoing HTTPS client for server-to-server calls (Matrix federation: key
-// fetches, well-known lookups, later /send). Blocking by design: callers run it on the
+// A small outgoing HTTP(S) client for server-to-server calls (Matrix federation: key
+// fetches, well-known lookups, /send; Matrix push gateways). Blocking by design: callers run it on the
 // blocking worker pool, never on a shard thread. Every call is bounded: one deadline for
 // resolve + connect + handshake + request + response, and a response size limit.
 //
 // TLS: the server's chain must verify against `ca_file` (the system trust store when it is
 // empty) and its certificate must name `tls_name` (RFC 6125 host name check); otherwise the
-// call fails with Errc::permission_denied before any request byte is sent.
+// call fails with Errc::permission_denied before any request byte is sent. A request with
+// `tls = false` is plain HTTP (push gateways on a trusted network; federation never).
+//
+// Non-public addresses: with `refuse_non_public_addresses`, a host that resolves to any
+// loopback, private, link-local, CGNAT, unique-local, multicast or unspecified address is
+// refused (permission_denied) before connecting; the check runs on the resolved addresses,
+// so a DNS name pointing inwards is caught too.
 //
 // Thread-safe: one HttpsClient may be used from many threads at once (each call has its
 // own connection; there is no pooling yet). Boost and OpenSSL stay in https_client.cc.
@@ -25,7 +31,12 @@ struct HttpsClientOptions {
   std::string ca_file;                      // PEM trust anchors; "": system store
   int timeout_ms = 10000;                   // whole exchange
   std::size_t max_response_bytes = 1 << 20;  // headers + body; larger: resource_exhausted
+  bool refuse_non_public_addresses = false;  // see above
 };
+
+// True for an address literal (IPv4 or IPv6, IPv4-mapped included) that is not publicly
+// routable (see above); false for a public one and for text that is not an address.
+bool is_non_public_address(const std::string& literal);
 
 struct ClientRequest {
   std::string method = "GET";
@@ -35,6 +46,7 @@ struct ClientRequest {
   std::string target;    // "/_matrix/key/v2/server"
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;      // sent with Content-Type: application/json when not empty
+  bool tls = true;       // false: plain HTTP (tls_name is then only the Host header)
 };
 
 struct ClientResponse {

@@ -86,7 +86,10 @@ TEST(PushRules, EvaluationOfTheDefaults) {
   EXPECT_TRUE(plain.notify);
   EXPECT_FALSE(plain.highlight);
   EXPECT_EQ(plain.rule_id, ".m.rule.message");
-  EXPECT_EQ(set.evaluate(message("hello"), group(2)).rule_id, ".m.rule.room_one_to_one");
+  EXPECT_EQ(plain.tweaks, JsonValue::object());
+  auto one_to_one = set.evaluate(message("hello"), group(2));
+  EXPECT_EQ(one_to_one.rule_id, ".m.rule.room_one_to_one");
+  EXPECT_EQ(canonical_json(one_to_one.tweaks), R"({"sound":"default"})");  // tweaks reach push gateways
   // Own messages never notify.
   EXPECT_FALSE(set.evaluate(message("hello", kAlice), group()).notify);
   // Notices are suppressed.
@@ -97,6 +100,7 @@ TEST(PushRules, EvaluationOfTheDefaults) {
   auto mention = set.evaluate(message("hi", "@bob:example.org", R"(,"m.mentions":{"user_ids":["@alice:example.org"]})"), group());
   EXPECT_TRUE(mention.highlight);
   EXPECT_EQ(mention.rule_id, ".m.rule.is_user_mention");
+  EXPECT_EQ(canonical_json(mention.tweaks), R"({"highlight":true,"sound":"default"})");
   EXPECT_EQ(set.evaluate(message("ask alice liddell"), group()).rule_id, ".m.rule.contains_display_name");
   EXPECT_EQ(set.evaluate(message("ALICE: look"), group()).rule_id, ".m.rule.contains_user_name");
   EXPECT_FALSE(set.evaluate(message("malice aforethought"), group()).highlight);
