@@ -303,7 +303,7 @@ int main(int argc, char** argv) {
   std::string backup_out, backup_since;
   int backup_level = 3, backup_threads = 1;
   backup->add_option("output", backup_out, "Backup file, or - for standard output")->required();
-  backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out; the database is always whole");
+  backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out, and of the database only the 64 KiB chunks that changed");
   backup->add_option("--level", backup_level, "zstd compression level (1-19)")->check(CLI::Range(1, 19));
   backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the thread that reads and hashes; 1, the default, overlaps the two like tar | zstd)")->check(CLI::Range(0, 64));
 
