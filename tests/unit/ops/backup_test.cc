@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <zstd.h>
 
 namespace hearth::ops {
 namespace {
@@ -239,6 +241,56 @@ TEST(BackupManifestTest, ChunkListMustMatchTheSizeAndFormatIsChecked) {
   auto newer = BackupManifest::parse(json);
   ASSERT_FALSE(newer);
   EXPECT_NE(newer.error().message.find("unsupported backup format hearth-backup/9"), std::string::npos);
+}
+
+std::string sha256_hex(const std::string& bytes) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) out += "0123456789abcdef"[md[i] >> 4], out += "0123456789abcdef"[md[i] & 15];
+  return out;
+}
+
+// A backup as hearthctl wrote it before the chunked database (format 1: the database whole
+// in a `file` record) still restores, alone and as the start of a chain continued in
+// format 2 (whose first incremental then stores every chunk of the database).
+TEST_F(BackupTest, Format1BackupRestoresAloneAndUnderAFormat2Incremental) {
+  const std::string db1 = std::string(150000, 'd') + "v1", key = "key";
+  std::string files_json;
+  std::string body = "HEARTH-BACKUP 1\n";
+  for (const auto& [path, bytes] : {std::pair<std::string, std::string>{"hearth.db", db1}, {"tls/localhost.key", key}}) {
+    body += "file " + std::to_string(bytes.size()) + " 600 " + path + "\n" + bytes + "sha256 " + sha256_hex(bytes) + "\n";
+    files_json += std::string(files_json.empty() ? "" : ",") + R"({"path":")" + path + R"(","size":)" +
+                  std::to_string(bytes.size()) + R"(,"mode":384,"sha256":")" + sha256_hex(bytes) + R"(","included":true})";
+  }
+  const std::string manifest = R"({"format":"hearth-backup/1","backup_id":"b1","parent_id":"","base_id":"b1","sequence":0,)"
+                               R"("created_at_ms":1,"files":[)" + files_json + "]}";
+  body += "manifest " + std::to_string(manifest.size()) + "\n" + manifest + "sha256 " + sha256_hex(manifest) + "\nend b1\n";
+  std::string compressed(ZSTD_compressBound(body.size()), '\0');
+  compressed.resize(ZSTD_compress(compressed.data(), compressed.size(), body.data(), body.size(), 3));
+  put(root_ / "v1.bak", compressed);
+
+  auto alone = restore_backup({(root_ / "v1.bak").string()}, (root_ / "alone").string());
+  ASSERT_TRUE(alone) << alone.error().describe();
+  EXPECT_EQ(get(root_ / "alone" / "hearth.db"), db1);
+  EXPECT_EQ(get(root_ / "alone" / "tls" / "localhost.key"), key);
+
+  auto parent = read_backup_manifest((root_ / "v1.bak").string());
+  ASSERT_TRUE(parent) << parent.error().describe();
+  EXPECT_EQ(parent->format, 1);
+  const std::string db2 = std::string(90000, 'e') + "v2";  // shrunk and changed
+  put(data_ / "hearth.db", db2);
+  put(data_ / "tls" / "localhost.key", key);
+  fs::remove_all(data_ / "blobs");
+  auto incr = backup("v2.bak", *parent);
+  ASSERT_TRUE(incr) << incr.error().describe();
+  EXPECT_EQ(incr->database_chunks_included, 2u) << "no chunk hashes in a format-1 parent: every chunk";
+  EXPECT_EQ(incr->files_unchanged, 1);  // the key
+  auto chain = restore_backup({(root_ / "v1.bak").string(), (root_ / "v2.bak").string()}, (root_ / "chain").string());
+  ASSERT_TRUE(chain) << chain.error().describe();
+  EXPECT_EQ(get(root_ / "chain" / "hearth.db"), db2);
+  EXPECT_EQ(get(root_ / "chain" / "tls" / "localhost.key"), key);
 }
 
 TEST(BackupManifestTest, RefusesUnsafePaths) {
