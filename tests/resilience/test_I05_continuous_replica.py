@@ -9,8 +9,8 @@ after those acknowledgements succeeded (hearth_replica_last_success_timestamp_se
 died"). One command, `hearthctl restore --from-replica DIR --data-dir NEW`, rebuilds a data
 directory; a new hearthd on other ports serves it: the accounts log in, the roster and the
 MAM archive hold the acknowledged data, and the TLS key and the Matrix signing key are the
-ones the dead server had. A second test shows a failing, then stale-free again, replica as
-a warning on /health and `hearthctl check`.
+ones the dead server had. A second test shows a failing replica (its directory gone) as a
+warning on /health, /metrics and `hearthctl check`, and the warning clearing once it is back.
 
 Defence off (HEARTH_DEFENCE_OFF=1): no replica is configured, as before this defence; the
 restore has nothing to restore from and the first test fails ("2 != 0", "holds no complete
