@@ -28,6 +28,7 @@
 #include "ops/admin.h"
 #include "ops/archival.h"
 #include "ops/backup.h"
+#include "ops/replica.h"
 #include "ops/status_page.h"
 #include "ops/system.h"
 #include "store/store.h"
@@ -302,14 +303,18 @@ int main(int argc, char** argv) {
   std::string backup_out, backup_since;
   int backup_level = 3, backup_threads = 1;
   backup->add_option("output", backup_out, "Backup file, or - for standard output")->required();
-  backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out; the database is always whole");
+  backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out, and of the database only the 64 KiB chunks that changed");
   backup->add_option("--level", backup_level, "zstd compression level (1-19)")->check(CLI::Range(1, 19));
   backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the thread that reads and hashes; 1, the default, overlaps the two like tar | zstd)")->check(CLI::Range(0, 64));
 
-  auto* restore = app.add_subcommand("restore", "Rebuild a new data directory from a full backup and the incrementals on top of it, verifying every checksum");
+  auto* restore = app.add_subcommand("restore", "Rebuild a new data directory from a full backup and the incrementals on top of it, or from a continuous replica, verifying every checksum");
   std::vector<std::string> restore_inputs;
-  std::string restore_dir;
-  restore->add_option("backups", restore_inputs, "The full backup, then its incrementals in order (- for standard input)")->required();
+  std::string restore_dir, replica_dir, replica_chain;
+  std::uint64_t restore_up_to = 0;
+  auto* restore_backups = restore->add_option("backups", restore_inputs, "The full backup, then its incrementals in order (- for standard input)");
+  auto* from_replica = restore->add_option("--from-replica", replica_dir, "Restore the newest complete chain of this replica directory (ops.replica_dir)")->excludes(restore_backups);
+  restore->add_option("--chain", replica_chain, "With --from-replica: this chain (a chain-... directory) instead of the newest")->needs(from_replica);
+  auto* up_to = restore->add_option("--up-to", restore_up_to, "With --from-replica: apply the chain only up to this sequence number")->needs(from_replica);
   restore->add_option("--data-dir,--into", restore_dir, "The data directory to create (must be missing or empty)")->required();
 
   auto* verify = app.add_subcommand("verify", "Read a backup and check every checksum, without restoring it");
@@ -457,7 +462,30 @@ int main(int argc, char** argv) {
                mib_per_s(r->bytes_read, r->seconds));
     return kOk;
   }
+  if (restore->parsed() && !replica_dir.empty()) {
+    ops::ReplicaRestoreOptions ro;
+    ro.replica_dir = replica_dir;
+    ro.data_dir = restore_dir;
+    ro.chain = replica_chain;
+    if (up_to->count() > 0) ro.up_to = restore_up_to;
+    auto r = ops::restore_from_replica(ro);
+    if (!r) {
+      fmt::print(stderr, "hearthctl: restore failed, nothing was written: {}\n", r.error().message);
+      return kCritical;
+    }
+    const auto& m = r->restore.manifest;
+    fmt::print("restored {} files ({} bytes) into {} from replica {} ({}, {} backups up to sequence {}, made {:%Y-%m-%d %H:%M:%S} UTC), "
+               "every checksum verified, {:.2f} s, {}\n",
+               r->restore.files, r->restore.bytes_restored, restore_dir, replica_dir, r->chain, r->backups, m.sequence,
+               fmt::gmtime(static_cast<std::time_t>(m.created_at_ms / 1000)), r->restore.seconds,
+               mib_per_s(r->restore.bytes_restored, r->restore.seconds));
+    return kOk;
+  }
   if (restore->parsed()) {
+    if (restore_inputs.empty()) {
+      fmt::print(stderr, "hearthctl: restore needs backup files or --from-replica DIR\n");
+      return kCritical;
+    }
     auto r = ops::restore_backup(restore_inputs, restore_dir);
     if (!r) {
       fmt::print(stderr, "hearthctl: restore failed, nothing was written: {}\n", r.error().message);

@@ -32,6 +32,7 @@
 #include "ops/backup.h"
 #include "ops/handover.h"
 #include "ops/health.h"
+#include "ops/replica.h"
 #include "ops/status_page.h"
 #include "ops/storage_watch.h"
 #include "ops/http_routes.h"
@@ -300,6 +301,28 @@ int run(const Config& config, bool print_banner, bool takeover) {
     if (auto r = db->ping(); !r) return {ops::HealthStatus::critical, "", r.error().describe(), {}};
     return {ops::HealthStatus::ok, "responding", "", {}};
   });
+
+  // The continuous replica (incident I05): its own thread writes a full backup, then an
+  // incremental every interval, into a directory that should be on another disk.
+  std::unique_ptr<ops::ReplicaWriter> replica;
+  if (!config.replica_dir.empty()) {
+    const std::string replica_dir = absolute(config.replica_dir);
+    if (replica_dir == data_dir || replica_dir.rfind(data_dir + "/", 0) == 0) {
+      fmt::print(stderr, "hearthd: ops.replica_dir ({}) must not be inside the data directory; put it on another disk\n",
+                 replica_dir);
+      return kExitStartup;
+    }
+    ops::ReplicaOptions replica_options;
+    replica_options.data_dir = data_dir;
+    replica_options.replica_dir = replica_dir;
+    replica_options.interval = std::chrono::seconds(config.replica_interval_seconds);
+    replica_options.max_incrementals = config.replica_max_incrementals;
+    replica_options.rebase_percent = config.replica_rebase_percent;
+    replica_options.keep_chains = config.replica_keep_chains;
+    replica_options.snapshot_database = [db](const std::string& path) { return db->snapshot_to(path); };
+    replica = std::make_unique<ops::ReplicaWriter>(std::move(replica_options), clock, log, metrics);
+    health.add_check("replica", [r = replica.get()] { return r->check(); });
+  }
 
   // The static status page and Atom feed (incident I14), regenerated from the health
   // checks when the overall state changes and on admin notices.
@@ -659,6 +682,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
     return ops::CheckResult{ops::HealthStatus::ok, value, "", {}};
   });
   health.start();
+  if (replica) replica->start();
 
   if (print_banner) {
     std::string out = fmt::format("hearth 0.1.0 is serving {}\n", config.primary_domain().name);
@@ -752,6 +776,7 @@ int run(const Config& config, bool print_banner, bool takeover) {
   pthread_kill(signal_waiter.native_handle(), SIGUSR2);
   signal_waiter.join();
   admin.stop();
+  if (replica) replica->stop();
   health.stop();
   server->reset();
   cryptpad_service.reset();

@@ -161,6 +161,11 @@ struct Config {
   bool status_page = true;         // static status page + Atom feed (incident I14)
   std::string status_dir;          // empty: <data_dir>/status
   std::string status_title = "hearth status";
+  std::string replica_dir;         // empty: no continuous replica
+  int replica_interval_seconds = 60;
+  int replica_max_incrementals = 1000;
+  int replica_rebase_percent = 50;
+  int replica_keep_chains = 2;
   bool debug_commands = false;     // test-only admin commands (debug.*)
 
   // [log]

@@ -1,12 +1,15 @@
 // Backups and restores of a data directory (incidents I05, I08; design.md "Storage rules").
 //
 // A backup is ONE zstd-compressed stream (one zstd frame, content checksum on). Inside it,
-// a simple container format, version 1:
+// a simple container format, version 2:
 //
-//   HEARTH-BACKUP 1\n                               the header line
+//   HEARTH-BACKUP 2\n                               the header line
 //   file <size> <mode, octal> <path>\n              one record per file: its bytes,
 //   <size bytes>                                    then their SHA-256
 //   sha256 <64 hex>\n
+//   chunk <offset> <size> <path>\n                  one record per stored chunk of a
+//   <size bytes>                                    chunked file (the database): the bytes
+//   sha256 <64 hex>\n                               at <offset>, then their SHA-256
 //   ...
 //   manifest <size>\n<size bytes of JSON>           the manifest (BackupManifest::to_json)
 //   sha256 <64 hex>\n
@@ -25,11 +28,23 @@
 // and whatever other modules keep there), except the live database files (hearth.db,
 // -wal, -shm), the lock files, the admin socket, the status page and backup scratch space.
 //
-// Incremental backups (`since`): the database is snapshotted in full every time (SQLite
-// has no safe page-level diff we could take without holding the writer); every other file
-// is included only when its SHA-256 differs from the previous backup's manifest. Each
+// The database is "chunked": SQLite's online backup copies page by page, so the snapshot
+// has the live database's page layout, and a write changes only the pages it touches. The
+// snapshot is cut into chunks of `chunk_size` bytes (64 KiB, a multiple of every SQLite
+// page size; larger for databases over 64 GiB so a manifest stays under ~70 MB), and the
+// manifest records every chunk's SHA-256, in full backups too.
+//
+// Incremental backups (`since`): every other file is included only when its SHA-256
+// differs from the previous backup's manifest, and of the database only the chunks whose
+// SHA-256 differs from the parent's chunk at the same offset (plus the new length). Each
 // manifest carries `sequence` (0 for a full backup, parent's + 1 after), `parent_id` and
-// `base_id`, so restore checks that a chain is complete and in order.
+// `base_id`, so restore checks that a chain is complete and in order; restore applies the
+// chunks of the chain in order, truncates to the recorded length, and checks the rebuilt
+// database's SHA-256 against the last manifest.
+//
+// Format versions: version 1 (hearthd before the chunked database: the database stored
+// whole as a `file` record, manifest "hearth-backup/1") is still read and restored, alone
+// or as the start of a chain continued in version 2. A newer version is refused naming it.
 //
 // Threads: every function here is blocking and runs on the caller's thread (hearthctl).
 #pragma once
@@ -53,7 +68,16 @@ struct BackupFileEntry {
   std::uint32_t mode = 0600;
   std::string sha256;       // lowercase hex
   bool included = true;     // false: unchanged, its bytes are in an earlier backup
+  // Chunked files (the database): chunk_size > 0, and the SHA-256 of every chunk in
+  // order; `included` is true when at least one chunk is in this backup.
+  std::uint64_t chunk_size = 0;
+  std::vector<std::string> chunks;
 };
+
+// The chunk size for a database of `size` bytes in a new chain: 64 KiB, doubled until the
+// database has at most 2^20 chunks.
+std::uint64_t database_chunk_size(std::uint64_t size);
+
 
 struct BackupManifest {
   std::string backup_id;    // random, 32 hex digits
@@ -61,6 +85,7 @@ struct BackupManifest {
   std::string base_id;      // the full backup the chain starts from (own id when full)
   std::uint64_t sequence = 0;
   std::int64_t created_at_ms = 0;
+  int format = 2;           // 1: written before the chunked database (read only)
   std::vector<BackupFileEntry> files;  // sorted by path
 
   bool full() const { return parent_id.empty(); }
@@ -124,6 +149,12 @@ struct BackupOptions {
   std::optional<BackupManifest> since;
   // Writes a consistent snapshot of the database to the given (new) file.
   std::function<Result<void>(const std::string& path)> snapshot_database;
+  // Where the snapshot is written while the backup runs; empty: <data_dir>/.backup-tmp.
+  // The continuous replica puts it on the replica's disk, not the live one.
+  std::string scratch_dir;
+  // With `since`: when nothing changed (no file, no chunk, no file removed), write no
+  // backup at all and report `unchanged`.
+  bool discard_if_unchanged = false;
 };
 
 struct BackupReport {
@@ -132,6 +163,9 @@ struct BackupReport {
   std::uint64_t bytes_written = 0;  // compressed bytes written
   int files_included = 0;
   int files_unchanged = 0;
+  std::uint64_t database_chunks = 0;           // chunks of the database snapshot
+  std::uint64_t database_chunks_included = 0;  // of which stored in this backup
+  bool unchanged = false;   // discard_if_unchanged: nothing changed, nothing written
   double seconds = 0;
   double snapshot_seconds = 0;      // of which: the database snapshot
 };
@@ -156,7 +190,10 @@ struct RestoreReport {
 // into a temporary directory beside the target, every file's SHA-256 is checked against
 // its record and against the manifest, and only a complete, verified result is renamed
 // into place (fsynced, directory included). On any error nothing is left behind and the
-// message names the file and the backup it came from.
-Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, const std::string& data_dir);
+// message names the file and the backup it came from. `on_verified(i)` (optional) is
+// called once inputs[i] has been read and checked whole, so a caller can tell which input
+// a failure came from and which earlier point would restore.
+Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, const std::string& data_dir,
+                                     const std::function<void(std::size_t)>& on_verified = {});
 
 }  // namespace hearth::ops

@@ -5,10 +5,14 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
+#include <random>
 #include <fstream>
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <zstd.h>
 
 namespace hearth::ops {
 namespace {
@@ -135,6 +139,158 @@ TEST_F(BackupTest, SecondBackupIsRefusedWhileOneRuns) {
   EXPECT_FALSE(fs::exists(root_ / "second.bak"));
   held = BackupLock();
   EXPECT_TRUE(backup("second.bak"));
+}
+
+// The database is stored in 64 KiB chunks; an incremental holds only the chunks that
+// changed, and a chain with growth and shrink restores byte for byte.
+TEST_F(BackupTest, IncrementalsStoreOnlyChangedDatabaseChunksAndRestoreThroughAChain) {
+  constexpr std::size_t kChunkBytes = 64 << 10;
+  std::string db(16 * kChunkBytes, '\0');
+  std::mt19937 random(7);  // incompressible, like a database's pages after zstd
+  for (auto& c : db) c = static_cast<char>(random());
+  put(data_ / "hearth.db", db);
+  auto full = backup("0.bak");
+  ASSERT_TRUE(full) << full.error().describe();
+  EXPECT_EQ(full->database_chunks, 16u);
+  EXPECT_EQ(full->database_chunks_included, 16u);
+  std::vector<std::string> states{db};
+  std::vector<BackupManifest> chain{full->manifest};
+  struct Step {
+    const char* what;
+    std::function<void(std::string&)> change;
+    std::uint64_t chunks_stored;
+  };
+  const std::vector<Step> steps = {
+      {"one byte in chunk 3", [](std::string& d) { d[3 * kChunkBytes + 100] ^= 1; }, 1},
+      {"growth by 1.5 chunks", [](std::string& d) { d += std::string(kChunkBytes + kChunkBytes / 2, 'g'); }, 2},
+      {"shrink into chunk 7, and a byte of chunk 0", [](std::string& d) { d.resize(7 * kChunkBytes + 10); d[5] ^= 1; }, 2},
+      {"growth again past the old end", [](std::string& d) { d += std::string(3 * kChunkBytes, 'h'); }, 4},
+  };
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    std::string next = states.back();
+    steps[i].change(next);
+    put(data_ / "hearth.db", next);
+    auto incr = backup(std::to_string(i + 1) + ".bak", chain.back());
+    ASSERT_TRUE(incr) << steps[i].what << ": " << incr.error().describe();
+    EXPECT_EQ(incr->database_chunks_included, steps[i].chunks_stored) << steps[i].what;
+    EXPECT_EQ(incr->database_chunks, (next.size() + kChunkBytes - 1) / kChunkBytes) << steps[i].what;
+    EXPECT_EQ(incr->manifest.sequence, i + 1);
+    EXPECT_LT(fs::file_size(root_ / (std::to_string(i + 1) + ".bak")), fs::file_size(root_ / "0.bak") / 2) << steps[i].what;
+    states.push_back(next);
+    chain.push_back(incr->manifest);
+  }
+  // Every prefix of the chain restores the database as it was at that backup.
+  for (std::size_t upto = 0; upto < chain.size(); ++upto) {
+    std::vector<std::string> inputs;
+    for (std::size_t i = 0; i <= upto; ++i) inputs.push_back((root_ / (std::to_string(i) + ".bak")).string());
+    std::vector<std::size_t> verified;
+    const auto target = root_ / ("restored" + std::to_string(upto));
+    auto r = restore_backup(inputs, target.string(), [&](std::size_t i) { verified.push_back(i); });
+    ASSERT_TRUE(r) << upto << ": " << r.error().describe();
+    EXPECT_EQ(get(target / "hearth.db"), states[upto]) << "restored up to " << upto;
+    EXPECT_EQ(verified.size(), upto + 1);
+  }
+  // A link left out: refused, nothing left.
+  auto gap = restore_backup({(root_ / "0.bak").string(), (root_ / "2.bak").string()}, (root_ / "gap").string());
+  ASSERT_FALSE(gap);
+  EXPECT_FALSE(fs::exists(root_ / "gap"));
+}
+
+TEST_F(BackupTest, NothingChangedWritesNoIncremental) {
+  auto full = backup("full.bak");
+  ASSERT_TRUE(full);
+  BackupOptions o;
+  o.data_dir = data_.string();
+  o.output = (root_ / "same.bak").string();
+  o.since = full->manifest;
+  o.discard_if_unchanged = true;
+  o.scratch_dir = (root_ / "scratch").string();
+  o.snapshot_database = [this](const std::string& path) -> Result<void> {
+    fs::copy_file(data_ / "hearth.db", path);
+    return ok();
+  };
+  auto same = create_backup(o);
+  ASSERT_TRUE(same) << same.error().describe();
+  EXPECT_TRUE(same->unchanged);
+  EXPECT_FALSE(fs::exists(root_ / "same.bak"));
+  EXPECT_FALSE(fs::exists(root_ / "same.bak.partial"));
+  EXPECT_FALSE(fs::exists(root_ / "scratch")) << "the scratch space is removed";
+  EXPECT_FALSE(fs::exists(data_ / ".backup-tmp")) << "the snapshot went to the scratch directory";
+  // A removed file or a shrunk database is a change even with no bytes to store.
+  fs::remove(data_ / "tls" / "localhost.key");
+  auto removed = create_backup(o);
+  ASSERT_TRUE(removed);
+  EXPECT_FALSE(removed->unchanged);
+  EXPECT_TRUE(fs::exists(root_ / "same.bak"));
+}
+
+TEST(BackupManifestTest, ChunkListMustMatchTheSizeAndFormatIsChecked) {
+  BackupManifest m;
+  m.backup_id = m.base_id = "x";
+  m.files.push_back({"hearth.db", 70000, 0600, std::string(64, 'a'), true, 65536, {std::string(64, 'b')}});
+  auto r = BackupManifest::parse(m.to_json());
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("70000 bytes but 1 chunks"), std::string::npos) << r.error().message;
+  m.files.back().chunks.push_back(std::string(64, 'c'));
+  auto good = BackupManifest::parse(m.to_json());
+  ASSERT_TRUE(good) << good.error().describe();
+  EXPECT_EQ(good->files[0].chunks.size(), 2u);
+  EXPECT_EQ(good->files[0].chunk_size, 65536u);
+  std::string json = m.to_json();
+  json.replace(json.find("hearth-backup/2"), 15, "hearth-backup/9");
+  auto newer = BackupManifest::parse(json);
+  ASSERT_FALSE(newer);
+  EXPECT_NE(newer.error().message.find("unsupported backup format hearth-backup/9"), std::string::npos);
+}
+
+std::string sha256_hex(const std::string& bytes) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) out += "0123456789abcdef"[md[i] >> 4], out += "0123456789abcdef"[md[i] & 15];
+  return out;
+}
+
+// A backup as hearthctl wrote it before the chunked database (format 1: the database whole
+// in a `file` record) still restores, alone and as the start of a chain continued in
+// format 2 (whose first incremental then stores every chunk of the database).
+TEST_F(BackupTest, Format1BackupRestoresAloneAndUnderAFormat2Incremental) {
+  const std::string db1 = std::string(150000, 'd') + "v1", key = "key";
+  std::string files_json;
+  std::string body = "HEARTH-BACKUP 1\n";
+  for (const auto& [path, bytes] : {std::pair<std::string, std::string>{"hearth.db", db1}, {"tls/localhost.key", key}}) {
+    body += "file " + std::to_string(bytes.size()) + " 600 " + path + "\n" + bytes + "sha256 " + sha256_hex(bytes) + "\n";
+    files_json += std::string(files_json.empty() ? "" : ",") + R"({"path":")" + path + R"(","size":)" +
+                  std::to_string(bytes.size()) + R"(,"mode":384,"sha256":")" + sha256_hex(bytes) + R"(","included":true})";
+  }
+  const std::string manifest = R"({"format":"hearth-backup/1","backup_id":"b1","parent_id":"","base_id":"b1","sequence":0,)"
+                               R"("created_at_ms":1,"files":[)" + files_json + "]}";
+  body += "manifest " + std::to_string(manifest.size()) + "\n" + manifest + "sha256 " + sha256_hex(manifest) + "\nend b1\n";
+  std::string compressed(ZSTD_compressBound(body.size()), '\0');
+  compressed.resize(ZSTD_compress(compressed.data(), compressed.size(), body.data(), body.size(), 3));
+  put(root_ / "v1.bak", compressed);
+
+  auto alone = restore_backup({(root_ / "v1.bak").string()}, (root_ / "alone").string());
+  ASSERT_TRUE(alone) << alone.error().describe();
+  EXPECT_EQ(get(root_ / "alone" / "hearth.db"), db1);
+  EXPECT_EQ(get(root_ / "alone" / "tls" / "localhost.key"), key);
+
+  auto parent = read_backup_manifest((root_ / "v1.bak").string());
+  ASSERT_TRUE(parent) << parent.error().describe();
+  EXPECT_EQ(parent->format, 1);
+  const std::string db2 = std::string(90000, 'e') + "v2";  // shrunk and changed
+  put(data_ / "hearth.db", db2);
+  put(data_ / "tls" / "localhost.key", key);
+  fs::remove_all(data_ / "blobs");
+  auto incr = backup("v2.bak", *parent);
+  ASSERT_TRUE(incr) << incr.error().describe();
+  EXPECT_EQ(incr->database_chunks_included, 2u) << "no chunk hashes in a format-1 parent: every chunk";
+  EXPECT_EQ(incr->files_unchanged, 1);  // the key
+  auto chain = restore_backup({(root_ / "v1.bak").string(), (root_ / "v2.bak").string()}, (root_ / "chain").string());
+  ASSERT_TRUE(chain) << chain.error().describe();
+  EXPECT_EQ(get(root_ / "chain" / "hearth.db"), db2);
+  EXPECT_EQ(get(root_ / "chain" / "tls" / "localhost.key"), key);
 }
 
 TEST(BackupManifestTest, RefusesUnsafePaths) {
