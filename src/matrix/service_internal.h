@@ -13,11 +13,11 @@
 #include <vector>
 
 #include "accounts/accounts.h"
+#include "blobs/blobs.h"
 #include "core/clock.h"
 #include "matrix/canonical_json.h"
 #include "matrix/events.h"
 #include "matrix/matrix.h"
-#include "matrix/media_store.h"
 #include "matrix/push_rules.h"
 #include "matrix/shared_results.h"
 #include "matrix/room_store.h"
@@ -172,7 +172,6 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   RunAfter run_after;
   SigningKey key;
   RoomStore rooms;
-  MediaStore media{options.media_dir};
 
   std::mutex mu;  // public_url
   std::string public_url;
@@ -344,7 +343,24 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> media_upload(Ctx&);
   ApiResult<std::string> media_download(Ctx&);
   ApiResult<std::string> media_thumbnail(Ctx&);
+  ApiResult<std::string> media_create(Ctx&);
+  ApiResult<std::string> media_upload_to(Ctx&);
   void legacy_media(net::HttpRequest&& req, net::Respond respond);
+  // The route check of streamed uploads: token, declared size, quotas, before the body.
+  net::BodyAdmission admit_upload(const net::HttpRequest& head);
+  ApiResult<void> check_media_quota(const std::string& user_id, std::string_view localpart, std::int64_t size);
+  ApiResult<blobs::Blob> store_upload(Ctx& ctx, const std::string& content_type, const std::string& filename);
+  // The blobs owner of a local user: "<localpart>@<server name>", as XMPP names it.
+  std::string media_owner(std::string_view localpart) const;
+  std::int64_t media_expiry(std::int64_t created_ms) const;  // 0: kept
+  Result<void> migrate_media();
+  Result<void> migrate_legacy_media();
+  // Expired pending uploads, media past matrix.media_retention_days, expired blobs.
+  Result<std::int64_t> purge_media(int batch);
+  void media_housekeeping();
+  Result<void> forget_media(const std::string& user_id);
+  // The access token of a request (header or query), or the client error.
+  ApiResult<accounts::TokenOwner> authenticate(const Ctx& ctx);
   // Room key backup (backup_api.cc).
   ApiResult<std::string> backup_version_create(Ctx&);
   ApiResult<std::string> backup_version_get(Ctx&);
