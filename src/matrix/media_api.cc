@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 
@@ -26,6 +27,7 @@
 #include "core/json.h"
 #include "core/random.h"
 #include "matrix/service_internal.h"
+#include "net/https_client.h"
 #include "thumbnail/thumbnail.h"
 
 namespace hearth::matrix {
@@ -41,6 +43,16 @@ const std::vector<store::Migration> kMediaMigrations = {
 ALTER TABLE matrix_media ADD COLUMN blob TEXT NOT NULL DEFAULT '';
 ALTER TABLE matrix_media ADD COLUMN pending_until_ms INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX matrix_media_pending ON matrix_media(user_id, pending_until_ms) WHERE pending_until_ms > 0;
+)sql"},
+    {2, "remote media cached as blobs", R"sql(
+CREATE TABLE matrix_remote_media(
+  server TEXT NOT NULL,
+  media_id TEXT NOT NULL,
+  blob TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  filename TEXT NOT NULL,
+  fetched_ms INTEGER NOT NULL,
+  PRIMARY KEY(server, media_id)) WITHOUT ROWID;
 )sql"},
 };
 
@@ -420,10 +432,23 @@ ApiResult<std::string> MatrixService::Impl::media_upload_to(Ctx& ctx) {
   return std::string("{}");
 }
 
-ApiResult<std::string> MatrixService::Impl::media_download(Ctx& ctx) {
-  const std::string& server = ctx.params[0];
-  const std::string& media_id = ctx.params[1];
-  if (server != options.server_name) return api_error(404, "M_NOT_FOUND", "Remote media is not served");
+// What a download or thumbnail serves: local media, or remote media from the cache (fetched
+// over federation first when it is not there, for authenticated requests).
+ApiResult<MediaFile> MatrixService::Impl::find_media(Ctx& ctx, const std::string& server, const std::string& media_id) {
+  if (server != options.server_name) {
+    if (!federation) return api_error(404, "M_NOT_FOUND", "Remote media is not served");
+    auto cached = load_remote_media(server, media_id);
+    if (!cached) return tl::unexpected(to_api_error(cached.error()));
+    if (*cached) return std::move(**cached);
+    // The legacy unauthenticated paths serve what is cached only (spec v1.11 freeze).
+    if (ctx.user_id.empty() || ctx.query_param("allow_remote") == "false")
+      return api_error(404, "M_NOT_FOUND", "Remote media is not cached here");
+    if (auto fetched = fetch_remote_media(server, media_id); !fetched) return tl::unexpected(fetched.error());
+    cached = load_remote_media(server, media_id);
+    if (!cached) return tl::unexpected(to_api_error(cached.error()));
+    if (!*cached) return api_error(404, "M_NOT_FOUND", "No such media");
+    return std::move(**cached);
+  }
   auto meta = load_media(store, media_id);
   if (!meta) return tl::unexpected(to_api_error(meta.error()));
   if (!*meta) return api_error(404, "M_NOT_FOUND", "No such media");
@@ -435,11 +460,17 @@ ApiResult<std::string> MatrixService::Impl::media_download(Ctx& ctx) {
   auto blob = (*meta)->blob.empty() ? Result<std::optional<blobs::Blob>>() : options.blobs->get((*meta)->blob);
   if (!blob) return tl::unexpected(to_api_error(blob.error()));
   if (!*blob) return api_error(404, "M_NOT_FOUND", "No such media (or it expired)");
+  return MediaFile{std::move(**blob), (*meta)->content_type, (*meta)->filename};
+}
+
+ApiResult<std::string> MatrixService::Impl::media_download(Ctx& ctx) {
+  auto file = find_media(ctx, ctx.params[0], ctx.params[1]);
+  if (!file) return tl::unexpected(file.error());
   net::HttpResponse resp;
   resp.status = 200;
-  resp.content_type = safe_header_value((*meta)->content_type);
-  resp.body_file = options.blobs->path_of((*blob)->hash);
-  std::string name = ctx.params.size() > 2 ? ctx.params[2] : (*meta)->filename;
+  resp.content_type = safe_header_value(file->content_type);
+  resp.body_file = options.blobs->path_of(file->blob.hash);
+  std::string name = ctx.params.size() > 2 && !ctx.params[2].empty() ? ctx.params[2] : file->filename;
   // Served as an attachment in a sandbox: uploaded HTML or SVG cannot run in our origin.
   std::string disposition = "attachment";
   if (!name.empty()) disposition += "; filename=\"" + safe_header_value(name) + "\"";
@@ -452,13 +483,39 @@ ApiResult<std::string> MatrixService::Impl::media_download(Ctx& ctx) {
   return api_error(0, "", "");
 }
 
+Result<std::optional<MediaFile>> MatrixService::Impl::load_remote_media(const std::string& server,
+                                                                       const std::string& media_id) {
+  struct Row {
+    std::string blob, type, name;
+  };
+  auto row = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<Row>> {
+    auto r = tx.query_one("SELECT blob, content_type, filename FROM matrix_remote_media WHERE server = ? AND media_id = ?",
+                          {server, media_id});
+    if (!r) return tl::unexpected(r.error());
+    if (!*r) return std::optional<Row>();
+    return std::optional<Row>(Row{std::string((*r)->text(0)), std::string((*r)->text(1)), std::string((*r)->text(2))});
+  });
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<MediaFile>();
+  auto blob = options.blobs->get((*row)->blob);
+  if (!blob) return tl::unexpected(blob.error());
+  if (!*blob) {  // expired from the cache: forget the row, fetch again
+    auto d = store.write_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
+      return tx.exec("DELETE FROM matrix_remote_media WHERE server = ? AND media_id = ? AND blob = ?",
+                     {server, media_id, (*row)->blob});
+    });
+    if (!d) return tl::unexpected(d.error());
+    return std::optional<MediaFile>();
+  }
+  return std::optional<MediaFile>(MediaFile{std::move(**blob), (*row)->type, (*row)->name});
+}
+
 // Thumbnails of PNG and JPEG uploads, made by the sandboxed worker process (src/thumbnail)
 // at the spec's recommended sizes (a request is served the smallest preset of its method
 // that covers it), shared through an LRU like full room states.
 ApiResult<std::string> MatrixService::Impl::media_thumbnail(Ctx& ctx) {
   const std::string& server = ctx.params[0];
   const std::string& media_id = ctx.params[1];
-  if (server != options.server_name) return api_error(404, "M_NOT_FOUND", "Remote media is not served");
   int want_w = std::atoi(ctx.query_param("width").c_str()), want_h = std::atoi(ctx.query_param("height").c_str());
   if (want_w <= 0 || want_h <= 0) return api_error(400, "M_INVALID_PARAM", "width and height must be positive integers");
   std::string method = ctx.query_param("method");
@@ -476,20 +533,12 @@ ApiResult<std::string> MatrixService::Impl::media_thumbnail(Ctx& ctx) {
     chosen = &p;
     if (p.w >= want_w && p.h >= want_h) break;
   }
-  auto meta = load_media(store, media_id);
-  if (!meta) return tl::unexpected(to_api_error(meta.error()));
-  if (!*meta) return api_error(404, "M_NOT_FOUND", "No such media");
-  if ((*meta)->pending()) {
-    if ((*meta)->pending_until_ms > clock.now_ms())
-      return api_error(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded");
-    return api_error(404, "M_NOT_FOUND", "No such media");
-  }
-  auto blob = (*meta)->blob.empty() ? Result<std::optional<blobs::Blob>>() : options.blobs->get((*meta)->blob);
-  if (!blob) return tl::unexpected(to_api_error(blob.error()));
-  if (!*blob) return api_error(404, "M_NOT_FOUND", "No such media (or it expired)");
-  std::string key = (*blob)->hash + "/" + std::to_string(chosen->w) + "x" + std::to_string(chosen->h) + "/" + method;
+  auto file = find_media(ctx, server, media_id);
+  if (!file) return tl::unexpected(file.error());
+  const blobs::Blob* blob = &file->blob;
+  std::string key = blob->hash + "/" + std::to_string(chosen->w) + "x" + std::to_string(chosen->h) + "/" + method;
   auto made = thumbnails.get(key, [&]() -> Result<std::string> {
-    auto bytes = options.blobs->read(**blob);
+    auto bytes = options.blobs->read(*blob);
     if (!bytes) return tl::unexpected(bytes.error());
     auto t = thumbnail::make_thumbnail("/proc/self/exe", *bytes, chosen->w, chosen->h,
                                        method == "crop" ? thumbnail::Method::crop : thumbnail::Method::scale);
@@ -538,6 +587,169 @@ void MatrixService::Impl::legacy_media(net::HttpRequest&& req, net::Respond resp
   }
   req.path = client_path;
   dispatch(std::move(req), std::move(respond));
+}
+
+namespace {
+
+bool valid_media_id(std::string_view id) {
+  return !id.empty() && id.size() <= 255 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+bool valid_server_name(std::string_view s) {
+  return !s.empty() && s.size() <= 255 && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+  });
+}
+
+std::string_view header_of(const std::vector<std::pair<std::string, std::string>>& headers, std::string_view name) {
+  for (const auto& [k, v] : headers)
+    if (k == name) return v;
+  return {};
+}
+
+// A parameter of a header value ("multipart/mixed; boundary=abc", `filename="x.png"`).
+std::string header_param(std::string_view value, std::string_view name) {
+  std::size_t pos = 0;
+  while ((pos = value.find(';', pos)) != std::string_view::npos) {
+    ++pos;
+    while (pos < value.size() && value[pos] == ' ') ++pos;
+    if (value.substr(pos, name.size()) != name || value.substr(pos + name.size(), 1) != "=") continue;
+    std::string_view v = value.substr(pos + name.size() + 1);
+    if (!v.empty() && v.front() == '"') {
+      auto end = v.find('"', 1);
+      return std::string(v.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1));
+    }
+    return std::string(v.substr(0, v.find(';')));
+  }
+  return {};
+}
+
+struct MediaPart {
+  std::string content_type, filename, location;
+  std::string_view bytes;
+};
+
+// The spec's multipart/mixed federation media response (v1.11): a JSON metadata part,
+// then the media part (bytes, or a Location to fetch them from). Errors: invalid_argument.
+Result<MediaPart> parse_media_multipart(std::string_view content_type, std::string_view body) {
+  std::string boundary = header_param(content_type, "boundary");
+  if (content_type.substr(0, 15) != "multipart/mixed" || boundary.empty() || boundary.size() > 70)
+    return fail(Errc::invalid_argument, "the response is not multipart/mixed with a boundary");
+  const std::string delimiter = "--" + boundary;
+  std::vector<std::string_view> parts;
+  std::size_t pos = body.find(delimiter);
+  while (pos != std::string_view::npos) {
+    pos += delimiter.size();
+    if (body.substr(pos, 2) == "--") break;  // the closing delimiter
+    if (body.substr(pos, 2) != "\r\n") return fail(Errc::invalid_argument, "malformed multipart delimiter");
+    pos += 2;
+    auto next = body.find("\r\n" + delimiter, pos);
+    if (next == std::string_view::npos) return fail(Errc::invalid_argument, "unterminated multipart part");
+    parts.push_back(body.substr(pos, next - pos));
+    pos = next + 2;
+    if (parts.size() > 2) break;
+  }
+  if (parts.size() < 2) return fail(Errc::invalid_argument, "the response has no media part");
+  std::string_view media = parts[1];
+  auto end = media.find("\r\n\r\n");
+  std::string_view head = end == std::string_view::npos ? media : media.substr(0, end + 2);
+  MediaPart out;
+  out.bytes = end == std::string_view::npos ? std::string_view() : media.substr(end + 4);
+  std::size_t line = 0;
+  while (line < head.size()) {
+    auto eol = head.find("\r\n", line);
+    if (eol == std::string_view::npos) eol = head.size();
+    std::string_view h = head.substr(line, eol - line);
+    line = eol + 2;
+    auto colon = h.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string name(h.substr(0, colon));
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string_view value = h.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (name == "content-type") out.content_type = std::string(value);
+    else if (name == "content-disposition") out.filename = header_param(value, "filename");
+    else if (name == "location") out.location = std::string(value);
+  }
+  return out;
+}
+
+}  // namespace
+
+// Fetches another server's media over federation (signed GET, v1.11 multipart response)
+// and caches it as a blob owned by "matrix-remote:<server>" (so the daily quota bounds
+// what one remote server can make us store).
+ApiResult<std::string> MatrixService::Impl::fetch_remote_media(const std::string& server, const std::string& media_id) {
+  if (!valid_server_name(server) || !valid_media_id(media_id)) return api_error(404, "M_NOT_FOUND", "No such media");
+  const std::string target = "/_matrix/federation/v1/media/download/" + media_id;
+  auto r = federation_get(server, target, static_cast<std::size_t>(options.max_upload_bytes) + (64 << 10));
+  if (!r) {
+    log.warn("matrix.remote_media_failed", {{"server", server}, {"media_id", media_id}, {"error", r.error().describe()}});
+    if (r.error().code == Errc::resource_exhausted) return api_error(502, "M_TOO_LARGE", "The remote media is too large");
+    return api_error(502, "M_UNKNOWN", "The remote server could not be reached");
+  }
+  if (r->status == 404) return api_error(404, "M_NOT_FOUND", "No such media on " + server);
+  if (r->status != 200) return api_error(502, "M_UNKNOWN", fmt::format("The remote server answered {}", r->status));
+  auto part = parse_media_multipart(header_of(r->headers, "content-type"), r->body);
+  if (!part) return api_error(502, "M_UNKNOWN", "The remote server's answer is malformed: " + part.error().message);
+  if (!part->location.empty()) return api_error(502, "M_UNKNOWN", "Redirected remote media is not fetched yet");
+  std::string type = part->content_type.empty() || part->content_type.size() > 255 ? "application/octet-stream"
+                                                                                   : part->content_type;
+  std::string name = part->filename.substr(0, 255);
+  auto blob = options.blobs->put("matrix-remote:" + server, name, type, part->bytes, media_expiry(clock.now_ms()));
+  if (!blob) {
+    if (blob.error().code == Errc::invalid_argument) return api_error(502, "M_TOO_LARGE", blob.error().message);
+    if (blob.error().code == Errc::resource_exhausted)
+      return api_error(502, "M_UNKNOWN", "This server caches no more of " + server + "'s media today");
+    return tl::unexpected(to_api_error(blob.error()));
+  }
+  auto in = store.write_sync([&](store::Transaction& tx) -> Result<std::int64_t> {
+    return tx.exec(
+        "INSERT INTO matrix_remote_media(server, media_id, blob, content_type, filename, fetched_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        {server, media_id, blob->id, type, name, clock.now_ms()});
+  });
+  if (!in || *in == 0) (void)options.blobs->remove(blob->id);  // fetched by another request meanwhile
+  if (!in) return tl::unexpected(to_api_error(in.error()));
+  return blob->id;
+}
+
+void MatrixService::Impl::install_media_federation_routes(net::Router& router) {
+  std::shared_ptr<Impl> self = shared_from_this();
+  net::RouteOptions o;
+  o.blocking = true;
+  router.add_prefix("GET", "/_matrix/federation/v1/media/download/",
+                    [self](net::HttpRequest&& req, net::Respond respond) {
+                      self->federation_media_download(std::move(req), std::move(respond));
+                    },
+                    o);
+}
+
+// GET /_matrix/federation/v1/media/download/{mediaId}: our own media to another server,
+// as the spec's multipart/mixed (metadata part, then the bytes, sent from the file).
+void MatrixService::Impl::federation_media_download(net::HttpRequest&& req, net::Respond respond) {
+  auto origin = federation_origin(req);
+  if (!origin) return respond(error_response(origin.error()));
+  std::string media_id = req.path.substr(std::string_view("/_matrix/federation/v1/media/download/").size());
+  if (!valid_media_id(media_id)) return respond(error_response({404, "M_NOT_FOUND", "No such media"}));
+  Ctx ctx{std::move(req), {}, {}};
+  auto file = find_media(ctx, options.server_name, media_id);
+  if (!file) return respond(error_response(file.error()));
+  const std::string boundary = random_hex(16);
+  net::HttpResponse resp;
+  resp.status = 200;
+  resp.content_type = "multipart/mixed; boundary=" + boundary;
+  resp.body_file = options.blobs->path_of(file->blob.hash);
+  std::string disposition = "attachment";
+  if (!file->filename.empty()) disposition += "; filename=\"" + safe_header_value(file->filename) + "\"";
+  resp.body_file_prefix = fmt::format(
+      "--{0}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{0}\r\nContent-Type: {1}\r\nContent-Disposition: "
+      "{2}\r\n\r\n",
+      boundary, safe_header_value(file->content_type), disposition);
+  resp.body_file_suffix = fmt::format("\r\n--{}--\r\n", boundary);
+  respond(std::move(resp));
 }
 
 }  // namespace hearth::matrix

@@ -381,6 +381,7 @@ void MatrixService::install_routes(net::Router& router) {
   router.add("POST", "/_matrix/client/v1/media/upload",
              [impl](net::HttpRequest&& req, net::Respond respond) { impl->dispatch(std::move(req), std::move(respond)); },
              upload_route);
+  if (impl->federation) impl->install_media_federation_routes(router);
   if (impl->federation) impl->install_federation_routes(router);
   // Federation paths not served (all of them while matrix.federation is off): Matrix's
   // error format (M_UNRECOGNIZED).

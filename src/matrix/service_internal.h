@@ -25,6 +25,10 @@
 #include "net/net.h"
 #include "store/store.h"
 
+namespace hearth::net {
+struct ClientResponse;
+}
+
 namespace hearth::matrix {
 
 // A handler's failure as the client sees it: HTTP status, errcode, message.
@@ -155,6 +159,12 @@ class LoginThrottle {
 };
 
 struct Federation;  // federation_api.cc
+
+// A stored media file as downloads serve it (media_api.cc).
+struct MediaFile {
+  blobs::Blob blob;
+  std::string content_type, filename;
+};
 
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
@@ -359,6 +369,17 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::int64_t> purge_media(int batch);
   void media_housekeeping();
   Result<void> forget_media(const std::string& user_id);
+  // Remote media (matrix.federation on): GET /_matrix/federation/v1/media/download/{id}
+  // served for our media, fetched (and cached as a blob) for other servers' media.
+  void install_media_federation_routes(net::Router& router);
+  ApiResult<MediaFile> find_media(Ctx& ctx, const std::string& server, const std::string& media_id);
+  Result<std::optional<MediaFile>> load_remote_media(const std::string& server, const std::string& media_id);
+  void federation_media_download(net::HttpRequest&& req, net::Respond respond);
+  ApiResult<std::string> fetch_remote_media(const std::string& server, const std::string& media_id);
+  // federation_api.cc: the X-Matrix origin of a request; a signed GET to another server.
+  ApiResult<std::string> federation_origin(const net::HttpRequest& req);
+  Result<net::ClientResponse> federation_get(const std::string& destination, const std::string& target,
+                                             std::size_t max_response_bytes);
   // The access token of a request (header or query), or the client error.
   ApiResult<accounts::TokenOwner> authenticate(const Ctx& ctx);
   // Room key backup (backup_api.cc).

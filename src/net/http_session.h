@@ -765,8 +765,9 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
       co_return co_await write(HttpResponse::json(500, json_error("internal error")), started, keep_alive, version, linger);
     const std::int64_t size = st.st_size;
     std::int64_t first = 0, length = size;
-    r.headers.emplace_back("Accept-Ranges", "bytes");
-    if (!range_header_.empty()) {
+    const bool enveloped = !r.body_file_prefix.empty() || !r.body_file_suffix.empty();
+    if (!enveloped) r.headers.emplace_back("Accept-Ranges", "bytes");
+    if (!range_header_.empty() && !enveloped) {
       if (auto range = parse_byte_range(range_header_, size); !range) {
         // Not a single byte range we understand: the whole file (RFC 9110 §14.2 allows it).
       } else if (range->first < 0) {
@@ -783,12 +784,14 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     keep_alive = keep_alive && !draining_ && !impl_.stopping.load();
     http::response<http::empty_body> res;
     set_head(res, r, version);
-    res.content_length(static_cast<std::uint64_t>(length));
+    res.content_length(static_cast<std::uint64_t>(r.body_file_prefix.size() + length + r.body_file_suffix.size()));
     res.keep_alive(keep_alive);
     error_code ec;
     lowest().expires_after(impl_.idle());
     http::response_serializer<http::empty_body> sr{res};
     co_await http::async_write_header(stream_, sr, ec_token(ec));
+    if (!ec && !head_request_ && !r.body_file_prefix.empty())
+      co_await asio::async_write(stream_, asio::buffer(r.body_file_prefix), ec_token(ec));
     if (!ec && !head_request_) {
       std::vector<char> chunk(std::size_t{64} << 10);
       std::int64_t offset = first, left = length;
@@ -805,6 +808,10 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
         offset += n;
         left -= n;
       }
+    }
+    if (!ec && !head_request_ && !r.body_file_suffix.empty()) {
+      lowest().expires_after(impl_.idle());
+      co_await asio::async_write(stream_, asio::buffer(r.body_file_suffix), ec_token(ec));
     }
     impl_.metrics.count_status(r.status);
     impl_.metrics.duration->observe(

@@ -71,6 +71,9 @@ struct HttpResponse {
   // (`Range: bytes=a-b`, `a-`, `-n`) is answered 206 with Content-Range, one past the end
   // 416; Accept-Ranges says so. A file that cannot be opened is answered 404.
   std::string body_file;
+  // Sent right before and after body_file's bytes (a multipart envelope); with either set,
+  // Range is not honoured.
+  std::string body_file_prefix, body_file_suffix;
 
   static HttpResponse text(int status, std::string body);
   static HttpResponse json(int status, std::string body);  // application/json

@@ -4,7 +4,10 @@
 - files of the old <data>/media store move into blobs/ at start-up, keeping owner and
   upload time; a hearthd killed (SIGKILL) during that move and restarted loses nothing;
 - matrix-nio uploads and downloads, and gets the quota error (403 M_FORBIDDEN);
-- matrix-js-sdk uploads, downloads through the authenticated URL it builds, and seeks."""
+- matrix-js-sdk uploads, downloads through the authenticated URL it builds, and seeks;
+- remote media between two federated hearths: b.test fetches a.test's media over
+  GET /_matrix/federation/v1/media/download (multipart), caches it as a blob and serves it
+  from there (also once a.test is down)."""
 import asyncio
 import glob
 import hashlib
@@ -23,6 +26,7 @@ import urllib.parse
 
 from nio import AsyncClient, DownloadResponse, LoginResponse, UploadError, UploadResponse
 
+import test_matrix_federation as federation
 from harness import Hearth, wait_until
 from test_xmpp_client import Client, TIMEOUT
 
@@ -230,6 +234,39 @@ class JsSdkMedia(unittest.TestCase):
                            cwd=JS_DIR, capture_output=True, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}")
         self.assertIn("PASS", r.stdout)
+
+
+class RemoteMedia(federation.HearthToHearth):
+    test_a_user_of_one_server_joins_a_room_on_the_other_and_messages_flow_both_ways = None  # run in its own module
+
+    def test_media_of_another_server_is_fetched_over_federation_and_cached(self):
+        data = os.urandom(300_000)
+        s, b = upload(self.a, self.tokens["alice"], data, "image/png", "sunset.png")
+        self.assertEqual(s, 200, b)
+        mxc = b["content_uri"]
+        self.assertTrue(mxc.startswith("mxc://a.test/"))
+        media_id = mxc.rsplit("/", 1)[1]
+        # The federation endpoint wants a signed request.
+        s, _, raw = self.a.request("GET", f"/_matrix/federation/v1/media/download/{media_id}")
+        self.assertEqual(s, 401, raw)
+        # Legacy unauthenticated downloads serve only what is cached: not yet.
+        s, _, _ = self.b.request("GET", f"/_matrix/media/v3/download/a.test/{media_id}")
+        self.assertEqual(s, 404)
+        s, headers, body = download(self.b, self.tokens["bob"], mxc)
+        self.assertEqual((s, headers["content-type"], body), (200, "image/png", data))
+        self.assertIn('filename="sunset.png"', headers["content-disposition"])
+        s, _, raw = download(self.b, self.tokens["bob"], "mxc://a.test/doesnotexist")
+        self.assertEqual((s, json.loads(raw)["errcode"]), (404, "M_NOT_FOUND"))
+        db = sqlite3.connect(os.path.join(self.b.data_dir, "hearth.db"))
+        owners = [r[0] for r in db.execute("SELECT owner FROM blobs_ref")]
+        db.close()
+        self.assertEqual(owners, ["matrix-remote:a.test"])
+        # Cached: served while a.test is down, also on the legacy path, with ranges.
+        self.a.stop()
+        s, _, body = download(self.b, self.tokens["bob"], mxc)
+        self.assertEqual((s, body), (200, data))
+        s, _, body = self.b.request("GET", f"/_matrix/media/v3/download/a.test/{media_id}", headers={"Range": "bytes=5-9"})
+        self.assertEqual((s, body), (206, data[5:10]))
 
 
 if __name__ == "__main__":
