@@ -236,6 +236,57 @@ class JsSdkMedia(unittest.TestCase):
         self.assertIn("PASS", r.stdout)
 
 
+class MediaRetention(unittest.TestCase):
+    """matrix.media_retention_days: media older than that are deleted (row, blob reference,
+    file) by the housekeeping that runs at start-up and every 10 minutes; pending
+    asynchronous uploads past their 24 hours go too. Time is moved by back-dating rows."""
+    def setUp(self):
+        self.h = Hearth(config_extra="[matrix]\nmedia_retention_days = 3\n").start()
+        self.h.add_users("ria")
+        self.token = login(self.h, "ria", "ria secret pw")
+
+    def tearDown(self):
+        self.h.stop()
+        self.h.cleanup()
+
+    def db(self):
+        return sqlite3.connect(os.path.join(self.h.data_dir, "hearth.db"), timeout=10)
+
+    def test_old_media_and_stale_pending_uploads_are_purged(self):
+        old, new = os.urandom(5000), os.urandom(6000)
+        uris = []
+        for data in (old, new):
+            s, b = upload(self.h, token=self.token, data=data)
+            self.assertEqual(s, 200, b)
+            uris.append(b["content_uri"])
+        s, _, raw = self.h.request("POST", "/_matrix/media/v1/create", body=b"{}",
+                                   headers={"Authorization": f"Bearer {self.token}"})
+        self.assertEqual(s, 200, raw)
+        pending = json.loads(raw)["content_uri"]
+        s, _, _ = download(self.h, self.token, pending)
+        self.assertEqual(s, 504)
+        # The blob expires with the retention (3 days after upload).
+        with self.db() as con:
+            (expires, created), = con.execute("SELECT r.expires_ms, r.created_ms FROM blobs_ref r JOIN matrix_media m "
+                                             "ON m.blob = r.id WHERE m.media_id = ?", (uris[0].rsplit("/", 1)[1],))
+        self.assertEqual(expires - created, 3 * 86_400_000)
+        self.h.stop()
+        with self.db() as con:  # four days pass for the first upload and the pending one
+            con.execute("UPDATE matrix_media SET created_ms = created_ms - 4 * 86400000 WHERE media_id = ?",
+                        (uris[0].rsplit("/", 1)[1],))
+            con.execute("UPDATE matrix_media SET pending_until_ms = 1 WHERE media_id = ?", (pending.rsplit("/", 1)[1],))
+        self.h.start()
+        path = os.path.join(self.h.data_dir, "blobs", hashlib.sha256(old).hexdigest()[:2], hashlib.sha256(old).hexdigest()[2:])
+        wait_until(lambda: not os.path.exists(path), what="the old media's file to be purged")
+        self.assertEqual(download(self.h, self.token, uris[0])[0], 404)
+        self.assertEqual(download(self.h, self.token, pending)[0], 404)
+        s, _, body = download(self.h, self.token, uris[1])
+        self.assertEqual((s, body), (200, new))
+        with self.db() as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM matrix_media").fetchone()[0], 1)
+            self.assertEqual(con.execute("SELECT count(*) FROM blobs_ref").fetchone()[0], 1)
+
+
 class RemoteMedia(federation.HearthToHearth):
     test_a_user_of_one_server_joins_a_room_on_the_other_and_messages_flow_both_ways = None  # run in its own module
 
