@@ -26,6 +26,7 @@
 #include "blobs/blobs.h"
 #include "core/json.h"
 #include "core/random.h"
+#include "matrix/media_multipart.h"
 #include "matrix/service_internal.h"
 #include "net/https_client.h"
 #include "thumbnail/thumbnail.h"
@@ -609,73 +610,6 @@ std::string_view header_of(const std::vector<std::pair<std::string, std::string>
   return {};
 }
 
-// A parameter of a header value ("multipart/mixed; boundary=abc", `filename="x.png"`).
-std::string header_param(std::string_view value, std::string_view name) {
-  std::size_t pos = 0;
-  while ((pos = value.find(';', pos)) != std::string_view::npos) {
-    ++pos;
-    while (pos < value.size() && value[pos] == ' ') ++pos;
-    if (value.substr(pos, name.size()) != name || value.substr(pos + name.size(), 1) != "=") continue;
-    std::string_view v = value.substr(pos + name.size() + 1);
-    if (!v.empty() && v.front() == '"') {
-      auto end = v.find('"', 1);
-      return std::string(v.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1));
-    }
-    return std::string(v.substr(0, v.find(';')));
-  }
-  return {};
-}
-
-struct MediaPart {
-  std::string content_type, filename, location;
-  std::string_view bytes;
-};
-
-// The spec's multipart/mixed federation media response (v1.11): a JSON metadata part,
-// then the media part (bytes, or a Location to fetch them from). Errors: invalid_argument.
-Result<MediaPart> parse_media_multipart(std::string_view content_type, std::string_view body) {
-  std::string boundary = header_param(content_type, "boundary");
-  if (content_type.substr(0, 15) != "multipart/mixed" || boundary.empty() || boundary.size() > 70)
-    return fail(Errc::invalid_argument, "the response is not multipart/mixed with a boundary");
-  const std::string delimiter = "--" + boundary;
-  std::vector<std::string_view> parts;
-  std::size_t pos = body.find(delimiter);
-  while (pos != std::string_view::npos) {
-    pos += delimiter.size();
-    if (body.substr(pos, 2) == "--") break;  // the closing delimiter
-    if (body.substr(pos, 2) != "\r\n") return fail(Errc::invalid_argument, "malformed multipart delimiter");
-    pos += 2;
-    auto next = body.find("\r\n" + delimiter, pos);
-    if (next == std::string_view::npos) return fail(Errc::invalid_argument, "unterminated multipart part");
-    parts.push_back(body.substr(pos, next - pos));
-    pos = next + 2;
-    if (parts.size() > 2) break;
-  }
-  if (parts.size() < 2) return fail(Errc::invalid_argument, "the response has no media part");
-  std::string_view media = parts[1];
-  auto end = media.find("\r\n\r\n");
-  std::string_view head = end == std::string_view::npos ? media : media.substr(0, end + 2);
-  MediaPart out;
-  out.bytes = end == std::string_view::npos ? std::string_view() : media.substr(end + 4);
-  std::size_t line = 0;
-  while (line < head.size()) {
-    auto eol = head.find("\r\n", line);
-    if (eol == std::string_view::npos) eol = head.size();
-    std::string_view h = head.substr(line, eol - line);
-    line = eol + 2;
-    auto colon = h.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string name(h.substr(0, colon));
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    std::string_view value = h.substr(colon + 1);
-    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    if (name == "content-type") out.content_type = std::string(value);
-    else if (name == "content-disposition") out.filename = header_param(value, "filename");
-    else if (name == "location") out.location = std::string(value);
-  }
-  return out;
-}
-
 }  // namespace
 
 // Fetches another server's media over federation (signed GET, v1.11 multipart response)
@@ -740,15 +674,13 @@ void MatrixService::Impl::federation_media_download(net::HttpRequest&& req, net:
   const std::string boundary = random_hex(16);
   net::HttpResponse resp;
   resp.status = 200;
-  resp.content_type = "multipart/mixed; boundary=" + boundary;
-  resp.body_file = options.blobs->path_of(file->blob.hash);
   std::string disposition = "attachment";
   if (!file->filename.empty()) disposition += "; filename=\"" + safe_header_value(file->filename) + "\"";
-  resp.body_file_prefix = fmt::format(
-      "--{0}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{0}\r\nContent-Type: {1}\r\nContent-Disposition: "
-      "{2}\r\n\r\n",
-      boundary, safe_header_value(file->content_type), disposition);
-  resp.body_file_suffix = fmt::format("\r\n--{}--\r\n", boundary);
+  auto envelope = media_multipart_envelope(boundary, safe_header_value(file->content_type), disposition);
+  resp.content_type = std::move(envelope.content_type);
+  resp.body_file = options.blobs->path_of(file->blob.hash);
+  resp.body_file_prefix = std::move(envelope.prefix);
+  resp.body_file_suffix = std::move(envelope.suffix);
   respond(std::move(resp));
 }
 
