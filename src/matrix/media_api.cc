@@ -430,6 +430,7 @@ ApiResult<std::string> MatrixService::Impl::media_upload_to(Ctx& ctx) {
     if (!r) return tl::unexpected(to_api_error(r.error()));
     return api_error(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded");
   }
+  wake_media_downloads(media_id);
   return std::string("{}");
 }
 
@@ -466,6 +467,8 @@ ApiResult<MediaFile> MatrixService::Impl::find_media(Ctx& ctx, const std::string
 
 ApiResult<std::string> MatrixService::Impl::media_download(Ctx& ctx) {
   auto file = find_media(ctx, ctx.params[0], ctx.params[1]);
+  if (!file && file.error().errcode == "M_NOT_YET_UPLOADED" && park_media_download(ctx, ctx.params[1]))
+    return api_error(0, "", "");  // answered when the upload arrives or the wait is over
   if (!file) return tl::unexpected(file.error());
   net::HttpResponse resp;
   resp.status = 200;
@@ -482,6 +485,77 @@ ApiResult<std::string> MatrixService::Impl::media_download(Ctx& ctx) {
   resp.headers.push_back({"Cache-Control", "private, max-age=86400"});
   ctx.respond(std::move(resp));
   return api_error(0, "", "");
+}
+
+std::size_t MatrixService::Impl::media_waiting() {
+  std::lock_guard lock(media_waiters_mu);
+  return media_waiters.size();
+}
+
+// timeout_ms (spec default 20 s, at most 20 s here; 0: answer at once). The handler's
+// worker thread is not held: the waiter keeps the request's Respond; a timer answers it
+// 504 M_NOT_YET_UPLOADED unless the upload's PUT took it first.
+bool MatrixService::Impl::park_media_download(Ctx& ctx, const std::string& media_id) {
+  constexpr std::int64_t kMaxWaitMs = 20'000;
+  std::string asked = ctx.query_param("timeout_ms");
+  std::int64_t wait_ms = asked.empty() ? kMaxWaitMs : std::atoll(asked.c_str());
+  wait_ms = std::min(wait_ms, kMaxWaitMs);
+  if (wait_ms <= 0) return false;
+  auto waiter = std::make_shared<MediaWaiter>(MediaWaiter{Ctx{ctx.http, ctx.respond, ctx.params}});
+  waiter->ctx.user_id = ctx.user_id;
+  waiter->ctx.localpart = ctx.localpart;
+  waiter->ctx.device_id = ctx.device_id;
+  {
+    std::lock_guard lock(media_waiters_mu);
+    media_waiters.emplace(media_id, waiter);
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  run_after(std::chrono::milliseconds(wait_ms), [weak, media_id, waiter] {
+    auto self = weak.lock();
+    if (!self) return;
+    {
+      std::lock_guard lock(self->media_waiters_mu);
+      auto [first, last] = self->media_waiters.equal_range(media_id);
+      auto it = std::find_if(first, last, [&](const auto& e) { return e.second == waiter; });
+      if (it == last) return;  // woken by the upload
+      self->media_waiters.erase(it);
+    }
+    waiter->ctx.respond(error_response({504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded"}));
+  });
+  // The PUT may have committed between the lookup and the parking.
+  auto row = load_media(store, media_id);
+  if (!row || !*row || !(*row)->pending()) wake_media_downloads(media_id);
+  return true;
+}
+
+void MatrixService::Impl::wake_media_downloads(const std::string& media_id) {
+  std::vector<std::shared_ptr<MediaWaiter>> woken;
+  {
+    std::lock_guard lock(media_waiters_mu);
+    auto [first, last] = media_waiters.equal_range(media_id);
+    for (auto it = first; it != last; ++it) woken.push_back(it->second);
+    media_waiters.erase(first, last);
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  for (auto& w : woken) {
+    bool queued = offload([weak, w] {
+      auto self = weak.lock();
+      if (!self) return;
+      auto r = self->media_download(w->ctx);
+      if (!r && r.error().status != 0) w->ctx.respond(error_response(r.error()));
+    });
+    if (!queued) w->ctx.respond(error_response({503, "M_UNKNOWN", "The server is busy; try again later"}));
+  }
+}
+
+void MatrixService::Impl::release_media_downloads() {
+  std::multimap<std::string, std::shared_ptr<MediaWaiter>> all;
+  {
+    std::lock_guard lock(media_waiters_mu);
+    all.swap(media_waiters);
+  }
+  for (auto& [id, w] : all)
+    w->ctx.respond(error_response({504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded"}));
 }
 
 Result<std::optional<MediaFile>> MatrixService::Impl::load_remote_media(const std::string& server,

@@ -241,6 +241,11 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
                            auto self = weak.lock();
                            return self ? static_cast<double>(self->hub.size()) : 0.0;
                          });
+  metrics.callback_gauge("hearth_matrix_media_downloads_waiting",
+                         "Matrix media downloads parked until a pending asynchronous upload arrives", [weak] {
+                           auto self = weak.lock();
+                           return self ? static_cast<double>(self->media_waiting()) : 0.0;
+                         });
   return service;
 }
 
@@ -333,6 +338,7 @@ void MatrixService::set_public_url(std::string url) {
 
 void MatrixService::release_waiters() {
   for (auto& w : impl_->hub.take_all()) impl_->finish_waiter(w);
+  impl_->release_media_downloads();
 }
 
 std::string MatrixService::signing_key_id() const { return impl_->key.key_id(); }

@@ -369,6 +369,17 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Result<std::int64_t> purge_media(int batch);
   void media_housekeeping();
   Result<void> forget_media(const std::string& user_id);
+  // Downloads of a pending asynchronous upload parked until its PUT (or their timeout_ms,
+  // at most 20 s): keyed by media id; whoever takes a waiter out of the map answers it.
+  struct MediaWaiter {
+    Ctx ctx;
+  };
+  std::mutex media_waiters_mu;
+  std::multimap<std::string, std::shared_ptr<MediaWaiter>> media_waiters;  // guarded by media_waiters_mu
+  std::size_t media_waiting();
+  bool park_media_download(Ctx& ctx, const std::string& media_id);
+  void wake_media_downloads(const std::string& media_id);
+  void release_media_downloads();  // stopping: every parked download answered 504 now
   // Remote media (matrix.federation on): GET /_matrix/federation/v1/media/download/{id}
   // served for our media, fetched (and cached as a blob) for other servers' media.
   void install_media_federation_routes(net::Router& router);

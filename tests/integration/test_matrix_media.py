@@ -6,6 +6,7 @@ not an image answered 404 M_NOT_FOUND, files content-addressed in the shared blo
 (<data>/blobs) and still served after a restart; asynchronous uploads (create + PUT);
 every upload path refuses a bad token or a too-large declared length before staging any
 body byte; downloads streamed from disk with Range."""
+import concurrent.futures
 import hashlib
 import http.client
 import json
@@ -14,7 +15,7 @@ import sys
 import time
 import unittest
 
-from harness import Hearth, measure_memory_without_asan_quarantine
+from harness import Hearth, measure_memory_without_asan_quarantine, wait_until
 
 LIMIT = 1000
 QUOTA = 2500
@@ -243,16 +244,28 @@ class MatrixMediaUploadPaths(unittest.TestCase):
                 self.assertEqual((s, body), (200, data))
         self.assertEqual(self.staged(), [])
 
+    def metric(self, name):
+        _, _, raw = self.h.request("GET", "/metrics")
+        for line in raw.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
     def test_asynchronous_upload(self):
         s, b = self.create(self.token)
         self.assertEqual(s, 200, b)
         self.assertTrue(b["content_uri"].startswith("mxc://localhost/"))
         self.assertGreater(b["unused_expires_at"], time.time() * 1000)
         media = b["content_uri"][len("mxc://"):]
-        for path in (f"/_matrix/client/v1/media/download/{media}", f"/_matrix/media/v3/download/{media}",
+        for path in (f"/_matrix/client/v1/media/download/{media}?timeout_ms=0",
+                     f"/_matrix/media/v3/download/{media}?timeout_ms=0",
                      f"/_matrix/client/v1/media/thumbnail/{media}?width=32&height=32"):
             s, _, raw = self.call("GET", path, token=self.token)
             self.assertEqual((s, json.loads(raw)["errcode"]), (504, "M_NOT_YET_UPLOADED"), path)
+        # A download that waits (timeout_ms) is answered when the upload arrives.
+        waiting = concurrent.futures.ThreadPoolExecutor(max_workers=1).submit(
+            self.call, "GET", f"/_matrix/client/v1/media/download/{media}?timeout_ms=20000", None, self.token)
+        wait_until(lambda: self.metric("hearth_matrix_media_downloads_waiting") == 1, what="the download parked")
         put = f"/_matrix/media/v3/upload/{media}?filename=late.txt"
         s, _, raw = self.call("PUT", put, b"by someone else", self.other, "text/plain")
         self.assertEqual((s, json.loads(raw)["errcode"]), (403, "M_FORBIDDEN"))
@@ -260,6 +273,15 @@ class MatrixMediaUploadPaths(unittest.TestCase):
         self.assertEqual((s, json.loads(raw)["errcode"]), (404, "M_NOT_FOUND"))
         s, _, raw = self.call("PUT", put, b"arrived later", self.token, "text/plain")
         self.assertEqual((s, json.loads(raw)), (200, {}))
+        s, _, body = waiting.result(timeout=30)
+        self.assertEqual((s, body), (200, b"arrived later"))
+        # One whose wait ends first is answered 504.
+        s, b = self.create(self.other)
+        self.assertEqual(s, 200, b)
+        s, _, raw = self.call("GET", f"/_matrix/client/v1/media/download/{b['content_uri'][6:]}?timeout_ms=200",
+                              token=self.other)
+        self.assertEqual((s, json.loads(raw)["errcode"]), (504, "M_NOT_YET_UPLOADED"))
+        self.assertEqual(self.metric("hearth_matrix_media_downloads_waiting"), 0)
         s, _, raw = self.call("PUT", put, b"again", self.token, "text/plain")
         self.assertEqual((s, json.loads(raw)["errcode"]), (409, "M_CANNOT_OVERWRITE_MEDIA"))
         s, headers, body = self.call("GET", f"/_matrix/client/v1/media/download/{media}", token=self.token)

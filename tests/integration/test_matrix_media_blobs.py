@@ -49,7 +49,8 @@ def upload(h, token, data, content_type="application/octet-stream", filename="f.
 
 
 def download(h, token, mxc):
-    return h.request("GET", "/_matrix/client/v1/media/download/" + mxc[len("mxc://"):],
+    """An authenticated download; a pending upload is answered at once (timeout_ms=0)."""
+    return h.request("GET", "/_matrix/client/v1/media/download/" + mxc[len("mxc://"):] + "?timeout_ms=0",
                      headers={"Authorization": f"Bearer {token}"})
 
 
