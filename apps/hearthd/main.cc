@@ -343,7 +343,15 @@ int run(const Config& config, bool print_banner, bool takeover) {
   // the server is created (after the routes): their callbacks go through this pointer,
   // set below before the server runs.
   net::HttpServer* http_server = nullptr;
+  // The file store shared by XMPP uploads, Matrix media and CryptPad blobs.
+  blobs::BlobStore blob_store(**store, clock,
+                              {data_dir + "/blobs", config.upload_max_file_bytes, config.upload_daily_quota_bytes});
+  if (auto r = blob_store.open(); !r) {
+    fmt::print(stderr, "hearthd: cannot prepare the file store: {}\n", r.error().describe());
+    return kExitStartup;
+  }
   matrix::MatrixOptions matrix_options;
+  matrix_options.blobs = &blob_store;
   matrix_options.server_name = config.matrix_server_name.empty() ? config.primary_domain().name : config.matrix_server_name;
   matrix_options.signing_key_path = data_dir + "/matrix/signing.key";
   matrix_options.default_room_version = config.matrix_default_room_version;
@@ -352,6 +360,8 @@ int run(const Config& config, bool print_banner, bool takeover) {
   matrix_options.media_dir = data_dir + "/media";
   matrix_options.max_upload_bytes = config.matrix_max_upload_bytes;
   matrix_options.media_quota_bytes = config.matrix_media_quota_bytes;
+  matrix_options.media_retention_days = config.matrix_media_retention_days;
+  matrix_options.max_pending_uploads = config.matrix_max_pending_uploads;
   matrix_options.coalesce_requests = config.matrix_coalesce_requests;
   matrix_options.max_pushers_per_user = config.matrix_max_pushers_per_user;
   matrix_options.push_queue_per_pusher = config.matrix_push_queue_per_pusher;
@@ -429,12 +439,6 @@ int run(const Config& config, bool print_banner, bool takeover) {
   }
   if (auto r = xmpp::XmppService::check_options(xmpp_options); !r) {
     fmt::print(stderr, "hearthd: xmpp.s2s_static_routes: {}\n", r.error().message);
-    return kExitStartup;
-  }
-  blobs::BlobStore blob_store(**store, clock,
-                              {data_dir + "/blobs", config.upload_max_file_bytes, config.upload_daily_quota_bytes});
-  if (auto r = blob_store.open(); !r) {
-    fmt::print(stderr, "hearthd: cannot prepare the file store: {}\n", r.error().describe());
     return kExitStartup;
   }
   if (config.upload_enabled) xmpp_options.upload_blobs = &blob_store;

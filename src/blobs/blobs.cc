@@ -159,11 +159,50 @@ Result<Blob> BlobStore::put(std::string_view owner, std::string_view name, std::
     }
     if (auto s = fsync_dir(shard); !s) return tl::unexpected(s.error());
   }
-  return add_reference(std::move(b));
+  return add_reference(std::move(b), true);
 }
 
 Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, std::string_view content_type,
                                  const std::string& staged_path, std::int64_t expires_ms) {
+  Blob b;
+  b.id = random_token(24);
+  b.owner = owner;
+  b.name = name;
+  b.content_type = content_type;
+  b.created_ms = clock_.now_ms();
+  b.expires_ms = expires_ms;
+  if (auto s = store_staged(b, staged_path, true); !s) return tl::unexpected(s.error());
+  return add_reference(std::move(b), true);
+}
+
+Result<Blob> BlobStore::import_file(std::string_view id, std::string_view owner, std::string_view name,
+                                    std::string_view content_type, const std::string& staged_path,
+                                    std::int64_t created_ms, std::int64_t expires_ms) {
+  auto existing = store_.read_sync([&](store::Transaction& tx) -> Result<std::optional<Blob>> {
+    auto row = tx.query_one(
+        "SELECT id, hash, owner, name, content_type, size, created_ms, expires_ms FROM blobs_ref WHERE id = ?",
+        {std::string(id)});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return std::optional<Blob>();
+    return std::optional<Blob>(blob_from_row(**row));
+  });
+  if (!existing) return tl::unexpected(existing.error());
+  if (*existing) {
+    ::unlink(staged_path.c_str());
+    return std::move(**existing);
+  }
+  Blob b;
+  b.id = id;
+  b.owner = owner;
+  b.name = name;
+  b.content_type = content_type;
+  b.created_ms = created_ms;
+  b.expires_ms = expires_ms;
+  if (auto s = store_staged(b, staged_path, false); !s) return tl::unexpected(s.error());
+  return add_reference(std::move(b), false);
+}
+
+Result<void> BlobStore::store_staged(Blob& b, const std::string& staged_path, bool metered) {
   struct Unlink {
     const std::string& path;
     ~Unlink() { ::unlink(path.c_str()); }
@@ -171,7 +210,7 @@ Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, 
   std::error_code ec;
   const auto size = std::filesystem::file_size(staged_path, ec);
   if (ec) return fail(Errc::io, fmt::format("cannot stat {}: {}", staged_path, ec.message()));
-  if (static_cast<std::int64_t>(size) > options_.max_file_bytes)
+  if (metered && static_cast<std::int64_t>(size) > options_.max_file_bytes)
     return fail(Errc::invalid_argument, fmt::format("a file may hold at most {} bytes", options_.max_file_bytes));
   int fd = ::open(staged_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return tl::unexpected(io_error("open", staged_path));
@@ -200,15 +239,9 @@ Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, 
   if (read_failed) return fail(Errc::io, fmt::format("cannot read {}", staged_path));
   if (sync_error) return tl::unexpected(*sync_error);
   if (total != size) return fail(Errc::io, fmt::format("{} changed while it was read", staged_path));
-  Blob b;
-  b.id = random_token(24);
+  b.hash.clear();
   for (unsigned i = 0; i < len; ++i) b.hash += fmt::format("{:02x}", digest[i]);
-  b.owner = owner;
-  b.name = name;
-  b.content_type = content_type;
   b.size = static_cast<std::int64_t>(size);
-  b.created_ms = clock_.now_ms();
-  b.expires_ms = expires_ms;
   std::string final_path = path_of(b.hash);
   if (!std::filesystem::exists(final_path, ec)) {
     std::string shard = options_.dir + "/" + b.hash.substr(0, 2);
@@ -216,16 +249,16 @@ Result<Blob> BlobStore::put_file(std::string_view owner, std::string_view name, 
     if (std::rename(staged_path.c_str(), final_path.c_str()) != 0) return tl::unexpected(io_error("rename", final_path));
     if (auto s = fsync_dir(shard); !s) return tl::unexpected(s.error());
   }
-  return add_reference(std::move(b));
+  return ok();
 }
 
-Result<Blob> BlobStore::add_reference(Blob b) {
+Result<Blob> BlobStore::add_reference(Blob b, bool metered) {
   bool over_quota = false;
   auto r = store_.write_sync([&](store::Transaction& tx) -> Result<bool> {
     auto used = tx.query_one("SELECT coalesce(sum(size), 0) FROM blobs_ref WHERE owner = ? AND created_ms > ?",
                              {b.owner, b.created_ms - kDayMs});
     if (!used) return tl::unexpected(used.error());
-    if ((*used)->integer(0) + b.size > options_.daily_quota_bytes) {
+    if (metered && (*used)->integer(0) + b.size > options_.daily_quota_bytes) {
       over_quota = true;
       return false;
     }

@@ -1,5 +1,5 @@
-// hearth::blobs — the file store shared by the protocols (XEP-0363 uploads now; CryptPad
-// blobs and Matrix media next).
+// hearth::blobs — the file store shared by the protocols (XEP-0363 uploads, CryptPad blobs,
+// Matrix media).
 //
 // Files are content-addressed: the bytes of an upload are written to a temporary file,
 // fsynced, hashed (SHA-256) and renamed to <dir>/<ab>/<rest of the hash>, then the directory
@@ -68,6 +68,13 @@ class BlobStore {
   // whatever the outcome.
   Result<Blob> put_file(std::string_view owner, std::string_view name, std::string_view content_type,
                         const std::string& staged_path, std::int64_t expires_ms);
+  // As put_file, for bytes an owner stored before elsewhere (a migration into this store):
+  // neither limit applies, the reference keeps `created_ms` and takes the caller's `id`.
+  // Idempotent: when a reference with that id exists already it is returned as it is (a
+  // migration interrupted after this call and run again).
+  Result<Blob> import_file(std::string_view id, std::string_view owner, std::string_view name,
+                           std::string_view content_type, const std::string& staged_path, std::int64_t created_ms,
+                           std::int64_t expires_ms);
   // nullopt when unknown or expired.
   Result<std::optional<Blob>> get(std::string_view id);
   // Removes one reference (and the file when no other reference names it).
@@ -84,7 +91,9 @@ class BlobStore {
 
  private:
   Result<void> drop_unreferenced(const std::string& hash);
-  Result<Blob> add_reference(Blob b);
+  // Hashes, fsyncs and renames a staged file into place; fills b.hash and b.size.
+  Result<void> store_staged(Blob& b, const std::string& staged_path, bool metered);
+  Result<Blob> add_reference(Blob b, bool metered);
 
   store::Store& store_;
   Clock& clock_;

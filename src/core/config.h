@@ -116,6 +116,8 @@ struct Config {
   int matrix_max_sync_timeout_seconds = 30;
   std::int64_t matrix_max_upload_bytes = 50 << 20;
   std::int64_t matrix_media_quota_bytes = std::int64_t{1} << 30;
+  int matrix_media_retention_days = 0;
+  int matrix_max_pending_uploads = 10;
   bool matrix_coalesce_requests = true;
   int matrix_max_pushers_per_user = 20;
   int matrix_push_queue_per_pusher = 100;

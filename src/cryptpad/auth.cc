@@ -511,14 +511,14 @@ void install_auth_routes(net::Router& router, std::shared_ptr<CryptpadAuth> auth
     auto f = files->find(*id);
     if (!f) return respond(net::HttpResponse::text(500, "storage error\n"));
     if (!*f || (*f)->archived) return respond(net::HttpResponse::text(404, "Not found\n"));
-    auto bytes = files->read(**f);
-    if (!bytes) return respond(net::HttpResponse::text(500, "storage error\n"));
+    auto path = files->path_of(**f);
+    if (!path) return respond(net::HttpResponse::text(500, "storage error\n"));
     net::HttpResponse r;
     r.content_type = "application/octet-stream";
     r.headers.push_back({"Cache-Control", "max-age=31536000"});
     r.headers.push_back({"Access-Control-Allow-Headers", "Content-Length"});
     r.headers.push_back({"Access-Control-Expose-Headers", "Content-Length"});
-    r.body = std::move(*bytes);
+    r.body_file = std::move(*path);  // sent from disk in chunks, with Range
     respond(std::move(r));
   };
   net::RouteOptions reads;

@@ -236,6 +236,14 @@ Result<std::string> CryptpadFiles::read(const StoredFile& f) {
   return blobs_->read(**b);
 }
 
+Result<std::string> CryptpadFiles::path_of(const StoredFile& f) {
+  if (!blobs_) return fail(Errc::unavailable, "no file store");
+  auto b = blobs_->get(f.ref);
+  if (!b) return tl::unexpected(b.error());
+  if (!*b) return fail(Errc::not_found, "blob reference gone");
+  return blobs_->path_of((*b)->hash);
+}
+
 tl::expected<void, std::string> CryptpadFiles::remove_owned(const std::string& key, const std::string& id) {
   auto f = find(id);
   if (!f) return err("E_STORAGE");

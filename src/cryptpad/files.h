@@ -76,6 +76,8 @@ class CryptpadFiles {
 
   Result<std::optional<StoredFile>> find(const std::string& id);
   Result<std::string> read(const StoredFile& f);
+  // Where the file's bytes are (for serving them from disk in chunks); as read() otherwise.
+  Result<std::string> path_of(const StoredFile& f);
   // Admin archival (reason) or restoration (nullopt); the bytes stay in blobs/ meanwhile.
   tl::expected<void, std::string> set_archived(const std::string& id, std::optional<std::string> reason);
   // Removes a blob its owner (or, for an unowned blob, nobody) asked to remove.

@@ -754,6 +754,25 @@ ApiResult<std::string> MatrixService::Impl::join_remote(Ctx& ctx, const std::str
   return w.take();
 }
 
+// For media_api.cc (remote media): the X-Matrix origin of a request, and signed GETs.
+ApiResult<std::string> MatrixService::Impl::federation_origin(const net::HttpRequest& req) {
+  FederationHandlers h{*this, *federation};
+  return h.authenticate(req, nullptr);
+}
+
+Result<net::ClientResponse> MatrixService::Impl::federation_get(const std::string& destination, const std::string& target,
+                                                                std::size_t max_response_bytes) {
+  Destination d = resolve_server(*federation, destination);
+  net::ClientRequest req;
+  req.host = d.host;
+  req.port = d.port;
+  req.tls_name = d.tls_name;
+  req.target = target;
+  req.max_response_bytes = max_response_bytes;
+  req.headers.push_back({"Authorization", x_matrix_header("GET", target, options.server_name, destination, nullptr, key)});
+  return federation->client->request(req);
+}
+
 void MatrixService::Impl::install_federation_routes(net::Router& router) {
   std::shared_ptr<Impl> self = shared_from_this();
   net::RouteOptions o;

@@ -42,6 +42,9 @@ class Store;
 namespace hearth::net {
 class Router;
 }
+namespace hearth::blobs {
+class BlobStore;
+}
 
 namespace hearth::matrix {
 
@@ -54,9 +57,15 @@ struct MatrixOptions {
   int max_sync_timeout_ms = 30000;        // longer client timeouts are shortened to this
   int default_timeline_limit = 10;
   int max_timeline_limit = 100;
-  std::string media_dir;                              // "<data>/media": content-addressed uploads
+  // Media live in the shared file store (required; it outlives the service): one reference
+  // per upload, owned by "<localpart>@<server_name>" like the account's XMPP uploads, so
+  // its per-file limit and daily quota apply too.
+  blobs::BlobStore* blobs = nullptr;
+  std::string media_dir;                              // "<data>/media": the old store, migrated at start
   std::int64_t max_upload_bytes = 50 << 20;           // one upload (M_TOO_LARGE beyond)
   std::int64_t media_quota_bytes = std::int64_t{1} << 30;  // all uploads of one user
+  int media_retention_days = 0;                       // media deleted this long after upload; 0: kept
+  int max_pending_uploads = 10;                       // asynchronous uploads created, not yet sent
   // Identical full-state reads at the same room version share one computation (I15).
   bool coalesce_requests = true;
   // Push notifications to push gateways (docs/matrix.md, "Push notifications").

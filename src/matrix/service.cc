@@ -227,6 +227,8 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
                                                              RunAfter run_after) {
   if (!parse_room_version(options.default_room_version))
     return fail(Errc::invalid_argument, "matrix: unsupported default room version");
+  if (!options.blobs) return fail(Errc::invalid_argument, "matrix: media need the blob store");
+  options.max_upload_bytes = std::min(options.max_upload_bytes, options.blobs->options().max_file_bytes);
   auto key = SigningKey::load_or_create(options.signing_key_path);
   if (!key) return tl::unexpected(key.error());
   auto impl = std::make_unique<Impl>(std::move(options), accounts, store, clock, log, metrics, std::move(offload),
@@ -241,12 +243,18 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
                            auto self = weak.lock();
                            return self ? static_cast<double>(self->hub.size()) : 0.0;
                          });
+  metrics.callback_gauge("hearth_matrix_media_downloads_waiting",
+                         "Matrix media downloads parked until a pending asynchronous upload arrives", [weak] {
+                           auto self = weak.lock();
+                           return self ? static_cast<double>(self->media_waiting()) : 0.0;
+                         });
   return service;
 }
 
 Result<void> MatrixService::migrate() {
   if (auto r = impl_->store.migrate("matrix", matrix_migrations()); !r) return r;
   if (auto r = impl_->migrate_push(); !r) return r;
+  if (auto r = impl_->migrate_media(); !r) return r;
   // Sweep: Matrix users whose account was deleted while the daemon was stopped.
   auto users = impl_->accounts.list_users(impl_->options.server_name);
   if (!users) return tl::unexpected(users.error());
@@ -305,6 +313,7 @@ Result<void> MatrixService::forget_account(const std::string& bare) {
     return true;
   });
   if (!r) return tl::unexpected(r.error());
+  if (auto m = impl_->forget_media(user); !m) return m;
   impl_->notify(last, std::move(keys));
   return ok();
 }
@@ -316,6 +325,9 @@ void MatrixService::set_account_deleted_hook(std::function<Result<void>(const st
 
 void MatrixService::start_background() {
   std::weak_ptr<Impl> weak = impl_;
+  impl_->run_after(std::chrono::milliseconds(0), [weak] {
+    if (auto s = weak.lock()) s->media_housekeeping();
+  });
   impl_->run_after(std::chrono::milliseconds(0), [weak] {
     if (auto s = weak.lock()) {
       if (s->federation) s->federation_pump();
@@ -331,6 +343,7 @@ void MatrixService::set_public_url(std::string url) {
 
 void MatrixService::release_waiters() {
   for (auto& w : impl_->hub.take_all()) impl_->finish_waiter(w);
+  impl_->release_media_downloads();
 }
 
 std::string MatrixService::signing_key_id() const { return impl_->key.key_id(); }
@@ -361,30 +374,25 @@ void MatrixService::install_routes(net::Router& router) {
     respond(json_response(200, canonical_json(keys)));
   });
   net::RouteOptions media_route = blocking;
-  media_route.max_body_bytes = impl->options.max_upload_bytes + 1;  // one byte more: answered M_TOO_LARGE in JSON
   router.add_prefix("*", "/_matrix/media/",
                     [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
                     media_route);
-  // Uploads on the legacy media paths are streamed to a staging file (never whole in
-  // memory); a declared length over the limit is answered M_TOO_LARGE before the body.
+  // Every upload path streams its body to blobs' staging directory (never whole in
+  // memory); the token, the declared length and the quotas are checked before any body
+  // byte is read (admit_upload), and refused in Matrix's format.
   net::RouteOptions upload_route = media_route;
-  upload_route.body_staging_dir = impl->media.staging_dir();
-  std::error_code mkdir_error;
-  std::filesystem::create_directories(upload_route.body_staging_dir, mkdir_error);
-  std::int64_t max_upload = impl->options.max_upload_bytes;
-  upload_route.check_body = [max_upload](const net::HttpRequest& head) {
-    net::BodyAdmission a;
-    std::string_view cl = head.header("content-length");
-    std::int64_t declared = -1;
-    std::from_chars(cl.data(), cl.data() + cl.size(), declared);
-    if (declared > max_upload)
-      a.refuse = error_response({413, "M_TOO_LARGE", fmt::format("Uploads are limited to {} bytes", max_upload)});
-    return a;
-  };
-  for (const char* path : {"/_matrix/media/v3/upload", "/_matrix/media/r0/upload", "/_matrix/media/v1/upload"})
-    router.add("POST", path,
-               [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); },
-               upload_route);
+  upload_route.max_body_bytes = impl->options.max_upload_bytes + 1;  // one byte more: answered M_TOO_LARGE in JSON
+  upload_route.body_staging_dir = impl->options.blobs->staging_dir();
+  upload_route.check_body = [impl](const net::HttpRequest& head) { return impl->admit_upload(head); };
+  auto legacy = [impl](net::HttpRequest&& req, net::Respond respond) { impl->legacy_media(std::move(req), std::move(respond)); };
+  for (const char* version : {"v3", "r0", "v1"}) {
+    router.add("POST", fmt::format("/_matrix/media/{}/upload", version), legacy, upload_route);
+    router.add_prefix("PUT", fmt::format("/_matrix/media/{}/upload/", version), legacy, upload_route);
+  }
+  router.add("POST", "/_matrix/client/v1/media/upload",
+             [impl](net::HttpRequest&& req, net::Respond respond) { impl->dispatch(std::move(req), std::move(respond)); },
+             upload_route);
+  if (impl->federation) impl->install_media_federation_routes(router);
   if (impl->federation) impl->install_federation_routes(router);
   // Federation paths not served (all of them while matrix.federation is off): Matrix's
   // error format (M_UNRECOGNIZED).
@@ -522,6 +530,8 @@ const std::vector<Route>& routes() {
       {"PUT", "sendToDevice/{}/{}", true, plain(&I::send_to_device)},
       {"GET", "media/config", true, plain(&I::media_config)},
       {"POST", "media/upload", true, plain(&I::media_upload)},
+      {"POST", "media/create", true, plain(&I::media_create)},
+      {"PUT", "media/upload/{}/{}", true, plain(&I::media_upload_to)},
       {"GET", "media/download/{}/{}", true, plain(&I::media_download)},
       {"GET", "media/download/{}/{}/{}", true, plain(&I::media_download)},
       {"GET", "media/thumbnail/{}/{}", true, plain(&I::media_thumbnail)},
@@ -559,6 +569,24 @@ bool match(std::string_view pattern, const std::vector<std::string_view>& segs, 
 }
 
 }  // namespace
+
+ApiResult<accounts::TokenOwner> MatrixService::Impl::authenticate(const Ctx& ctx) {
+  std::string token;
+  std::string_view authz = ctx.http.header("authorization");
+  if (authz.size() > 7 && (authz.substr(0, 7) == "Bearer " || authz.substr(0, 7) == "bearer ")) {
+    token = std::string(authz.substr(7));
+  } else {
+    token = ctx.query_param("access_token");
+  }
+  if (token.empty()) return api_error(401, "M_MISSING_TOKEN", "Missing access token");
+  auto owner = accounts.lookup_token(token);
+  if (!owner || owner->domain != options.server_name) {
+    if (owner || owner.error().code == Errc::unauthenticated || owner.error().code == Errc::expired)
+      return api_error(401, "M_UNKNOWN_TOKEN", "Unknown or expired access token");
+    return tl::unexpected(to_api_error(owner.error()));
+  }
+  return std::move(*owner);
+}
 
 void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond, bool skip_auth) {
   std::string_view path = req.path;
@@ -600,24 +628,9 @@ void MatrixService::Impl::dispatch(net::HttpRequest&& req, net::Respond respond,
   auto params = std::move(ctx.params);
   ctx = Ctx{std::move(req), std::move(respond), std::move(params)};
   if (found->auth && !skip_auth) {
-    std::string token;
-    std::string_view authz = ctx.http.header("authorization");
-    if (authz.size() > 7 && (authz.substr(0, 7) == "Bearer " || authz.substr(0, 7) == "bearer ")) {
-      token = std::string(authz.substr(7));
-    } else {
-      token = ctx.query_param("access_token");
-    }
-    if (token.empty()) {
-      ctx.respond(error_response({401, "M_MISSING_TOKEN", "Missing access token"}));
-      return;
-    }
-    auto owner = accounts.lookup_token(token);
-    if (!owner || owner->domain != options.server_name) {
-      if (owner || owner.error().code == Errc::unauthenticated || owner.error().code == Errc::expired) {
-        ctx.respond(error_response({401, "M_UNKNOWN_TOKEN", "Unknown or expired access token"}));
-      } else {
-        ctx.respond(error_response(to_api_error(owner.error())));
-      }
+    auto owner = authenticate(ctx);
+    if (!owner) {
+      ctx.respond(error_response(owner.error()));
       return;
     }
     ctx.localpart = owner->localpart;

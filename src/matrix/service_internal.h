@@ -13,17 +13,21 @@
 #include <vector>
 
 #include "accounts/accounts.h"
+#include "blobs/blobs.h"
 #include "core/clock.h"
 #include "matrix/canonical_json.h"
 #include "matrix/events.h"
 #include "matrix/matrix.h"
-#include "matrix/media_store.h"
 #include "matrix/push_rules.h"
 #include "matrix/shared_results.h"
 #include "matrix/room_store.h"
 #include "matrix/sync_filter.h"
 #include "net/net.h"
 #include "store/store.h"
+
+namespace hearth::net {
+struct ClientResponse;
+}
 
 namespace hearth::matrix {
 
@@ -157,6 +161,12 @@ class LoginThrottle {
 struct Federation;    // federation_api.cc
 struct PushDelivery;  // push_delivery.cc
 
+// A stored media file as downloads serve it (media_api.cc).
+struct MediaFile {
+  blobs::Blob blob;
+  std::string content_type, filename;
+};
+
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
        RunAfter ra, SigningKey k)
@@ -173,7 +183,6 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   RunAfter run_after;
   SigningKey key;
   RoomStore rooms;
-  MediaStore media{options.media_dir};
 
   std::mutex mu;  // public_url
   std::string public_url;
@@ -368,7 +377,46 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> media_upload(Ctx&);
   ApiResult<std::string> media_download(Ctx&);
   ApiResult<std::string> media_thumbnail(Ctx&);
+  ApiResult<std::string> media_create(Ctx&);
+  ApiResult<std::string> media_upload_to(Ctx&);
   void legacy_media(net::HttpRequest&& req, net::Respond respond);
+  // The route check of streamed uploads: token, declared size, quotas, before the body.
+  net::BodyAdmission admit_upload(const net::HttpRequest& head);
+  ApiResult<void> check_media_quota(const std::string& user_id, std::string_view localpart, std::int64_t size);
+  ApiResult<blobs::Blob> store_upload(Ctx& ctx, const std::string& content_type, const std::string& filename);
+  // The blobs owner of a local user: "<localpart>@<server name>", as XMPP names it.
+  std::string media_owner(std::string_view localpart) const;
+  std::int64_t media_expiry(std::int64_t created_ms) const;  // 0: kept
+  Result<void> migrate_media();
+  Result<void> migrate_legacy_media();
+  // Expired pending uploads, media past matrix.media_retention_days, expired blobs.
+  Result<std::int64_t> purge_media(int batch);
+  void media_housekeeping();
+  Result<void> forget_media(const std::string& user_id);
+  // Downloads of a pending asynchronous upload parked until its PUT (or their timeout_ms,
+  // at most 20 s): keyed by media id; whoever takes a waiter out of the map answers it.
+  struct MediaWaiter {
+    Ctx ctx;
+  };
+  std::mutex media_waiters_mu;
+  std::multimap<std::string, std::shared_ptr<MediaWaiter>> media_waiters;  // guarded by media_waiters_mu
+  std::size_t media_waiting();
+  bool park_media_download(Ctx& ctx, const std::string& media_id);
+  void wake_media_downloads(const std::string& media_id);
+  void release_media_downloads();  // stopping: every parked download answered 504 now
+  // Remote media (matrix.federation on): GET /_matrix/federation/v1/media/download/{id}
+  // served for our media, fetched (and cached as a blob) for other servers' media.
+  void install_media_federation_routes(net::Router& router);
+  ApiResult<MediaFile> find_media(Ctx& ctx, const std::string& server, const std::string& media_id);
+  Result<std::optional<MediaFile>> load_remote_media(const std::string& server, const std::string& media_id);
+  void federation_media_download(net::HttpRequest&& req, net::Respond respond);
+  ApiResult<std::string> fetch_remote_media(const std::string& server, const std::string& media_id);
+  // federation_api.cc: the X-Matrix origin of a request; a signed GET to another server.
+  ApiResult<std::string> federation_origin(const net::HttpRequest& req);
+  Result<net::ClientResponse> federation_get(const std::string& destination, const std::string& target,
+                                             std::size_t max_response_bytes);
+  // The access token of a request (header or query), or the client error.
+  ApiResult<accounts::TokenOwner> authenticate(const Ctx& ctx);
   // Room key backup (backup_api.cc).
   ApiResult<std::string> backup_version_create(Ctx&);
   ApiResult<std::string> backup_version_get(Ctx&);

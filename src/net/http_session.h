@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <openssl/ssl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -433,6 +434,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     HttpRequest req;
     req.method = std::string(h.method_string());
     head_request_ = req.method == "HEAD";
+    range_header_ = std::string(h[http::field::range]);
     req.target = std::string(h.target());
     auto q = req.target.find('?');
     req.path = req.target.substr(0, q);
@@ -708,10 +710,8 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     co_return Outcome::abort;
   }
 
-  awaitable<Outcome> write(HttpResponse r, std::chrono::steady_clock::time_point started, bool keep_alive,
-                           unsigned version, bool linger) {
-    keep_alive = keep_alive && !draining_ && !impl_.stopping.load();
-    http::response<http::string_body> res;
+  template <class Body>
+  static void set_head(http::response<Body>& res, const HttpResponse& r, unsigned version) {
     res.version(version == 10 ? 10 : 11);
     res.result(static_cast<unsigned>(std::clamp(r.status, 100, 999)));
     res.set(http::field::server, "hearth");
@@ -722,6 +722,15 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
         continue;
       res.insert(name, value);
     }
+  }
+
+  awaitable<Outcome> write(HttpResponse r, std::chrono::steady_clock::time_point started, bool keep_alive,
+                           unsigned version, bool linger) {
+    if (!r.body_file.empty() && r.status == 200)
+      co_return co_await write_file(std::move(r), started, keep_alive, version, linger);
+    keep_alive = keep_alive && !draining_ && !impl_.stopping.load();
+    http::response<http::string_body> res;
+    set_head(res, r, version);
     bool no_body = r.status < 200 || r.status == 204 || r.status == 304;
     if (no_body) r.body.clear();
     else res.content_length(r.body.size());
@@ -733,6 +742,77 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     error_code ec;
     lowest().expires_after(impl_.idle());
     co_await http::async_write(stream_, res, ec_token(ec));
+    impl_.metrics.count_status(r.status);
+    impl_.metrics.duration->observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (ec) co_return Outcome::abort;
+    if (keep_alive) co_return Outcome::keep_alive;
+    co_return linger ? Outcome::linger_close : Outcome::close;
+  }
+
+  // A file body (HttpResponse::body_file): the head, then the file (or its requested
+  // range) through one 64 KiB buffer, each write bounded by the idle timeout.
+  awaitable<Outcome> write_file(HttpResponse r, std::chrono::steady_clock::time_point started, bool keep_alive,
+                                unsigned version, bool linger) {
+    int fd = ::open(r.body_file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) co_return co_await write(HttpResponse::json(404, json_error("not found")), started, keep_alive, version, linger);
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+      co_return co_await write(HttpResponse::json(500, json_error("internal error")), started, keep_alive, version, linger);
+    const std::int64_t size = st.st_size;
+    std::int64_t first = 0, length = size;
+    const bool enveloped = !r.body_file_prefix.empty() || !r.body_file_suffix.empty();
+    if (!enveloped) r.headers.emplace_back("Accept-Ranges", "bytes");
+    if (!range_header_.empty() && !enveloped) {
+      if (auto range = parse_byte_range(range_header_, size); !range) {
+        // Not a single byte range we understand: the whole file (RFC 9110 §14.2 allows it).
+      } else if (range->first < 0) {
+        HttpResponse refused = HttpResponse::json(416, json_error("range not satisfiable"));
+        refused.headers.emplace_back("Content-Range", fmt::format("bytes */{}", size));
+        co_return co_await write(std::move(refused), started, keep_alive, version, linger);
+      } else {
+        first = range->first;
+        length = range->second - range->first + 1;
+        r.status = 206;
+        r.headers.emplace_back("Content-Range", fmt::format("bytes {}-{}/{}", range->first, range->second, size));
+      }
+    }
+    keep_alive = keep_alive && !draining_ && !impl_.stopping.load();
+    http::response<http::empty_body> res;
+    set_head(res, r, version);
+    res.content_length(static_cast<std::uint64_t>(r.body_file_prefix.size() + length + r.body_file_suffix.size()));
+    res.keep_alive(keep_alive);
+    error_code ec;
+    lowest().expires_after(impl_.idle());
+    http::response_serializer<http::empty_body> sr{res};
+    co_await http::async_write_header(stream_, sr, ec_token(ec));
+    if (!ec && !head_request_ && !r.body_file_prefix.empty())
+      co_await asio::async_write(stream_, asio::buffer(r.body_file_prefix), ec_token(ec));
+    if (!ec && !head_request_) {
+      std::vector<char> chunk(std::size_t{64} << 10);
+      std::int64_t offset = first, left = length;
+      while (left > 0) {
+        ssize_t n = ::pread(fd, chunk.data(), static_cast<std::size_t>(std::min<std::int64_t>(left, chunk.size())), offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {  // the file shrank or failed under us: the client sees a cut body
+          ec = asio::error::broken_pipe;
+          break;
+        }
+        lowest().expires_after(impl_.idle());
+        co_await asio::async_write(stream_, asio::buffer(chunk.data(), static_cast<std::size_t>(n)), ec_token(ec));
+        if (ec) break;
+        offset += n;
+        left -= n;
+      }
+    }
+    if (!ec && !head_request_ && !r.body_file_suffix.empty()) {
+      lowest().expires_after(impl_.idle());
+      co_await asio::async_write(stream_, asio::buffer(r.body_file_suffix), ec_token(ec));
+    }
     impl_.metrics.count_status(r.status);
     impl_.metrics.duration->observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -789,6 +869,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
   std::string alpn_;
   HttpResponse rate_limited_;
   bool head_request_ = false;  // the request being answered is a HEAD
+  std::string range_header_;   // its Range header ("" if none), for file responses
   std::weak_ptr<ResponseSlot> slot_;
   std::shared_ptr<WsSession<Stream>> ws_;
   bool idle_ = false;

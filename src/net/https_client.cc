@@ -83,14 +83,20 @@ asio::awaitable<void> talk(Stream& stream, const ClientRequest& req, const Https
   if (wec) co_return void(out = fail(Errc::unavailable, fmt::format("write: {}", wec.message())));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
-  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(options.max_response_bytes, 64 << 10)));
-  parser.body_limit(options.max_response_bytes);
+  const std::size_t limit = req.max_response_bytes ? req.max_response_bytes : options.max_response_bytes;
+  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(limit, 64 << 10)));
+  parser.body_limit(limit);
   auto [rdec, rn] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
   if (rdec == http::error::body_limit || rdec == http::error::header_limit)
     co_return void(out = fail(Errc::resource_exhausted, "response too large"));
   if (rdec) co_return void(out = fail(Errc::unavailable, fmt::format("read: {}", rdec.message())));
   ClientResponse resp;
   resp.status = static_cast<int>(parser.get().result_int());
+  for (const auto& field : parser.get()) {
+    std::string name(field.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    resp.headers.emplace_back(std::move(name), std::string(field.value()));
+  }
   resp.body = std::move(parser.get().body());
   out = std::move(resp);
 }

@@ -47,10 +47,12 @@ struct ClientRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;      // sent with Content-Type: application/json when not empty
   bool tls = true;       // false: plain HTTP (tls_name is then only the Host header)
+  std::size_t max_response_bytes = 0;  // this call's limit (e.g. a media download); 0: the client's
 };
 
 struct ClientResponse {
   int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
 };
 

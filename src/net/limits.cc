@@ -68,4 +68,38 @@ int ConnectionTable::count(std::string_view ip) const {
   return it == per_ip_.end() ? 0 : it->second;
 }
 
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_byte_range(std::string_view header, std::int64_t size) {
+  constexpr std::string_view kUnit = "bytes=";
+  if (header.substr(0, kUnit.size()) != kUnit) return std::nullopt;
+  std::string_view spec = header.substr(kUnit.size());
+  auto dash = spec.find('-');
+  if (dash == std::string_view::npos || spec.find(',') != std::string_view::npos) return std::nullopt;
+  auto number = [](std::string_view digits) -> std::optional<std::int64_t> {
+    if (digits.empty() || digits.size() > 18) return std::nullopt;
+    std::int64_t v = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + (c - '0');
+    }
+    return v;
+  };
+  std::string_view a = spec.substr(0, dash), b = spec.substr(dash + 1);
+  if (a.empty()) {  // suffix: the last n bytes
+    auto n = number(b);
+    if (!n) return std::nullopt;
+    if (*n == 0 || size == 0) return std::make_pair(std::int64_t{-1}, std::int64_t{-1});
+    return std::make_pair(size - std::min(*n, size), size - 1);
+  }
+  auto first = number(a);
+  if (!first) return std::nullopt;
+  std::int64_t last = size - 1;
+  if (!b.empty()) {
+    auto l = number(b);
+    if (!l || *l < *first) return std::nullopt;
+    last = std::min(*l, size - 1);
+  }
+  if (*first >= size) return std::make_pair(std::int64_t{-1}, std::int64_t{-1});
+  return std::make_pair(*first, last);
+}
+
 }  // namespace hearth::net

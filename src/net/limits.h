@@ -7,8 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include "core/clock.h"
 
@@ -89,5 +91,11 @@ class InflightGate {
   int max_;
   std::atomic<int> inflight_{0};
 };
+
+// A Range header (RFC 9110 §14.1.2) naming one byte range of a file of `size` bytes:
+// "bytes=a-b", "bytes=a-" or "bytes=-n" (the last n). Returns the first and last byte
+// offsets (inclusive); {-1, -1} when the range starts past the end (416); nullopt when the
+// header is not a single byte range (then the whole file is served).
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_byte_range(std::string_view header, std::int64_t size);
 
 }  // namespace hearth::net

@@ -66,6 +66,14 @@ struct HttpResponse {
   // containing CR or LF are dropped.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // Set (status 200): the body is this file's bytes instead of `body`, read and sent in
+  // chunks (one buffer in memory, whatever the file's size). A single-range request
+  // (`Range: bytes=a-b`, `a-`, `-n`) is answered 206 with Content-Range, one past the end
+  // 416; Accept-Ranges says so. A file that cannot be opened is answered 404.
+  std::string body_file;
+  // Sent right before and after body_file's bytes (a multipart envelope); with either set,
+  // Range is not honoured.
+  std::string body_file_prefix, body_file_suffix;
 
   static HttpResponse text(int status, std::string body);
   static HttpResponse json(int status, std::string body);  // application/json

@@ -311,12 +311,10 @@ void HttpUploadService::get(net::HttpRequest&& request, net::Respond respond) {
   auto blob = blobs_.get(blob_id);
   if (!blob) return respond(plain(503, "storage is unavailable"));
   if (!*blob) return respond(plain(404, "not found (or expired)"));
-  auto bytes = blobs_.read(**blob);
-  if (!bytes) return respond(plain(500, "the file cannot be read"));
   net::HttpResponse out;
   out.status = 200;
   out.content_type = safe_content_type((*blob)->content_type);
-  out.body = std::move(*bytes);
+  out.body_file = blobs_.path_of((*blob)->hash);  // sent from disk in chunks, with Range
   out.headers = {{"Access-Control-Allow-Origin", "*"},
                  {"X-Content-Type-Options", "nosniff"},
                  {"Content-Security-Policy", "default-src 'none'; sandbox"},

@@ -116,5 +116,28 @@ TEST_F(BlobStoreTest, PutFileAdoptsAStagedFileAndRemoveDropsIt) {
   EXPECT_FALSE(std::filesystem::exists(blobs->staging_dir() + "/s3"));
 }
 
+TEST_F(BlobStoreTest, ImportKeepsTheOriginalTimeIgnoresLimitsAndIsIdempotent) {
+  const std::int64_t long_ago = clock.now_ms() - 30 * 86'400'000LL;
+  // Bigger than the per-file limit (1000) and the daily quota (2500): an import is not a
+  // new upload.
+  std::string big(3000, 'm');
+  auto a = blobs->import_file("matrix-media-abc", "dave@x", "old.bin", "image/png", stage(*blobs, "i1", big), long_ago, 0);
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->id, "matrix-media-abc");
+  EXPECT_EQ(a->created_ms, long_ago);
+  EXPECT_EQ(*blobs->used_today("dave@x"), 0) << "old bytes do not count against today's quota";
+  EXPECT_FALSE(std::filesystem::exists(blobs->staging_dir() + "/i1"));
+  // Run again (a migration interrupted after the import): the same reference, nothing new.
+  auto again = blobs->import_file("matrix-media-abc", "dave@x", "old.bin", "image/png", stage(*blobs, "i2", big), long_ago, 0);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->hash, a->hash);
+  EXPECT_FALSE(std::filesystem::exists(blobs->staging_dir() + "/i2"));
+  auto got = blobs->get("matrix-media-abc");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ(*blobs->read(**got), big);
+  // The owner's new uploads still see the full daily quota.
+  EXPECT_TRUE(blobs->put("dave@x", "new", "", std::string(1000, 'n'), 0));
+}
+
 }  // namespace
 }  // namespace hearth::blobs

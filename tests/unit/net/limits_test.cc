@@ -84,4 +84,17 @@ TEST(InflightGate, BoundsAndReleases) {
 }
 
 }  // namespace
+TEST(ByteRange, SingleRangesAndRefusals) {
+  using R = std::optional<std::pair<std::int64_t, std::int64_t>>;
+  EXPECT_EQ(parse_byte_range("bytes=0-99", 1000), R(std::make_pair(0, 99)));
+  EXPECT_EQ(parse_byte_range("bytes=900-", 1000), R(std::make_pair(900, 999)));
+  EXPECT_EQ(parse_byte_range("bytes=990-2000", 1000), R(std::make_pair(990, 999)));
+  EXPECT_EQ(parse_byte_range("bytes=-10", 1000), R(std::make_pair(990, 999)));
+  EXPECT_EQ(parse_byte_range("bytes=-5000", 1000), R(std::make_pair(0, 999)));
+  EXPECT_EQ(parse_byte_range("bytes=1000-", 1000), R(std::make_pair(-1, -1)));  // 416
+  EXPECT_EQ(parse_byte_range("bytes=-0", 1000), R(std::make_pair(-1, -1)));
+  for (const char* whole : {"bytes=0-1,5-6", "items=0-1", "bytes=5-1", "bytes=x-", "bytes=-", "bytes=1"})
+    EXPECT_EQ(parse_byte_range(whole, 1000), std::nullopt) << whole;
+}
+
 }  // namespace hearth::net

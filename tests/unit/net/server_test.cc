@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -450,6 +451,64 @@ TEST(HttpServer, HeadAnswersCarryTheLengthButNoBody) {
   ASSERT_TRUE(get);
   EXPECT_EQ(get->status, 200);
   EXPECT_EQ(get->body, "hello");
+}
+
+TEST(HttpServer, FileBodiesAreSentWholeOrByRange) {
+  std::string path = (std::filesystem::temp_directory_path() / ("hearth-file-body-" + std::to_string(::getpid()))).string();
+  std::string content;
+  for (int i = 0; i < 200'000; ++i) content += static_cast<char>('a' + i % 26);
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << content;
+  }
+  Router router;
+  auto serve = [path](HttpRequest&&, Respond respond) {
+    HttpResponse r;
+    r.content_type = "application/octet-stream";
+    r.body_file = path;
+    respond(std::move(r));
+  };
+  router.add("GET", "/file", serve);
+  router.add("HEAD", "/file", serve);
+  router.add("GET", "/missing", [path](HttpRequest&&, Respond respond) {
+    HttpResponse r;
+    r.body_file = path + ".gone";
+    respond(std::move(r));
+  });
+  TestServer s(std::move(router));
+  auto c = Client::connect(s.port());
+  ASSERT_TRUE(c);
+  // One keep-alive connection: each answer must end exactly where its length says.
+  ASSERT_TRUE(c->send(request("GET", "/file") + request("GET", "/file", "Range: bytes=70000-70009\r\n") +
+                      request("GET", "/file", "Range: bytes=-3\r\n") +
+                      request("GET", "/file", "Range: bytes=200000-\r\n") + request("HEAD", "/file") +
+                      request("GET", "/missing")));
+  auto whole = read_response(*c);
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(whole->status, 200);
+  EXPECT_EQ(whole->header("accept-ranges"), "bytes");
+  EXPECT_TRUE(whole->body == content) << whole->body.size();
+  auto part = read_response(*c);
+  ASSERT_TRUE(part);
+  EXPECT_EQ(part->status, 206);
+  EXPECT_EQ(part->header("content-range"), "bytes 70000-70009/200000");
+  EXPECT_EQ(part->body, content.substr(70000, 10));
+  auto tail = read_response(*c);
+  ASSERT_TRUE(tail);
+  EXPECT_EQ(tail->status, 206);
+  EXPECT_EQ(tail->body, content.substr(200000 - 3));
+  auto past = read_response(*c);
+  ASSERT_TRUE(past);
+  EXPECT_EQ(past->status, 416);
+  EXPECT_EQ(past->header("content-range"), "bytes */200000");
+  auto head = read_response(*c, true);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("content-length"), "200000");
+  auto missing = read_response(*c);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  std::filesystem::remove(path);
 }
 
 TEST(HttpServer, UnknownPathIs404JsonAndWrongMethodIs405WithAllow) {
