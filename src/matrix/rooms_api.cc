@@ -302,8 +302,20 @@ ApiResult<std::string> MatrixService::Impl::membership_change(Ctx& ctx, const st
     target = std::string(body->string_at("user_id"));
     if (target.empty() || target[0] != '@') return api_error(400, "M_MISSING_PARAM", "user_id is required");
   }
+  if (membership == "invite" && server_of(target) != options.server_name) {
+    if (!federation) return api_error(403, "M_FORBIDDEN", "Federation is not enabled");
+    return invite_remote(ctx, room_id, target, std::string(body->string_at("reason")));
+  }
+  if (membership == "leave" && !target_in_body && federation) {
+    auto known = store.read_sync([&](store::Transaction& tx) -> Result<bool> {
+      auto row = tx.query_one("SELECT 1 FROM matrix_rooms WHERE room_id = ?", {room_id});
+      if (!row) return tl::unexpected(row.error());
+      return bool(*row);
+    });
+    if (!known) return tl::unexpected(to_api_error(known.error()));
+    if (!*known) return reject_remote_invite(ctx, room_id);
+  }
   if (membership == "invite") {
-    if (server_of(target) != options.server_name) return api_error(403, "M_FORBIDDEN", "Federation is not supported yet");
     if (!accounts.get_user(options.server_name, target.substr(1, target.find(':') - 1)))
       return api_error(404, "M_NOT_FOUND", "Unknown user");
   }

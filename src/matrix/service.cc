@@ -244,6 +244,7 @@ Result<std::unique_ptr<MatrixService>> MatrixService::create(MatrixOptions optio
 
 Result<void> MatrixService::migrate() {
   if (auto r = impl_->store.migrate("matrix", matrix_migrations()); !r) return r;
+  if (auto r = impl_->store.migrate("matrix_federation", federation_migrations()); !r) return r;
   // Sweep: Matrix users whose account was deleted while the daemon was stopped.
   auto users = impl_->accounts.list_users(impl_->options.server_name);
   if (!users) return tl::unexpected(users.error());
