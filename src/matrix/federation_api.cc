@@ -696,6 +696,83 @@ struct FederationHandlers {
     return json_response(200, std::move(*r));
   }
 
+  static void push_prevs(const JsonValue& pdu, std::set<std::string>& seen, std::vector<std::string>& frontier) {
+    if (const JsonValue* prevs = pdu.get("prev_events"); prevs && prevs->is_array())
+      for (const auto& p : prevs->items())
+        if (p.is_string() && seen.insert(p.as_string()).second) frontier.push_back(p.as_string());
+  }
+
+  // Breadth-first along prev_events from `frontier` (ids in `seen` are not visited again),
+  // skipping events below min_depth, until `limit` events the server may see were found or
+  // 4 × kMaxMissingEvents were visited. (depth, stream, PDU JSON) in visiting order.
+  using Found = std::vector<std::tuple<std::int64_t, std::int64_t, std::string>>;
+  Result<Found> walk_back(store::Transaction& tx, const std::string& room_id, std::vector<std::string> frontier,
+                          std::set<std::string> seen, std::int64_t limit, std::int64_t min_depth,
+                          const ServerView& view) {
+    Found found;
+    int visited = 0;
+    for (std::size_t next = 0; next < frontier.size() && static_cast<std::int64_t>(found.size()) < limit &&
+                               visited++ < 4 * kMaxMissingEvents;
+         ++next) {
+      std::string id = frontier[next];
+      auto e = impl.rooms.event(tx, id);
+      if (!e) return tl::unexpected(e.error());
+      if (!*e || (*e)->room_id != room_id) continue;
+      auto p = impl.rooms.pdu(tx, id);
+      if (!p) return tl::unexpected(p.error());
+      const JsonValue* d = p->get("depth");
+      std::int64_t depth = d && d->is_int() ? d->as_int() : 0;
+      if (depth < min_depth) continue;
+      if (view.visible((*e)->stream)) found.emplace_back(depth, (*e)->stream, canonical_json(*p));
+      push_prevs(*p, seen, frontier);
+    }
+    return found;
+  }
+
+  // GET /v1/backfill/{roomId}?v=...&limit=: the given events and those before them along
+  // prev_events, at most `limit` (capped at kMaxMissingEvents), newest first; events the
+  // origin may not see are left out; 403 when none of its users is joined.
+  net::HttpResponse backfill(const std::string& origin, const std::string& room_id, std::string_view query) {
+    std::vector<std::string> from;
+    std::string limit_s;
+    for (std::string_view q = query; !q.empty();) {
+      auto amp = q.find('&');
+      std::string_view kv = q.substr(0, amp);
+      auto eq = kv.find('=');
+      if (eq != std::string_view::npos && kv.substr(0, eq) == "v") from.push_back(seg_decode(kv.substr(eq + 1)));
+      if (eq != std::string_view::npos && kv.substr(0, eq) == "limit") limit_s = seg_decode(kv.substr(eq + 1));
+      q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+    }
+    if (from.empty() || from.size() > 20) return fed_error(400, "M_INVALID_PARAM", "v: 1 to 20 event ids are required");
+    std::int64_t limit = 0;
+    for (char ch : limit_s) {
+      if (ch < '0' || ch > '9') {
+        limit = -1;
+        break;
+      }
+      limit = std::min<std::int64_t>(limit * 10 + (ch - '0'), 1'000'000);
+    }
+    if (limit_s.empty() || limit <= 0) return fed_error(400, "M_INVALID_PARAM", "limit must be a positive integer");
+    limit = std::min<std::int64_t>(limit, kMaxMissingEvents);
+    auto r = impl.store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+      auto room = impl.rooms.load_room(tx, room_id);
+      if (!room) return tl::unexpected(room.error());
+      auto view = server_view(tx, room_id, origin);
+      if (!view) return tl::unexpected(view.error());
+      if (!view->joined) return fail(Errc::permission_denied, "the server is not in the room");
+      std::set<std::string> seen(from.begin(), from.end());
+      auto found = walk_back(tx, room_id, from, std::move(seen), limit, 0, *view);
+      if (!found) return tl::unexpected(found.error());
+      std::sort(found->begin(), found->end(), std::greater<>());
+      std::string out;
+      for (std::size_t i = 0; i < found->size(); ++i) out += (i ? "," : "") + std::get<2>((*found)[i]);
+      return out;
+    });
+    if (!r) return error_response(to_api_error(r.error()));
+    return json_response(200, fmt::format("{{\"origin\":\"{}\",\"origin_server_ts\":{},\"pdus\":[{}]}}",
+                                          impl.options.server_name, now(), *r));
+  }
+
   // POST /v1/get_missing_events/{roomId}: walks back from latest_events along prev_events
   // until earliest_events, min_depth or `limit` events (at most kMaxMissingEvents; at most
   // 20 ids in each list), returning the events the origin may see, oldest first.
@@ -730,34 +807,15 @@ struct FederationHandlers {
       std::vector<std::string> frontier;
       std::set<std::string> seen(earliest.begin(), earliest.end());
       seen.insert(latest.begin(), latest.end());
-      auto push_prevs = [&](const JsonValue& pdu) {
-        if (const JsonValue* prevs = pdu.get("prev_events"); prevs && prevs->is_array())
-          for (const auto& p : prevs->items())
-            if (p.is_string() && seen.insert(p.as_string()).second) frontier.push_back(p.as_string());
-      };
       for (const auto& id : latest) {
         auto p = impl.rooms.pdu(tx, id);
-        if (p && p->string_at("room_id") == room_id) push_prevs(*p);
+        if (p && p->string_at("room_id") == room_id) push_prevs(*p, seen, frontier);
       }
-      std::vector<std::tuple<std::int64_t, std::int64_t, std::string>> found;  // depth, stream, PDU
-      int visited = 0;
-      while (!frontier.empty() && static_cast<std::int64_t>(found.size()) < limit && visited++ < 4 * kMaxMissingEvents) {
-        std::string id = std::move(frontier.front());
-        frontier.erase(frontier.begin());
-        auto e = impl.rooms.event(tx, id);
-        if (!e) return tl::unexpected(e.error());
-        if (!*e || (*e)->room_id != room_id) continue;
-        auto p = impl.rooms.pdu(tx, id);
-        if (!p) return tl::unexpected(p.error());
-        const JsonValue* d = p->get("depth");
-        std::int64_t depth = d && d->is_int() ? d->as_int() : 0;
-        if (depth < min_depth) continue;
-        if (view->visible((*e)->stream)) found.emplace_back(depth, (*e)->stream, canonical_json(*p));
-        push_prevs(*p);
-      }
-      std::sort(found.begin(), found.end());
+      auto found = walk_back(tx, room_id, std::move(frontier), std::move(seen), limit, min_depth, *view);
+      if (!found) return tl::unexpected(found.error());
+      std::sort(found->begin(), found->end());
       std::string out = "{\"events\":[";
-      for (std::size_t i = 0; i < found.size(); ++i) out += (i ? "," : "") + std::get<2>(found[i]);
+      for (std::size_t i = 0; i < found->size(); ++i) out += (i ? "," : "") + std::get<2>((*found)[i]);
       return out + "]}";
     });
     if (!r) return error_response(to_api_error(r.error()));
@@ -1324,6 +1382,8 @@ struct FederationHandlers {
     }
     if (req.method == "GET" && ver == "v1" && op == "user" && segs.size() == 7 && segs[5] == "devices")
       return respond(user_devices(segs[6]));
+    if (req.method == "GET" && ver == "v1" && op == "backfill" && segs.size() == 6)
+      return respond(backfill(*origin, segs[5], req.query));
     if (req.method == "GET" && ver == "v1" && op == "event" && segs.size() == 6)
       return respond(get_event(*origin, segs[5]));
     if (req.method == "GET" && ver == "v1" && (op == "state_ids" || op == "state") && segs.size() == 6)

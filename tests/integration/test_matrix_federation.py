@@ -166,6 +166,28 @@ class FederationReads(FakeRemoteCase):
         self.assertIn(("m.room.create", ""), types)
         self.assertTrue(set(ids_body["auth_chain_ids"]) <= {event_id(e) for e in full["auth_chain"]} | set())
 
+    def backfill(self, query):
+        return federation_request(self.h, self.remote, "GET", f"/_matrix/federation/v1/backfill/{self.quoted}?{query}")
+
+    def test_backfill_serves_the_events_before_and_including_the_given_ones(self):
+        ids = [self.say(self.room, f"b{i}", f"t{i}") for i in range(2)]
+        status, body = self.backfill(f"v={urllib.parse.quote(ids[1])}&limit=5")
+        self.assertEqual(status, 403, body)  # not in the room yet
+        join_over_federation(self, self.h, self.remote, self.room, BOB)
+        ids = [self.say(self.room, f"m{i}", f"u{i}") for i in range(6)]
+        status, body = self.backfill(f"v={urllib.parse.quote(ids[5])}&limit=3")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([event_id(e) for e in body["pdus"]], [ids[5], ids[4], ids[3]])
+        self.assertEqual(body["origin"], "localhost")
+        status, body = self.backfill(f"v={urllib.parse.quote(ids[5])}&limit=1000000000")
+        self.assertEqual(status, 200, body)
+        types = [e["type"] for e in body["pdus"]]
+        self.assertEqual(types[-1], "m.room.create")  # down to the start of the room
+        for bad in ("limit=3", f"v={urllib.parse.quote(ids[5])}", f"v={urllib.parse.quote(ids[5])}&limit=-1",
+                    f"v={urllib.parse.quote(ids[5])}&limit=x"):
+            status, body = self.backfill(bad)
+            self.assertEqual(status, 400, (bad, body))
+
     def test_malformed_requests_get_a_clear_error(self):
         join_over_federation(self, self.h, self.remote, self.room, BOB)
         last = self.say(self.room, "x", "t1")
