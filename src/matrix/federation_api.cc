@@ -41,6 +41,7 @@ struct Federation {
   Counter* caught_up = nullptr;
   Counter* edus_received = nullptr;
   Counter* edus_ignored = nullptr;
+  Counter* backfilled = nullptr;
   // Outgoing: one listing pass at a time; per destination one transaction in flight (at
   // most kMaxParallelDestinations at once, the rest waiting), the back-off after a failure
   // and the EDUs not sent yet (in memory: ephemeral).
@@ -177,6 +178,8 @@ Result<void> MatrixService::Impl::init_federation() {
   f->edus_received = &metrics.counter("hearth_matrix_federation_edus_total", "EDUs received and applied");
   f->edus_ignored = &metrics.counter("hearth_matrix_federation_edus_ignored_total",
                                      "EDUs ignored (unknown type, a user of another server, not in the room)");
+  f->backfilled = &metrics.counter("hearth_matrix_federation_backfilled_events_total",
+                                   "Events of remote rooms' history fetched with backfill for /messages");
   federation = std::move(f);
   return ok();
 }
@@ -1411,6 +1414,11 @@ CREATE TABLE matrix_remote_invites(
   PRIMARY KEY(room_id, user_id)) WITHOUT ROWID;
 CREATE INDEX matrix_remote_invites_user ON matrix_remote_invites(user_id);
 )sql"},
+      {2, "where our copy of a joined remote room starts (backfill continues there)", R"sql(
+CREATE TABLE matrix_backfill_points(
+  room_id TEXT PRIMARY KEY,
+  event_ids TEXT NOT NULL);
+)sql"},
   };
   return list;
 }
@@ -1609,6 +1617,134 @@ void MatrixService::Impl::remote_to_device(const std::string& sender, const std:
   }
 }
 
+Result<int> MatrixService::Impl::backfill_room(const std::string& room_id, int limit) {
+  Federation& f = *federation;
+  struct Point {
+    std::vector<std::string> ids;
+    std::vector<std::string> servers;
+    RoomVersion version = RoomVersion::v11;
+  };
+  auto point = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<Point>> {
+    auto row = tx.query_one("SELECT event_ids FROM matrix_backfill_points WHERE room_id = ?", {room_id});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return std::optional<Point>();
+    Point p;
+    auto ids = parse_json((*row)->text(0), {1 << 20, 8});
+    if (ids && ids->is_array())
+      for (const auto& i : ids->items())
+        if (i.is_string() && p.ids.size() < 20) p.ids.push_back(i.as_string());
+    auto room = rooms.load_room(tx, room_id);
+    if (!room) return tl::unexpected(room.error());
+    p.version = room->version;
+    std::set<std::string> servers;
+    auto q = tx.query("SELECT user_id FROM matrix_members WHERE room_id = ? AND membership = 'join'", {room_id},
+                      [&](const store::Row& r) {
+                        std::string_view s = server_of(r.text(0));
+                        if (!s.empty() && s != options.server_name) servers.insert(std::string(s));
+                      });
+    if (!q) return tl::unexpected(q.error());
+    std::string creator(server_of(room_id));
+    if (servers.erase(creator)) p.servers.push_back(creator);
+    p.servers.insert(p.servers.end(), servers.begin(), servers.end());
+    if (p.servers.size() > 3) p.servers.resize(3);
+    return std::optional<Point>(std::move(p));
+  });
+  if (!point) return tl::unexpected(point.error());
+  if (!*point || (*point)->ids.empty()) return 0;
+  const Point& pt = **point;
+  std::string query;
+  for (const auto& id : pt.ids) query += "v=" + path_escape(id) + "&";
+  query += fmt::format("limit={}", std::clamp(limit, 1, static_cast<int>(kMaxMissingEvents)));
+  Result<JsonValue> answer = fail(Errc::unavailable, "no server to backfill from");
+  for (const auto& server : pt.servers) {
+    answer = federation_call(*this, f, server, "GET",
+                             fmt::format("/_matrix/federation/v1/backfill/{}?{}", path_escape(room_id), query), nullptr);
+    if (answer) break;
+  }
+  if (!answer) return tl::unexpected(answer.error());
+  // Checked like the events of a send_join answer: integrity, then the auth rules against
+  // their auth events (stored, or earlier in this batch), oldest first.
+  std::vector<std::pair<std::int64_t, PduIntegrity>> batch;
+  const JsonValue* pdus = answer->get("pdus");
+  for (const auto& pdu : pdus && pdus->is_array() ? pdus->items() : std::vector<JsonValue>{}) {
+    if (batch.size() >= static_cast<std::size_t>(kMaxMissingEvents) || pdu.string_at("room_id") != room_id) continue;
+    auto checked = check_pdu_integrity(pdu, pt.version, *f.keys, clock.now_ms());
+    if (!checked) continue;
+    const JsonValue* d = checked->pdu.get("depth");
+    batch.emplace_back(d && d->is_int() ? d->as_int() : 0, std::move(*checked));
+  }
+  std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto stored = store.write_sync([&](store::Transaction& tx) -> Result<int> {
+    std::map<std::string, JsonValue, std::less<>> cache;
+    EventLookup lookup = [&](std::string_view id) -> const JsonValue* {
+      if (auto it = cache.find(id); it != cache.end()) return &it->second;
+      auto p = rooms.pdu(tx, id);
+      if (!p || p->string_at("room_id") != room_id) return nullptr;
+      return &cache.emplace(std::string(id), std::move(*p)).first->second;
+    };
+    std::vector<const PduIntegrity*> good;
+    std::set<std::string> in_batch;
+    for (const auto& [depth, e] : batch) {
+      auto known = rooms.stream_of(tx, e.event_id);
+      if (!known) return tl::unexpected(known.error());
+      if (*known || in_batch.count(e.event_id)) continue;
+      std::map<StateKey, const JsonValue*> auth;
+      bool usable = true;
+      for (const auto& a : e.pdu.get("auth_events")->items()) {
+        const JsonValue* ae = lookup(a.as_string());
+        if (!ae) {
+          usable = false;
+          break;
+        }
+        const JsonValue* ask = ae->get("state_key");
+        auth[{std::string(ae->string_at("type")), ask && ask->is_string() ? ask->as_string() : ""}] = ae;
+      }
+      StateLookup from_auth = [&auth](std::string_view type, std::string_view key) -> const JsonValue* {
+        auto it = auth.find(StateKey(std::string(type), std::string(key)));
+        return it == auth.end() ? nullptr : it->second;
+      };
+      if (!usable || !check_event_auth(e.pdu, pt.version, from_auth)) continue;
+      cache.emplace(e.event_id, e.pdu);
+      in_batch.insert(e.event_id);
+      good.push_back(&e);
+    }
+    auto min = tx.query_one("SELECT MIN(stream) FROM matrix_events");
+    if (!min) return tl::unexpected(min.error());
+    std::int64_t next = std::min<std::int64_t>(*min && !(*min)->is_null(0) ? (*min)->integer(0) : 1, 1) - 1;
+    auto room = rooms.load_room(tx, room_id);
+    if (!room) return tl::unexpected(room.error());
+    // Newest first, each below the one before: pagination shows them in depth order.
+    for (auto it = good.rbegin(); it != good.rend(); ++it) {
+      auto a = rooms.insert_event(tx, *room, (*it)->event_id, (*it)->pdu, canonical_json((*it)->pdu), "", "", false,
+                                  clock.now_ms(), next--);
+      if (!a) return tl::unexpected(a.error());
+    }
+    // The next backfill starts at the prev events of the answer still unknown (events we
+    // already had, like the state from send_join, are passed through).
+    std::set<std::string> frontier;
+    for (const auto& [depth, e] : batch)
+      for (const auto& p : e.pdu.get("prev_events")->items()) {
+        auto known = rooms.stream_of(tx, p.as_string());
+        if (!known) return tl::unexpected(known.error());
+        if (!*known) frontier.insert(p.as_string());
+      }
+    Result<std::int64_t> w = 0;
+    if (frontier.empty()) {
+      w = tx.exec("DELETE FROM matrix_backfill_points WHERE room_id = ?", {room_id});
+    } else {
+      std::vector<JsonValue> ids;
+      for (const auto& id : frontier)
+        if (ids.size() < 20) ids.push_back(JsonValue::string(id));
+      w = tx.exec("UPDATE matrix_backfill_points SET event_ids = ? WHERE room_id = ?",
+                  {canonical_json(JsonValue::array(std::move(ids))), room_id});
+    }
+    if (!w) return tl::unexpected(w.error());
+    return static_cast<int>(good.size());
+  });
+  if (stored && *stored > 0) f.backfilled->inc(static_cast<std::uint64_t>(*stored));
+  return stored;
+}
+
 ApiResult<std::string> MatrixService::Impl::join_remote(Ctx& ctx, const std::string& room_id) {
   Federation& f = *federation;
   // Invited: ask the inviting server; otherwise the room's creator's.
@@ -1713,6 +1849,11 @@ ApiResult<std::string> MatrixService::Impl::join_remote(Ctx& ctx, const std::str
     if (!loaded) return tl::unexpected(loaded.error());
     if (auto r = tx.exec("DELETE FROM matrix_remote_invites WHERE room_id = ? AND user_id = ?", {room_id, ctx.user_id}); !r)
       return tl::unexpected(r.error());
+    if (const JsonValue* prevs = ev.get("prev_events"); prevs && prevs->is_array() && !prevs->items().empty())
+      if (auto r = tx.exec("INSERT OR REPLACE INTO matrix_backfill_points(room_id, event_ids) VALUES (?, ?)",
+                           {room_id, canonical_json(*prevs)});
+          !r)
+        return tl::unexpected(r.error());
     return rooms.insert_event(tx, *loaded, event_id, ev, canonical_json(ev), "", "", true, clock.now_ms());
   });
   if (!stored) return tl::unexpected(to_api_error(stored.error()));

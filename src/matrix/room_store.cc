@@ -435,7 +435,9 @@ Result<std::int64_t> RoomStore::outbox_keep_newest_per_room(store::Transaction& 
 Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,
                                               const JsonValue& pdu, const std::string& pdu_json,
                                               const std::string& txn_device_in, const std::string& txn_id_in,
-                                              bool update_state, std::int64_t now_ms) const {
+                                              bool update_state, std::int64_t now_ms,
+                                              std::optional<std::int64_t> history_stream) const {
+  if (history_stream) update_state = false;
   std::string type(pdu.string_at("type"));
   std::string sender(pdu.string_at("sender"));
   std::optional<std::string> state_key;
@@ -484,6 +486,14 @@ Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppend
   if (!txn_id_in.empty()) {
     txn_device = txn_device_in;
     txn_id = txn_id_in;
+  }
+  if (history_stream) {
+    auto ins = tx.exec(
+        "INSERT INTO matrix_events(stream, event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra) "
+        "VALUES (?,?,?,?,?,?,?,?,?,'')",
+        {*history_stream, event_id, room.room_id, type, state_key, sender, ts, pdu_json, canonical_json(client)});
+    if (!ins) return tl::unexpected(ins.error());
+    return AppendedEvent{event_id, *history_stream};
   }
   auto ins = tx.exec(
       "INSERT INTO matrix_events(event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra, "

@@ -146,7 +146,11 @@ class RoomStore {
   // state (after state resolution) with set_state_row.
   Result<AppendedEvent> insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,
                                      const JsonValue& pdu, const std::string& pdu_json, const std::string& txn_device,
-                                     const std::string& txn_id, bool update_state, std::int64_t now_ms) const;
+                                     const std::string& txn_id, bool update_state, std::int64_t now_ms,
+                                     std::optional<std::int64_t> history_stream = std::nullopt) const;
+  // (With history_stream, for backfill: the event is stored at that stream position, below
+  // every other, so before the room's history; neither state nor head change.)
+
   // Points the current state of (type, state_key) at the stored event at `stream`
   // (memberships too, for m.room.member).
   Result<void> set_state_row(store::Transaction& tx, const std::string& room_id, const std::string& type,

@@ -33,12 +33,14 @@ ApiResult<std::int64_t> parse_token(std::string_view t) {
   std::int64_t n = 0;
   t.remove_prefix(1);
   if (auto underscore = t.find('_'); underscore != std::string_view::npos) t = t.substr(0, underscore);  // sync's "sN_M"
+  bool negative = !t.empty() && t[0] == '-';  // history backfilled over federation lies below 0
+  if (negative) t.remove_prefix(1);
   if (t.empty()) return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
   for (char c : t) {
     if (c < '0' || c > '9' || n > kMaxSafeInteger / 10) return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
     n = n * 10 + (c - '0');
   }
-  return n;
+  return negative ? -n : n;
 }
 
 JsonValue default_power_levels(const std::string& creator) {
@@ -549,7 +551,8 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
   }
   std::int64_t now = clock.now_ms();
   const std::string room_id = ctx.params[0];
-  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+  std::size_t page_size = 0;  // before the visibility filter
+  auto page = [&] { return store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
     auto m = require_member(tx, room_id, ctx.user_id, false, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto max = rooms.max_stream(tx);
@@ -568,6 +571,7 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
     if (!filter) return tl::unexpected(filter.error());
     std::optional<std::int64_t> last;  // the page's end follows the unfiltered page
     if (!events->empty()) last = events->back().stream;
+    page_size = events->size();
     filter->apply(*events);
     JsonWriter w;
     w.begin_object().key("start").value(fmt::format("s{}", start)).key("chunk").begin_array();
@@ -576,7 +580,11 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
     if (last) w.key("end").value(fmt::format("s{}", dir == "b" ? *last - 1 : *last));
     w.end_object();
     return w.take();
-  });
+  }); };
+  auto r = page();
+  // The start of our copy of a remote room: older history comes from backfill.
+  if (r && federation && dir == "b" && static_cast<int>(page_size) < limit)
+    if (auto more = backfill_room(room_id, limit - static_cast<int>(page_size)); more && *more > 0) r = page();
   if (!r) return tl::unexpected(store_error(r.error()));
   return *r;
 }

@@ -382,6 +382,10 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // state and auth chain from the answer are checked (signatures, hashes, auth rules) and
   // stored, then the join. Returns the /join answer.
   ApiResult<std::string> join_remote(Ctx& ctx, const std::string& room_id);
+  // /messages reached the start of our copy of a remote room: fetches up to `limit` older
+  // events with backfill from a server in the room, checks them and stores them before the
+  // room's history. Returns how many were stored (0 when the room has no older history).
+  Result<int> backfill_room(const std::string& room_id, int limit);
   // A local user invites a user of another server: the invite goes to that server
   // (PUT /v2/invite), which signs it; then it is appended here. Returns the /invite answer.
   ApiResult<std::string> invite_remote(Ctx& ctx, const std::string& room_id, const std::string& target,

@@ -567,6 +567,39 @@ class HearthToHearth(unittest.TestCase):
             for c in clients:
                 await c.close()
 
+    def test_history_from_before_the_join_is_backfilled_for_messages(self):
+        status, body = self.a.matrix_api("POST", "/createRoom", {"preset": "public_chat"}, token=self.tokens["alice"])
+        self.assertEqual(status, 200, body)
+        room = body["room_id"]
+        before = [f"before {i}" for i in range(4)]
+        for i, text in enumerate(before):
+            status, body = self.a.matrix_api("PUT", f"/rooms/{room}/send/m.room.message/h{i}",
+                                             {"msgtype": "m.text", "body": text}, token=self.tokens["alice"])
+            self.assertEqual(status, 200, body)
+        status, body = self.b.matrix_api("POST", f"/join/{room}", {}, token=self.tokens["bob"])
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.metric(self.b, "hearth_matrix_federation_backfilled_events_total"), 0)
+        # Page by page (limit 3) down to the start: the history b never received comes from a.
+        seen, token = [], None
+        for _ in range(20):
+            path = f"/rooms/{room}/messages?dir=b&limit=3" + (f"&from={token}" if token else "")
+            status, body = self.b.matrix_api("GET", path, token=self.tokens["bob"])
+            self.assertEqual(status, 200, body)
+            seen += body["chunk"]
+            token = body.get("end")
+            if not body["chunk"] or not token:
+                break
+        texts = [e["content"].get("body") for e in seen if e["type"] == "m.room.message"]
+        self.assertEqual(texts, before[::-1])
+        self.assertIn("m.room.create", [e["type"] for e in seen])
+        self.assertGreaterEqual(self.metric(self.b, "hearth_matrix_federation_backfilled_events_total"), 4)
+        # Backfilled history stays out of /sync and out of the room's current state.
+        status, body = self.b.matrix_api("GET", "/sync", token=self.tokens["bob"])
+        self.assertEqual(status, 200, body)
+        timeline = body["rooms"]["join"][room]["timeline"]["events"]
+        self.assertFalse([e for e in timeline if e["content"].get("body", "").startswith("before")])
+        self.assert_same_state(room)
+
     def test_a_gap_left_by_an_outage_is_filled_with_missing_events(self):
         room = self.shared_room()
         self.assertEqual(self.b.stop(), 0)
