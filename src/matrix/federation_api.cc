@@ -186,8 +186,10 @@ Result<void> MatrixService::Impl::init_federation() {
 
 namespace {
 constexpr std::int64_t kMinBackoffMs = 1000, kMaxBackoffMs = 3600 * 1000;
-// Destinations sent to at once (each holds a worker thread while its request is under way).
-constexpr std::size_t kMaxParallelDestinations = 4;
+// Destinations sent to at once: each holds a blocking worker while its request is under way
+// (up to matrix.federation_timeout_seconds for a dead peer), and the pool is 2 × cores, so
+// on a small host most workers stay free for clients and incoming federation requests.
+constexpr std::size_t kMaxParallelDestinations = 2;
 constexpr std::size_t kMaxQueuedEdus = 1000;  // per destination
 }
 
