@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -103,6 +104,65 @@ class OutgoingFederation(FakeRemoteCase):
         with self.remote.lock:
             bodies = [p["content"].get("body") for p in self.remote.received if p["type"] == "m.room.message"]
         self.assertEqual(bodies.count("two"), 1, bodies)
+
+
+class ParallelDelivery(unittest.TestCase):
+    """Two fake remotes in one room: while remote.test hangs on a transaction (and the
+    request timeout is 60 s), remote2.test still gets the event (one transaction in flight
+    per destination, destinations in parallel)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="hearth-mfed-par-")
+        ca = make_ca(self.tmp)
+        self.remotes, self.httpds, dests = [], [], []
+        for name, host in ((REMOTE, "127.0.0.2"), ("remote2.test", "127.0.0.3")):
+            cert, key = make_cert(self.tmp, name.split(".")[0], [name])
+            server = Server(name)
+            httpd = serve_remote(server, host, cert, key)
+            self.remotes.append(server)
+            self.httpds.append(httpd)
+            dests.append(f'"{name}={host}:{httpd.server_address[1]}"')
+        self.h = Hearth(config_extra=(
+            "[matrix]\nfederation = true\nfederation_timeout_seconds = 60\n"
+            f'federation_ca_file = "{ca}"\nfederation_destinations = [{", ".join(dests)}]\n'))
+        self.h.start()
+        self.h.add_users("alice")
+        status, body = self.h.matrix_api("POST", "/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": "alice secret pw"})
+        self.assertEqual(status, 200, body)
+        self.token = body["access_token"]
+
+    def tearDown(self):
+        for server in self.remotes:
+            if server.gate is not None:
+                server.gate.set()
+        self.h.stop()
+        self.h.cleanup()
+        for httpd in self.httpds:
+            httpd.shutdown()
+            httpd.server_close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_a_hanging_destination_does_not_hold_up_the_others(self):
+        status, body = self.h.matrix_api("POST", "/createRoom", {"preset": "public_chat"}, token=self.token)
+        self.assertEqual(status, 200, body)
+        room = body["room_id"]
+        for server in self.remotes:
+            join_over_federation(self, self.h, server, room, f"@bob:{server.name}")
+        hanging, other = self.remotes
+        hanging.gate = threading.Event()
+        status, body = self.h.matrix_api("PUT", f"/rooms/{room}/send/m.room.message/p1",
+                                         {"msgtype": "m.text", "body": "in parallel"}, token=self.token)
+        self.assertEqual(status, 200, body)
+
+        def got(server):
+            with server.lock:
+                return any(p.get("content", {}).get("body") == "in parallel" for p in server.received)
+        wait_until(lambda: got(other), timeout=30, what="the event at the destination that answers")
+        self.assertFalse(got(hanging))
+        hanging.gate.set()
+        wait_until(lambda: got(hanging), timeout=30, what="the event at the released destination")
 
 
 class FederationReads(FakeRemoteCase):
