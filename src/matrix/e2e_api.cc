@@ -123,11 +123,15 @@ ApiResult<std::string> MatrixService::Impl::keys_query(Ctx& ctx) {
     if (auto list_d = accounts.list_devices(options.server_name, user.substr(1, user.find(':') - 1)); list_d)
       for (const auto& d : *list_d) names[d.device_id] = d.display_name;
   }
+  // Users of other servers: asked over federation (a federation request itself has no user).
+  bool ask_remote = federation && !ctx.user_id.empty();
+  RemoteKeys remote = ask_remote ? remote_keys(*wanted, false) : RemoteKeys{};
   auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
-    std::string devices, masters, selfs, users;
-    std::string failures;
+    std::string devices = remote.device_keys, masters = remote.master_keys, selfs = remote.self_signing_keys, users;
+    std::string failures = remote.failures;
     for (const auto& [user, list] : wanted->members()) {
       if (!is_local(user, options.server_name)) {
+        if (ask_remote) continue;
         failures += (failures.empty() ? "" : ",") + json_quote(server_of(user)) + R"(:{"errcode":"M_UNRECOGNIZED","error":"Federation is not supported"})";
         continue;
       }
@@ -188,12 +192,15 @@ ApiResult<std::string> MatrixService::Impl::keys_claim(Ctx& ctx) {
   const JsonValue* wanted = body->get("one_time_keys");
   if (!wanted || !wanted->is_object() || wanted->members().size() > kMaxQueryUsers)
     return api_error(400, "M_INVALID_PARAM", "one_time_keys must be an object of at most 1000 users");
-  std::string failures;
+  bool ask_remote = federation && !ctx.user_id.empty();
+  RemoteKeys remote = ask_remote ? remote_keys(*wanted, true) : RemoteKeys{};
+  std::string failures = remote.failures;
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<std::string> {
-    std::string out;
+    std::string out = remote.one_time_keys;
     std::size_t claims = 0;
     for (const auto& [user, devices] : wanted->members()) {
       if (!is_local(user, options.server_name)) {
+        if (ask_remote) continue;
         if (failures.find(json_quote(server_of(user))) == std::string::npos)
           failures += (failures.empty() ? "" : ",") + json_quote(server_of(user)) +
                       R"(:{"errcode":"M_UNRECOGNIZED","error":"Federation is not supported"})";
@@ -259,7 +266,7 @@ ApiResult<std::string> MatrixService::Impl::send_to_device(Ctx& ctx) {
     if (!*fresh) return false;  // a retry: already queued
     std::size_t queued = 0;
     for (const auto& [user, per_device] : messages->members()) {
-      if (!is_local(user, options.server_name) || !per_device.is_object()) continue;  // no federation yet
+      if (!is_local(user, options.server_name) || !per_device.is_object()) continue;  // remote: below
       auto known = devices_of.find(user);
       if (known == devices_of.end()) continue;  // unknown user
       for (const auto& [device, content] : per_device.members()) {
@@ -278,6 +285,7 @@ ApiResult<std::string> MatrixService::Impl::send_to_device(Ctx& ctx) {
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));
   if (!targets.empty()) notify(0, std::move(targets));
+  if (*r) remote_to_device(ctx.user_id, type, ctx.device_id + ":" + txn, *messages);
   return std::string("{}");
 }
 

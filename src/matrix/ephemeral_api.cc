@@ -91,12 +91,20 @@ ApiResult<std::string> MatrixService::Impl::typing_put(Ctx& ctx) {
       if (auto self = weak.lock()) self->expire_typing();
     });
   }
-  if (serial) notify(0, {room_id});
+  if (serial) {
+    notify(0, {room_id});
+    JsonValue content = JsonValue::object();
+    content.set("room_id", JsonValue::string(room_id));
+    content.set("user_id", JsonValue::string(ctx.user_id));
+    content.set("typing", JsonValue::boolean(typing_flag->as_bool()));
+    federation_edu(room_id, "m.typing", content);
+  }
   return std::string("{}");
 }
 
 ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, const std::string& user_id,
-                                                   const std::string& type, const std::string& event_id) {
+                                                   const std::string& type, const std::string& event_id,
+                                                   bool federate) {
   std::int64_t now = clock.now_ms();
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
     auto m = rooms.membership(tx, room_id, user_id);
@@ -127,6 +135,20 @@ ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, c
   push_receipt(user_id);
   // A private receipt concerns only its owner's syncs.
   notify(0, {type == "m.read.private" ? user_id : room_id});
+  if (federate && type == "m.read") {
+    JsonValue receipt = JsonValue::object();
+    receipt.set("event_ids", JsonValue::array({JsonValue::string(event_id)}));
+    JsonValue data = JsonValue::object();
+    data.set("ts", JsonValue::integer(now));
+    receipt.set("data", std::move(data));
+    JsonValue users = JsonValue::object();
+    users.set(user_id, std::move(receipt));
+    JsonValue by_type = JsonValue::object();
+    by_type.set("m.read", std::move(users));
+    JsonValue content = JsonValue::object();
+    content.set(room_id, std::move(by_type));
+    federation_edu(room_id, "m.receipt", content);
+  }
   return {};
 }
 

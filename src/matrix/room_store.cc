@@ -305,6 +305,13 @@ Result<void> load_member(store::Transaction& tx, RoomAppender& room, std::string
 
 Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& room, NewEvent ev,
                                         std::int64_t now_ms) const {
+  auto built = build(tx, room, ev, now_ms);
+  if (!built) return tl::unexpected(built.error());
+  return append_built(tx, room, *built, ev.txn_device, ev.txn_id, now_ms);
+}
+
+Result<RoomStore::BuiltEvent> RoomStore::build(store::Transaction& tx, RoomAppender& room, const NewEvent& ev,
+                                               std::int64_t now_ms) const {
   // Size limits of the spec's "Size limits": ids, type and state_key at most 255 bytes.
   if (ev.type.empty() || ev.type.size() > 255 || ev.sender.size() > 255 || room.room_id.size() > 255 ||
       (ev.state_key && ev.state_key->size() > 255))
@@ -355,14 +362,30 @@ Result<AppendedEvent> RoomStore::append(store::Transaction& tx, RoomAppender& ro
   if (auto r = check_event_auth(pdu, room.version, lookup); !r) return tl::unexpected(r.error());
 
   std::string event_id = hash_and_sign_event(pdu, room.version, server_name_, key_);
+  return BuiltEvent{std::move(event_id), std::move(pdu)};
+}
+
+Result<AppendedEvent> RoomStore::append_built(store::Transaction& tx, RoomAppender& room, const BuiltEvent& ev,
+                                              const std::string& txn_device, const std::string& txn_id,
+                                              std::int64_t now_ms) const {
+  const JsonValue& pdu = ev.pdu;
+  const JsonValue* sk = pdu.get("state_key");
+  std::optional<std::string> state_key;
+  if (sk && sk->is_string()) state_key = sk->as_string();
+  bool is_member = pdu.string_at("type") == "m.room.member";
+  if (state_key && is_member)
+    if (auto r = load_member(tx, room, *state_key); !r) return tl::unexpected(r.error());
+  if (auto r = load_member(tx, room, pdu.string_at("sender")); !r) return tl::unexpected(r.error());
+  StateLookup lookup = [&room](std::string_view type, std::string_view key) { return room.lookup(type, key); };
+  if (auto r = check_event_auth(pdu, room.version, lookup); !r) return tl::unexpected(r.error());
   std::string pdu_json = canonical_json(pdu);
   if (pdu_json.size() > kMaxPduBytes) return fail(Errc::resource_exhausted, std::string(kEventTooLarge));
 
-  auto appended = insert_event(tx, room, event_id, pdu, pdu_json, ev.txn_device, ev.txn_id, /*update_state=*/true, now_ms);
+  auto appended = insert_event(tx, room, ev.event_id, pdu, pdu_json, txn_device, txn_id, /*update_state=*/true, now_ms);
   if (!appended || !outbox_) return appended;
   // Queue for the other servers with joined members (and a member event's remote target).
   std::set<std::string> servers;
-  if (is_member && ev.state_key && server_of(*ev.state_key) != server_name_) servers.insert(std::string(server_of(*ev.state_key)));
+  if (is_member && state_key && server_of(*state_key) != server_name_) servers.insert(std::string(server_of(*state_key)));
   auto q = tx.query("SELECT user_id FROM matrix_members WHERE room_id = ? AND membership = 'join'", {room.room_id},
                     [&](const store::Row& row) {
                       std::string_view server = server_of(row.text(0));
@@ -401,10 +424,20 @@ Result<void> RoomStore::outbox_remove(store::Transaction& tx, std::string_view d
   return ok();
 }
 
+Result<std::int64_t> RoomStore::outbox_keep_newest_per_room(store::Transaction& tx,
+                                                            std::string_view destination) const {
+  return tx.exec(
+      "DELETE FROM matrix_federation_outbox WHERE destination = ? AND id NOT IN (SELECT MAX(id) FROM "
+      "matrix_federation_outbox WHERE destination = ? GROUP BY json_extract(pdu, '$.room_id'))",
+      {destination, destination});
+}
+
 Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,
                                               const JsonValue& pdu, const std::string& pdu_json,
                                               const std::string& txn_device_in, const std::string& txn_id_in,
-                                              bool update_state, std::int64_t now_ms) const {
+                                              bool update_state, std::int64_t now_ms,
+                                              std::optional<std::int64_t> history_stream) const {
+  if (history_stream) update_state = false;
   std::string type(pdu.string_at("type"));
   std::string sender(pdu.string_at("sender"));
   std::optional<std::string> state_key;
@@ -453,6 +486,14 @@ Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppend
   if (!txn_id_in.empty()) {
     txn_device = txn_device_in;
     txn_id = txn_id_in;
+  }
+  if (history_stream) {
+    auto ins = tx.exec(
+        "INSERT INTO matrix_events(stream, event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra) "
+        "VALUES (?,?,?,?,?,?,?,?,?,'')",
+        {*history_stream, event_id, room.room_id, type, state_key, sender, ts, pdu_json, canonical_json(client)});
+    if (!ins) return tl::unexpected(ins.error());
+    return AppendedEvent{event_id, *history_stream};
   }
   auto ins = tx.exec(
       "INSERT INTO matrix_events(event_id, room_id, type, state_key, sender, ts, pdu, client, unsigned_extra, "

@@ -123,6 +123,17 @@ class RoomStore {
   // Builds, authorises (auth rules), hashes, signs and stores one event; updates state,
   // memberships and the room head. permission_denied when the auth rules refuse it.
   Result<AppendedEvent> append(store::Transaction& tx, RoomAppender& room, NewEvent ev, std::int64_t now_ms) const;
+  // append() in two steps: an event built, authorised, hashed and signed but not stored
+  // (an invite of a remote user first goes to the invitee's server, which signs it too),
+  // then stored (authorised again against the state then) and queued for other servers.
+  struct BuiltEvent {
+    std::string event_id;
+    JsonValue pdu;
+  };
+  Result<BuiltEvent> build(store::Transaction& tx, RoomAppender& room, const NewEvent& ev, std::int64_t now_ms) const;
+  Result<AppendedEvent> append_built(store::Transaction& tx, RoomAppender& room, const BuiltEvent& ev,
+                                     const std::string& txn_device, const std::string& txn_id,
+                                     std::int64_t now_ms) const;
 
   // Applies a committed redaction to the stored target: its PDU and client content are
   // replaced by the room version's redacted form (hashes and signatures stay valid) and
@@ -135,7 +146,11 @@ class RoomStore {
   // state (after state resolution) with set_state_row.
   Result<AppendedEvent> insert_event(store::Transaction& tx, RoomAppender& room, const std::string& event_id,
                                      const JsonValue& pdu, const std::string& pdu_json, const std::string& txn_device,
-                                     const std::string& txn_id, bool update_state, std::int64_t now_ms) const;
+                                     const std::string& txn_id, bool update_state, std::int64_t now_ms,
+                                     std::optional<std::int64_t> history_stream = std::nullopt) const;
+  // (With history_stream, for backfill: the event is stored at that stream position, below
+  // every other, so before the room's history; neither state nor head change.)
+
   // Points the current state of (type, state_key) at the stored event at `stream`
   // (memberships too, for m.room.member).
   Result<void> set_state_row(store::Transaction& tx, const std::string& room_id, const std::string& type,
@@ -165,6 +180,9 @@ class RoomStore {
   Result<std::vector<Outgoing>> outbox(store::Transaction& tx, std::string_view destination, int limit) const;
   Result<std::vector<std::string>> outbox_destinations(store::Transaction& tx) const;
   Result<void> outbox_remove(store::Transaction& tx, std::string_view destination, std::int64_t upto_id) const;
+  // Catch-up after an outage: keeps only the newest queued PDU of each room for the
+  // destination (the remote fetches the rest with get_missing_events). Rows dropped.
+  Result<std::int64_t> outbox_keep_newest_per_room(store::Transaction& tx, std::string_view destination) const;
 
   // The PDU of a stored event, parsed; not_found if unknown.
   Result<JsonValue> pdu(store::Transaction& tx, std::string_view event_id) const;

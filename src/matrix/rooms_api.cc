@@ -33,12 +33,14 @@ ApiResult<std::int64_t> parse_token(std::string_view t) {
   std::int64_t n = 0;
   t.remove_prefix(1);
   if (auto underscore = t.find('_'); underscore != std::string_view::npos) t = t.substr(0, underscore);  // sync's "sN_M"
+  bool negative = !t.empty() && t[0] == '-';  // history backfilled over federation lies below 0
+  if (negative) t.remove_prefix(1);
   if (t.empty()) return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
   for (char c : t) {
     if (c < '0' || c > '9' || n > kMaxSafeInteger / 10) return api_error(400, "M_INVALID_PARAM", "Invalid pagination token");
     n = n * 10 + (c - '0');
   }
-  return n;
+  return negative ? -n : n;
 }
 
 JsonValue default_power_levels(const std::string& creator) {
@@ -302,8 +304,20 @@ ApiResult<std::string> MatrixService::Impl::membership_change(Ctx& ctx, const st
     target = std::string(body->string_at("user_id"));
     if (target.empty() || target[0] != '@') return api_error(400, "M_MISSING_PARAM", "user_id is required");
   }
+  if (membership == "invite" && server_of(target) != options.server_name) {
+    if (!federation) return api_error(403, "M_FORBIDDEN", "Federation is not enabled");
+    return invite_remote(ctx, room_id, target, std::string(body->string_at("reason")));
+  }
+  if (membership == "leave" && !target_in_body && federation) {
+    auto known = store.read_sync([&](store::Transaction& tx) -> Result<bool> {
+      auto row = tx.query_one("SELECT 1 FROM matrix_rooms WHERE room_id = ?", {room_id});
+      if (!row) return tl::unexpected(row.error());
+      return bool(*row);
+    });
+    if (!known) return tl::unexpected(to_api_error(known.error()));
+    if (!*known) return reject_remote_invite(ctx, room_id);
+  }
   if (membership == "invite") {
-    if (server_of(target) != options.server_name) return api_error(403, "M_FORBIDDEN", "Federation is not supported yet");
     if (!accounts.get_user(options.server_name, target.substr(1, target.find(':') - 1)))
       return api_error(404, "M_NOT_FOUND", "Unknown user");
   }
@@ -537,7 +551,8 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
   }
   std::int64_t now = clock.now_ms();
   const std::string room_id = ctx.params[0];
-  auto r = store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
+  std::size_t page_size = 0;  // before the visibility filter
+  auto page = [&] { return store.read_sync([&](store::Transaction& tx) -> Result<std::string> {
     auto m = require_member(tx, room_id, ctx.user_id, false, true);
     if (!m) return fail(Errc::permission_denied, m.error().error);
     auto max = rooms.max_stream(tx);
@@ -556,6 +571,7 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
     if (!filter) return tl::unexpected(filter.error());
     std::optional<std::int64_t> last;  // the page's end follows the unfiltered page
     if (!events->empty()) last = events->back().stream;
+    page_size = events->size();
     filter->apply(*events);
     JsonWriter w;
     w.begin_object().key("start").value(fmt::format("s{}", start)).key("chunk").begin_array();
@@ -564,7 +580,11 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
     if (last) w.key("end").value(fmt::format("s{}", dir == "b" ? *last - 1 : *last));
     w.end_object();
     return w.take();
-  });
+  }); };
+  auto r = page();
+  // The start of our copy of a remote room: older history comes from backfill.
+  if (r && federation && dir == "b" && static_cast<int>(page_size) < limit)
+    if (auto more = backfill_room(room_id, limit - static_cast<int>(page_size)); more && *more > 0) r = page();
   if (!r) return tl::unexpected(store_error(r.error()));
   return *r;
 }

@@ -255,6 +255,7 @@ Result<void> MatrixService::migrate() {
   if (auto r = impl_->store.migrate("matrix", matrix_migrations()); !r) return r;
   if (auto r = impl_->migrate_push(); !r) return r;
   if (auto r = impl_->migrate_media(); !r) return r;
+  if (auto r = impl_->store.migrate("matrix_federation", federation_migrations()); !r) return r;
   // Sweep: Matrix users whose account was deleted while the daemon was stopped.
   auto users = impl_->accounts.list_users(impl_->options.server_name);
   if (!users) return tl::unexpected(users.error());

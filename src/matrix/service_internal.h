@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -166,6 +167,8 @@ struct MediaFile {
   blobs::Blob blob;
   std::string content_type, filename;
 };
+// The federation tables (component "matrix_federation"), migrated with the matrix ones.
+const std::vector<store::Migration>& federation_migrations();
 
 struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   Impl(MatrixOptions o, accounts::Accounts& a, store::Store& s, Clock& c, Logger& l, MetricsRegistry& m, Offload off,
@@ -318,8 +321,9 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> typing_put(Ctx&);
   ApiResult<std::string> receipt(Ctx&);
   ApiResult<std::string> read_markers(Ctx&);
+  // federate: a public receipt of a local user is also sent to the room's other servers.
   ApiResult<void> store_receipt(const std::string& room_id, const std::string& user_id, const std::string& type,
-                                const std::string& event_id);
+                                const std::string& event_id, bool federate = true);
   void expire_typing();
   ApiResult<std::string> device(Ctx&);
   ApiResult<std::string> device_put(Ctx&);  // rename (display_name)
@@ -430,10 +434,42 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Sends what the outbox holds (on the worker pool; one pass at a time, per destination
   // with exponential back-off after a failure). Called after every commit and at start.
   void federation_pump();
+  // Sends one destination's queued PDUs and EDUs (at most one transaction in flight per
+  // destination; see federation_api.cc).
+  void federation_deliver(const std::string& destination);
+  // Queues an EDU for every other server with a joined member in the room and sends it.
+  void federation_edu(const std::string& room_id, std::string_view type, const JsonValue& content);
+  void federation_edu_to(const std::set<std::string>& servers, std::string_view type, const JsonValue& content);
+  // E2E for users of other servers: their servers' /user/keys/query or /user/keys/claim for
+  // the remote users of `wanted` (a client request's device_keys / one_time_keys), as
+  // comma-separated "user":{...} members to splice into our answer; failures per server.
+  struct RemoteKeys {
+    std::string device_keys, master_keys, self_signing_keys, one_time_keys, failures;
+  };
+  RemoteKeys remote_keys(const JsonValue& wanted, bool claim);
+  // sendToDevice messages for users of other servers, as m.direct_to_device EDUs.
+  void remote_to_device(const std::string& sender, const std::string& type, const std::string& txn,
+                        const JsonValue& messages);
   // A local user joins a room of another server (make_join / send_join there); the room's
   // state and auth chain from the answer are checked (signatures, hashes, auth rules) and
   // stored, then the join. Returns the /join answer.
   ApiResult<std::string> join_remote(Ctx& ctx, const std::string& room_id);
+  // /messages reached the start of our copy of a remote room: fetches up to `limit` older
+  // events with backfill from a server in the room, checks them and stores them before the
+  // room's history. Returns how many were stored (0 when the room has no older history).
+  Result<int> backfill_room(const std::string& room_id, int limit);
+  // A local user invites a user of another server: the invite goes to that server
+  // (PUT /v2/invite), which signs it; then it is appended here. Returns the /invite answer.
+  ApiResult<std::string> invite_remote(Ctx& ctx, const std::string& room_id, const std::string& target,
+                                       const std::string& reason);
+  // A local user rejects an invite from another server: make_leave / send_leave at the
+  // inviting server, then the invite is forgotten (also when that server cannot be reached).
+  ApiResult<std::string> reject_remote_invite(Ctx& ctx, const std::string& room_id);
+  // Invites of the user to rooms of other servers received after account-data position
+  // `since_position` (-1: all): (room id, the invite_state events, comma-separated).
+  Result<std::vector<std::pair<std::string, std::string>>> remote_invites(store::Transaction& tx,
+                                                                          const std::string& user_id,
+                                                                          std::int64_t since_position);
 
   // Deletes the to-device messages a sync token acknowledged (one write, only if any).
   Result<void> ack_to_device(const std::string& user_id, const std::string& device_id, std::int64_t upto);

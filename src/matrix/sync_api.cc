@@ -356,6 +356,14 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
                  ",\"state\":{\"events\":[]},\"account_data\":{\"events\":[]}}";
       }
     }
+    // Invites to rooms of other servers (we hold no state of those rooms).
+    auto remote = remote_invites(tx, user_id, ad_since);
+    if (!remote) return tl::unexpected(remote.error());
+    for (const auto& [room_id, events] : *remote) {
+      if (!filter.allows_room(room_id)) continue;
+      sep(invite);
+      invite += json_quote(room_id) + ":{\"invite_state\":{\"events\":[" + events + "]}}";
+    }
     std::int64_t next_td = 0, next_dl = 0;
     bool e2e_nonempty = false;
     auto e2e = e2e_sync_sections(tx, user_id, device_id, p, initial, &next_td, &next_dl, &e2e_nonempty);

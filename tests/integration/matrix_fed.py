@@ -66,6 +66,7 @@ class Server:
         self.key = nacl.signing.SigningKey.generate()
         self.key_id = "ed25519:fake1"
         self.accepting = True
+        self.gate = None  # a threading.Event: PUT /send waits for it (a peer that hangs)
         self.peer_key = None  # (server name, nacl VerifyKey) of the server sending to us
         self.received = []
         self.transactions = []
@@ -133,6 +134,8 @@ def serve_remote(server, host, cert, key):
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
             status = 503
+            if server.gate is not None:
+                server.gate.wait(120)
             if self.path.startswith("/_matrix/federation/v1/send/") and server.accepting:
                 body = json.loads(raw)
                 if server.peer_key is None or server.check_x_matrix(self.headers.get("Authorization", ""), "PUT",
