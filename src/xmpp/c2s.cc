@@ -958,6 +958,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
           localpart_ = mechanism_->authenticated_localpart();
           std::string name(mechanism_->mechanism_name());
           mechanism_.reset();
+          credentials_.reset();
           return sasl2_success(step.data, name);
         }
         svc_->auth_ok.inc();
@@ -967,6 +968,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
         std::string body = step.data.empty() ? "" : sasl_base64_encode(step.data);
         conn_->send(fmt::format("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>", body));
         mechanism_.reset();
+        credentials_.reset();  // an idle session keeps nothing of its authentication
         phase_ = Phase::authenticated;
         header_sent_ = false;
         parser_.reset();
