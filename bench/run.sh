@@ -143,7 +143,7 @@ if has "$WORKLOADS" cryptpad; then
     (cd "$CPLOAD_DIR" && npm ci --no-audit --no-fund >/dev/null 2>&1) || log "npm ci for cpload failed (the cryptpad workload will fail)"
   fi
 fi
-HEARTHD="$BUILD/apps/hearthd/hearthd"
+HEARTHD=${HEARTHD:-"$BUILD/apps/hearthd/hearthd"}   # override: compare another build (with --no-build)
 HEARTHCTL="$BUILD/apps/hearthctl/hearthctl"
 LOAD="$BUILD/xmppload/xmppload"
 

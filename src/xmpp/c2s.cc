@@ -80,6 +80,7 @@ struct XmppService::Impl {
         resumptions(m.counter("hearth_xmpp_sm_resumptions_total", "XEP-0198 sessions resumed on a new connection.")),
         archive_purged(m.counter("hearth_xmpp_archive_purged_total", "Archived messages deleted by the retention purge.")) {
     if (options.sasl_secret.empty()) options.sasl_secret = random_token(32);
+    im.set_executor(offload);
   }
 
   XmppOptions options;
@@ -361,12 +362,15 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       Element r = make_error_reply(st, "cancel", "not-allowed", "a resource is already bound");
       return send_stanza(r);
     }
-    // The stanza counts as handled (XEP-0198 h) only once the job finished: delivered,
-    // or durably stored.
-    run_blocking([svc = svc_, me = me_, st = std::move(st)]() mutable { svc->im.handle_from_client(me, std::move(st)); },
-                 [sm = sm_] {
-                   if (sm) ++sm->handled;
-                 });
+    // The stanza counts as handled (XEP-0198 h) only once the router says it finished:
+    // delivered, or durably stored.
+    run_until_finished(
+        [svc = svc_, me = me_, st = std::move(st)](ImRouter::Finished finished) mutable {
+          svc->im.handle_from_client(me, std::move(st), std::move(finished));
+        },
+        [sm = sm_] {
+          if (sm) ++sm->handled;
+        });
   }
 
   // Before authentication only account creation is allowed: XEP-0077 in-band
@@ -634,6 +638,25 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
       self->conn_->post([self, then = std::move(then)] {
         if (then) then();
         self->resume();
+      });
+    });
+    if (!queued) {
+      busy_ = false;
+      stream_error("resource-constraint", "the server is overloaded; reconnect later");
+    }
+  }
+
+  // As run_blocking, for a job that may finish later on another thread (a message waiting
+  // for its group commit): the session stays busy until the job calls `finished`.
+  void run_until_finished(std::function<void(ImRouter::Finished)> job, std::function<void()> then) {
+    busy_ = true;
+    auto self = shared_from_this();
+    bool queued = svc_->offload([self, job = std::move(job), then = std::move(then)]() mutable {
+      job([self, then = std::move(then)]() mutable {
+        self->conn_->post([self, then = std::move(then)] {
+          if (then) then();
+          self->resume();
+        });
       });
     });
     if (!queued) {
@@ -935,6 +958,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
           localpart_ = mechanism_->authenticated_localpart();
           std::string name(mechanism_->mechanism_name());
           mechanism_.reset();
+          credentials_.reset();
           return sasl2_success(step.data, name);
         }
         svc_->auth_ok.inc();
@@ -944,6 +968,7 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
         std::string body = step.data.empty() ? "" : sasl_base64_encode(step.data);
         conn_->send(fmt::format("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>", body));
         mechanism_.reset();
+        credentials_.reset();  // an idle session keeps nothing of its authentication
         phase_ = Phase::authenticated;
         header_sent_ = false;
         parser_.reset();

@@ -1,6 +1,7 @@
 #include "xmpp/im.h"
 
 #include <algorithm>
+#include <future>
 #include <set>
 
 #include <fmt/chrono.h>
@@ -163,25 +164,37 @@ bool ImRouter::account_exists(const std::string& localpart, const std::string& d
   return static_cast<bool>(accounts_.get_user(domain, localpart));
 }
 
-void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
+void ImRouter::handle_from_client(const SessionIdentity& me, Element st, Finished finished) {
+  if (accept_from_client(me, st)) {
+    if (st.name() == "message") return handle_message(me, std::move(st), std::move(finished));
+    if (st.name() == "presence") handle_presence(me, st);
+    else if (st.name() == "iq") handle_iq(me, st);
+  }
+  if (finished) finished();
+}
+
+bool ImRouter::accept_from_client(const SessionIdentity& me, Element& st) {
   st.set_attr("from", me.full);
   if (auto to = st.attr("to"); !to.empty()) {
     auto jid = Jid::parse(to);
     if (!jid) {
       reply_error(me, st, "modify", "jid-malformed", jid.error().message);
-      return;
+      return false;
     }
     st.set_attr("to", jid->full());
-    if (LocalService* service = service_for(jid->domain)) return service->handle(me, std::move(st));
+    if (LocalService* service = service_for(jid->domain)) {
+      service->handle(me, std::move(st));
+      return false;
+    }
     // XEP-0191 §3.5: nothing goes out to a contact the user blocked.
     if (!jid->local.empty() && jid->bare() != me.bare && blocked(me.bare, jid->full())) {
       std::string_view type = st.attr("type");
-      if (st.name() == "iq" && (type == "result" || type == "error")) return;
+      if (st.name() == "iq" && (type == "result" || type == "error")) return false;
       Element r = make_error_reply(st, "cancel", "not-acceptable", "you blocked this contact");
       r.set_attr("to", me.full);
       if (Element* err = r.child("error")) err->add_child(blocked_condition());
       send(*me.sink, r);
-      return;
+      return false;
     }
   }
   if (st.name() == "message") {
@@ -192,31 +205,80 @@ void ImRouter::handle_from_client(const SessionIdentity& me, Element st) {
                                  return n.is_element() && n.element().name() == "stanza-id" && n.element().ns() == kSidNs;
                                }),
                 nodes.end());
-    handle_message(me, st);
   }
-  else if (st.name() == "presence") handle_presence(me, st);
-  else if (st.name() == "iq") handle_iq(me, st);
+  return true;
 }
 
 // ---- messages (RFC 6121 §5, §8.5) ---------------------------------------------------
 
-void ImRouter::handle_message(const SessionIdentity& me, Element& st) {
+void ImRouter::handle_message(const SessionIdentity& me, Element st, Finished finished) {
   if (st.attr("to").empty()) st.set_attr("to", me.bare);  // a message to oneself
+  std::vector<ArchiveEntry> rows;
+  ArchivedCopy copy;
   if (archivable(st)) {
+    std::int64_t now = clock_.now_ms();
     // The sender's own archive keeps what it sent (XEP-0313 §5.1.1), before it leaves.
     auto to = Jid::parse(st.attr("to"));
-    if (to && to->bare() != me.bare) {
-      auto r = store_.archive(me.bare, random_token(12), to->bare(), clock_.now_ms(), st.serialize());
-      if (!r) {
-        auto [type, condition] = storage_error_condition(r.error());
-        reply_error(me, st, type, condition,
-                    r.error().code == Errc::read_only ? r.error().message : "the message could not be stored");
-        return;
-      }
+    if (to && to->bare() != me.bare) rows.push_back({me.bare, random_token(12), to->bare(), now, st.serialize()});
+    // The recipient's copy goes in the same job, stamped with its stanza-id; routing
+    // stamps the delivered stanza after the commit (the sender's carbons go out without it).
+    if (auto owner = recipient_archive_owner(st, me.full)) {
+      copy = {std::move(*owner), random_token(12)};
+      Element& sid = st.add_child(Element("stanza-id", std::string(kSidNs)));
+      sid.set_attr("id", copy.id);
+      sid.set_attr("by", copy.owner);
+      rows.push_back({copy.owner, copy.id, me.bare, now, st.serialize()});
+      st.nodes().pop_back();
     }
   }
+  if (rows.empty()) {
+    route_after_archive(me, st, copy, ok());
+    if (finished) finished();
+    return;
+  }
+  struct Pending {
+    SessionIdentity me;
+    Element st;
+    ArchivedCopy copy;
+    Finished finished;
+  };
+  auto pending = std::make_shared<Pending>(Pending{me, std::move(st), std::move(copy), std::move(finished)});
+  auto route = [this, pending](Result<void> stored) {
+    route_after_archive(pending->me, pending->st, pending->copy, stored);
+    if (pending->finished) pending->finished();
+  };
+  if (!executor_) {
+    std::promise<Result<void>> committed;
+    store_.archive_async(std::move(rows), [&committed](Result<void> r) { committed.set_value(std::move(r)); });
+    return route(committed.get_future().get());
+  }
+  store_.archive_async(std::move(rows), [this, route](Result<void> stored) {
+    auto next = [route, stored]() { route(stored); };
+    if (!executor_(next)) next();
+  });
+}
+
+void ImRouter::route_after_archive(const SessionIdentity& me, Element& st, const ArchivedCopy& copy,
+                                   const Result<void>& stored) {
+  if (!stored) {
+    auto [type, condition] = storage_error_condition(stored.error());
+    reply_error(me, st, type, condition,
+                stored.error().code == Errc::read_only ? stored.error().message : "the message could not be stored");
+    return;
+  }
   send_carbons(st, me.bare, "sent", {me.id});
-  route_message(st, me.full);
+  route_message(st, me.full, copy.owner.empty() ? nullptr : &copy);
+}
+
+std::optional<std::string> ImRouter::recipient_archive_owner(const Element& st, const std::string& from_full) {
+  if (!archivable(st)) return std::nullopt;
+  auto to = Jid::parse(st.attr("to"));
+  if (!to || !is_local_domain(to->domain) || to->local.empty()) return std::nullopt;
+  if (blocked(to->bare(), from_full)) return std::nullopt;
+  // An archivable message (chat or normal) to an offline full JID falls back to the bare JID.
+  if (!to->resource.empty() && registry_.find(to->bare(), to->resource)) return to->bare();
+  if (!account_exists(to->local, to->domain)) return std::nullopt;
+  return to->bare();
 }
 
 void ImRouter::send_carbons(const Element& st, const std::string& owner_bare, std::string_view kind,
@@ -235,19 +297,21 @@ void ImRouter::send_carbons(const Element& st, const std::string& owner_bare, st
   }
 }
 
-bool ImRouter::archive_for_recipient(Element& st, const std::string& recipient_bare) {
+bool ImRouter::archive_for_recipient(Element& st, const std::string& recipient_bare, const ArchivedCopy* copy) {
   if (!archivable(st)) return true;
-  auto from = Jid::parse(st.attr("from"));
-  std::string id = random_token(12);
+  bool written = copy && copy->owner == recipient_bare;
+  std::string id = written ? copy->id : random_token(12);
   Element& sid = st.add_child(Element("stanza-id", std::string(kSidNs)));
   sid.set_attr("id", id);
   sid.set_attr("by", recipient_bare);
+  if (written) return true;
+  auto from = Jid::parse(st.attr("from"));
   auto r = store_.archive(recipient_bare, id, from ? from->bare() : std::string(), clock_.now_ms(), st.serialize());
   if (!r) log_.warn("xmpp.archive_failed", {{"owner", recipient_bare}, {"error", r.error().describe()}});
   return static_cast<bool>(r);
 }
 
-void ImRouter::route_message(Element& st, const std::string& from_full) {
+void ImRouter::route_message(Element& st, const std::string& from_full, const ArchivedCopy* copy) {
   auto to = Jid::parse(st.attr("to"));
   if (!to) return;
   std::string type(st.attr("type"));
@@ -281,7 +345,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
   }
   if (!to->resource.empty()) {
     if (auto s = registry_.find(to->bare(), to->resource)) {
-      if (!archive_for_recipient(st, to->bare())) return error_back("resource-constraint");
+      if (!archive_for_recipient(st, to->bare(), copy)) return error_back("resource-constraint");
       send(*s->sink, st);
       if (push_hook_ && s->sink->detached() && archivable(st)) push_hook_(to->bare(), from_full);
       send_carbons(st, to->bare(), "received", {s->id});
@@ -300,7 +364,7 @@ void ImRouter::route_message(Element& st, const std::string& from_full) {
     if (type != "headline" && type != "error") error_back("service-unavailable");
     return;
   }
-  if (!archive_for_recipient(st, to->bare())) return error_back("resource-constraint");
+  if (!archive_for_recipient(st, to->bare(), copy)) return error_back("resource-constraint");
   deliver_to_bare(to->bare(), st);
 }
 

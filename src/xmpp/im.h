@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,8 +77,25 @@ class ImRouter {
 
   bool is_local_domain(std::string_view domain) const;
 
+  // Called exactly once when a client's stanza has been handled: its storage work is
+  // durable and it was routed, or it was answered with an error. Only then may the
+  // session count it (XEP-0198 h) and hand over its next stanza, which keeps each
+  // session's stanzas in order.
+  using Finished = std::function<void()>;
   // A stanza from a bound client (already in jabber:client, 'from' not yet stamped).
-  void handle_from_client(const SessionIdentity& me, Element stanza);
+  // Without an executor (set_executor) everything happens before this returns. With one,
+  // a message that is archived returns at once: its archive rows (the sender's and the
+  // recipient's copy, one store job) wait in the store's writer queue with those of other
+  // sessions and are committed together (group commit); delivery and `finished` follow on
+  // the executor once the commit returned.
+  void handle_from_client(const SessionIdentity& me, Element stanza, Finished finished);
+  // Runs the rest of a message's routing after its archive commit; net's worker pool.
+  // When it refuses (its queue is full), routing runs on the store thread that committed,
+  // where blocking store calls fail: a block-list lookup that misses its cache then
+  // answers the sender with an error and an offline recipient's copy is not queued, but
+  // the message stays in both archives. Set once at start-up.
+  using Executor = std::function<bool(std::function<void()>)>;
+  void set_executor(Executor run) { executor_ = std::move(run); }
   // The session ended: broadcast unavailable if it was available.
   void session_closed(const SessionIdentity& me, bool was_available);
 
@@ -139,19 +157,31 @@ class ImRouter {
   void reroute_unacked(const std::string& bare, std::vector<std::string> stanzas);
 
  private:
-  void handle_message(const SessionIdentity& me, Element& st);
+  // Stamps 'from', normalises 'to', hands stanzas for local services over and refuses
+  // those to blocked contacts; true when the stanza is still to be handled here.
+  bool accept_from_client(const SessionIdentity& me, Element& st);
+  void handle_message(const SessionIdentity& me, Element st, Finished finished);
+  // A message whose archive rows are durable (or failed with `stored`'s error).
+  struct ArchivedCopy {
+    std::string owner, id;  // whose archive holds the recipient's copy, and its stanza-id
+  };
+  void route_after_archive(const SessionIdentity& me, Element& st, const ArchivedCopy& copy, const Result<void>& stored);
+  // The bare JID whose archive keeps an incoming copy of `st` when route_message takes it
+  // (a local account that exists, not blocking the sender); nullopt when none would.
+  std::optional<std::string> recipient_archive_owner(const Element& st, const std::string& from_full);
   void handle_presence(const SessionIdentity& me, Element& st);
   void handle_iq(const SessionIdentity& me, Element& st);
   void dispatch_iq(const SessionIdentity& me, Element& st, const std::string& to, IqTarget target);
   void register_core_iqs();
   void handle_roster_iq(const SessionIdentity& me, const Element& st, IqReply& reply);
 
-  // Routing of a stanza whose 'from' is set, to a local or remote address.
-  void route_message(Element& st, const std::string& from_full);
+  // Routing of a stanza whose 'from' is set, to a local or remote address. `copy`: the
+  // recipient's archive copy already written (route_message only stamps its stanza-id).
+  void route_message(Element& st, const std::string& from_full, const ArchivedCopy* copy = nullptr);
   void deliver_to_bare(const std::string& bare, const Element& st);
   // Archives an incoming message for its recipient and stamps the XEP-0359 stanza-id;
   // false if the archive write failed (the message is then not delivered).
-  bool archive_for_recipient(Element& st, const std::string& recipient_bare);
+  bool archive_for_recipient(Element& st, const std::string& recipient_bare, const ArchivedCopy* copy);
   // XEP-0280: copies of a message for the owner's other carbons-enabled sessions.
   void send_carbons(const Element& st, const std::string& owner_bare, std::string_view kind,
                     const std::vector<std::uint64_t>& skip_ids);
@@ -186,6 +216,7 @@ class ImRouter {
   std::vector<std::pair<std::string, std::shared_ptr<LocalService>>> services_;
   LocalService* service_for(std::string_view domain) const;
   RemoteSend remote_;
+  Executor executor_;
   // A SessionIdentity for a remote full JID: its sink sends back through federation.
   SessionIdentity remote_identity(const Jid& remote, const std::string& local_domain);
   void presence_from_remote(Element& st, const Jid& from, const Jid& to);

@@ -12,7 +12,7 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -73,7 +73,8 @@ class SessionSink {
   bool acks_ = false;
   std::uint32_t sent_ = 0;   // stanzas numbered so far
   std::uint32_t acked_ = 0;  // the client's last h
-  std::deque<std::string> unacked_;
+  // A list, not a deque: an idle session's empty list holds no memory (a deque ~600 bytes).
+  std::list<std::string> unacked_;
   bool inactive_ = false;
   std::vector<std::pair<std::string, std::string>> held_presence_;  // (from, stanza), oldest first
   std::size_t max_unacked_;

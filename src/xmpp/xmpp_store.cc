@@ -232,6 +232,19 @@ Result<void> XmppStore::archive(std::string_view owner, std::string_view id, std
   }).map([](bool) {});
 }
 
+void XmppStore::archive_async(std::vector<ArchiveEntry> entries, std::function<void(Result<void>)> done) {
+  store_.write(
+      [entries = std::move(entries)](store::Transaction& tx) -> Result<void> {
+        for (const auto& e : entries) {
+          auto r = tx.exec("INSERT INTO xmpp_archive(owner, id, with_jid, stamp_ms, stanza) VALUES(?, ?, ?, ?, ?)",
+                           {e.owner, e.id, e.with, e.stamp_ms, e.stanza});
+          if (!r) return tl::unexpected(r.error());
+        }
+        return ok();
+      },
+      std::move(done));
+}
+
 Result<ArchivePage> XmppStore::query_archive(std::string_view owner, const ArchiveQuery& q) {
   return store_.read_sync([&](store::Transaction& tx) -> Result<ArchivePage> {
     auto seq_of = [&](const std::string& id) -> Result<std::int64_t> {

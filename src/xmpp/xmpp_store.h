@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,6 +47,15 @@ struct OfflineMessage {
 // One archived message (XEP-0313).
 struct ArchivedMessage {
   std::string id;  // the archive id, also the XEP-0359 stanza-id
+  std::int64_t stamp_ms = 0;
+  std::string stanza;  // serialised <message/>
+};
+
+// One row to add to an archive, for archive_async.
+struct ArchiveEntry {
+  std::string owner;  // bare JID whose archive keeps it
+  std::string id;     // the archive id (random, unique), also the XEP-0359 stanza-id
+  std::string with;   // bare JID of the other party
   std::int64_t stamp_ms = 0;
   std::string stanza;  // serialised <message/>
 };
@@ -96,6 +106,11 @@ class XmppStore {
   // Message archive (XEP-0313). `id` is chosen by the caller (random, unique).
   Result<void> archive(std::string_view owner, std::string_view id, std::string_view with, std::int64_t stamp_ms,
                        std::string_view stanza);
+  // The same for several rows at once, without blocking: they go to the store's writer
+  // queue as one job (all or none), so that rows from many sessions share one commit
+  // (group commit). `done` runs on a store thread once the rows are durable, or with the
+  // error; it must not block on the store.
+  void archive_async(std::vector<ArchiveEntry> entries, std::function<void(Result<void>)> done);
   // not_found when after_id/before_id name no item of this archive.
   Result<ArchivePage> query_archive(std::string_view owner, const ArchiveQuery& query);
 
