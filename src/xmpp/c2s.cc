@@ -80,7 +80,24 @@ struct XmppService::Impl {
         resumptions(m.counter("hearth_xmpp_sm_resumptions_total", "XEP-0198 sessions resumed on a new connection.")),
         archive_purged(m.counter("hearth_xmpp_archive_purged_total", "Archived messages deleted by the retention purge.")) {
     if (options.sasl_secret.empty()) options.sasl_secret = random_token(32);
-    im.set_executor(offload);
+    im.set_executor([offload = offload, run_after = run_after,
+                     deferred = &m.counter("hearth_xmpp_route_deferred_total",
+                                           "Message routings deferred because the worker pool was full.")](
+                        std::function<void()> job) {
+      offload_or_retry(offload, run_after, *deferred, std::make_shared<std::function<void()>>(std::move(job)));
+      return true;
+    });
+  }
+
+  // Routing after an archive commit must run on the worker pool (it may block on the
+  // store). When the pool's queue is full, the hand-off is retried from a loop timer; each
+  // session has at most one such stanza in flight, so the waiting ones stay bounded.
+  static void offload_or_retry(const Offload& offload, const RunAfter& run_after, Counter& deferred,
+                               std::shared_ptr<std::function<void()>> job) {
+    if (offload([job] { (*job)(); })) return;
+    deferred.inc();
+    run_after(std::chrono::milliseconds(5),
+              [offload, run_after, &deferred, job] { offload_or_retry(offload, run_after, deferred, job); });
   }
 
   XmppOptions options;

@@ -89,11 +89,10 @@ class ImRouter {
   // sessions and are committed together (group commit); delivery and `finished` follow on
   // the executor once the commit returned.
   void handle_from_client(const SessionIdentity& me, Element stanza, Finished finished);
-  // Runs the rest of a message's routing after its archive commit; net's worker pool.
-  // When it refuses (its queue is full), routing runs on the store thread that committed,
-  // where blocking store calls fail: a block-list lookup that misses its cache then
-  // answers the sender with an error and an offline recipient's copy is not queued, but
-  // the message stays in both archives. Set once at start-up.
+  // Runs the rest of a message's routing after its archive commit, off the store thread
+  // (net's worker pool; the service retries later when the pool is full). Returning false
+  // runs it on the committing store thread, where blocking store calls fail: only for
+  // tests. Set once at start-up.
   using Executor = std::function<bool(std::function<void()>)>;
   void set_executor(Executor run) { executor_ = std::move(run); }
   // The session ended: broadcast unavailable if it was available.
