@@ -249,6 +249,9 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> visibility_get(Ctx&);
   ApiResult<std::string> visibility_put(Ctx&);
   ApiResult<std::string> public_rooms(Ctx&);
+  // Relations and threads (relations_api.cc).
+  ApiResult<std::string> relations(Ctx&);
+  ApiResult<std::string> threads(Ctx&);
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);
   // Checks that the user is (or was) in the room; returns the membership. With

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "core/json.h"
+#include "matrix/relations.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -273,6 +274,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         if (!filter) return tl::unexpected(filter.error());
         filter->apply(*timeline);
         apply_event_filter(p.filter.timeline, *timeline);
+        if (auto b = bundle_aggregations(tx, *timeline, user_id, now); !b) return tl::unexpected(b.error());
         auto eph = ephemeral(m.room_id);
         if (!eph) return tl::unexpected(eph.error());
         if (!fresh && timeline->empty() && !account_data.count(m.room_id) && eph->empty()) continue;
@@ -350,6 +352,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         if (!filter) return tl::unexpected(filter.error());
         filter->apply(*timeline);
         apply_event_filter(p.filter.timeline, *timeline);
+        if (auto b = bundle_aggregations(tx, *timeline, user_id, now); !b) return tl::unexpected(b.error());
         std::int64_t first = timeline->empty() ? m.stream : timeline->front().stream;
         sep(leave);
         leave += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
