@@ -8,6 +8,7 @@
 #include "core/json.h"
 #include "matrix/auth_rules.h"
 #include "matrix/relations.h"
+#include "matrix/search.h"
 
 namespace hearth::matrix {
 
@@ -216,6 +217,13 @@ INSERT OR IGNORE INTO matrix_relations(event_id, parent_id, rel_type, room_id, s
     AND json_type(client, '$.content."m.relates_to".rel_type') = 'text'
     AND json_extract(client, '$.content."m.relates_to".event_id') <> ''
     AND json_extract(client, '$.content."m.relates_to".rel_type') <> '';
+)sql"},
+      {13, "full-text search of content.body/name/topic (older events indexed in the background)", R"sql(
+CREATE VIRTUAL TABLE matrix_search USING fts5(body, name, topic, room_id UNINDEXED,
+  tokenize = 'unicode61 remove_diacritics 2');
+INSERT INTO matrix_positions(name, value)
+  VALUES ('search_backfill', (SELECT COALESCE(MAX(stream), 0) + 1 FROM matrix_events))
+  ON CONFLICT(name) DO UPDATE SET value = excluded.value;
 )sql"},
   };
   return list;
@@ -492,6 +500,7 @@ Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppend
     row.sender = sender;
     if (auto r = index_relation(tx, row, content); !r) return tl::unexpected(r.error());
   }
+  if (auto r = index_for_search(tx, stream, room.room_id, content); !r) return tl::unexpected(r.error());
   if (state_key && update_state) {
     if (auto r = set_state_row(tx, room.room_id, type, *state_key, stream, content.string_at("membership")); !r)
       return tl::unexpected(r.error());
@@ -642,6 +651,7 @@ Result<void> RoomStore::apply_redaction(store::Transaction& tx, const RoomAppend
                    {canonical_json(redacted), canonical_json(*client), extra, target});
   if (!r) return tl::unexpected(r.error());
   if (auto u = unindex_relation(tx, target); !u) return tl::unexpected(u.error());
+  if (auto u = unindex_for_search(tx, (*row)->stream); !u) return tl::unexpected(u.error());
   return ok();
 }
 

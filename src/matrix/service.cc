@@ -312,6 +312,7 @@ void MatrixService::set_account_deleted_hook(std::function<Result<void>(const st
 }
 
 void MatrixService::start_background() {
+  impl_->search_backfill();
   if (!impl_->federation) return;
   std::weak_ptr<Impl> weak = impl_;
   impl_->run_after(std::chrono::milliseconds(0), [weak] {
@@ -483,6 +484,7 @@ const std::vector<Route>& routes() {
       {"GET", "rooms/{}/relations/{}/{}", true, plain(&I::relations)},
       {"GET", "rooms/{}/relations/{}/{}/{}", true, plain(&I::relations)},
       {"GET", "rooms/{}/threads", true, plain(&I::threads)},
+      {"POST", "search", true, plain(&I::search)},
       {"GET", "directory/list/room/{}", false, plain(&I::visibility_get)},
       {"PUT", "directory/list/room/{}", true, plain(&I::visibility_put)},
       {"GET", "publicRooms", false, plain(&I::public_rooms)},

@@ -252,6 +252,11 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // Relations and threads (relations_api.cc).
   ApiResult<std::string> relations(Ctx&);
   ApiResult<std::string> threads(Ctx&);
+  // Server-side search (search_api.cc). search_backfill indexes older events one write job
+  // at a time, paced by run_after, until none are left.
+  ApiResult<std::string> search(Ctx&);
+  void search_backfill();
+  std::atomic<bool> search_backfill_done{false};
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);
   // Checks that the user is (or was) in the room; returns the membership. With

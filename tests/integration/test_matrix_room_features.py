@@ -166,6 +166,74 @@ class RoomFeatures(unittest.IsolatedAsyncioTestCase):
         status, reply = self.call("GET", f"/rooms/{room}/threads?include=some", who="ben", version="v1")
         self.assertEqual((status, reply["errcode"]), (400, "M_INVALID_PARAM"))
 
+    # -- search ------------------------------------------------------------------------
+    def search(self, who, criteria, next_batch=None, expect=200):
+        path = "/search" + (f"?next_batch={next_batch}" if next_batch else "")
+        status, reply = self.call("POST", path, {"search_categories": {"room_events": criteria}}, who=who)
+        self.assertEqual(status, expect, reply)
+        return reply["search_categories"]["room_events"] if expect == 200 else reply
+
+    async def test_search_room_events(self):
+        room = await self.shared_room("ben")
+        self.ok("PUT", f"/rooms/{room}/state/m.room.topic/", {"topic": "Zebra crossings"})
+        words = []
+        for i in range(5):
+            words.append(await self.send("ann" if i % 2 else "ben", room, self.text(f"zebra sighting number {i}")))
+        other = await self.send("ann", room, self.text("nothing to see"))
+        private = self.ok("POST", "/createRoom", {"preset": "private_chat"}, who="cat")["room_id"]
+        await self.send("cat", private, self.text("zebra in cat's private room"))
+
+        found = self.search("ben", {"search_term": "Zebra", "order_by": "recent"})
+        self.assertEqual(found["count"], 6)  # five messages and the topic; not cat's room
+        self.assertEqual(found["highlights"], ["zebra"])
+        self.assertEqual([r["result"]["event_id"] for r in found["results"]][:5], words[::-1])
+        self.assertNotIn("next_batch", found)
+        bodies = self.search("ben", {"search_term": "zebra", "keys": ["content.body"], "order_by": "recent",
+                                     "filter": {"limit": 2}})
+        self.assertEqual([r["result"]["event_id"] for r in bodies["results"]], [words[4], words[3]])
+        more = self.search("ben", {"search_term": "zebra", "keys": ["content.body"], "order_by": "recent",
+                                   "filter": {"limit": 2}}, next_batch=bodies["next_batch"])
+        self.assertEqual([r["result"]["event_id"] for r in more["results"]], [words[2], words[1]])
+        self.assertEqual(len(self.search("ben", {"search_term": "zebra", "keys": ["content.topic"]})["results"]), 1)
+        by_sender = self.search("ben", {"search_term": "zebra", "filter": {"senders": ["@ann:localhost"]}})
+        self.assertEqual({r["result"]["sender"] for r in by_sender["results"]}, {"@ann:localhost"})
+        self.assertEqual(len(by_sender["results"]), 3)  # words 1 and 3, and ann's topic
+        self.assertEqual(self.search("ben", {"search_term": "zebra", "filter": {"not_rooms": [room]}})["results"], [])
+        ranked = self.search("ben", {"search_term": "sighting number 3"})
+        self.assertEqual([r["result"]["event_id"] for r in ranked["results"]], [words[3]])
+        self.assertIsInstance(ranked["results"][0]["rank"], (int, float))
+
+        ctx = self.search("ann", {"search_term": "number 2", "event_context": {
+            "before_limit": 1, "after_limit": 1, "include_profile": True}})
+        c = ctx["results"][0]["context"]
+        self.assertEqual([e["event_id"] for e in c["events_before"]], [words[1]])
+        self.assertEqual([e["event_id"] for e in c["events_after"]], [words[3]])
+        self.assertIn("@ben:localhost", c["profile_info"])
+
+        # History visibility: in a "joined" room, cat joining later finds only what came after.
+        hidden = await self.shared_room()
+        self.ok("PUT", f"/rooms/{hidden}/state/m.room.history_visibility/", {"history_visibility": "joined"})
+        await self.send("ann", hidden, self.text("zebra before cat joined"))
+        self.ok("POST", f"/join/{urllib.parse.quote(hidden)}", {}, who="cat")
+        late = await self.send("ann", hidden, self.text("zebra after cat joined"))
+        self.assertEqual([r["result"]["event_id"] for r in self.search(
+            "cat", {"search_term": "zebra", "filter": {"rooms": [hidden]}})["results"]], [late])
+        self.assertEqual(len(self.search("ann", {"search_term": "zebra", "filter": {"rooms": [hidden]}})["results"]), 2)
+        self.assertEqual(self.search("ann", {"search_term": "nothing"})["results"][0]["result"]["event_id"], other)
+
+        # Bad input: clear 400s, nothing else.
+        for bad in ({"search_term": ""}, {"search_term": "?!"}, {"search_term": "x" * 600},
+                    {"search_term": "zebra", "order_by": "oldest"}, {"search_term": "zebra", "keys": ["sender"]}):
+            self.assertEqual(self.search("ann", bad, expect=400)["errcode"], "M_INVALID_PARAM", bad)
+        for bad in ({}, {"search_term": 5}, {"search_term": "a", "filter": "x"}):
+            self.assertEqual(self.search("ann", bad, expect=400)["errcode"], "M_BAD_JSON", bad)
+        status, reply = self.call("POST", "/search", "{not json")
+        self.assertEqual((status, reply["errcode"]), (400, "M_NOT_JSON"))
+        status, reply = self.call("POST", "/search?next_batch=zz", {"search_categories": {
+            "room_events": {"search_term": "zebra"}}})
+        self.assertEqual((status, reply["errcode"]), (400, "M_INVALID_PARAM"))
+        self.assertEqual(self.ok("POST", "/search", {"search_categories": {}}), {"search_categories": {}})
+
 
 if __name__ == "__main__":
     unittest.main()
