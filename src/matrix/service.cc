@@ -485,6 +485,7 @@ const std::vector<Route>& routes() {
       {"GET", "rooms/{}/relations/{}/{}/{}", true, plain(&I::relations)},
       {"GET", "rooms/{}/threads", true, plain(&I::threads)},
       {"POST", "search", true, plain(&I::search)},
+      {"POST", "rooms/{}/upgrade", true, plain(&I::upgrade_room)},
       {"GET", "directory/list/room/{}", false, plain(&I::visibility_get)},
       {"PUT", "directory/list/room/{}", true, plain(&I::visibility_put)},
       {"GET", "publicRooms", false, plain(&I::public_rooms)},

@@ -256,6 +256,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   // at a time, paced by run_after, until none are left.
   ApiResult<std::string> search(Ctx&);
   void search_backfill();
+  // Room upgrades (upgrade_api.cc).
+  ApiResult<std::string> upgrade_room(Ctx&);
   std::atomic<bool> search_backfill_done{false};
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);

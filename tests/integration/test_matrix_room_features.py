@@ -234,6 +234,54 @@ class RoomFeatures(unittest.IsolatedAsyncioTestCase):
         self.assertEqual((status, reply["errcode"]), (400, "M_INVALID_PARAM"))
         self.assertEqual(self.ok("POST", "/search", {"search_categories": {}}), {"search_categories": {}})
 
+    # -- room upgrades -------------------------------------------------------------------
+    async def test_room_upgrade(self):
+        room = self.ok("POST", "/createRoom", {"preset": "public_chat", "room_alias_name": "upgradable",
+                                               "name": "Upgradable", "topic": "old topic",
+                                               "room_version": "10"})["room_id"]
+        self.ok("PUT", f"/directory/list/room/{room}", {"visibility": "public"})
+        self.ok("POST", f"/join/{urllib.parse.quote(room)}", {}, who="ben")
+        self.ok("POST", f"/rooms/{room}/ban", {"user_id": "@cat:localhost", "reason": "spam"})
+        caps = self.ok("GET", "/capabilities", who="ben")["capabilities"]["m.room_versions"]
+        self.assertIn(caps["default"], caps["available"])
+
+        status, reply = self.call("POST", f"/rooms/{room}/upgrade", {"new_version": "11"}, who="ben")
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))  # no power for the tombstone
+        status, reply = self.call("POST", f"/rooms/{room}/upgrade", {"new_version": "9"})
+        self.assertEqual((status, reply["errcode"]), (400, "M_UNSUPPORTED_ROOM_VERSION"))
+        status, reply = self.call("POST", f"/rooms/{room}/upgrade", {})
+        self.assertEqual((status, reply["errcode"]), (400, "M_BAD_JSON"))
+        status, reply = self.call("POST", f"/rooms/{room}/upgrade", {"new_version": "11"}, who="cat")
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))  # banned: not in the room
+
+        new = self.ok("POST", f"/rooms/{room}/upgrade", {"new_version": "11"})["replacement_room"]
+        self.assertNotEqual(new, room)
+        tomb = self.ok("GET", f"/rooms/{room}/state/m.room.tombstone/", who="ben")
+        self.assertEqual(tomb["replacement_room"], new)
+        create = self.ok("GET", f"/rooms/{new}/state/m.room.create/?format=event")
+        self.assertEqual(create["content"]["room_version"], "11")
+        self.assertEqual(create["content"]["predecessor"]["room_id"], room)
+        self.assertEqual(self.ok("GET", f"/rooms/{new}/state/m.room.name/"), {"name": "Upgradable"})
+        self.assertEqual(self.ok("GET", f"/rooms/{new}/state/m.room.topic/"), {"topic": "old topic"})
+        self.assertEqual(self.ok("GET", f"/rooms/{new}/state/m.room.join_rules/")["join_rule"], "public")
+        self.assertEqual(self.ok("GET", f"/rooms/{new}/state/m.room.canonical_alias/")["alias"],
+                         "#upgradable:localhost")
+        self.assertEqual(self.ok("GET", "/directory/room/%23upgradable:localhost", who="ben")["room_id"], new)
+        self.assertEqual(self.ok("GET", f"/directory/list/room/{new}")["visibility"], "public")
+        self.assertEqual(self.ok("GET", f"/rooms/{new}/state/m.room.member/@cat:localhost")["membership"], "ban")
+        levels = self.ok("GET", f"/rooms/{new}/state/m.room.power_levels/")
+        self.assertEqual(levels["users"], {"@ann:localhost": 100})
+
+        # Old room: ordinary members are silenced; the new room takes them (cat stays banned).
+        status, reply = self.call("PUT", f"/rooms/{room}/send/m.room.message/t1", self.text("still here?"), who="ben")
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))
+        self.ok("POST", f"/join/{urllib.parse.quote(new)}", {}, who="ben")
+        await self.send("ben", new, self.text("moved"))
+        status, reply = self.call("POST", f"/join/{urllib.parse.quote(new)}", {}, who="cat")
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))
+        status, reply = self.call("POST", "/rooms/!nowhere:localhost/upgrade", {"new_version": "11"})
+        self.assertEqual(status, 403, reply)  # not a member of an unknown room
+
 
 if __name__ == "__main__":
     unittest.main()
