@@ -486,6 +486,7 @@ const std::vector<Route>& routes() {
       {"GET", "rooms/{}/threads", true, plain(&I::threads)},
       {"POST", "search", true, plain(&I::search)},
       {"POST", "rooms/{}/upgrade", true, plain(&I::upgrade_room)},
+      {"POST", "knock/{}", true, plain(&I::knock)},
       {"GET", "directory/list/room/{}", false, plain(&I::visibility_get)},
       {"PUT", "directory/list/room/{}", true, plain(&I::visibility_put)},
       {"GET", "publicRooms", false, plain(&I::public_rooms)},

@@ -258,6 +258,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   void search_backfill();
   // Room upgrades (upgrade_api.cc).
   ApiResult<std::string> upgrade_room(Ctx&);
+  // Knocking (knock_api.cc).
+  ApiResult<std::string> knock(Ctx&);
   std::atomic<bool> search_backfill_done{false};
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);

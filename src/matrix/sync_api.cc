@@ -233,7 +233,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
       auto it = account_data.find(room_id);
       return "{\"events\":[" + (it == account_data.end() ? std::string() : it->second) + "]}";
     };
-    std::string join, invite, leave;
+    std::string join, invite, leave, knocks;
     auto sep = [](std::string& s) {
       if (!s.empty()) s += ',';
     };
@@ -324,7 +324,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
                 ",\"state\":" + state_out +
                 ",\"ephemeral\":{\"events\":[" + *eph + "]},\"account_data\":" + room_ad(m.room_id) +
                 ",\"unread_notifications\":" + *counts + ",\"summary\":" + *summary + "}";
-      } else if (m.membership == "invite") {
+      } else if (m.membership == "invite" || m.membership == "knock") {
         if (!initial && m.stream <= since) continue;
         std::string events;
         for (auto type : {"m.room.create", "m.room.join_rules", "m.room.name", "m.room.canonical_alias",
@@ -341,8 +341,11 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
           if (*inviter && (*inviter)->sender != user_id) events += (events.empty() ? "" : ",") + stripped(**inviter);
           events += (events.empty() ? "" : ",") + render_event(**mine, user_id, device_id, now);
         }
-        sep(invite);
-        invite += json_quote(m.room_id) + ":{\"invite_state\":{\"events\":[" + events + "]}}";
+        bool knock = m.membership == "knock";  // the same stripped state, as knock_state
+        std::string& section = knock ? knocks : invite;
+        sep(section);
+        section += json_quote(m.room_id) + (knock ? ":{\"knock_state\":{\"events\":[" : ":{\"invite_state\":{\"events\":[") +
+                   events + "]}}";
       } else if (m.membership == "leave" || m.membership == "ban") {
         if (initial || m.stream <= since) continue;
         bool limited = false;
@@ -367,16 +370,16 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
     auto presence_events = presence_section(tx, user_id, initial ? -1 : p.since_presence, p.filter.presence, &next_pr);
     if (!presence_events) return tl::unexpected(presence_events.error());
     if (empty_out)
-      *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("") && !e2e_nonempty &&
+      *empty_out = join.empty() && invite.empty() && leave.empty() && knocks.empty() && !account_data.count("") && !e2e_nonempty &&
                    presence_events->empty();
     std::int64_t next = std::max(*max, since);
     std::int64_t next_ad = std::max(ad_max, p.since_account_data);
     std::int64_t next_rc = std::max(rc_max, p.since_receipts);
     std::int64_t next_ty = std::max(typing_serial, p.since_typing);
     return fmt::format(
-        "{{\"next_batch\":\"s{}_{}_{}_{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "{{\"next_batch\":\"s{}_{}_{}_{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{{}}}}},"
         "\"presence\":{{\"events\":[{}]}},\"account_data\":{}{}}}",
-        next, next_ad, next_rc, next_ty, next_td, next_dl, next_pr, join, invite, leave, *presence_events, room_ad(""),
+        next, next_ad, next_rc, next_ty, next_td, next_dl, next_pr, join, invite, leave, knocks, *presence_events, room_ad(""),
         *e2e);
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));

@@ -282,6 +282,63 @@ class RoomFeatures(unittest.IsolatedAsyncioTestCase):
         status, reply = self.call("POST", "/rooms/!nowhere:localhost/upgrade", {"new_version": "11"})
         self.assertEqual(status, 403, reply)  # not a member of an unknown room
 
+    # -- knocking ------------------------------------------------------------------------
+    def raw_sync(self, who, since=None):
+        return self.ok("GET", "/sync?timeout=0" + (f"&since={since}" if since else ""), who=who)
+
+    async def test_knocking(self):
+        room = self.ok("POST", "/createRoom", {"preset": "private_chat", "room_alias_name": "knockable",
+                                               "name": "Knock first"})["room_id"]
+        self.ok("PUT", f"/rooms/{room}/state/m.room.join_rules/", {"join_rule": "knock"})
+        before = self.raw_sync("ben")["next_batch"]
+        self.assertEqual(self.ok("POST", f"/knock/{urllib.parse.quote(room)}", {"reason": "let me in"},
+                                 who="ben")["room_id"], room)
+        knocked = self.raw_sync("ben", before)["rooms"]["knock"][room]["knock_state"]["events"]
+        by_type = {e["type"]: e for e in knocked}
+        self.assertEqual(by_type["m.room.join_rules"]["content"]["join_rule"], "knock")
+        self.assertEqual(by_type["m.room.name"]["content"]["name"], "Knock first")
+        self.assertEqual(by_type["m.room.member"]["content"]["membership"], "knock")
+        member = self.ok("GET", f"/rooms/{room}/state/m.room.member/@ben:localhost")
+        self.assertEqual((member["membership"], member["reason"]), ("knock", "let me in"))
+        status, reply = self.call("POST", f"/join/{urllib.parse.quote(room)}", {}, who="ben")
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))  # knocking is not joining
+
+        # Accepted by an invite; then ben joins.
+        since = self.raw_sync("ben")["next_batch"]
+        self.ok("POST", f"/rooms/{room}/invite", {"user_id": "@ben:localhost"})
+        synced = self.raw_sync("ben", since)["rooms"]
+        self.assertIn(room, synced["invite"])
+        self.assertNotIn(room, synced["knock"])
+        self.ok("POST", f"/join/{urllib.parse.quote(room)}", {}, who="ben")
+        status, reply = self.call("POST", f"/knock/{urllib.parse.quote(room)}", {}, who="ben")
+        self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))  # already joined
+
+        # Rejected by a kick; a new knock is possible, and the knocker may withdraw it.
+        self.ok("POST", "/knock/%23knockable:localhost", {}, who="cat")
+        self.ok("POST", f"/rooms/{room}/kick", {"user_id": "@cat:localhost", "reason": "not now"})
+        self.assertEqual(self.ok("GET", f"/rooms/{room}/state/m.room.member/@cat:localhost")["membership"], "leave")
+        self.ok("POST", f"/knock/{urllib.parse.quote(room)}", {}, who="cat")
+        self.ok("POST", f"/rooms/{room}/leave", {}, who="cat")
+        self.assertEqual(self.ok("GET", f"/rooms/{room}/state/m.room.member/@cat:localhost")["membership"], "leave")
+
+        # knock_restricted (room versions 10 and 11) accepts knocks too.
+        restricted = self.ok("POST", "/createRoom", {"preset": "private_chat", "room_version": "10"})["room_id"]
+        self.ok("PUT", f"/rooms/{restricted}/state/m.room.join_rules/", {
+            "join_rule": "knock_restricted", "allow": [{"type": "m.room_membership", "room_id": room}]})
+        self.ok("POST", f"/knock/{urllib.parse.quote(restricted)}", {}, who="cat")
+
+        # Bad input.
+        public = self.ok("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+        for closed in (public, self.ok("POST", "/createRoom", {"preset": "private_chat"})["room_id"]):
+            status, reply = self.call("POST", f"/knock/{urllib.parse.quote(closed)}", {}, who="cat")
+            self.assertEqual((status, reply["errcode"]), (403, "M_FORBIDDEN"))
+        status, reply = self.call("POST", "/knock/%23nowhere:localhost", {}, who="cat")
+        self.assertEqual((status, reply["errcode"]), (404, "M_NOT_FOUND"))
+        status, reply = self.call("POST", f"/knock/{urllib.parse.quote(room)}", {"reason": 5}, who="cat")
+        self.assertEqual((status, reply["errcode"]), (400, "M_BAD_JSON"))
+        status, reply = self.call("POST", "/knock/nonsense", {}, who="cat")
+        self.assertEqual((status, reply["errcode"]), (400, "M_INVALID_PARAM"))
+
 
 if __name__ == "__main__":
     unittest.main()
