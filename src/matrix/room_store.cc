@@ -225,6 +225,22 @@ INSERT INTO matrix_positions(name, value)
   VALUES ('search_backfill', (SELECT COALESCE(MAX(stream), 0) + 1 FROM matrix_events))
   ON CONFLICT(name) DO UPDATE SET value = excluded.value;
 )sql"},
+      {14, "threaded read receipts: thread_id ('' for unthreaded) in the receipt key", R"sql(
+CREATE TABLE matrix_receipts_threaded(
+  room_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  thread_id TEXT NOT NULL DEFAULT '',
+  event_id TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  serial INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id, type, thread_id)) WITHOUT ROWID;
+INSERT INTO matrix_receipts_threaded(room_id, user_id, type, thread_id, event_id, ts, serial)
+  SELECT room_id, user_id, type, '', event_id, ts, serial FROM matrix_receipts;
+DROP TABLE matrix_receipts;
+ALTER TABLE matrix_receipts_threaded RENAME TO matrix_receipts;
+CREATE INDEX matrix_receipts_serial ON matrix_receipts(room_id, serial);
+)sql"},
   };
   return list;
 }

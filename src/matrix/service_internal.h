@@ -297,8 +297,9 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> typing_put(Ctx&);
   ApiResult<std::string> receipt(Ctx&);
   ApiResult<std::string> read_markers(Ctx&);
+  // thread_id: "" (unthreaded), "main" or a thread root's event id (checked by receipt()).
   ApiResult<void> store_receipt(const std::string& room_id, const std::string& user_id, const std::string& type,
-                                const std::string& event_id);
+                                const std::string& event_id, const std::string& thread_id = "");
   void expire_typing();
   ApiResult<std::string> device(Ctx&);
   ApiResult<std::string> device_put(Ctx&);  // rename (display_name)

@@ -201,13 +201,17 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         out += "]}}";
       }
       std::map<std::string, std::map<std::string, std::string>> by_event;  // event -> type -> users json
+      std::set<std::string> listed;  // event, type, user: one receipt each (threaded ones may coincide)
       auto q = tx.query(
-          "SELECT user_id, type, event_id, ts FROM matrix_receipts WHERE room_id = ? AND serial > ? "
-          "AND (type <> 'm.read.private' OR user_id = ?)",
+          "SELECT user_id, type, event_id, ts, thread_id FROM matrix_receipts WHERE room_id = ? AND serial > ? "
+          "AND (type <> 'm.read.private' OR user_id = ?) ORDER BY serial DESC",
           {room_id, rc_since, user_id}, [&](const store::Row& row) {
+            if (!listed.insert(fmt::format("{}\n{}\n{}", row.text(2), row.text(1), row.text(0))).second) return;
             std::string& users = by_event[std::string(row.text(2))][std::string(row.text(1))];
             if (!users.empty()) users += ',';
-            users += json_quote(row.text(0)) + fmt::format(R"(:{{"ts":{}}})", row.integer(3));
+            users += json_quote(row.text(0)) + fmt::format(R"(:{{"ts":{})", row.integer(3));
+            if (!row.text(4).empty()) users += ",\"thread_id\":" + json_quote(row.text(4));
+            users += '}';
           });
       if (!q) return tl::unexpected(q.error());
       if (!filter.ephemeral.allows_type("m.receipt")) by_event.clear();

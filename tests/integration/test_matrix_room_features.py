@@ -166,6 +166,23 @@ class RoomFeatures(unittest.IsolatedAsyncioTestCase):
         status, reply = self.call("GET", f"/rooms/{room}/threads?include=some", who="ben", version="v1")
         self.assertEqual((status, reply["errcode"]), (400, "M_INVALID_PARAM"))
 
+        # Threaded read receipts: one per thread, delivered with their thread_id.
+        reply = self.ok("GET", f"/rooms/{room}/relations/{first}/m.thread?limit=1", who="ben", version="v1")["chunk"][0]
+        since = self.ok("GET", "/sync?timeout=0", who="ann")["next_batch"]
+        self.ok("POST", f"/rooms/{room}/receipt/m.read/{reply['event_id']}", {"thread_id": first}, who="ben")
+        self.ok("POST", f"/rooms/{room}/receipt/m.read/{second}", {"thread_id": "main"}, who="ben")
+        self.ok("POST", f"/rooms/{room}/receipt/m.read/{first}", {"thread_id": first}, who="cat")  # the root is in it
+        synced = self.ok("GET", f"/sync?timeout=0&since={since}", who="ann")["rooms"]["join"][room]
+        receipts = [e["content"] for e in synced["ephemeral"]["events"] if e["type"] == "m.receipt"][0]
+        self.assertEqual(receipts[reply["event_id"]]["m.read"]["@ben:localhost"]["thread_id"], first)
+        self.assertEqual(receipts[second]["m.read"]["@ben:localhost"]["thread_id"], "main")
+        self.assertEqual(receipts[first]["m.read"]["@cat:localhost"]["thread_id"], first)
+        for bad in ({"thread_id": ""}, {"thread_id": 5}, {"thread_id": "not-an-event"},
+                    {"thread_id": second}, {"thread_id": "main", "_event": reply["event_id"]}):
+            event = bad.pop("_event", first)
+            status, answer = self.call("POST", f"/rooms/{room}/receipt/m.read/{event}", bad, who="ben")
+            self.assertEqual((status, answer["errcode"]), (400, "M_INVALID_PARAM"), bad)
+
     # -- search ------------------------------------------------------------------------
     def search(self, who, criteria, next_batch=None, expect=200):
         path = "/search" + (f"?next_batch={next_batch}" if next_batch else "")
