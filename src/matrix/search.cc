@@ -8,6 +8,8 @@ namespace hearth::matrix {
 
 namespace {
 
+constexpr std::size_t kMinPrefixBytes = 3;
+
 bool word_byte(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80; }
 
 std::string column_of(std::string_view key) {
@@ -54,7 +56,8 @@ Result<std::string> fts_query(std::string_view term, const std::vector<std::stri
   for (std::size_t w = 0; w < words.size(); ++w) {
     if (w) expr += ' ';
     expr += '"' + words[w] + '"';
-    if (w + 1 == words.size()) expr += '*';
+    // A prefix of one or two letters matches most of the index: such a word must match whole.
+    if (w + 1 == words.size() && words[w].size() >= kMinPrefixBytes) expr += '*';
   }
   std::string query = expr;
   if (!columns.empty()) {

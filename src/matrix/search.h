@@ -27,7 +27,7 @@ inline constexpr std::size_t kMaxSearchWords = 16;
 
 // A user's search term as an FTS5 query: the words (runs of letters and digits; any
 // non-ASCII byte counts as a letter) each as a quoted string, all required, the last one
-// also as a prefix; restricted to `keys` (a subset of content.body, content.name,
+// also as a prefix when it has at least 3 bytes; restricted to `keys` (a subset of content.body, content.name,
 // content.topic; empty = all three). invalid_argument for a term that is too long, has no
 // word, or has too many words, or an unknown key. `words` receives the words, lower-cased
 // (the answer's "highlights").

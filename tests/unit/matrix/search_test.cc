@@ -26,17 +26,22 @@ TEST(FtsQuery, QuotesEachWordAndPrefixesTheLast) {
 TEST(FtsQuery, OperatorsAndQuotesInTheTermAreJustText) {
   auto q = fts_query(R"(a" OR body:x NEAR(y) {body} : * -)", {});
   ASSERT_TRUE(q);
-  EXPECT_EQ(*q, R"("a" "OR" "body" "x" "NEAR" "y" "body"*)");
+  EXPECT_EQ(*q, R"("a" "OR" "body" "x" "NEAR" "y" "body"*)");  // "body" has 4 bytes: a prefix
   auto unicode = fts_query("Grüße – café", {});
   ASSERT_TRUE(unicode);
   // Non-ASCII bytes count as letters here; FTS5's tokenizer drops the dash's empty phrase.
   EXPECT_EQ(*unicode, "\"Grüße\" \"–\" \"café\"*");
 }
 
+TEST(FtsQuery, ShortLastWordsAreNoPrefix) {
+  EXPECT_EQ(*fts_query("meet at 10", {}), R"("meet" "at" "10")");
+  EXPECT_EQ(*fts_query("meet at 100", {}), R"("meet" "at" "100"*)");
+}
+
 TEST(FtsQuery, KeysBecomeAColumnFilter) {
-  auto q = fts_query("x", {"content.name", "content.topic", "content.name"});
+  auto q = fts_query("xyz", {"content.name", "content.topic", "content.name"});
   ASSERT_TRUE(q);
-  EXPECT_EQ(*q, R"({name topic} : ("x"*))");
+  EXPECT_EQ(*q, R"({name topic} : ("xyz"*))");
   EXPECT_FALSE(fts_query("x", {"content.other"}));
   EXPECT_FALSE(fts_query("x", {"sender"}));
 }
