@@ -227,3 +227,66 @@ TEST_F(RelationsStoreTest, ThreadRootsByLatestActivity) {
 
 }  // namespace
 }  // namespace hearth::matrix
+
+namespace hearth::matrix {
+namespace {
+
+// A database from before relations, search and threaded receipts: the migrations index
+// its events' relations at once, leave its events to the search backfill, and keep its
+// receipts (as unthreaded ones).
+TEST(RelationMigrations, ExistingEventsAndReceiptsAreCarriedOver) {
+  std::string dir = (std::filesystem::temp_directory_path() / ("hearth-relmig-" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  Logger log{LogLevel::error, LogFormat::text};
+  MetricsRegistry metrics;
+  {
+    auto db = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
+    ASSERT_TRUE(db);
+    const auto& all = matrix_migrations();
+    std::vector<store::Migration> before(all.begin(), all.begin() + 11);
+    ASSERT_EQ(before.back().version, 11);
+    ASSERT_TRUE((*db)->migrate("matrix", before));
+    auto r = (*db)->write_sync([&](store::Transaction& tx) -> Result<bool> {
+      for (auto [stream, id, content] : std::initializer_list<std::tuple<int, const char*, const char*>>{
+               {1, "$root", R"({"body":"old root"})"},
+               {2, "$reply", R"({"body":"old reply","m.relates_to":{"rel_type":"m.thread","event_id":"$root"}})"},
+               {3, "$odd", R"({"body":"x","m.relates_to":{"rel_type":5,"event_id":"$root"}})"}}) {
+        std::string client = std::string(R"({"content":)") + content + R"(,"event_id":")" + id +
+                             R"(","room_id":"!r:hs","sender":"@a:hs","type":"m.room.message"})";
+        auto ins = tx.exec(
+            "INSERT INTO matrix_events(stream, event_id, room_id, type, sender, ts, pdu, client) VALUES (?,?,?,?,?,?,?,?)",
+            {stream, id, "!r:hs", "m.room.message", "@a:hs", 1000, "{}", client});
+        if (!ins) return tl::unexpected(ins.error());
+      }
+      auto rc = tx.exec("INSERT INTO matrix_receipts(room_id, user_id, type, event_id, ts, serial) VALUES "
+                        "('!r:hs', '@a:hs', 'm.read', '$reply', 5, 1)");
+      if (!rc) return tl::unexpected(rc.error());
+      return true;
+    });
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_TRUE((*db)->migrate("matrix", all));
+    auto check = (*db)->read_sync([&](store::Transaction& tx) -> Result<std::string> {
+      std::string out;
+      auto q = tx.query("SELECT event_id, parent_id, rel_type, stream FROM matrix_relations ORDER BY stream", {},
+                        [&](const store::Row& row) {
+                          out += fmt::format("{}>{}:{}@{};", row.text(0), row.text(1), row.text(2), row.integer(3));
+                        });
+      if (!q) return tl::unexpected(q.error());
+      auto mark = tx.query_one("SELECT value FROM matrix_positions WHERE name = 'search_backfill'");
+      if (!mark) return tl::unexpected(mark.error());
+      out += fmt::format("backfill below {};", (*mark)->integer(0));
+      auto rc = tx.query_one("SELECT event_id, thread_id FROM matrix_receipts");
+      if (!rc) return tl::unexpected(rc.error());
+      out += fmt::format("receipt {}[{}]", (*rc)->text(0), (*rc)->text(1));
+      return out;
+    });
+    ASSERT_TRUE(check) << check.error().describe();
+    EXPECT_EQ(*check, "$reply>$root:m.thread@2;backfill below 4;receipt $reply[]");
+    (*db)->close();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hearth::matrix
