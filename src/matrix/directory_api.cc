@@ -3,6 +3,7 @@
 
 #include "core/json.h"
 #include "matrix/auth_rules.h"
+#include "matrix/relations.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -112,10 +113,14 @@ ApiResult<std::string> MatrixService::Impl::context(Ctx& ctx) {
     if (!after) return tl::unexpected(after.error());
     filter->apply(*before);
     filter->apply(*after);
+    StoredEvent target = **e;
+    if (auto b = bundle_aggregations(tx, target, ctx.user_id, now); !b) return tl::unexpected(b.error());
+    if (auto b = bundle_aggregations(tx, *before, ctx.user_id, now); !b) return tl::unexpected(b.error());
+    if (auto b = bundle_aggregations(tx, *after, ctx.user_id, now); !b) return tl::unexpected(b.error());
     auto state = rooms.current_state(tx, room_id);
     if (!state) return tl::unexpected(state.error());
     JsonWriter w;
-    w.begin_object().key("event").raw(render_event(**e, ctx.user_id, ctx.device_id, now));
+    w.begin_object().key("event").raw(render_event(target, ctx.user_id, ctx.device_id, now));
     w.key("events_before").begin_array();
     for (const auto& b : *before) w.raw(render_event(b, ctx.user_id, ctx.device_id, now));
     w.end_array().key("events_after").begin_array();

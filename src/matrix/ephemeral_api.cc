@@ -104,7 +104,7 @@ ApiResult<std::string> MatrixService::Impl::typing_put(Ctx& ctx) {
 
 ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, const std::string& user_id,
                                                    const std::string& type, const std::string& event_id,
-                                                   bool federate) {
+                                                   const std::string& thread_id, bool federate) {
   std::int64_t now = clock.now_ms();
   auto r = store.write_sync([&](store::Transaction& tx) -> Result<bool> {
     auto m = rooms.membership(tx, room_id, user_id);
@@ -113,6 +113,15 @@ ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, c
     auto e = rooms.event(tx, event_id);
     if (!e) return tl::unexpected(e.error());
     if (!*e || (*e)->room_id != room_id) return fail(Errc::not_found, "Event not found");
+    if (!thread_id.empty()) {
+      // The event must be in that thread: the root or a reply ("main": in no thread).
+      auto row = tx.query_one("SELECT parent_id FROM matrix_relations WHERE event_id = ? AND rel_type = 'm.thread'",
+                              {event_id});
+      if (!row) return tl::unexpected(row.error());
+      std::string thread = *row ? std::string((*row)->text(0)) : std::string("main");
+      if (thread != thread_id && !(thread == "main" && event_id == thread_id))
+        return fail(Errc::invalid_argument, "The event is not in the thread thread_id names");
+    }
     // Positions come from a counter bumped inside the write, so a reader's snapshot
     // never sees a later position without every earlier one.
     auto pos = tx.exec(
@@ -120,16 +129,17 @@ ApiResult<void> MatrixService::Impl::store_receipt(const std::string& room_id, c
         "ON CONFLICT(name) DO UPDATE SET value = value + 1");
     if (!pos) return tl::unexpected(pos.error());
     auto up = tx.exec(
-        "INSERT INTO matrix_receipts(room_id, user_id, type, event_id, ts, serial) "
-        "VALUES (?,?,?,?,?,(SELECT value FROM matrix_positions WHERE name = 'receipts')) "
-        "ON CONFLICT(room_id, user_id, type) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, "
-        "serial = excluded.serial",
-        {room_id, user_id, type, event_id, now});
+        "INSERT INTO matrix_receipts(room_id, user_id, type, thread_id, event_id, ts, serial) "
+        "VALUES (?,?,?,?,?,?,(SELECT value FROM matrix_positions WHERE name = 'receipts')) "
+        "ON CONFLICT(room_id, user_id, type, thread_id) DO UPDATE SET event_id = excluded.event_id, "
+        "ts = excluded.ts, serial = excluded.serial",
+        {room_id, user_id, type, thread_id, event_id, now});
     if (!up) return tl::unexpected(up.error());
     return true;
   });
   if (!r) {
     if (r.error().code == Errc::not_found) return api_error(404, "M_NOT_FOUND", r.error().message);
+    if (r.error().code == Errc::invalid_argument) return api_error(400, "M_INVALID_PARAM", r.error().message);
     return tl::unexpected(to_api_error(r.error()));
   }
   push_receipt(user_id);
@@ -161,7 +171,15 @@ ApiResult<std::string> MatrixService::Impl::receipt(Ctx& ctx) {
     return read_markers(ctx);
   }
   if (type != "m.read" && type != "m.read.private") return api_error(400, "M_INVALID_PARAM", "Unknown receipt type");
-  if (auto r = store_receipt(ctx.params[0], ctx.user_id, type, ctx.params[2]); !r) return tl::unexpected(r.error());
+  std::string thread_id;
+  if (const JsonValue* t = body->get("thread_id")) {
+    if (!t->is_string() || t->as_string().empty() || t->as_string().size() > 255 ||
+        (t->as_string() != "main" && t->as_string()[0] != '$'))
+      return api_error(400, "M_INVALID_PARAM", "thread_id must be \"main\" or a thread root's event id");
+    thread_id = t->as_string();
+  }
+  if (auto r = store_receipt(ctx.params[0], ctx.user_id, type, ctx.params[2], thread_id); !r)
+    return tl::unexpected(r.error());
   return std::string("{}");
 }
 

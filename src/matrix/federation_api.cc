@@ -1042,7 +1042,7 @@ struct FederationHandlers {
             if (server_of(user) != origin || !ids || !ids->is_array() || ids->items().empty() ||
                 !ids->items().front().is_string())
               continue;
-            if (impl.store_receipt(room_id, user, "m.read", ids->items().front().as_string(), /*federate=*/false))
+            if (impl.store_receipt(room_id, user, "m.read", ids->items().front().as_string(), "", /*federate=*/false))
               used = true;
           }
         }

@@ -112,7 +112,8 @@ class MatrixService {
   // and Matrix). Without it, only forget_account() runs. Thread-safe; set before serving.
   void set_account_deleted_hook(std::function<Result<void>(const std::string&)> hook);
   // Starts background work that needs the running server's offload/run_after: the
-  // federation outbox and the push notification queue left from before a restart are sent. Call once after the HttpServer
+  // federation outbox and the push notification queue left from before a restart are sent, and events stored before the
+  // search index existed are indexed (a write job of 500 every 20 ms). Call once after the HttpServer
   // exists (e.g. with set_public_url).
   void start_background();
   // The base URL clients are told in /.well-known/matrix/client. Thread-safe.

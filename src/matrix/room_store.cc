@@ -7,6 +7,8 @@
 
 #include "core/json.h"
 #include "matrix/auth_rules.h"
+#include "matrix/relations.h"
+#include "matrix/search.h"
 
 namespace hearth::matrix {
 
@@ -196,6 +198,49 @@ CREATE TABLE matrix_federation_outbox(
   created_ms INTEGER NOT NULL);
 CREATE INDEX matrix_federation_outbox_destination ON matrix_federation_outbox(destination, id);
 )sql"},
+      {12, "event relations (threads, edits, references), existing events included", R"sql(
+CREATE TABLE matrix_relations(
+  event_id TEXT PRIMARY KEY,
+  parent_id TEXT NOT NULL,
+  rel_type TEXT NOT NULL,
+  room_id TEXT NOT NULL,
+  stream INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  type TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX matrix_relations_parent ON matrix_relations(parent_id, rel_type, stream);
+CREATE INDEX matrix_relations_room ON matrix_relations(room_id, rel_type, stream);
+INSERT OR IGNORE INTO matrix_relations(event_id, parent_id, rel_type, room_id, stream, sender, type)
+  SELECT event_id, json_extract(client, '$.content."m.relates_to".event_id'),
+         json_extract(client, '$.content."m.relates_to".rel_type'), room_id, stream, sender, type
+  FROM matrix_events
+  WHERE json_type(client, '$.content."m.relates_to".event_id') = 'text'
+    AND json_type(client, '$.content."m.relates_to".rel_type') = 'text'
+    AND json_extract(client, '$.content."m.relates_to".event_id') <> ''
+    AND json_extract(client, '$.content."m.relates_to".rel_type') <> '';
+)sql"},
+      {13, "full-text search of content.body/name/topic (older events indexed in the background)", R"sql(
+CREATE VIRTUAL TABLE matrix_search USING fts5(body, name, topic, room_id UNINDEXED,
+  tokenize = 'unicode61 remove_diacritics 2');
+INSERT INTO matrix_positions(name, value)
+  VALUES ('search_backfill', (SELECT COALESCE(MAX(stream), 0) + 1 FROM matrix_events))
+  ON CONFLICT(name) DO UPDATE SET value = excluded.value;
+)sql"},
+      {14, "threaded read receipts: thread_id ('' for unthreaded) in the receipt key", R"sql(
+CREATE TABLE matrix_receipts_threaded(
+  room_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  thread_id TEXT NOT NULL DEFAULT '',
+  event_id TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  serial INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id, type, thread_id)) WITHOUT ROWID;
+INSERT INTO matrix_receipts_threaded(room_id, user_id, type, thread_id, event_id, ts, serial)
+  SELECT room_id, user_id, type, '', event_id, ts, serial FROM matrix_receipts;
+DROP TABLE matrix_receipts;
+ALTER TABLE matrix_receipts_threaded RENAME TO matrix_receipts;
+CREATE INDEX matrix_receipts_serial ON matrix_receipts(room_id, serial);
+)sql"},
   };
   return list;
 }
@@ -207,6 +252,7 @@ std::string render_event(const StoredEvent& e, std::string_view user_id, std::st
   out += ",\"unsigned\":{";
   out += fmt::format("\"age\":{}", std::max<std::int64_t>(0, now_ms - e.ts));
   if (!e.unsigned_extra.empty()) out += "," + e.unsigned_extra;
+  if (!e.bundled.empty()) out += ",\"m.relations\":" + e.bundled;
   if (!e.txn_id.empty() && e.sender == user_id && e.txn_device == device_id) {
     out += ",\"transaction_id\":";
     std::string_view txn = e.txn_id;
@@ -502,6 +548,16 @@ Result<AppendedEvent> RoomStore::insert_event(store::Transaction& tx, RoomAppend
        txn_device, txn_id});
   if (!ins) return tl::unexpected(ins.error());
   std::int64_t stream = tx.last_insert_id();
+  if (relation_of(content)) {
+    StoredEvent row;
+    row.stream = stream;
+    row.event_id = event_id;
+    row.room_id = room.room_id;
+    row.type = type;
+    row.sender = sender;
+    if (auto r = index_relation(tx, row, content); !r) return tl::unexpected(r.error());
+  }
+  if (auto r = index_for_search(tx, stream, room.room_id, content); !r) return tl::unexpected(r.error());
   if (state_key && update_state) {
     if (auto r = set_state_row(tx, room.room_id, type, *state_key, stream, content.string_at("membership")); !r)
       return tl::unexpected(r.error());
@@ -651,6 +707,8 @@ Result<void> RoomStore::apply_redaction(store::Transaction& tx, const RoomAppend
   auto r = tx.exec("UPDATE matrix_events SET pdu = ?, client = ?, unsigned_extra = ? WHERE event_id = ?",
                    {canonical_json(redacted), canonical_json(*client), extra, target});
   if (!r) return tl::unexpected(r.error());
+  if (auto u = unindex_relation(tx, target); !u) return tl::unexpected(u.error());
+  if (auto u = unindex_for_search(tx, (*row)->stream); !u) return tl::unexpected(u.error());
   return ok();
 }
 

@@ -46,6 +46,7 @@ struct StoredEvent {
   std::string client_json;     // client format without "unsigned"
   std::string unsigned_extra;  // members of "unsigned" ("" if none), e.g. "prev_content":{...}
   std::string txn_device, txn_id;
+  std::string bundled;  // unsigned["m.relations"] when set (relations.h fills it), else ""
 };
 
 // Renders a StoredEvent for a requesting device (adds unsigned.transaction_id for the

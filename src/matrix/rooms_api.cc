@@ -7,6 +7,7 @@
 #include "core/json.h"
 #include "core/random.h"
 #include "matrix/auth_rules.h"
+#include "matrix/relations.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -573,6 +574,7 @@ ApiResult<std::string> MatrixService::Impl::messages(Ctx& ctx) {
     if (!events->empty()) last = events->back().stream;
     page_size = events->size();
     filter->apply(*events);
+    if (auto b = bundle_aggregations(tx, *events, ctx.user_id, now); !b) return tl::unexpected(b.error());
     JsonWriter w;
     w.begin_object().key("start").value(fmt::format("s{}", start)).key("chunk").begin_array();
     for (const auto& e : *events) w.raw(render_event(e, ctx.user_id, ctx.device_id, now));
@@ -659,6 +661,7 @@ ApiResult<std::string> MatrixService::Impl::get_event(Ctx& ctx) {
     auto filter = VisibilityFilter::load(tx, ctx.params[0], ctx.user_id);
     if (!filter) return tl::unexpected(filter.error());
     if (!filter->visible(**e)) return std::optional<std::string>();
+    if (auto b = bundle_aggregations(tx, **e, ctx.user_id, now); !b) return tl::unexpected(b.error());
     return std::optional<std::string>(render_event(**e, ctx.user_id, ctx.device_id, now));
   });
   if (!r) return tl::unexpected(store_error(r.error()));

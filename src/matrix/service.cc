@@ -325,6 +325,7 @@ void MatrixService::set_account_deleted_hook(std::function<Result<void>(const st
 }
 
 void MatrixService::start_background() {
+  impl_->search_backfill();
   std::weak_ptr<Impl> weak = impl_;
   impl_->run_after(std::chrono::milliseconds(0), [weak] {
     if (auto s = weak.lock()) s->media_housekeeping();
@@ -493,6 +494,13 @@ const std::vector<Route>& routes() {
       {"DELETE", "directory/room/{}", true, plain(&I::alias_delete)},
       {"GET", "rooms/{}/aliases", true, plain(&I::room_aliases)},
       {"GET", "rooms/{}/context/{}", true, plain(&I::context)},
+      {"GET", "rooms/{}/relations/{}", true, plain(&I::relations)},
+      {"GET", "rooms/{}/relations/{}/{}", true, plain(&I::relations)},
+      {"GET", "rooms/{}/relations/{}/{}/{}", true, plain(&I::relations)},
+      {"GET", "rooms/{}/threads", true, plain(&I::threads)},
+      {"POST", "search", true, plain(&I::search)},
+      {"POST", "rooms/{}/upgrade", true, plain(&I::upgrade_room)},
+      {"POST", "knock/{}", true, plain(&I::knock)},
       {"GET", "directory/list/room/{}", false, plain(&I::visibility_get)},
       {"PUT", "directory/list/room/{}", true, plain(&I::visibility_put)},
       {"GET", "publicRooms", false, plain(&I::public_rooms)},

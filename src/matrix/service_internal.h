@@ -285,6 +285,18 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> visibility_get(Ctx&);
   ApiResult<std::string> visibility_put(Ctx&);
   ApiResult<std::string> public_rooms(Ctx&);
+  // Relations and threads (relations_api.cc).
+  ApiResult<std::string> relations(Ctx&);
+  ApiResult<std::string> threads(Ctx&);
+  // Server-side search (search_api.cc). search_backfill indexes older events one write job
+  // at a time, paced by run_after, until none are left.
+  ApiResult<std::string> search(Ctx&);
+  void search_backfill();
+  // Room upgrades (upgrade_api.cc).
+  ApiResult<std::string> upgrade_room(Ctx&);
+  // Knocking (knock_api.cc).
+  ApiResult<std::string> knock(Ctx&);
+  std::atomic<bool> search_backfill_done{false};
   // Appends one event as `ctx.user_id` in its own write job.
   ApiResult<AppendedEvent> append_one(const std::string& room_id, NewEvent ev);
   // Checks that the user is (or was) in the room; returns the membership. With
@@ -321,9 +333,10 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
   ApiResult<std::string> typing_put(Ctx&);
   ApiResult<std::string> receipt(Ctx&);
   ApiResult<std::string> read_markers(Ctx&);
+  // thread_id: "" (unthreaded), "main" or a thread root's event id (checked by receipt()).
   // federate: a public receipt of a local user is also sent to the room's other servers.
   ApiResult<void> store_receipt(const std::string& room_id, const std::string& user_id, const std::string& type,
-                                const std::string& event_id, bool federate = true);
+                                const std::string& event_id, const std::string& thread_id = "", bool federate = true);
   void expire_typing();
   ApiResult<std::string> device(Ctx&);
   ApiResult<std::string> device_put(Ctx&);  // rename (display_name)

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "core/json.h"
+#include "matrix/relations.h"
 #include "matrix/service_internal.h"
 
 namespace hearth::matrix {
@@ -200,13 +201,17 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         out += "]}}";
       }
       std::map<std::string, std::map<std::string, std::string>> by_event;  // event -> type -> users json
+      std::set<std::string> listed;  // event, type, user: one receipt each (threaded ones may coincide)
       auto q = tx.query(
-          "SELECT user_id, type, event_id, ts FROM matrix_receipts WHERE room_id = ? AND serial > ? "
-          "AND (type <> 'm.read.private' OR user_id = ?)",
+          "SELECT user_id, type, event_id, ts, thread_id FROM matrix_receipts WHERE room_id = ? AND serial > ? "
+          "AND (type <> 'm.read.private' OR user_id = ?) ORDER BY serial DESC",
           {room_id, rc_since, user_id}, [&](const store::Row& row) {
+            if (!listed.insert(fmt::format("{}\n{}\n{}", row.text(2), row.text(1), row.text(0))).second) return;
             std::string& users = by_event[std::string(row.text(2))][std::string(row.text(1))];
             if (!users.empty()) users += ',';
-            users += json_quote(row.text(0)) + fmt::format(R"(:{{"ts":{}}})", row.integer(3));
+            users += json_quote(row.text(0)) + fmt::format(R"(:{{"ts":{})", row.integer(3));
+            if (!row.text(4).empty()) users += ",\"thread_id\":" + json_quote(row.text(4));
+            users += '}';
           });
       if (!q) return tl::unexpected(q.error());
       if (!filter.ephemeral.allows_type("m.receipt")) by_event.clear();
@@ -232,7 +237,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
       auto it = account_data.find(room_id);
       return "{\"events\":[" + (it == account_data.end() ? std::string() : it->second) + "]}";
     };
-    std::string join, invite, leave;
+    std::string join, invite, leave, knocks;
     auto sep = [](std::string& s) {
       if (!s.empty()) s += ',';
     };
@@ -273,6 +278,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         if (!filter) return tl::unexpected(filter.error());
         filter->apply(*timeline);
         apply_event_filter(p.filter.timeline, *timeline);
+        if (auto b = bundle_aggregations(tx, *timeline, user_id, now); !b) return tl::unexpected(b.error());
         auto eph = ephemeral(m.room_id);
         if (!eph) return tl::unexpected(eph.error());
         if (!fresh && timeline->empty() && !account_data.count(m.room_id) && eph->empty()) continue;
@@ -322,7 +328,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
                 ",\"state\":" + state_out +
                 ",\"ephemeral\":{\"events\":[" + *eph + "]},\"account_data\":" + room_ad(m.room_id) +
                 ",\"unread_notifications\":" + *counts + ",\"summary\":" + *summary + "}";
-      } else if (m.membership == "invite") {
+      } else if (m.membership == "invite" || m.membership == "knock") {
         if (!initial && m.stream <= since) continue;
         std::string events;
         for (auto type : {"m.room.create", "m.room.join_rules", "m.room.name", "m.room.canonical_alias",
@@ -339,8 +345,11 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
           if (*inviter && (*inviter)->sender != user_id) events += (events.empty() ? "" : ",") + stripped(**inviter);
           events += (events.empty() ? "" : ",") + render_event(**mine, user_id, device_id, now);
         }
-        sep(invite);
-        invite += json_quote(m.room_id) + ":{\"invite_state\":{\"events\":[" + events + "]}}";
+        bool knock = m.membership == "knock";  // the same stripped state, as knock_state
+        std::string& section = knock ? knocks : invite;
+        sep(section);
+        section += json_quote(m.room_id) + (knock ? ":{\"knock_state\":{\"events\":[" : ":{\"invite_state\":{\"events\":[") +
+                   events + "]}}";
       } else if (m.membership == "leave" || m.membership == "ban") {
         if (initial || m.stream <= since) continue;
         bool limited = false;
@@ -350,6 +359,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         if (!filter) return tl::unexpected(filter.error());
         filter->apply(*timeline);
         apply_event_filter(p.filter.timeline, *timeline);
+        if (auto b = bundle_aggregations(tx, *timeline, user_id, now); !b) return tl::unexpected(b.error());
         std::int64_t first = timeline->empty() ? m.stream : timeline->front().stream;
         sep(leave);
         leave += json_quote(m.room_id) + ":{\"timeline\":" + timeline_json(*timeline, limited, first - 1) +
@@ -372,16 +382,16 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
     auto presence_events = presence_section(tx, user_id, initial ? -1 : p.since_presence, p.filter.presence, &next_pr);
     if (!presence_events) return tl::unexpected(presence_events.error());
     if (empty_out)
-      *empty_out = join.empty() && invite.empty() && leave.empty() && !account_data.count("") && !e2e_nonempty &&
+      *empty_out = join.empty() && invite.empty() && leave.empty() && knocks.empty() && !account_data.count("") && !e2e_nonempty &&
                    presence_events->empty();
     std::int64_t next = std::max(*max, since);
     std::int64_t next_ad = std::max(ad_max, p.since_account_data);
     std::int64_t next_rc = std::max(rc_max, p.since_receipts);
     std::int64_t next_ty = std::max(typing_serial, p.since_typing);
     return fmt::format(
-        "{{\"next_batch\":\"s{}_{}_{}_{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{}}}},"
+        "{{\"next_batch\":\"s{}_{}_{}_{}_{}_{}_{}\",\"rooms\":{{\"join\":{{{}}},\"invite\":{{{}}},\"leave\":{{{}}},\"knock\":{{{}}}}},"
         "\"presence\":{{\"events\":[{}]}},\"account_data\":{}{}}}",
-        next, next_ad, next_rc, next_ty, next_td, next_dl, next_pr, join, invite, leave, *presence_events, room_ad(""),
+        next, next_ad, next_rc, next_ty, next_td, next_dl, next_pr, join, invite, leave, knocks, *presence_events, room_ad(""),
         *e2e);
   });
   if (!r) return tl::unexpected(to_api_error(r.error()));

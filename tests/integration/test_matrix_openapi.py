@@ -69,6 +69,8 @@ IMPLEMENTED = {
     "deleteRoomKeyBySessionId", "getRoomTags", "setRoomTag", "deleteRoomTag", "defineFilter", "getFilter", "getPushRules", "sync",
     "uploadContent", "getContentAuthed", "getContentOverrideNameAuthed", "getConfigAuthed",
     "getContent", "getContentOverrideName", "getConfig",
+    "getRelatingEvents", "getRelatingEventsWithRelType", "getRelatingEventsWithRelTypeAndEventType",
+    "getThreadRoots", "search", "upgradeRoom", "knockRoom",
 }
 
 
@@ -601,6 +603,46 @@ class MatrixOpenApi(unittest.TestCase):
         self.call("GET", "/_matrix/media/v3/config", token=hal)
         self.call("GET", f"/_matrix/media/v3/download/{server}/{media}")
         self.call("GET", f"/_matrix/media/v3/download/{server}/{media}/b.txt")
+
+    def test_relations_search_upgrade_knock(self):
+        self.h.add_users("rel", "rob")
+        rel, _ = self.login("rel")
+        rob, _ = self.login("rob")
+        room = self.v3("POST", "/createRoom", {"preset": "public_chat", "room_alias_name": "relspec"},
+                       token=rel)["room_id"]
+        self.v3("POST", f"/join/{room}", {}, token=rob)
+        root = self.v3("PUT", f"/rooms/{room}/send/m.room.message/1", {"msgtype": "m.text", "body": "root words"},
+                       token=rel)["event_id"]
+        for i, rel_type in enumerate(("m.thread", "m.thread", "m.reference")):
+            self.v3("PUT", f"/rooms/{room}/send/m.room.message/r{i}", {
+                "msgtype": "m.text", "body": f"reply words {i}",
+                "m.relates_to": {"rel_type": rel_type, "event_id": root}}, token=rob)
+        self.v3("PUT", f"/rooms/{room}/send/m.room.message/e", {
+            "msgtype": "m.text", "body": "* root words", "m.new_content": {"msgtype": "m.text", "body": "root words!"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": root}}, token=rel)
+        page = self.v1("GET", f"/rooms/{room}/relations/{root}?limit=2", token=rob)
+        self.v1("GET", f"/rooms/{room}/relations/{root}?limit=2&from={page['next_batch']}&recurse=true", token=rob)
+        self.v1("GET", f"/rooms/{room}/relations/{root}/m.thread", token=rob)
+        self.v1("GET", f"/rooms/{room}/relations/{root}/m.thread/m.room.message?dir=f", token=rob)
+        self.v1("GET", f"/rooms/{room}/relations/$nothing", token=rob, expect=404)
+        threads = self.v1("GET", f"/rooms/{room}/threads?include=all", token=rob)
+        self.assertEqual(threads["chunk"][0]["unsigned"]["m.relations"]["m.thread"]["count"], 2)
+        self.v1("GET", f"/rooms/{room}/threads?include=participated&limit=1", token=rel)
+        self.v3("GET", f"/rooms/{room}/event/{root}", token=rob)
+        found = self.v3("POST", "/search", {"search_categories": {"room_events": {
+            "search_term": "words", "order_by": "recent", "filter": {"limit": 2},
+            "event_context": {"before_limit": 1, "after_limit": 1, "include_profile": True}}}}, token=rob)
+        next_batch = found["search_categories"]["room_events"]["next_batch"]
+        self.v3("POST", f"/search?next_batch={next_batch}",
+                {"search_categories": {"room_events": {"search_term": "words", "order_by": "recent"}}}, token=rob)
+        self.v3("POST", "/search", {"search_categories": {"room_events": {"search_term": "  "}}}, token=rob,
+                expect=400)
+        new = self.v3("POST", f"/rooms/{room}/upgrade", {"new_version": "11"}, token=rel)["replacement_room"]
+        self.v3("POST", f"/rooms/{new}/upgrade", {"new_version": "11"}, token=rob, expect=403)
+        self.v3("POST", f"/rooms/{new}/upgrade", {"new_version": "1"}, token=rel, expect=400)
+        self.v3("PUT", f"/rooms/{new}/state/m.room.join_rules/", {"join_rule": "knock"}, token=rel)
+        self.v3("POST", f"/knock/{new}", {"reason": "please"}, token=rob)
+        self.v3("POST", f"/knock/{room}", {}, token=rob, expect=403)
 
     def test_zz_coverage(self):
         missing = sorted(IMPLEMENTED - self.covered)
