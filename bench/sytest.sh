@@ -72,6 +72,9 @@ c2s_port = -1
 c2s_tls_port = -1
 [accounts]
 scram_iterations = 4096
+[matrix]
+# SyTest's push gateway listens on loopback.
+push_to_private_addresses = true
 [limits]
 requests_per_second_per_ip = 100000
 request_burst_per_ip = 100000

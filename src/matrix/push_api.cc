@@ -33,6 +33,13 @@ ApiResult<std::string> MatrixService::Impl::pushrule_get(Ctx& ctx) {
   if (!kind) return api_error(400, "M_INVALID_PARAM", "Unknown push rule kind");
   auto set = store.read_sync([&](store::Transaction& tx) { return load_push_rules(tx, ctx.user_id); });
   if (!set) return tl::unexpected(to_api_error(set.error()));
+  // GET /pushrules/global/{kind}/ (trailing slash, no rule id): that kind's rules, as
+  // Synapse answers and SyTest expects.
+  if (ctx.params[2].empty() && ctx.http.path.ends_with("/")) {
+    JsonValue all = set->client_json();
+    const JsonValue* rules = all.get("global") ? all.get("global")->get(ctx.params[1]) : nullptr;
+    return rules ? canonical_json(*rules) : std::string("[]");
+  }
   auto rule = set->rule(*kind, ctx.params[2]);
   if (!rule) return api_error(404, "M_NOT_FOUND", "No such push rule");
   if (ctx.http.path.ends_with("/enabled")) return fmt::format("{{\"enabled\":{}}}", rule->get("enabled")->as_bool());

@@ -83,6 +83,8 @@ class Push(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(type(r).__name__, "SetPushRuleResponse", r)
         ids = [x["rule_id"] for x in self.ok("GET", "/pushrules/global/")["override"]]
         self.assertEqual(ids[:3], [".m.rule.master", "wine", "beer"])
+        by_kind = [x["rule_id"] for x in self.ok("GET", "/pushrules/global/override/")]
+        self.assertEqual(by_kind, ids)
         self.assertEqual(self.ok("GET", "/pushrules/global/override/beer")["actions"][1]["value"], "beeroclock.wav")
         r = await alice.enable_pushrule("global", PushRuleKind.override, ".m.rule.master", True)
         self.assertEqual(type(r).__name__, "EnablePushRuleResponse", r)
