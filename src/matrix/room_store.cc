@@ -196,6 +196,9 @@ CREATE TABLE matrix_federation_outbox(
   created_ms INTEGER NOT NULL);
 CREATE INDEX matrix_federation_outbox_destination ON matrix_federation_outbox(destination, id);
 )sql"},
+      {12, "a room's state events by type and key (history visibility and one member's past memberships without scanning the room)", R"sql(
+CREATE INDEX matrix_events_state ON matrix_events(room_id, type, state_key, stream) WHERE state_key IS NOT NULL;
+)sql"},
   };
   return list;
 }
@@ -591,10 +594,13 @@ Result<VisibilityFilter> VisibilityFilter::load(store::Transaction& tx, std::str
     return c ? std::string(c->string_at(key)) : std::string();
   };
   f.user_id_ = std::string(user_id);
+  // Two lookups in matrix_events_state, not one OR: without statistics SQLite would
+  // answer the OR from matrix_events_room, reading every event of the room.
   auto r = tx.query(
-      "SELECT stream, type, client FROM matrix_events WHERE room_id = ? AND ((type = 'm.room.history_visibility' "
-      "AND state_key = '') OR (type = 'm.room.member' AND state_key = ?)) ORDER BY stream",
-      {room_id, user_id}, [&](const store::Row& row) {
+      "SELECT stream, type, client FROM matrix_events WHERE room_id = ? AND type = 'm.room.history_visibility' "
+      "AND state_key = '' UNION ALL SELECT stream, type, client FROM matrix_events WHERE room_id = ? "
+      "AND type = 'm.room.member' AND state_key = ? ORDER BY 1",
+      {room_id, room_id, user_id}, [&](const store::Row& row) {
         if (row.text(1) == "m.room.member") {
           f.membership_.emplace_back(row.integer(0), content_field(row.text(2), "membership"));
         } else {
