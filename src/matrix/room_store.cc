@@ -724,13 +724,15 @@ Result<std::vector<StoredEvent>> RoomStore::paginate(store::Transaction& tx, std
 }
 
 Result<std::vector<StoredEvent>> RoomStore::current_state(store::Transaction& tx, std::string_view room_id,
-                                                          std::int64_t changed_after, std::int64_t before) const {
+                                                          std::int64_t changed_after, std::int64_t before,
+                                                          bool without_members) const {
   std::vector<StoredEvent> out;
   auto r = tx.query(
       fmt::format("SELECT e.{} FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
-                  "WHERE s.room_id = ? AND s.stream > ? AND s.stream < ? ORDER BY s.stream",
+                  "WHERE s.room_id = ? AND s.stream > ? AND s.stream < ?{} ORDER BY s.stream",
                   "stream, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.ts, e.client, e.unsigned_extra, "
-                  "e.txn_device, e.txn_id"),
+                  "e.txn_device, e.txn_id",
+                  without_members ? " AND s.type <> 'm.room.member'" : ""),
       {room_id, changed_after, before}, [&](const store::Row& row) { out.push_back(read_event(row)); });
   if (!r) return tl::unexpected(r.error());
   return out;
