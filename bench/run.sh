@@ -499,8 +499,10 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for w in ${WORKLOADS//,/ }; do
   if [[ $w == bigroom ]]; then
     # hearth alone, one fill and RUNS measurement rounds; its own report.
+    bigroom_out=${OUT:-$BENCH/results/$(date +%F).md}
     has "$SERVERS" hearth && "$BENCH/bigroom/bigroom.sh" --build "$BUILD" --runs "$RUNS" \
-      --members "$BIGROOM_MEMBERS" --events "$BIGROOM_EVENTS" >/dev/null || log "bigroom failed"
+      --members "$BIGROOM_MEMBERS" --events "$BIGROOM_EVENTS" --out "${bigroom_out%.md}-bigroom.md" >/dev/null \
+      || log "bigroom failed"
     continue
   fi
   for ((r = 1; r <= RUNS; r++)); do
