@@ -4,7 +4,7 @@
 # (C++), bench/matrixload (Python) and bench/cryptpad (Node). See bench/README.md.
 #
 #   bench/run.sh [--quick] [--runs N] [--servers hearth,prosody,ejabberd,synapse,cryptpad]
-#                [--workloads login,login256,messages,paced,muc,idle,matrix,cryptpad]
+#                [--workloads login,login256,messages,paced,muc,idle,matrix,cryptpad,bigroom]
 #                [--conns 1000,5000,15000]
 #                [--peer-archive|--no-peer-archive] [--no-install] [--no-build] [--keep] [--out FILE]
 #
@@ -39,6 +39,8 @@ MUC_SENDERS=10
 MUC_MESSAGES=200
 MATRIX_LEVELS=1,16,64
 MATRIX_MESSAGES=2000
+BIGROOM_MEMBERS=10000   # bigroom (hearth only, not in the default list): bench/bigroom/bigroom.sh
+BIGROOM_EVENTS=100000
 CP_CHANNELS=20
 CP_CLIENTS=10
 CP_MESSAGES=20
@@ -50,7 +52,7 @@ CRYPTPAD_DIR=${CRYPTPAD_DIR:-/srv/cryptpad}
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1; RUNS=1; CONNS="500,1000"; LOGINS=300; MESSAGES=4000; PACED_MESSAGES=1000; USERS=250
-             MUC_CLIENTS=100; MUC_MESSAGES=50; MATRIX_MESSAGES=128; CP_CHANNELS=5; CP_CLIENTS=5; CP_MESSAGES=10 ;;
+             MUC_CLIENTS=100; MUC_MESSAGES=50; MATRIX_MESSAGES=128; BIGROOM_MEMBERS=1000; BIGROOM_EVENTS=10000; CP_CHANNELS=5; CP_CLIENTS=5; CP_MESSAGES=10 ;;
     --runs) RUNS="$2"; shift ;;
     --users) USERS="$2"; shift ;;
     --sessions-per-user) SESSIONS_PER_USER="$2"; shift ;;
@@ -495,6 +497,14 @@ serves() {  # server workload
 T0=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for w in ${WORKLOADS//,/ }; do
+  if [[ $w == bigroom ]]; then
+    # hearth alone, one fill and RUNS measurement rounds; its own report.
+    bigroom_out=${OUT:-$BENCH/results/$(date +%F).md}
+    has "$SERVERS" hearth && "$BENCH/bigroom/bigroom.sh" --build "$BUILD" --runs "$RUNS" \
+      --members "$BIGROOM_MEMBERS" --events "$BIGROOM_EVENTS" --out "${bigroom_out%.md}-bigroom.md" >/dev/null \
+      || log "bigroom failed"
+    continue
+  fi
   for ((r = 1; r <= RUNS; r++)); do
     for s in "${READY[@]}"; do serves "$s" "$w" && run_one "$s" "$w" "$r"; done
   done

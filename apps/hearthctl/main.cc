@@ -279,6 +279,15 @@ int main(int argc, char** argv) {
   user_add->add_option("jid", jid, "name@domain, or a name on the primary domain")->required();
   user_add->add_flag("--admin", admin, "Make the account an administrator");
   user_add->add_option("--invite", invite, "Redeem this invitation (applies the domain's registration policy)");
+  std::string many_prefix;
+  int many_count = 0;
+  auto* user_add_many = user->add_subcommand(
+      "add-many",
+      "Create <prefix>1..<prefix>N sharing one password (from stdin), with a device and access token each; prints "
+      "'localpart device_id access_token' per line (bulk provisioning for benchmarks: one argon2id for all)");
+  user_add_many->add_option("--prefix", many_prefix, "Localpart prefix")->required();
+  user_add_many->add_option("--count", many_count, "How many accounts (1-100000)")->required();
+  user_add_many->add_option("--domain", domain, "Domain (default: the primary domain)");
   auto* user_passwd = user->add_subcommand("passwd", "Set an account's password (from stdin, or prompted)");
   user_passwd->add_option("jid", jid, "name@domain")->required();
   auto* user_del = user->add_subcommand("del", "Delete an account with its devices and tokens");
@@ -606,6 +615,27 @@ int main(int argc, char** argv) {
     return report(call(t, adding ? "user.add" : "user.passwd", args, false), [&](const std::string& r) {
       fmt::print("{} {}{}\n", adding ? "created" : "password changed for", ops::json_field(r, "jid"),
                  ops::json_field(r, "admin") == "true" && adding ? " (admin)" : "");
+    });
+  }
+  if (user_add_many->parsed()) {
+    auto pw = read_password(::isatty(STDIN_FILENO));
+    if (!pw) {
+      fmt::print(stderr, "hearthctl: {}\n", pw.error().message);
+      return kCritical;
+    }
+    ops::AdminArgs args{{"prefix", many_prefix}, {"count", std::to_string(many_count)}, {"password", *pw}};
+    if (!domain.empty()) args["domain"] = domain;
+    return report(call(t, "user.add_many", args, false), [](const std::string& r) {
+      // {"domain":..,"users":[{"localpart":..,"device_id":..,"access_token":..},...]}
+      std::string users = ops::json_field(r, "users");
+      std::size_t pos = 0;
+      while ((pos = users.find('{', pos)) != std::string::npos) {
+        auto end = users.find('}', pos);
+        std::string obj = users.substr(pos, end - pos + 1);
+        fmt::print("{} {} {}\n", ops::json_field(obj, "localpart"), ops::json_field(obj, "device_id"),
+                   ops::json_field(obj, "access_token"));
+        pos = end;
+      }
     });
   }
   if (user_del->parsed()) {

@@ -395,6 +395,46 @@ Result<UserInfo> Accounts::create_user(std::string_view domain, std::string_view
   return user;
 }
 
+Result<std::vector<Session>> Accounts::create_users_with_sessions(std::string_view domain,
+                                                                  const std::vector<std::string>& localparts,
+                                                                  std::string_view password) {
+  std::vector<UserKey> keys;
+  keys.reserve(localparts.size());
+  for (const auto& l : localparts) {
+    auto k = user_key(domain, l);
+    if (!k) return tl::unexpected(k.error());
+    keys.push_back(std::move(*k));
+  }
+  auto secrets = impl_->derive(password);
+  if (!secrets) return tl::unexpected(secrets.error());
+  std::vector<Session> sessions(keys.size());
+  for (auto& s : sessions) {
+    s.device_id = random_hex(5);
+    for (auto& c : s.device_id) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    s.access_token = random_token(32);
+  }
+  const std::int64_t now = impl_->clock.now_ms();
+  const std::optional<std::int64_t> expires =
+      impl_->options.token_ttl_ms > 0 ? std::optional<std::int64_t>(now + impl_->options.token_ttl_ms) : std::nullopt;
+  auto r = impl_->store.write_sync<void>([&](Transaction& tx) -> Result<void> {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      ACCOUNTS_TRY(impl_->insert_user(tx, keys[i], false, *secrets));
+      // insert_user's last insert is a SCRAM row: look the user's id up.
+      auto uid = user_id(tx, keys[i]);
+      if (!uid) return tl::unexpected(uid.error());
+      ACCOUNTS_TRY(tx.exec("INSERT INTO accounts_devices (user_id, device_id, display_name, created_ms) VALUES (?, ?, ?, ?)",
+                           {*uid, sessions[i].device_id, std::string_view("bulk"), now}));
+      ACCOUNTS_TRY(tx.exec(
+          "INSERT INTO accounts_tokens (token_hash, user_id, device_id, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+          {Blob{sha256(sessions[i].access_token)}, *uid, sessions[i].device_id, now, expires}));
+    }
+    return ok();
+  });
+  if (!r) return tl::unexpected(r.error());
+  impl_->logger.info("accounts.users_created", {{"count", static_cast<std::int64_t>(keys.size())}, {"via", "bulk"}});
+  return sessions;
+}
+
 Result<UserInfo> Accounts::register_user(std::string_view domain, std::string_view localpart,
                                          std::string_view password, std::optional<std::string_view> invite_token) {
   auto k = user_key(domain, localpart);

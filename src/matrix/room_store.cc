@@ -241,6 +241,9 @@ DROP TABLE matrix_receipts;
 ALTER TABLE matrix_receipts_threaded RENAME TO matrix_receipts;
 CREATE INDEX matrix_receipts_serial ON matrix_receipts(room_id, serial);
 )sql"},
+      {15, "a room's state events by type and key (history visibility and one member's past memberships without scanning the room)", R"sql(
+CREATE INDEX matrix_events_state ON matrix_events(room_id, type, state_key, stream) WHERE state_key IS NOT NULL;
+)sql"},
   };
   return list;
 }
@@ -313,10 +316,14 @@ Result<RoomAppender> RoomStore::load_room(store::Transaction& tx, std::string_vi
   room.depth = (*row)->integer(2);
   room.exists = true;
   Result<void> bad = ok();
+  // Two key ranges around the member rows: `type <> 'm.room.member'` would walk all of
+  // them (10,000 in a big room) on every event appended.
   auto r = tx.query(
       "SELECT s.type, s.state_key, e.event_id, e.pdu FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
-      "WHERE s.room_id = ? AND s.type <> 'm.room.member'",
-      {room_id}, [&](const store::Row& row) {
+      "WHERE s.room_id = ? AND s.type < 'm.room.member' UNION ALL "
+      "SELECT s.type, s.state_key, e.event_id, e.pdu FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
+      "WHERE s.room_id = ? AND s.type > 'm.room.member'",
+      {room_id, room_id}, [&](const store::Row& row) {
         auto pdu = parse_json(row.text(3), {std::size_t{1} << 24, 128});
         if (!pdu) {
           bad = fail(Errc::corrupt, "stored event is not JSON");
@@ -647,10 +654,13 @@ Result<VisibilityFilter> VisibilityFilter::load(store::Transaction& tx, std::str
     return c ? std::string(c->string_at(key)) : std::string();
   };
   f.user_id_ = std::string(user_id);
+  // Two lookups in matrix_events_state, not one OR: without statistics SQLite would
+  // answer the OR from matrix_events_room, reading every event of the room.
   auto r = tx.query(
-      "SELECT stream, type, client FROM matrix_events WHERE room_id = ? AND ((type = 'm.room.history_visibility' "
-      "AND state_key = '') OR (type = 'm.room.member' AND state_key = ?)) ORDER BY stream",
-      {room_id, user_id}, [&](const store::Row& row) {
+      "SELECT stream, type, client FROM matrix_events WHERE room_id = ? AND type = 'm.room.history_visibility' "
+      "AND state_key = '' UNION ALL SELECT stream, type, client FROM matrix_events WHERE room_id = ? "
+      "AND type = 'm.room.member' AND state_key = ? ORDER BY 1",
+      {room_id, room_id, user_id}, [&](const store::Row& row) {
         if (row.text(1) == "m.room.member") {
           f.membership_.emplace_back(row.integer(0), content_field(row.text(2), "membership"));
         } else {
@@ -776,13 +786,15 @@ Result<std::vector<StoredEvent>> RoomStore::paginate(store::Transaction& tx, std
 }
 
 Result<std::vector<StoredEvent>> RoomStore::current_state(store::Transaction& tx, std::string_view room_id,
-                                                          std::int64_t changed_after, std::int64_t before) const {
+                                                          std::int64_t changed_after, std::int64_t before,
+                                                          bool without_members) const {
   std::vector<StoredEvent> out;
   auto r = tx.query(
       fmt::format("SELECT e.{} FROM matrix_state s JOIN matrix_events e ON e.stream = s.stream "
-                  "WHERE s.room_id = ? AND s.stream > ? AND s.stream < ? ORDER BY s.stream",
+                  "WHERE s.room_id = ? AND s.stream > ? AND s.stream < ?{} ORDER BY s.stream",
                   "stream, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.ts, e.client, e.unsigned_extra, "
-                  "e.txn_device, e.txn_id"),
+                  "e.txn_device, e.txn_id",
+                  without_members ? " AND s.type <> 'm.room.member'" : ""),
       {room_id, changed_after, before}, [&](const store::Row& row) { out.push_back(read_event(row)); });
   if (!r) return tl::unexpected(r.error());
   return out;

@@ -213,10 +213,12 @@ class RoomStore {
   Result<std::vector<StoredEvent>> paginate(store::Transaction& tx, std::string_view room_id, std::int64_t from,
                                             bool backwards, int limit, std::int64_t upto) const;
   // Current state events (client format); `changed_after`: only those whose stream lies
-  // in (changed_after, before).
+  // in (changed_after, before). `without_members`: leaves out m.room.member events (a
+  // lazy-loading /sync adds the few it needs itself instead of reading every member).
   Result<std::vector<StoredEvent>> current_state(store::Transaction& tx, std::string_view room_id,
                                                  std::int64_t changed_after = -1,
-                                                 std::int64_t before = INT64_MAX) const;
+                                                 std::int64_t before = INT64_MAX,
+                                                 bool without_members = false) const;
   Result<std::optional<StoredEvent>> state_event(store::Transaction& tx, std::string_view room_id,
                                                  std::string_view type, std::string_view state_key) const;
   // The room's state just after the event at `stream` (events are appended in order, each

@@ -308,7 +308,7 @@ ApiResult<std::string> MatrixService::Impl::run_sync(const std::string& user_id,
         } else {
           if (fresh) sync_state_computed.inc();
           if (fresh || limited) {
-            auto s = rooms.current_state(tx, m.room_id, fresh ? -1 : since, first);
+            auto s = rooms.current_state(tx, m.room_id, fresh ? -1 : since, first, p.filter.state.lazy_load_members);
             if (!s) return tl::unexpected(s.error());
             state = std::move(*s);
           }

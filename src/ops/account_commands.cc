@@ -1,5 +1,8 @@
 #include "ops/account_commands.h"
 
+#include <cstdlib>
+#include <vector>
+
 #include <fmt/format.h>
 
 #include "accounts/accounts.h"
@@ -70,6 +73,35 @@ void add_account_commands(AdminCommands& commands, accounts::Accounts& accounts,
                        : acc->register_user(parts->second, parts->first, *password, std::string_view(invite));
     if (!user) return tl::unexpected(user.error());
     return user_json(*user);
+  };
+  commands["user.add_many"] = [acc, ctx](const AdminArgs& args) -> Result<std::string> {
+    auto prefix = required(args, "prefix");
+    if (!prefix) return tl::unexpected(prefix.error());
+    auto password = required(args, "password");
+    if (!password) return tl::unexpected(password.error());
+    char* end = nullptr;
+    std::string count_text = arg(args, "count");
+    long long count = std::strtoll(count_text.c_str(), &end, 10);
+    if (count_text.empty() || *end != '\0' || count <= 0 || count > 100000)
+      return fail(Errc::invalid_argument, "count must be an integer from 1 to 100000");
+    std::string domain = arg(args, "domain");
+    if (domain.empty()) domain = ctx.primary_domain;
+    std::vector<std::string> localparts;
+    localparts.reserve(static_cast<std::size_t>(count));
+    for (long long i = 1; i <= count; ++i) localparts.push_back(fmt::format("{}{}", *prefix, i));
+    auto sessions = acc->create_users_with_sessions(domain, localparts, *password);
+    if (!sessions) return tl::unexpected(sessions.error());
+    JsonWriter w;
+    w.begin_object().key("domain").value(domain).key("users").begin_array();
+    for (std::size_t i = 0; i < localparts.size(); ++i) {
+      w.begin_object()
+          .key("localpart").value(localparts[i])
+          .key("device_id").value((*sessions)[i].device_id)
+          .key("access_token").value((*sessions)[i].access_token)
+          .end_object();
+    }
+    w.end_array().end_object();
+    return w.take();
   };
   commands["user.passwd"] = [acc, ctx](const AdminArgs& args) -> Result<std::string> {
     auto parts = account_arg(args, ctx.primary_domain);

@@ -29,8 +29,11 @@ struct AccountCommandContext {
 
 using AdminCommands = std::map<std::string, AdminCommand>;
 
-// Adds user.add, user.passwd, user.del, user.list and invite.create.
+// Adds user.add, user.add_many, user.passwd, user.del, user.list and invite.create.
 //   user.add     {jid, password, admin?: bool, invite?: token}  -> {jid, admin}
+//   user.add_many {prefix, count, password, domain?}            -> {domain, users: [{localpart, device_id, access_token}]}
+//                (<prefix>1..<prefix>count sharing one password derivation, with a session
+//                each: bulk provisioning for benchmarks, see Accounts::create_users_with_sessions)
 //   user.passwd  {jid, password}                                -> {jid}
 //   user.del     {jid}                                          -> {jid}
 //   user.list    {domain?}                                      -> {users: [{jid, admin, created_ms}]}

@@ -366,6 +366,29 @@ TEST_F(AccountsTest, PlainPasswordIsNeverStored) {
   for (const auto& pw : {first, second, third}) EXPECT_EQ(bytes.find(pw), std::string::npos) << pw;
 }
 
+TEST_F(AccountsTest, UsersWithSessionsInBulkShareOnePasswordAndGetATokenEach) {
+  auto made = accounts().create_users_with_sessions("example.org", {"b1", "b2", "b3"}, "bulkpw");
+  ASSERT_TRUE(made) << made.error().describe();
+  ASSERT_EQ(made->size(), 3u);
+  EXPECT_NE((*made)[0].access_token, (*made)[1].access_token);
+  for (int i = 0; i < 3; ++i) {
+    auto owner = accounts().lookup_token((*made)[i].access_token);
+    ASSERT_TRUE(owner);
+    EXPECT_EQ(owner->localpart, "b" + std::to_string(i + 1));
+    EXPECT_EQ(owner->device_id, (*made)[i].device_id);
+    EXPECT_TRUE(accounts().verify_password("example.org", owner->localpart, "bulkpw"));
+  }
+  EXPECT_FALSE(accounts().verify_password("example.org", "b2", "other"));
+  // All or nothing: one existing name fails the batch and creates none of it.
+  auto dup = accounts().create_users_with_sessions("example.org", {"c1", "b2"}, "bulkpw");
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code, Errc::already_exists);
+  EXPECT_FALSE(accounts().get_user("example.org", "c1"));
+  auto bad = accounts().create_users_with_sessions("example.org", {"ok", "a b"}, "bulkpw");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+}
+
 TEST_F(AccountsTest, SessionTokensLookUpAndRevoke) {
   ASSERT_TRUE(accounts().create_user("example.org", "alice", "pw", false));
   auto s = accounts().create_session("example.org", "alice", "", "Phone");

@@ -261,6 +261,13 @@ TEST_F(RoomStoreTest, BigRoomStateIsOneRowPerKey) {
     EXPECT_EQ(pdu->get("depth")->as_int(), 4 + kMembers + kMessages);
     auto members = rooms.members(tx, "!big:hs");
     EXPECT_EQ(members->size(), static_cast<std::size_t>(kMembers + 1));
+    // A lazy-loading /sync reads the state without the 10,001 member events.
+    auto no_members = rooms.current_state(tx, "!big:hs", -1, INT64_MAX, /*without_members=*/true);
+    EXPECT_EQ(no_members->size(), 3u);
+    for (const auto& e : *no_members) EXPECT_NE(e.type, "m.room.member");
+    // History visibility from the member's own membership (two index lookups, not a scan).
+    auto seen = VisibilityFilter::load(tx, "!big:hs", "@u5:hs");
+    EXPECT_TRUE(seen->visible(tl->back()));
     return true;
   });
   ASSERT_TRUE(check) << check.error().describe();
