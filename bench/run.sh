@@ -206,6 +206,7 @@ https_port = -1
 bind = ["127.0.0.1"]
 c2s_port = $HEARTH_PORT
 c2s_tls_port = -1
+s2s_port = -1  # no federation in these workloads; 5269 may be another hearthd's on this machine
 read_bytes_per_second = 1073741824
 
 [limits]

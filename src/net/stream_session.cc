@@ -35,7 +35,8 @@ struct TlsFacts {
   bool tls = false;
   std::string sni, alpn, version;
   std::optional<std::string> exporter, end_point;
-  PeerCertificate peer;
+  // Shared and immutable once recorded; null when the peer sent none (every c2s client).
+  std::shared_ptr<const PeerCertificate> peer;
 };
 
 // The subjectAltName entries of a peer certificate (RFC 6120 §13.7.1.4: dNSName,
@@ -184,7 +185,10 @@ class StreamHandle final : public StreamConnection {
   std::string server_name() const override { return facts().sni; }
   std::string alpn() const override { return facts().alpn; }
   std::string tls_version() const override { return facts().version; }
-  PeerCertificate peer_certificate() const override { return facts().peer; }
+  PeerCertificate peer_certificate() const override {
+    auto peer = facts().peer;
+    return peer ? *peer : PeerCertificate{};
+  }
   void start_tls_client(std::string server_name, std::string local_name,
                         std::function<void(Result<void>)> done) override;
   Result<std::string> channel_binding(std::string_view type) const override;
@@ -234,9 +238,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
         socket_(std::move(socket)),
         ip_(std::move(ip)),
         id_(impl.next_connection_id.fetch_add(1)),
-        wake_(*shard.ctx),
-        idle_timer_(*shard.ctx),
-        close_deadline_(*shard.ctx) {}
+        idle_timer_(*shard.ctx) {}
 
   ~StreamSession() override {
     finish();
@@ -249,7 +251,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     error_code ec;
     if (impl_.stopping.load()) {
       socket_.close(ec);
-      if (auto handler = std::exchange(connect_handler_, nullptr))
+      if (auto handler = client_ ? std::exchange(client_->connect_handler, nullptr) : nullptr)
         call_user([&] { handler(fail(Errc::unavailable, "server stopping")); }, "stream.connect_failed");
       return;
     }
@@ -310,11 +312,14 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   // An outgoing connection: `handler` gets the handle once started (instead of a
   // listener's acceptor).
-  void set_outgoing(StreamConnectHandler handler) { connect_handler_ = std::move(handler); }
+  void set_outgoing(StreamConnectHandler handler) {
+    client_ = std::make_unique<ClientSide>();
+    client_->connect_handler = std::move(handler);
+  }
 
   void start_tls_client(std::string server_name, std::string local_name, std::function<void(Result<void>)> done) {
     if (finished_) return;
-    if (!connect_handler_ && !outgoing_started_) {
+    if (!client_) {
       shard_.poster->post([done = std::move(done)] { done(fail(Errc::invalid_argument, "not an outgoing connection")); });
       return;
     }
@@ -322,9 +327,9 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
       shard_.poster->post([done = std::move(done)] { done(fail(Errc::unavailable, "no TLS identity configured")); });
       return;
     }
-    client_mode_ = true;
-    client_sni_ = std::move(server_name);
-    client_local_ = std::move(local_name);
+    client_->tls_client = true;
+    client_->sni = std::move(server_name);
+    client_->local = std::move(local_name);
     start_tls(std::move(done), {});
   }
 
@@ -390,6 +395,13 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     std::size_t credit;  // bytes of the send budget this chunk releases once written
   };
   enum class ReadStatus { more, eof, error };
+  // An io_context executor rather than any_io_executor: 32 bytes less per timer.
+  using Timer = asio::basic_waitable_timer<SteadyClock, asio::wait_traits<SteadyClock>, asio::io_context::executor_type>;
+  struct ClientSide {
+    StreamConnectHandler connect_handler;  // until started
+    bool tls_client = false;
+    std::string sni, local;
+  };
 
   void release(std::size_t credit) {
     if (handle_) handle_->written(credit);
@@ -481,21 +493,25 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   awaitable<void> pause(SteadyClock::duration d) {
     error_code ec;
-    if (d == SteadyClock::duration::max()) wake_.expires_at(SteadyClock::time_point::max());
-    else wake_.expires_after(std::max<SteadyClock::duration>(d, std::chrono::milliseconds(1)));
-    co_await wake_.async_wait(ec_token(ec));
+    if (!wake_) wake_ = std::make_unique<Timer>(*shard_.ctx);
+    if (d == SteadyClock::duration::max()) wake_->expires_at(SteadyClock::time_point::max());
+    else wake_->expires_after(std::max<SteadyClock::duration>(d, std::chrono::milliseconds(1)));
+    co_await wake_->async_wait(ec_token(ec));
   }
-  void wake() { wake_.cancel(); }
+  void wake() {
+    if (wake_) wake_->cancel();
+  }
 
   // ---- accepting and TLS ----
 
   void accept() {
     handle_ = std::make_shared<StreamHandle>(shard_.poster, weak_from_this(), ip_,
-                                             impl_.options.stream_max_queued_bytes, std::exchange(facts_, {}));
+                                             impl_.options.stream_max_queued_bytes,
+                                             facts_ ? std::move(*facts_) : TlsFacts{});
+    facts_.reset();
     StreamCallbacks cb;
-    if (connect_handler_) {
-      outgoing_started_ = true;
-      auto handler = std::exchange(connect_handler_, nullptr);
+    if (client_ && client_->connect_handler) {
+      auto handler = std::exchange(client_->connect_handler, nullptr);
       std::shared_ptr<StreamConnection> h = handle_;
       if (!call_user([&] { cb = handler(h); }, "stream.connected")) return cut();
     } else if (!call_user([&] { cb = (*listener_.stream_acceptor)(handle_); }, "stream.acceptor")) {
@@ -508,8 +524,9 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
 
   bool begin_handshake() {
     if (impl_.tls.empty()) return false;
-    if (client_mode_)
-      ssl_ = SSL_new(impl_.tls_client[impl_.client_context_for(client_local_)]->native_handle());
+    bool tls_client = client_ && client_->tls_client;
+    if (tls_client)
+      ssl_ = SSL_new(impl_.tls_client[impl_.client_context_for(client_->local)]->native_handle());
     else
       ssl_ = SSL_new(impl_.tls.front()->native_handle());
     const BIO_METHOD* method = transport_method();
@@ -522,8 +539,8 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: SSL_free frees it
     SSL_set_ex_data(ssl_, alpn_ex_index(), const_cast<std::string*>(&listener_.alpn_wire));
     SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
-    if (client_mode_) {
-      if (!client_sni_.empty()) SSL_set_tlsext_host_name(ssl_, client_sni_.c_str());
+    if (tls_client) {
+      if (!client_->sni.empty()) SSL_set_tlsext_host_name(ssl_, client_->sni.c_str());
       SSL_set_connect_state(ssl_);
       tls_ = Tls::handshaking;
       pump_tls();  // the ClientHello
@@ -622,15 +639,17 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     }
     if (X509* cert = SSL_get_certificate(ssl_)) f.end_point = end_point_hash(cert);
     if (X509* peer = SSL_get0_peer_certificate(ssl_)) {
-      f.peer.present = true;
+      auto names = std::make_shared<PeerCertificate>();
+      names->present = true;
       long v = SSL_get_verify_result(ssl_);
-      f.peer.chain_valid = v == X509_V_OK;
-      if (v != X509_V_OK) f.peer.verify_error = X509_verify_cert_error_string(v);
-      read_alt_names(peer, f.peer);
+      names->chain_valid = v == X509_V_OK;
+      if (v != X509_V_OK) names->verify_error = X509_verify_cert_error_string(v);
+      read_alt_names(peer, *names);
+      f.peer = std::move(names);
     }
     // Kept once: by the handle, or here until accept() hands them to it.
     if (handle_) handle_->set_facts(std::move(f));
-    else facts_ = std::move(f);
+    else facts_ = std::make_unique<TlsFacts>(std::move(f));
   }
 
   void encrypt(const std::string& plain, std::size_t credit) {
@@ -741,8 +760,9 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
   }
 
   void arm_close_deadline(SteadyClock::duration d) {
-    close_deadline_.expires_after(d);
-    close_deadline_.async_wait([w = weak_from_this()](error_code ec) {
+    if (!close_deadline_) close_deadline_ = std::make_unique<Timer>(*shard_.ctx);
+    close_deadline_->expires_after(d);
+    close_deadline_->async_wait([w = weak_from_this()](error_code ec) {
       if (ec) return;
       if (auto s = w.lock()) s->cut();
     });
@@ -756,7 +776,7 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
     socket_.close(ec);
     wake();
     idle_timer_.cancel();
-    close_deadline_.cancel();
+    if (close_deadline_) close_deadline_->cancel();
     for (auto* q : {&out_, &held_}) {
       for (auto& c : *q) release(c.credit);
       q->clear();
@@ -782,25 +802,23 @@ class StreamSession final : public Connection, public std::enable_shared_from_th
   const std::uint64_t id_;
   std::shared_ptr<StreamHandle> handle_;
   StreamCallbacks cb_;
-  StreamConnectHandler connect_handler_;  // outgoing, until started
-  bool outgoing_started_ = false;
-  bool client_mode_ = false;  // TLS client (outgoing)
-  std::string client_sni_, client_local_;
+  std::unique_ptr<ClientSide> client_;  // outgoing connections only
 
   Tls tls_ = Tls::none;
   TlsTransport transport_;  // before ssl_'s BIO is freed (in the destructor's body)
   SSL* ssl_ = nullptr;
-  TlsFacts facts_;  // until the handle exists (direct TLS)
+  std::unique_ptr<TlsFacts> facts_;  // until the handle exists (direct TLS)
   std::function<void(Result<void>)> tls_done_;
   std::string pre_tls_;       // bytes for the handshake before anything read from the socket
   // Lists, not deques: an empty std::list holds no memory (a deque allocates ~600 bytes).
   std::list<Chunk> held_;     // plaintext sent while TLS is being set up
   std::list<Chunk> out_;      // bytes for the socket, in order
 
-  asio::steady_timer wake_;   // the read loop's pauses
-  asio::steady_timer idle_timer_;
-  asio::steady_timer close_deadline_;
-  std::list<asio::steady_timer> timers_;  // post_after
+  // Made on first use: an idle authenticated connection needs only idle_timer_.
+  std::unique_ptr<Timer> wake_;  // the read loop's pauses
+  Timer idle_timer_;
+  std::unique_ptr<Timer> close_deadline_;
+  std::list<Timer> timers_;  // post_after
   SteadyClock::time_point last_read_, handshake_started_, refilled_at_;
   std::chrono::seconds idle_{0};
   double rate_ = 0, burst_ = 0, tokens_ = 0;
