@@ -10,11 +10,6 @@ namespace hearth::matrix {
 
 namespace {
 
-JsonValue content_of(const StoredEvent& e) {
-  auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
-  const JsonValue* c = v ? v->get("content") : nullptr;
-  return c ? *c : JsonValue::object();
-}
 
 ApiError as_api(const Error& e) {
   if (e.code == Errc::permission_denied) return {403, "M_FORBIDDEN", e.message};
@@ -51,7 +46,7 @@ ApiResult<std::string> MatrixService::Impl::alias_delete(Ctx& ctx) {
   // sent by the deleting user; without the level for it the event stays as it is.
   auto current = store.read_sync([&](store::Transaction& tx) { return rooms.state_event(tx, *r, "m.room.canonical_alias", ""); });
   if (current && *current) {
-    JsonValue content = content_of(**current);
+    JsonValue content = stored_event_content(**current);
     bool changed = false;
     if (content.string_at("alias") == alias) changed = content.erase("alias");
     if (JsonValue* alt = content.get("alt_aliases"); alt && alt->is_array()) {
@@ -212,7 +207,7 @@ ApiResult<std::string> MatrixService::Impl::public_rooms(Ctx& ctx) {
         auto e = rooms.state_event(tx, id, type, "");
         if (!e) return tl::unexpected(e.error());
         if (!*e) return ok();
-        JsonValue c = content_of(**e);
+        JsonValue c = stored_event_content(**e);
         if (const JsonValue* v = c.get(key); v && v->is_string()) {
           w.key(out).value(v->as_string());
           haystack += v->as_string() + "\n";
@@ -229,10 +224,10 @@ ApiResult<std::string> MatrixService::Impl::public_rooms(Ctx& ctx) {
       if (!joined) return tl::unexpected(joined.error());
       auto hv = rooms.state_event(tx, id, "m.room.history_visibility", "");
       if (!hv) return tl::unexpected(hv.error());
-      bool world_readable = *hv && content_of(**hv).string_at("history_visibility") == "world_readable";
+      bool world_readable = *hv && stored_event_content(**hv).string_at("history_visibility") == "world_readable";
       auto ga = rooms.state_event(tx, id, "m.room.guest_access", "");
       if (!ga) return tl::unexpected(ga.error());
-      bool guests = *ga && content_of(**ga).string_at("guest_access") == "can_join";
+      bool guests = *ga && stored_event_content(**ga).string_at("guest_access") == "can_join";
       w.key("num_joined_members").value((*joined)->integer(0)).key("world_readable").value(world_readable);
       w.key("guest_can_join").value(guests).end_object();
       if (matched++ >= offset && static_cast<int>(chunk.size()) < limit) chunk.push_back(w.take());

@@ -16,20 +16,9 @@ ApiResult<std::string> MatrixService::Impl::knock(Ctx& ctx) {
   const JsonValue* reason = body->get("reason");
   if (reason && !reason->is_string()) return api_error(400, "M_BAD_JSON", "reason must be a string");
   if (reason && reason->as_string().size() > 1024) return api_error(400, "M_INVALID_PARAM", "reason is limited to 1024 bytes");
-  std::string room_id = target;
-  if (!target.empty() && target[0] == '#') {
-    auto found = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
-      auto row = tx.query_one("SELECT room_id FROM matrix_aliases WHERE alias = ?", {target});
-      if (!row) return tl::unexpected(row.error());
-      if (!*row) return std::optional<std::string>();
-      return std::optional<std::string>(std::string((*row)->text(0)));
-    });
-    if (!found) return tl::unexpected(to_api_error(found.error()));
-    if (!*found) return api_error(404, "M_NOT_FOUND", "Unknown room alias");
-    room_id = **found;
-  } else if (target.empty() || target[0] != '!') {
-    return api_error(400, "M_INVALID_PARAM", "Expected a room id or alias");
-  }
+  auto resolved = resolve_room_id(target);
+  if (!resolved) return tl::unexpected(resolved.error());
+  std::string room_id = std::move(*resolved);
   if (server_of(room_id) != options.server_name)
     return api_error(403, "M_FORBIDDEN", "Knocking on rooms of other servers is not supported");
   auto content = store.read_sync([&](store::Transaction& tx) { return member_content(tx, ctx.user_id, "knock"); });

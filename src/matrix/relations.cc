@@ -8,25 +8,7 @@ namespace hearth::matrix {
 
 namespace {
 
-constexpr std::string_view kEventColumns =
-    "e.stream, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.ts, e.client, e.unsigned_extra, e.txn_device, "
-    "e.txn_id";
-
-StoredEvent read_event(const store::Row& r) {
-  StoredEvent e;
-  e.stream = r.integer(0);
-  e.event_id = std::string(r.text(1));
-  e.room_id = std::string(r.text(2));
-  e.type = std::string(r.text(3));
-  if (!r.is_null(4)) e.state_key = std::string(r.text(4));
-  e.sender = std::string(r.text(5));
-  e.ts = r.integer(6);
-  e.client_json = std::string(r.text(7));
-  e.unsigned_extra = std::string(r.text(8));
-  e.txn_device = std::string(r.text(9));
-  e.txn_id = std::string(r.text(10));
-  return e;
-}
+const std::string kEventColumns = stored_event_columns("e");
 
 std::optional<JsonValue> parse_client(const StoredEvent& e) {
   auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
@@ -134,7 +116,7 @@ Result<RelationPage> related_events(store::Transaction& tx, const RelationQuery&
   auto r = tx.query(sql,
                     {q.parent_id, std::max(1, q.depth), q.rel_type, q.rel_type, q.event_type, q.event_type, low, high,
                      q.limit + 1},
-                    [&](const store::Row& row) { page.chunk.push_back(read_event(row)); });
+                    [&](const store::Row& row) { page.chunk.push_back(read_stored_event(row)); });
   if (!r) return tl::unexpected(r.error());
   if (static_cast<int>(page.chunk.size()) > q.limit) {
     page.chunk.resize(q.limit);
@@ -162,7 +144,7 @@ Result<ThreadPage> thread_roots(store::Transaction& tx, std::string_view room_id
   }
   for (const auto& [id, latest] : roots) {
     auto q = tx.query(fmt::format("SELECT {} FROM matrix_events e WHERE e.event_id = ? AND e.room_id = ?", kEventColumns),
-                      {id, room_id}, [&](const store::Row& row) { page.roots.push_back(read_event(row)); });
+                      {id, room_id}, [&](const store::Row& row) { page.roots.push_back(read_stored_event(row)); });
     if (!q) return tl::unexpected(q.error());
   }
   return page;
@@ -181,7 +163,7 @@ Result<std::optional<std::string>> newest_edit(store::Transaction& tx, const Sto
                                 "ORDER BY e.ts DESC, e.event_id DESC LIMIT 20",
                                 kEventColumns),
                     {original.event_id, original.sender, original.type},
-                    [&](const store::Row& row) { candidates.push_back(read_event(row)); });
+                    [&](const store::Row& row) { candidates.push_back(read_stored_event(row)); });
   if (!r) return tl::unexpected(r.error());
   for (const auto& c : candidates) {
     auto json = parse_client(c);
@@ -229,7 +211,7 @@ Result<void> bundle_one(store::Transaction& tx, StoredEvent& e, std::string_view
   if (thread && with_thread) {
     std::optional<StoredEvent> latest;
     auto q = tx.query(fmt::format("SELECT {} FROM matrix_events e WHERE e.stream = ?", kEventColumns), {thread->latest},
-                      [&](const store::Row& row) { latest = read_event(row); });
+                      [&](const store::Row& row) { latest = read_stored_event(row); });
     if (!q) return tl::unexpected(q.error());
     if (latest) {
       // The latest reply carries its own aggregations (its edits), not a thread's.

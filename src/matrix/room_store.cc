@@ -271,12 +271,21 @@ const JsonValue* RoomAppender::lookup(std::string_view type, std::string_view ke
   return it == state.end() ? nullptr : &it->second.pdu;
 }
 
-namespace {
+std::string stored_event_columns(std::string_view alias) {
+  std::string prefix = alias.empty() ? std::string() : std::string(alias) + ".";
+  return fmt::format(
+      "{0}stream, {0}event_id, {0}room_id, {0}type, {0}state_key, {0}sender, {0}ts, {0}client, {0}unsigned_extra, "
+      "{0}txn_device, {0}txn_id",
+      prefix);
+}
 
-constexpr std::string_view kEventColumns =
-    "stream, event_id, room_id, type, state_key, sender, ts, client, unsigned_extra, txn_device, txn_id";
+JsonValue stored_event_content(const StoredEvent& e) {
+  auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
+  const JsonValue* c = v ? v->get("content") : nullptr;
+  return c ? *c : JsonValue::object();
+}
 
-StoredEvent read_event(const store::Row& r) {
+StoredEvent read_stored_event(const store::Row& r) {
   StoredEvent e;
   e.stream = r.integer(0);
   e.event_id = std::string(r.text(1));
@@ -292,7 +301,11 @@ StoredEvent read_event(const store::Row& r) {
   return e;
 }
 
-std::string sql_events(std::string_view tail) { return fmt::format("SELECT {} FROM matrix_events {}", kEventColumns, tail); }
+namespace {
+
+std::string sql_events(std::string_view tail) {
+  return fmt::format("SELECT {} FROM matrix_events {}", stored_event_columns(), tail);
+}
 
 }  // namespace
 
@@ -763,7 +776,7 @@ Result<std::vector<StoredEvent>> RoomStore::timeline(store::Transaction& tx, std
                                                      bool* more) const {
   std::vector<StoredEvent> out;
   auto r = tx.query(sql_events("WHERE room_id = ? AND stream > ? AND stream <= ? ORDER BY stream DESC LIMIT ?"),
-                    {room_id, after, upto, limit + 1}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+                    {room_id, after, upto, limit + 1}, [&](const store::Row& row) { out.push_back(read_stored_event(row)); });
   if (!r) return tl::unexpected(r.error());
   if (more) *more = static_cast<int>(out.size()) > limit;
   if (static_cast<int>(out.size()) > limit) out.resize(limit);
@@ -775,7 +788,7 @@ Result<std::vector<StoredEvent>> RoomStore::paginate(store::Transaction& tx, std
                                                      std::int64_t from, bool backwards, int limit,
                                                      std::int64_t upto) const {
   std::vector<StoredEvent> out;
-  auto on_row = [&](const store::Row& row) { out.push_back(read_event(row)); };
+  auto on_row = [&](const store::Row& row) { out.push_back(read_stored_event(row)); };
   Result<void> r = backwards
                        ? tx.query(sql_events("WHERE room_id = ? AND stream <= ? ORDER BY stream DESC LIMIT ?"),
                                   {room_id, from, limit}, on_row)
@@ -795,7 +808,7 @@ Result<std::vector<StoredEvent>> RoomStore::current_state(store::Transaction& tx
                   "stream, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.ts, e.client, e.unsigned_extra, "
                   "e.txn_device, e.txn_id",
                   without_members ? " AND s.type <> 'm.room.member'" : ""),
-      {room_id, changed_after, before}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+      {room_id, changed_after, before}, [&](const store::Row& row) { out.push_back(read_stored_event(row)); });
   if (!r) return tl::unexpected(r.error());
   return out;
 }
@@ -805,7 +818,7 @@ Result<std::optional<StoredEvent>> RoomStore::state_event(store::Transaction& tx
   std::optional<StoredEvent> out;
   auto r = tx.query(sql_events("WHERE stream = (SELECT stream FROM matrix_state WHERE room_id = ? AND type = ? AND "
                                "state_key = ?)"),
-                    {room_id, type, state_key}, [&](const store::Row& row) { out = read_event(row); });
+                    {room_id, type, state_key}, [&](const store::Row& row) { out = read_stored_event(row); });
   if (!r) return tl::unexpected(r.error());
   return out;
 }
@@ -815,14 +828,14 @@ Result<std::vector<StoredEvent>> RoomStore::state_at(store::Transaction& tx, std
   std::vector<StoredEvent> out;
   auto r = tx.query(sql_events("WHERE stream IN (SELECT MAX(stream) FROM matrix_events WHERE room_id = ? AND "
                                "state_key IS NOT NULL AND stream <= ? GROUP BY type, state_key) ORDER BY stream"),
-                    {room_id, stream}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+                    {room_id, stream}, [&](const store::Row& row) { out.push_back(read_stored_event(row)); });
   if (!r) return tl::unexpected(r.error());
   return out;
 }
 
 Result<std::optional<StoredEvent>> RoomStore::event(store::Transaction& tx, std::string_view event_id) const {
   std::optional<StoredEvent> out;
-  auto r = tx.query(sql_events("WHERE event_id = ?"), {event_id}, [&](const store::Row& row) { out = read_event(row); });
+  auto r = tx.query(sql_events("WHERE event_id = ?"), {event_id}, [&](const store::Row& row) { out = read_stored_event(row); });
   if (!r) return tl::unexpected(r.error());
   return out;
 }
@@ -830,7 +843,7 @@ Result<std::optional<StoredEvent>> RoomStore::event(store::Transaction& tx, std:
 Result<std::vector<StoredEvent>> RoomStore::members(store::Transaction& tx, std::string_view room_id) const {
   std::vector<StoredEvent> out;
   auto r = tx.query(sql_events("WHERE stream IN (SELECT stream FROM matrix_members WHERE room_id = ?) ORDER BY stream"),
-                    {room_id}, [&](const store::Row& row) { out.push_back(read_event(row)); });
+                    {room_id}, [&](const store::Row& row) { out.push_back(read_stored_event(row)); });
   if (!r) return tl::unexpected(r.error());
   return out;
 }

@@ -49,6 +49,15 @@ struct StoredEvent {
   std::string bundled;  // unsigned["m.relations"] when set (relations.h fills it), else ""
 };
 
+// The matrix_events columns read_stored_event expects, in its order; `alias` prefixes each
+// ("e" gives "e.stream, e.event_id, ...").
+std::string stored_event_columns(std::string_view alias = "");
+// A StoredEvent from a row selected with stored_event_columns().
+StoredEvent read_stored_event(const store::Row& r);
+
+// The event's content (an empty object when it cannot be read).
+JsonValue stored_event_content(const StoredEvent& e);
+
 // Renders a StoredEvent for a requesting device (adds unsigned.transaction_id for the
 // sender's own device, unsigned.age from `now_ms`).
 std::string render_event(const StoredEvent& e, std::string_view user_id, std::string_view device_id,

@@ -256,21 +256,25 @@ std::string event_id_reply(const std::string& id) {
 }
 }  // namespace
 
-ApiResult<std::string> MatrixService::Impl::join(Ctx& ctx, const std::string& room_or_alias) {
-  std::string room_id = room_or_alias;
-  if (!room_or_alias.empty() && room_or_alias[0] == '#') {
-    auto found = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
-      auto row = tx.query_one("SELECT room_id FROM matrix_aliases WHERE alias = ?", {room_or_alias});
-      if (!row) return tl::unexpected(row.error());
-      if (!*row) return std::optional<std::string>();
-      return std::optional<std::string>(std::string((*row)->text(0)));
-    });
-    if (!found) return tl::unexpected(to_api_error(found.error()));
-    if (!*found) return api_error(404, "M_NOT_FOUND", "Unknown room alias");
-    room_id = **found;
-  } else if (room_or_alias.empty() || room_or_alias[0] != '!') {
+ApiResult<std::string> MatrixService::Impl::resolve_room_id(const std::string& room_or_alias) {
+  if (!room_or_alias.empty() && room_or_alias[0] == '!') return room_or_alias;
+  if (room_or_alias.empty() || room_or_alias[0] != '#')
     return api_error(400, "M_INVALID_PARAM", "Expected a room id or alias");
-  }
+  auto found = store.read_sync([&](store::Transaction& tx) -> Result<std::optional<std::string>> {
+    auto row = tx.query_one("SELECT room_id FROM matrix_aliases WHERE alias = ?", {room_or_alias});
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return std::optional<std::string>();
+    return std::optional<std::string>(std::string((*row)->text(0)));
+  });
+  if (!found) return tl::unexpected(to_api_error(found.error()));
+  if (!*found) return api_error(404, "M_NOT_FOUND", "Unknown room alias");
+  return **found;
+}
+
+ApiResult<std::string> MatrixService::Impl::join(Ctx& ctx, const std::string& room_or_alias) {
+  auto resolved = resolve_room_id(room_or_alias);
+  if (!resolved) return tl::unexpected(resolved.error());
+  std::string room_id = std::move(*resolved);
   if (server_of(room_id) != options.server_name) {
     auto known = store.read_sync([&](store::Transaction& tx) -> Result<bool> {
       auto row = tx.query_one("SELECT 1 FROM matrix_rooms WHERE room_id = ?", {room_id});

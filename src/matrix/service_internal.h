@@ -262,6 +262,8 @@ struct MatrixService::Impl : std::enable_shared_from_this<MatrixService::Impl> {
 
   // Rooms (rooms_api.cc).
   ApiResult<std::string> create_room(Ctx&);
+  // A room id as given, or the room an alias (#...) names: 404 for an unknown alias, 400 otherwise.
+  ApiResult<std::string> resolve_room_id(const std::string& room_or_alias);
   ApiResult<std::string> join(Ctx&, const std::string& room_or_alias);
   Result<std::vector<StoredEvent>> state_for(store::Transaction& tx, const std::string& room_id, const std::string& user_id);
   ApiResult<void> check_canonical_alias(const std::string& room_id, const JsonValue& content);

@@ -10,16 +10,6 @@
 
 namespace hearth::matrix {
 
-namespace {
-
-JsonValue content_of(const StoredEvent& e) {
-  auto v = parse_json(e.client_json, {std::size_t{1} << 24, 128});
-  const JsonValue* c = v ? v->get("content") : nullptr;
-  return c ? *c : JsonValue::object();
-}
-
-}  // namespace
-
 ApiResult<std::string> MatrixService::Impl::upgrade_room(Ctx& ctx) {
   auto body = ctx.body(options.max_body_bytes);
   if (!body) return tl::unexpected(body.error());
@@ -43,7 +33,7 @@ ApiResult<std::string> MatrixService::Impl::upgrade_room(Ctx& ctx) {
     bool had_levels = false, had_alias = false;
     for (const auto& e : *state) {
       if (!e.state_key) continue;
-      JsonValue c = content_of(e);
+      JsonValue c = stored_event_content(e);
       if (e.type == "m.room.create") old_create = c;
       if (e.type == "m.room.power_levels" && e.state_key->empty()) {
         old_levels = c;
