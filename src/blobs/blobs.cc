@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "core/clock.h"
+#include "core/durable_file.h"
 #include "core/random.h"
 #include "store/store.h"
 
@@ -53,15 +54,6 @@ Error io_error(std::string_view what, const std::string& path) {
   int err = errno;
   Errc code = (err == ENOSPC || err == EDQUOT) ? Errc::resource_exhausted : Errc::io;
   return Error{code, fmt::format("{} {}: {}", what, path, std::strerror(err))};
-}
-
-Result<void> fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return tl::unexpected(io_error("open", dir));
-  int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) return tl::unexpected(io_error("fsync", dir));
-  return ok();
 }
 
 // Writes bytes to a new file and fsyncs it.
@@ -157,7 +149,7 @@ Result<Blob> BlobStore::put(std::string_view owner, std::string_view name, std::
       ::unlink(tmp.c_str());
       return tl::unexpected(e);
     }
-    if (auto s = fsync_dir(shard); !s) return tl::unexpected(s.error());
+    if (auto s = fsync_directory(shard); !s) return tl::unexpected(s.error());
   }
   return add_reference(std::move(b), true);
 }
@@ -247,7 +239,7 @@ Result<void> BlobStore::store_staged(Blob& b, const std::string& staged_path, bo
     std::string shard = options_.dir + "/" + b.hash.substr(0, 2);
     std::filesystem::create_directories(shard, ec);
     if (std::rename(staged_path.c_str(), final_path.c_str()) != 0) return tl::unexpected(io_error("rename", final_path));
-    if (auto s = fsync_dir(shard); !s) return tl::unexpected(s.error());
+    if (auto s = fsync_directory(shard); !s) return tl::unexpected(s.error());
   }
   return ok();
 }

@@ -10,7 +10,6 @@ namespace hearth::matrix {
 
 namespace {
 
-
 ApiError as_api(const Error& e) {
   if (e.code == Errc::permission_denied) return {403, "M_FORBIDDEN", e.message};
   if (e.code == Errc::not_found) return {404, "M_NOT_FOUND", e.message};

@@ -19,6 +19,7 @@
 #include <simdjson.h>
 #include <zstd.h>
 
+#include "core/durable_file.h"
 #include "core/json.h"
 
 namespace hearth::ops {
@@ -75,16 +76,6 @@ bool write_fd(int fd, const char* p, std::size_t n) {
     n -= static_cast<std::size_t>(w);
   }
   return true;
-}
-
-Result<void> fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return sys_fail("open directory", dir);
-  int rc = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  if (rc != 0) return sys_fail("fsync directory", dir, e);
-  return ok();
 }
 
 // A relative path that stays inside the directory it is joined to.
@@ -690,7 +681,7 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
       return sys_fail("cannot rename the backup to", o.output, e);
     }
     std::string dir = fs::path(o.output).parent_path().string();
-    if (auto r = fsync_dir(dir.empty() ? "." : dir); !r) return tl::unexpected(r.error());
+    if (auto r = fsync_directory(dir.empty() ? "." : dir); !r) return tl::unexpected(r.error());
   } else if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
     return fail(Errc::io, fmt::format("fsync of standard output: {}", std::strerror(errno)));
   }
@@ -1056,11 +1047,11 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     }
   }
   for (auto d = dirs.rbegin(); d != dirs.rend(); ++d)
-    if (auto r = fsync_dir(*d); !r) return tl::unexpected(r.error());
+    if (auto r = fsync_directory(*d); !r) return tl::unexpected(r.error());
   if (fs::exists(target, ec) && ::rmdir(target.c_str()) != 0) return sys_fail("cannot replace the empty directory", target);
   if (::rename(tmp.c_str(), target.c_str()) != 0) return sys_fail("cannot rename the restored directory to", target);
   cleanup.keep = true;
-  if (auto r = fsync_dir(parent); !r) return tl::unexpected(r.error());
+  if (auto r = fsync_directory(parent); !r) return tl::unexpected(r.error());
   report.manifest = std::move(*last);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return report;

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "core/durable_file.h"
+
 namespace hearth::ops {
 namespace {
 
@@ -22,16 +24,6 @@ constexpr std::string_view kChainPrefix = "chain-";
 
 tl::unexpected<Error> sys_fail(std::string_view what, const std::string& path, int e = errno) {
   return fail(Errc::io, fmt::format("{} {}: {}", what, path, std::strerror(e)));
-}
-
-Result<void> fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return sys_fail("open directory", dir);
-  int rc = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  if (rc != 0) return sys_fail("fsync directory", dir, e);
-  return ok();
 }
 
 // `content` at `path`, durably: <path>.partial, fsync, rename, fsync of the directory.
@@ -65,7 +57,7 @@ Result<void> write_file_durably(const std::string& path, const std::string& cont
     ::unlink(partial.c_str());
     return sys_fail("cannot rename to", path, e);
   }
-  return fsync_dir(fs::path(path).parent_path().string());
+  return fsync_directory(fs::path(path).parent_path().string());
 }
 
 Result<std::string> read_small_file(const std::string& path, std::size_t limit) {
@@ -281,7 +273,7 @@ Result<ReplicaRound> ReplicaWriter::write_round(std::int64_t started_ms) {
   if (full) {
     dir = options_.replica_dir + "/" + chain_name(started_ms);
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_fail("cannot create", dir);
-    if (auto r = fsync_dir(options_.replica_dir); !r) return tl::unexpected(r.error());
+    if (auto r = fsync_directory(options_.replica_dir); !r) return tl::unexpected(r.error());
   }
   const std::uint64_t sequence = full ? 0 : last_->sequence + 1;
   const std::string base = dir + "/" + link_name(sequence);
@@ -349,7 +341,7 @@ void ReplicaWriter::prune_chains() {
     log_.info("replica.chain_removed", {{"dir", (*chains)[i].dir}});
   }
   for (const auto& dir : broken) fs::remove_all(dir, ec);
-  (void)fsync_dir(options_.replica_dir);
+  (void)fsync_directory(options_.replica_dir);
 }
 
 CheckResult ReplicaWriter::check() const {
