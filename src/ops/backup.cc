@@ -256,22 +256,12 @@ Result<void> list_files(const std::string& root, const std::string& rel, std::ve
 }
 
 Result<std::string> hash_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return sys_fail("cannot open", path);
   Sha256 sha;
-  std::vector<char> buf(kChunk);
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return sys_fail("cannot read", path, e);
-    }
-    if (n == 0) break;
-    sha.update(buf.data(), static_cast<std::size_t>(n));
-  }
-  ::close(fd);
+  auto r = read_file_chunks(path, kChunk, [&](std::string_view piece) -> Result<void> {
+    sha.update(piece.data(), piece.size());
+    return ok();
+  });
+  if (!r) return tl::unexpected(r.error());
   return sha.hex();
 }
 
@@ -368,30 +358,14 @@ Result<std::uint64_t> write_chunked_record(ZstdWriter& z, const std::string& pat
 
 // The SHA-256 of each chunk of a file.
 Result<std::vector<std::string>> hash_chunks(const std::string& path, std::uint64_t chunk_size) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return sys_fail("cannot open", path);
   std::vector<std::string> out;
-  std::vector<char> buf(chunk_size);
-  for (;;) {
-    std::size_t got = 0;
-    while (got < buf.size()) {
-      ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int e = errno;
-        ::close(fd);
-        return sys_fail("cannot read", path, e);
-      }
-      if (n == 0) break;
-      got += static_cast<std::size_t>(n);
-    }
-    if (got == 0) break;
+  auto r = read_file_chunks(path, chunk_size, [&](std::string_view chunk) -> Result<void> {
     Sha256 sha;
-    sha.update(buf.data(), got);
+    sha.update(chunk.data(), chunk.size());
     out.push_back(sha.hex());
-    if (got < buf.size()) break;
-  }
-  ::close(fd);
+    return ok();
+  });
+  if (!r) return tl::unexpected(r.error());
   return out;
 }
 

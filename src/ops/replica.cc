@@ -61,26 +61,13 @@ Result<void> write_file_durably(const std::string& path, const std::string& cont
 }
 
 Result<std::string> read_small_file(const std::string& path, std::size_t limit) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return sys_fail("cannot open", path);
   std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return sys_fail("cannot read", path, e);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-    if (out.size() > limit) {
-      ::close(fd);
-      return fail(Errc::corrupt, fmt::format("{} is larger than {} bytes", path, limit));
-    }
-  }
-  ::close(fd);
+  auto r = read_file_chunks(path, 65536, [&](std::string_view piece) -> Result<void> {
+    out.append(piece);
+    if (out.size() > limit) return fail(Errc::corrupt, fmt::format("{} is larger than {} bytes", path, limit));
+    return ok();
+  });
+  if (!r) return tl::unexpected(r.error());
   return out;
 }
 
