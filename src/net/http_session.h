@@ -417,6 +417,17 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
   }
 
   // Reads one request and answers it.
+  // Counts a response that was written (or failed to be) and says what the connection does next.
+  Outcome response_sent(int status, std::chrono::steady_clock::time_point started, const error_code& ec,
+                        bool keep_alive, bool linger) {
+    impl_.metrics.count_status(status);
+    impl_.metrics.duration->observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (ec) return Outcome::abort;
+    if (keep_alive) return Outcome::keep_alive;
+    return linger ? Outcome::linger_close : Outcome::close;
+  }
+
   awaitable<Outcome> serve_one() {
     error_code ec;
     http::request_parser<http::empty_body> head;
@@ -742,12 +753,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
     error_code ec;
     lowest().expires_after(impl_.idle());
     co_await http::async_write(stream_, res, ec_token(ec));
-    impl_.metrics.count_status(r.status);
-    impl_.metrics.duration->observe(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    if (ec) co_return Outcome::abort;
-    if (keep_alive) co_return Outcome::keep_alive;
-    co_return linger ? Outcome::linger_close : Outcome::close;
+    co_return response_sent(r.status, started, ec, keep_alive, linger);
   }
 
   // A file body (HttpResponse::body_file): the head, then the file (or its requested
@@ -813,12 +819,7 @@ class HttpSession final : public Connection, public std::enable_shared_from_this
       lowest().expires_after(impl_.idle());
       co_await asio::async_write(stream_, asio::buffer(r.body_file_suffix), ec_token(ec));
     }
-    impl_.metrics.count_status(r.status);
-    impl_.metrics.duration->observe(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    if (ec) co_return Outcome::abort;
-    if (keep_alive) co_return Outcome::keep_alive;
-    co_return linger ? Outcome::linger_close : Outcome::close;
+    co_return response_sent(r.status, started, ec, keep_alive, linger);
   }
 
   awaitable<void> upgrade(http::request<http::empty_body> upgrade_req, HttpRequest req,

@@ -648,23 +648,16 @@ class C2sSession final : public XmlStreamHandler, public std::enable_shared_from
 
   // Runs `job` on the worker pool; the session processes nothing else until it is done.
   void run_blocking(std::function<void()> job, std::function<void()> then = {}) {
-    busy_ = true;
-    auto self = shared_from_this();
-    bool queued = svc_->offload([self, job = std::move(job), then = std::move(then)]() mutable {
-      job();
-      self->conn_->post([self, then = std::move(then)] {
-        if (then) then();
-        self->resume();
-      });
-    });
-    if (!queued) {
-      busy_ = false;
-      stream_error("resource-constraint", "the server is overloaded; reconnect later");
-    }
+    run_until_finished(
+        [job = std::move(job)](ImRouter::Finished finished) {
+          job();
+          finished();
+        },
+        std::move(then));
   }
 
-  // As run_blocking, for a job that may finish later on another thread (a message waiting
-  // for its group commit): the session stays busy until the job calls `finished`.
+  // Runs `job` on the worker pool; it may finish later on another thread (a message waiting
+  // for its group commit): the session processes nothing else until the job calls `finished`.
   void run_until_finished(std::function<void(ImRouter::Finished)> job, std::function<void()> then) {
     busy_ = true;
     auto self = shared_from_this();
