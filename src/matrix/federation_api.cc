@@ -1399,7 +1399,6 @@ struct FederationHandlers {
   }
 };
 
-
 const std::vector<store::Migration>& federation_migrations() {
   static const std::vector<store::Migration> list = {
       {1, "invites of local users to rooms of other servers (until joined or rejected)", R"sql(
