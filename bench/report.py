@@ -67,8 +67,8 @@ WORKLOADS = {
     "matrix1": ("Matrix: sends with 1 sender",
                 "One room; each sender PUTs m.room.message events closed-loop ({matrix_messages} per level); a "
                 "receiver long-polls /sync. Send-to-sync latency: from the start of the PUT to the event's "
-                "arrival in the receiver's /sync. Load generator: `bench/matrixload` (Python asyncio, raw "
-                "HTTP/1.1 keep-alive). Server RSS after the level.",
+                "arrival in the receiver's /sync. Load generator: `bench/matrixload` (C++, one Asio thread, "
+                "Beast HTTP/1.1 keep-alive). Server RSS after the level.",
                 None),
     "matrix16": ("Matrix: sends with 16 concurrent senders", "As above, 16 senders.", None),
     "matrix64": ("Matrix: sends with 64 concurrent senders", "As above, 64 senders.", None),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: hearth against Prosody and ejabberd (Debian 12 packages, XMPP),
 # Synapse (Matrix) and CryptPad, on loopback, with the load generators in bench/xmppload
-# (C++), bench/matrixload (Python) and bench/cryptpad (Node). See bench/README.md.
+# and bench/matrixload (C++, built here into build-bench/ even with --no-build) and
+# bench/cryptpad (Node). See bench/README.md.
 #
 #   bench/run.sh [--quick] [--runs N] [--servers hearth,prosody,ejabberd,synapse,cryptpad]
 #                [--workloads login,login256,messages,paced,muc,idle,matrix,cryptpad,bigroom]
@@ -119,7 +120,7 @@ for svc in prosody ejabberd; do
   fi
 done
 
-log "building hearthd (Release) and xmppload"
+log "building hearthd (Release), xmppload and matrixload"
 mkdir -p "$BUILD"
 build() {
   if (( BUILD_HEARTH )); then
@@ -127,7 +128,9 @@ build() {
       ninja -C "$BUILD" -j1 hearthd hearthctl || return 1
   fi
   cmake -S "$BENCH/xmppload" -B "$BUILD/xmppload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
-    ninja -C "$BUILD/xmppload" -j1
+    ninja -C "$BUILD/xmppload" -j1 &&
+    cmake -S "$BENCH/matrixload" -B "$BUILD/matrixload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+    ninja -C "$BUILD/matrixload" -j1
 }
 for attempt in 1 2 3 4 5; do
   build >"$BUILD/bench-build.log" 2>&1 && break
@@ -146,8 +149,9 @@ if has "$WORKLOADS" cryptpad; then
   fi
 fi
 HEARTHD=${HEARTHD:-"$BUILD/apps/hearthd/hearthd"}   # override: compare another build (with --no-build)
-HEARTHCTL="$BUILD/apps/hearthctl/hearthctl"
+HEARTHCTL=${HEARTHCTL:-"$BUILD/apps/hearthctl/hearthctl"}   # likewise
 LOAD="$BUILD/xmppload/xmppload"
+MLOAD="$BUILD/matrixload/matrixload"
 
 # ------------------------------------------------------------------ work directory
 WORK=$(mktemp -d /tmp/hearth-bench.XXXXXX)
@@ -466,7 +470,7 @@ run_http() {  # server workload run
     else
       port=$SYNAPSE_PORT
     fi
-    out=$(python3 "$BENCH/matrixload/matrixload.py" --port "$port" "${tok[@]}" --levels "$MATRIX_LEVELS" \
+    out=$("$MLOAD" --port "$port" "${tok[@]}" --levels "$MATRIX_LEVELS" \
             --messages "$MATRIX_MESSAGES" --server-pid "$SERVER_PID" --max-seconds 120 --label "$s" 2>>"$WORK/load.err") || true
     while read -r line; do
       [[ "$line" == "{"* ]] || continue

@@ -19,7 +19,7 @@ client-server API on 127.0.0.1:
           messages        GET /rooms/{id}/messages?dir=b&limit=50 from the end
           each with server CPU per operation (utime+stime of --server-pid over the phase).
 Prints one JSON object per room and round on stdout, after one for the fill.
-Reuses matrixload's HTTP client; loopback only.
+HTTP client in mxhttp.py (from the former Python matrixload); loopback only.
 """
 import argparse
 import asyncio
@@ -29,8 +29,8 @@ import sys
 import time
 import urllib.parse
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrixload"))
-from matrixload import API, Http, pct, proc_cpu, proc_rss_kib, self_cpu  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mxhttp import API, Http, pct, proc_cpu, proc_rss_kib, self_cpu  # noqa: E402
 
 ELEMENT_FILTER = urllib.parse.quote(json.dumps(
     {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 20}}}, separators=(",", ":")))
