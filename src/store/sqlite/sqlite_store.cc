@@ -124,6 +124,16 @@ class Connection {
                 fmt::format("{}: {}", sql_head(sql), msg));
   }
 
+  // exec_raw for a statement run very often (the writer's per-job savepoints): prepared
+  // once and kept in the statement cache.
+  Result<void> exec_cached(std::string_view sql) {
+    auto st = prepare(sql);
+    if (!st) return tl::unexpected(st.error());
+    int rc = sqlite3_step(st->get());
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return ok();
+    return tl::unexpected(sqlite_error(db_, sql_head(sql)));
+  }
+
   Result<std::string> pragma_text(const char* sql) {
     sqlite3_stmt* st = nullptr;
     if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) return tl::unexpected(sqlite_error(db_, sql));
@@ -594,14 +604,14 @@ class SqliteStore final : public Store {
     std::vector<Result<void>> results;
     results.reserve(batch.size());
     for (auto& job : batch) {
-      if (auto sp = conn.exec_raw("SAVEPOINT job"); !sp) {
+      if (auto sp = conn.exec_cached("SAVEPOINT job"); !sp) {
         abort_batch(batch, sp.error());
         return;
       }
       Result<void> r = run_guarded([&] { return job.work(tx); });
       if (!r && r.error().code == Errc::resource_exhausted) note_disk_full(conn);
-      Result<void> end = r ? conn.exec_raw("RELEASE job") : conn.exec_raw("ROLLBACK TO job");
-      if (!r && end) end = conn.exec_raw("RELEASE job");
+      Result<void> end = r ? conn.exec_cached("RELEASE job") : conn.exec_cached("ROLLBACK TO job");
+      if (!r && end) end = conn.exec_cached("RELEASE job");
       // SQLite ends the whole transaction on some errors (disk full, I/O); then, or when a
       // savepoint cannot be undone, no job of the batch may be acknowledged.
       if (!end || sqlite3_get_autocommit(conn.db())) {
