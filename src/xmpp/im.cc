@@ -8,7 +8,6 @@
 #include <fmt/format.h>
 
 #include "accounts/accounts.h"
-#include "core/random.h"
 #include "xmpp/caps.h"
 #include "xmpp/forms.h"
 #include "xmpp/jid.h"
@@ -219,15 +218,15 @@ void ImRouter::handle_message(const SessionIdentity& me, Element st, Finished fi
     std::int64_t now = clock_.now_ms();
     // The sender's own archive keeps what it sent (XEP-0313 §5.1.1), before it leaves.
     auto to = Jid::parse(st.attr("to"));
-    if (to && to->bare() != me.bare) rows.push_back({me.bare, random_token(12), to->bare(), now, st.serialize()});
+    if (to && to->bare() != me.bare) rows.push_back({me.bare, new_archive_id(now), to->bare(), st.serialize()});
     // The recipient's copy goes in the same job, stamped with its stanza-id; routing
     // stamps the delivered stanza after the commit (the sender's carbons go out without it).
     if (auto owner = recipient_archive_owner(st, me.full)) {
-      copy = {std::move(*owner), random_token(12)};
+      copy = {std::move(*owner), new_archive_id(now)};
       Element& sid = st.add_child(Element("stanza-id", std::string(kSidNs)));
       sid.set_attr("id", copy.id);
       sid.set_attr("by", copy.owner);
-      rows.push_back({copy.owner, copy.id, me.bare, now, st.serialize()});
+      rows.push_back({copy.owner, copy.id, me.bare, st.serialize()});
       st.nodes().pop_back();
     }
   }
@@ -300,13 +299,13 @@ void ImRouter::send_carbons(const Element& st, const std::string& owner_bare, st
 bool ImRouter::archive_for_recipient(Element& st, const std::string& recipient_bare, const ArchivedCopy* copy) {
   if (!archivable(st)) return true;
   bool written = copy && copy->owner == recipient_bare;
-  std::string id = written ? copy->id : random_token(12);
+  std::string id = written ? copy->id : new_archive_id(clock_.now_ms());
   Element& sid = st.add_child(Element("stanza-id", std::string(kSidNs)));
   sid.set_attr("id", id);
   sid.set_attr("by", recipient_bare);
   if (written) return true;
   auto from = Jid::parse(st.attr("from"));
-  auto r = store_.archive(recipient_bare, id, from ? from->bare() : std::string(), clock_.now_ms(), st.serialize());
+  auto r = store_.archive(recipient_bare, id, from ? from->bare() : std::string(), st.serialize());
   if (!r) log_.warn("xmpp.archive_failed", {{"owner", recipient_bare}, {"error", r.error().describe()}});
   return static_cast<bool>(r);
 }

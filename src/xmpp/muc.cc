@@ -565,12 +565,12 @@ void MucService::on_groupchat(const SessionIdentity& from, Element& st, Room& ro
               nodes.end());
   m.add_child(Element("occupant-id", std::string(kOccupantIdNs))).set_attr("id", occupant_id(room.secret, me->real_bare));
   if (room.config.archived && st.child("body", kClientNs)) {
-    std::string id = random_token(12);
+    std::string id = new_archive_id(clock_.now_ms());
     Element& sid = m.add_child(Element("stanza-id", std::string(kSidNs)));
     sid.set_attr("id", id);
     sid.set_attr("by", room.jid);
     // Durable before anyone sees it.
-    if (auto r = archive_.archive(room.jid, id, room.jid + "/" + me->nick, clock_.now_ms(), m.serialize()); !r)
+    if (auto r = archive_.archive(room.jid, id, room.jid + "/" + me->nick, m.serialize()); !r)
       return error_back(st, "wait", "resource-constraint", "the message could not be stored");
   }
   send_to_occupants(room, m);

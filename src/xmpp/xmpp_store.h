@@ -6,6 +6,7 @@
 // Its schema is the "xmpp" migrations.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -52,13 +53,18 @@ struct ArchivedMessage {
 };
 
 // One row to add to an archive, for archive_async.
+// The store stamps it when the row is written (see XmppStore::archive).
 struct ArchiveEntry {
   std::string owner;  // bare JID whose archive keeps it
-  std::string id;     // the archive id (random, unique), also the XEP-0359 stanza-id
+  std::string id;     // the archive id (new_archive_id), also the XEP-0359 stanza-id
   std::string with;   // bare JID of the other party
-  std::int64_t stamp_ms = 0;
   std::string stanza;  // serialised <message/>
 };
+
+// A new archive id (also the XEP-0359 stanza-id): the time in 9 characters that sort like
+// it, then 16 random ones (96 bits). Ids made at about the same time sort together, so the
+// archive's id index takes a commit's new ids on its last pages.
+std::string new_archive_id(std::int64_t now_ms);
 
 struct ArchiveQuery {
   std::string with;  // bare JID of the other party; empty: everyone
@@ -103,9 +109,11 @@ class XmppStore {
   Result<std::vector<OfflineMessage>> peek_offline(std::string_view owner);
   Result<std::int64_t> offline_count(std::string_view owner);
 
-  // Message archive (XEP-0313). `id` is chosen by the caller (random, unique).
-  Result<void> archive(std::string_view owner, std::string_view id, std::string_view with, std::int64_t stamp_ms,
-                       std::string_view stanza);
+  // Message archive (XEP-0313). `id` is chosen by the caller (new_archive_id). The row is
+  // stamped with the clock's time when it is written, and never earlier than the row
+  // written before it: an archive is read in (stamp, seq) order, which is then the order
+  // in which rows became visible, so paging after an id never skips a later commit.
+  Result<void> archive(std::string_view owner, std::string_view id, std::string_view with, std::string_view stanza);
   // The same for several rows at once, without blocking: they go to the store's writer
   // queue as one job (all or none), so that rows from many sessions share one commit
   // (group commit). `done` runs on a store thread once the rows are durable, or with the
@@ -130,9 +138,13 @@ class XmppStore {
   Result<std::int64_t> purge_expired_archive(int default_days, std::int64_t now_ms, int batch);
 
  private:
+  // The stamp for a row written now (on the store's writer).
+  std::int64_t next_stamp();
+
   store::Store& store_;
   Clock& clock_;
   XmppStoreOptions options_;
+  std::atomic<std::int64_t> last_stamp_ms_{0};
 };
 
 }  // namespace hearth::xmpp

@@ -127,9 +127,9 @@ TEST_F(XmppStoreTest, ArchivePagesForwardBackwardAndFilters) {
   for (int i = 0; i < 5; ++i) {
     clock.advance_ms(1000);
     std::string with = i % 2 ? "bob@x" : "carol@x";
-    ASSERT_TRUE(xs->archive("alice@x", "id" + std::to_string(i), with, clock.now_ms(), "<message>" + std::to_string(i) + "</message>"));
+    ASSERT_TRUE(xs->archive("alice@x", "id" + std::to_string(i), with, "<message>" + std::to_string(i) + "</message>"));
   }
-  ASSERT_TRUE(xs->archive("other@x", "id9", "bob@x", clock.now_ms(), "<message/>"));
+  ASSERT_TRUE(xs->archive("other@x", "id9", "bob@x", "<message/>"));
 
   ArchiveQuery q;
   q.max = 2;
@@ -198,13 +198,16 @@ namespace {
 
 TEST_F(XmppStoreTest, RetentionPurgesInBatchesAndHonoursAccountsOwnValues) {
   constexpr std::int64_t kDay = 86'400'000;
-  std::int64_t now = clock.now_ms();
-  for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(xs->archive("alice@x", "a" + std::to_string(i), "bob@x", now - 40 * kDay, "<message/>"));
-    ASSERT_TRUE(xs->archive("keep@x", "k" + std::to_string(i), "bob@x", now - 40 * kDay, "<message/>"));
-    ASSERT_TRUE(xs->archive("short@x", "s" + std::to_string(i), "bob@x", now - 3 * kDay, "<message/>"));
+  for (int i = 0; i < 5; ++i) {  // 40 days before the purge
+    ASSERT_TRUE(xs->archive("alice@x", "a" + std::to_string(i), "bob@x", "<message/>"));
+    ASSERT_TRUE(xs->archive("keep@x", "k" + std::to_string(i), "bob@x", "<message/>"));
   }
-  ASSERT_TRUE(xs->archive("alice@x", "fresh", "bob@x", now - kDay, "<message/>"));
+  clock.advance_ms(37 * kDay);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(xs->archive("short@x", "s" + std::to_string(i), "bob@x", "<message/>"));
+  clock.advance_ms(2 * kDay);
+  ASSERT_TRUE(xs->archive("alice@x", "fresh", "bob@x", "<message/>"));
+  clock.advance_ms(kDay);
+  std::int64_t now = clock.now_ms();
   ASSERT_TRUE(xs->set_archive_retention("keep@x", 0));
   ASSERT_TRUE(xs->set_archive_retention("short@x", 2));
   EXPECT_EQ(xs->archive_retention("short@x")->value_or(-1), 2);
@@ -232,6 +235,79 @@ TEST_F(XmppStoreTest, RetentionPurgesInBatchesAndHonoursAccountsOwnValues) {
   ASSERT_TRUE(xs->set_archive_retention("keep@x", std::nullopt));
   EXPECT_EQ(*xs->purge_expired_archive(0, now, 100), 0);
   EXPECT_EQ(*xs->purge_expired_archive(30, now, 100), 5);
+}
+
+}  // namespace
+}  // namespace hearth::xmpp
+
+namespace hearth::xmpp {
+namespace {
+
+// The store stamps rows as it writes them and never goes back in time, so that an archive
+// read in (stamp, seq) order is read in the order its rows became visible; time filters
+// and paging by id are exact on that order.
+TEST_F(XmppStoreTest, RowsAreStampedWhenWrittenAndTimeFiltersAreExact) {
+  constexpr std::int64_t kMinute = 60'000;
+  const std::int64_t t0 = clock.now_ms();
+  // a, b at t0; c at t0+1m; d at t0+2m (carol); e, f at t0+3m.
+  for (const char* id : {"a", "b", "c", "d", "e", "f"}) {
+    if (std::string_view(id) == "c" || std::string_view(id) == "d" || std::string_view(id) == "e")
+      clock.advance_ms(kMinute);
+    ASSERT_TRUE(xs->archive("alice@x", id, std::string_view(id) == "d" ? "carol@x" : "bob@x", "<message/>"));
+    ASSERT_TRUE(xs->archive("zed@x", std::string("z") + id, "bob@x", "<message/>"));
+  }
+  auto ids = [&](ArchiveQuery q) {
+    q.max = 100;
+    auto page = xs->query_archive("alice@x", q);
+    EXPECT_TRUE(page);
+    std::vector<std::string> out;
+    if (!page) return out;
+    for (const auto& item : page->items) out.push_back(item.id);
+    if (q.after_id.empty() && q.before_id.empty()) {  // the count ignores paging
+      EXPECT_EQ(page->count, static_cast<std::int64_t>(out.size()));
+    }
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(xs->query_archive("alice@x", {})->items.front().stamp_ms, t0);
+  EXPECT_EQ(ids({.start_ms = t0 + kMinute}), (V{"c", "d", "e", "f"}));
+  EXPECT_EQ(ids({.end_ms = t0 + kMinute}), (V{"a", "b", "c"}));
+  EXPECT_EQ(ids({.start_ms = t0 + kMinute, .end_ms = t0 + 2 * kMinute}), (V{"c", "d"}));
+  EXPECT_EQ(ids({.with = "carol@x", .start_ms = t0}), (V{"d"}));
+  EXPECT_EQ(ids({.with = "bob@x", .end_ms = t0 + 2 * kMinute}), (V{"a", "b", "c"}));
+  EXPECT_EQ(ids({.start_ms = t0 + 10 * kMinute}), V{});
+  // Paging by id, inside a time range and across rows of the same millisecond.
+  EXPECT_EQ(ids({.after_id = "a"}), (V{"b", "c", "d", "e", "f"}));
+  EXPECT_EQ(ids({.start_ms = t0 + kMinute, .after_id = "e"}), (V{"f"}));
+  EXPECT_EQ(ids({.before_id = "f"}), (V{"a", "b", "c", "d", "e"}));
+  EXPECT_EQ(ids({.with = "bob@x", .after_id = "b", .before_id = "f"}), (V{"c", "e"}));
+}
+
+// A row written after a backward step of the clock keeps the newest stamp so far.
+TEST_F(XmppStoreTest, StampsNeverGoBackAcrossRestarts) {
+  clock.advance_ms(60'000);
+  ASSERT_TRUE(xs->archive("alice@x", "late", "bob@x", "<message/>"));
+  ManualClock behind;  // earlier than `clock`
+  auto reopened = std::make_unique<XmppStore>(*db, behind);
+  ASSERT_TRUE(reopened->migrate());
+  ASSERT_TRUE(reopened->archive("alice@x", "later", "bob@x", "<message/>"));
+  auto page = reopened->query_archive("alice@x", {});
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->items.size(), 2u);
+  EXPECT_EQ(page->items[0].id, "late");
+  EXPECT_EQ(page->items[1].id, "later");
+  EXPECT_EQ(page->items[1].stamp_ms, page->items[0].stamp_ms);
+}
+
+TEST(ArchiveIdTest, IdsSortByTimeAndAreUnique) {
+  auto a = new_archive_id(1'800'000'000'000);
+  auto b = new_archive_id(1'800'000'000'001);
+  auto c = new_archive_id(1'800'000'000'001);
+  EXPECT_LT(a, b);
+  EXPECT_NE(b, c);
+  EXPECT_EQ(b.substr(0, 9), c.substr(0, 9));
+  EXPECT_LT(new_archive_id(999), new_archive_id(1'000));
+  EXPECT_EQ(a.size(), 25u);
 }
 
 }  // namespace
