@@ -46,7 +46,9 @@
 // whole as a `file` record, manifest "hearth-backup/1") is still read and restored, alone
 // or as the start of a chain continued in version 2. A newer version is refused naming it.
 //
-// Threads: every function here is blocking and runs on the caller's thread (hearthctl).
+// Threads: every function here is blocking and runs on the caller's thread (hearthctl);
+// create_backup reads and hashes the database snapshot on a helper thread of its own, and
+// zstd compresses on `zstd_workers` threads of its own.
 #pragma once
 
 #include <cstdint>
