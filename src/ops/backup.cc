@@ -426,6 +426,17 @@ Result<std::vector<std::string>> hash_chunks(const std::string& path, std::uint6
   return out;
 }
 
+// syncfs(2) of the filesystem holding `dir`: every file's data and metadata, in one call.
+Result<void> syncfs_of(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sys_fail("open directory", dir);
+  int rc = ::syncfs(fd);
+  int e = errno;
+  ::close(fd);
+  if (rc != 0) return sys_fail("syncfs", dir, e);
+  return ok();
+}
+
 void remove_tree(const std::string& path) {
   std::error_code ec;
   fs::remove_all(path, ec);
@@ -921,6 +932,8 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     }
   } cleanup{tmp};
 
+  Result<void> flushed = ok();
+  std::jthread flush;  // the syncfs of the tree; joined before `cleanup` removes it
   RestoreReport report;
   std::map<std::string, std::string> state;  // path -> sha256 now in tmp
   struct ChunkState {
@@ -1046,8 +1059,10 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
                                                "by its manifest, but the restored copy differs)", input, path));
     }
     last = std::move(*m);
-    // A chunked file is checked whole at the end of the chain (once, not per backup).
+    // A chunked file is checked whole at the end of the chain (once, not per backup), while
+    // a helper thread flushes every restored file's data and metadata (one syncfs).
     if (input_index + 1 == inputs.size()) {
+      flush = std::jthread([&tmp, &flushed] { flushed = syncfs_of(tmp); });
       for (const auto& f : last->files) {
         if (f.chunk_size == 0) continue;
         auto sha = hash_file(tmp + "/" + f.path);
@@ -1060,15 +1075,8 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     if (on_verified) on_verified(input_index);
   }
   report.files = static_cast<int>(state.size());
-  // Every restored file's data and metadata, in one call, then each directory.
-  {
-    int fd = ::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return sys_fail("open directory", tmp);
-    int rc = ::syncfs(fd);
-    int e = errno;
-    ::close(fd);
-    if (rc != 0) return sys_fail("syncfs", tmp, e);
-  }
+  if (flush.joinable()) flush.join();
+  if (!flushed) return tl::unexpected(flushed.error());
   // Directories: fsync each one holding restored files, then the tree itself.
   std::vector<std::string> dirs{tmp};
   for (auto it = fs::recursive_directory_iterator(tmp, ec); !ec && it != fs::recursive_directory_iterator(); ++it) {
