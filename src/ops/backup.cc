@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <random>
 
@@ -613,13 +614,18 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
     ~Cleanup() { remove_tree(dir); }
   } cleanup{tmp};
 
+  // The database snapshot runs on a helper thread (in hearthd when it runs) while the other
+  // files go into the stream; the files listed only after the snapshot are added after it,
+  // so every file the snapshot refers to (a blob is written before the row naming it) is in
+  // the backup. Joined before `cleanup` removes the scratch directory.
   const std::string snapshot = tmp + "/hearth.db";
-  auto snapshot_started = std::chrono::steady_clock::now();
-  auto snapshot_result = o.snapshot_database(snapshot);
-  double snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - snapshot_started).count();
-  if (auto& r = snapshot_result; !r)
-    return fail(r.error().code, fmt::format("database snapshot failed: {}", r.error().message));
-  ::chmod(snapshot.c_str(), 0600);  // restored as the live database: private
+  Result<void> snapshot_result = ok();
+  double snapshot_seconds = 0;
+  std::jthread snapshot_thread([&] {
+    auto snapshot_started = std::chrono::steady_clock::now();
+    snapshot_result = o.snapshot_database(snapshot);
+    snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - snapshot_started).count();
+  });
 
   std::vector<std::string> files;
   if (auto r = list_files(o.data_dir, "", files); !r) return tl::unexpected(r.error());
@@ -627,7 +633,6 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
 
   std::map<std::string, const BackupFileEntry*> previous;  // in the `since` backup
   BackupReport report;
-  report.snapshot_seconds = snapshot_seconds;
   BackupManifest& m = report.manifest;
   m.backup_id = random_id();
   m.created_at_ms = now_ms();
@@ -691,13 +696,28 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
     m.files.push_back(std::move(e));
     return ok();
   };
+  auto add_files = [&](const std::vector<std::string>& rels) -> Result<void> {
+    for (const auto& rel : rels) {
+      if (!safe_relative_path(rel)) continue;  // a name with a newline: cannot be recorded
+      auto r = add(o.data_dir + "/" + rel, rel);
+      if (!r && r.error().code == Errc::io && ::access((o.data_dir + "/" + rel).c_str(), F_OK) != 0) continue;  // deleted meanwhile
+      if (!r) return r;
+    }
+    return ok();
+  };
+  if (auto r = add_files(files); !r) return fail_out(r.error());
+  snapshot_thread.join();
+  report.snapshot_seconds = snapshot_seconds;
+  if (auto& r = snapshot_result; !r)
+    return fail_out(Error(r.error().code, fmt::format("database snapshot failed: {}", r.error().message)));
+  ::chmod(snapshot.c_str(), 0600);  // restored as the live database: private
   if (auto r = add(snapshot, std::string(kDatabase)); !r) return fail_out(r.error());
-  for (const auto& rel : files) {
-    if (!safe_relative_path(rel)) continue;  // a name with a newline: cannot be recorded
-    auto r = add(o.data_dir + "/" + rel, rel);
-    if (!r && r.error().code == Errc::io && ::access((o.data_dir + "/" + rel).c_str(), F_OK) != 0) continue;  // deleted meanwhile
-    if (!r) return fail_out(r.error());
-  }
+  std::vector<std::string> later;  // created while the snapshot ran
+  if (auto r = list_files(o.data_dir, "", later); !r) return fail_out(r.error());
+  std::sort(later.begin(), later.end());
+  std::vector<std::string> added;
+  std::set_difference(later.begin(), later.end(), files.begin(), files.end(), std::back_inserter(added));
+  if (auto r = add_files(added); !r) return fail_out(r.error());
   std::sort(m.files.begin(), m.files.end(), [](const auto& a, const auto& b) { return a.path < b.path; });
   if (o.since && o.discard_if_unchanged && report.files_included == 0 && !database_resized && m.files.size() == o.since->files.size()) {
     report.unchanged = true;
