@@ -208,9 +208,10 @@ Result<void> snapshot_database(const Target& t, const std::string& path) {
   if (reply) {
     if (!reply->ok) return fail(reply->code, reply->message);
     // The daemon copies on its own thread (its admin socket keeps answering); ask until
-    // it is done, for at most six hours.
+    // it is done, for at most six hours; every 25 ms at most, as the backup waits for it
+    // (a 200 ms poll added up to a tenth of a second to a 450 MiB backup).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(6);
-    for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(200))) {
+    for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(25))) {
       auto status = ops::admin_call(t.socket, "backup.snapshot_status", {{"path", path}});
       if (!status) return fail(status.error().code, fmt::format("lost hearthd during the snapshot: {}", status.error().message));
       if (!status->ok) return fail(status->code, status->message);
