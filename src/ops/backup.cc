@@ -377,6 +377,107 @@ class HashedChunks {
   std::thread thread_;                         // last: starts once the members above exist
 };
 
+// Writes restored files on a thread of its own, in order, while the caller decompresses
+// and hashes the next records (creating thousands of files is most of a restore's time).
+// At most kPending bytes wait; the first error is kept, returned by the next push() or by
+// drain(), and every later piece is dropped. The destructor stops and joins the thread.
+class RestoreWriter {
+ public:
+  struct Piece {
+    std::string path;
+    bool open = false;                    // first piece of a record: open (and seek)
+    std::optional<std::uint64_t> offset;  // a chunk: where its bytes go (no truncation)
+    std::vector<char> bytes;
+    bool close = false;                   // last piece of a record: chmod (files), close
+    std::uint32_t mode = 0600;
+  };
+  static constexpr std::size_t kPending = 16 << 20;
+
+  RestoreWriter() : thread_([this] { run(); }) {}
+  ~RestoreWriter() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  RestoreWriter(const RestoreWriter&) = delete;
+  RestoreWriter& operator=(const RestoreWriter&) = delete;
+
+  Result<void> push(Piece p) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return pending_ < kPending || queue_.empty() || error_.has_value(); });
+    if (error_) return tl::unexpected(*error_);
+    pending_ += p.bytes.size();
+    queue_.push_back(std::move(p));
+    cv_.notify_all();
+    return ok();
+  }
+  // Waits until everything pushed is written (and its file closed).
+  Result<void> drain() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return (queue_.empty() && !busy_) || error_; });
+    if (error_) return tl::unexpected(*error_);
+    return ok();
+  }
+
+ private:
+  void run() {
+    int fd = -1;
+    std::string path;
+    for (;;) {
+      Piece p;
+      {
+        std::unique_lock lock(mutex_);
+        busy_ = false;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) break;
+        p = std::move(queue_.front());
+        queue_.pop_front();
+        pending_ -= p.bytes.size();
+        busy_ = true;
+        if (error_) continue;  // dropped
+      }
+      cv_.notify_all();
+      std::optional<Error> err;
+      if (p.open) {
+        if (fd >= 0) ::close(fd);
+        path = p.path;
+        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (p.offset ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
+        if (fd < 0) err = sys_fail("cannot create", path).value();
+        else if (p.offset && ::lseek(fd, static_cast<off_t>(*p.offset), SEEK_SET) < 0) err = sys_fail("cannot seek in", path).value();
+      }
+      if (!err && !write_fd(fd, p.bytes.data(), p.bytes.size())) err = sys_fail("cannot write", path).value();
+      if (!err && p.close) {
+        if (!p.offset) ::fchmod(fd, p.mode & 0700 ? p.mode : 0600);
+        // No fsync per file (thousands of small blobs, incident I08): one syncfs() of the
+        // whole tree, before anything is renamed into place.
+        int rc = ::close(fd);
+        fd = -1;
+        if (rc != 0) err = sys_fail("cannot write", path).value();
+      }
+      if (err) {
+        if (fd >= 0) ::close(fd);
+        fd = -1;
+        std::lock_guard lock(mutex_);
+        error_ = std::move(err);
+      }
+    }
+    if (fd >= 0) ::close(fd);
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Piece> queue_;
+  std::size_t pending_ = 0;
+  bool busy_ = true;  // until the thread first waits
+  bool stop_ = false;
+  std::optional<Error> error_;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 // Streams the chunks of a database snapshot that differ from `previous` (when it has
 // chunk hashes of the same chunk size); fills `entry` (size, mode, sha256, chunks).
 Result<std::uint64_t> write_chunked_record(ZstdWriter& z, const std::string& path, BackupFileEntry& entry,
@@ -954,6 +1055,7 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
 
   Result<void> flushed = ok();
   std::jthread flush;  // the syncfs of the tree; joined before `cleanup` removes it
+  RestoreWriter writer;
   RestoreReport report;
   std::map<std::string, std::string> state;  // path -> sha256 now in tmp
   struct ChunkState {
@@ -962,7 +1064,6 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
   };
   std::map<std::string, ChunkState> chunk_state;  // chunked files (the database)
   std::optional<BackupManifest> last;
-  std::vector<char> buf(kChunk);
   for (std::size_t input_index = 0; input_index < inputs.size(); ++input_index) {
     const std::string& input = inputs[input_index];
     auto fd = open_input(input);
@@ -971,34 +1072,23 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     auto sink = [&](const BackupFileEntry& e, std::optional<std::uint64_t> chunk_offset, ZstdReader& z) -> Result<std::string> {
       std::string dest = tmp + "/" + e.path;
       fs::create_directories(fs::path(dest).parent_path(), ec);
-      int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | (chunk_offset ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
-      if (out < 0) return sys_fail("cannot create", dest);
-      if (chunk_offset && ::lseek(out, static_cast<off_t>(*chunk_offset), SEEK_SET) < 0) {
-        int err = errno;
-        ::close(out);
-        return sys_fail("cannot seek in", dest, err);
-      }
       Sha256 sha;
       std::uint64_t left = e.size;
-      while (left > 0) {
-        auto n = z.read(buf.data(), std::min<std::uint64_t>(left, buf.size()));
-        if (!n || *n == 0) {
-          ::close(out);
+      bool first = true;
+      do {
+        RestoreWriter::Piece piece{dest, first, chunk_offset, std::vector<char>(std::min<std::uint64_t>(left, kChunk)), false, e.mode};
+        if (!piece.bytes.empty()) {
+          auto n = z.read(piece.bytes.data(), piece.bytes.size());
           if (!n) return tl::unexpected(n.error());
-          return fail(Errc::corrupt, "the backup ends early (truncated file)");
+          if (*n == 0) return fail(Errc::corrupt, "the backup ends early (truncated file)");
+          piece.bytes.resize(*n);
+          sha.update(piece.bytes.data(), *n);
+          left -= *n;
         }
-        sha.update(buf.data(), *n);
-        if (!write_fd(out, buf.data(), *n)) {
-          int err = errno;
-          ::close(out);
-          return sys_fail("cannot write", dest, err);
-        }
-        left -= *n;
-      }
-      if (!chunk_offset) ::fchmod(out, e.mode & 0700 ? e.mode : 0600);
-      // No fsync per file (thousands of small blobs, incident I08): one syncfs() of the
-      // whole tree below, before anything is renamed into place.
-      if (::close(out) != 0) return sys_fail("cannot write", dest);
+        first = false;
+        piece.close = left == 0;
+        if (auto w = writer.push(std::move(piece)); !w) return tl::unexpected(w.error());
+      } while (left > 0);
       report.bytes_restored += e.size;
       std::string hex = sha.hex();
       if (chunk_offset) {
@@ -1011,7 +1101,9 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     };
     auto m = read_stream(*fd, input, sink);
     if (*fd != STDIN_FILENO) ::close(*fd);
+    auto written = writer.drain();
     if (!m) return tl::unexpected(m.error());
+    if (!written) return tl::unexpected(written.error());
     if (!last && !m->full())
       return fail(Errc::invalid_argument,
                   fmt::format("{} is an incremental backup (sequence {}); restore starts from a full backup", input, m->sequence));
