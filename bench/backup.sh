@@ -3,6 +3,9 @@
 #
 #   bench/backup.sh [--db-mib N] [--blob-mib N] [--small-files N] [--level L] [--threads T] [--runs N]
 #
+# --level and --threads are passed to hearthctl backup when given; without them it runs
+# with its defaults (what an operator gets).
+#
 # Builds a data directory (hearthd creates it; then a filler table makes the database
 # N MiB of semi-compressible rows, plus blobs/ with large random files and many 4 KiB
 # files, the I08 shape), starts hearthd on it, and times, each with an fsync at the end:
@@ -19,7 +22,7 @@
 # MB/s are of the uncompressed bytes (database + files). Caches are warm (no root-only
 # drop_caches), so reads come from memory: the figures compare the write paths.
 set -euo pipefail
-DB_MIB=256 BLOB_MIB=128 SMALL=2000 LEVEL=3 THREADS=1 RUNS=3
+DB_MIB=256 BLOB_MIB=128 SMALL=2000 LEVEL="" THREADS="" RUNS=3
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --db-mib) DB_MIB=$2; shift 2 ;;
@@ -90,7 +93,10 @@ secs() { /usr/bin/python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sy
 now() { date +%s.%N; }
 rate() { /usr/bin/python3 -c 'import sys; b, s = int(sys.argv[1]), float(sys.argv[2]); print(f"{b / (1 << 20) / s:8.1f} MiB/s  ({s / (b / (1 << 30)):6.1f} s per GiB)")' "$1" "$2"; }
 
-t0=$(now); "$HEARTHCTL" -c "$WORK/h.toml" backup --level "$LEVEL" --threads "$THREADS" "$WORK/full.bak" 2> "$WORK/backup.log"; t1=$(now)
+BACKUP_OPTS=()
+[[ -n "$LEVEL" ]] && BACKUP_OPTS+=(--level "$LEVEL")
+[[ -n "$THREADS" ]] && BACKUP_OPTS+=(--threads "$THREADS")
+t0=$(now); "$HEARTHCTL" -c "$WORK/h.toml" backup "${BACKUP_OPTS[@]}" "$WORK/full.bak" 2> "$WORK/backup.log"; t1=$(now)
 BACKUP_S=$(secs "$t0" "$t1")
 t0=$(now); "$HEARTHCTL" restore "$WORK/full.bak" --data-dir "$WORK/restored" > "$WORK/restore.log"; t1=$(now)
 RESTORE_S=$(secs "$t0" "$t1")
@@ -103,7 +109,7 @@ DD_S=$(secs "$t0" "$t1")
 
 echo "# backup/restore throughput ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
 echo "data: $((BYTES >> 20)) MiB (database ${DB_MIB} MiB of text rows, ${BLOB_MIB} x 1 MiB random blobs, ${SMALL} x 4 KiB files);"
-echo "backup file $(( $(stat -c %s "$WORK/full.bak") >> 20 )) MiB (zstd level $LEVEL, threads $THREADS); tar.zst $(( $(stat -c %s "$WORK/tar.zst") >> 20 )) MiB"
+echo "backup file $(( $(stat -c %s "$WORK/full.bak") >> 20 )) MiB (zstd level ${LEVEL:-default}, threads ${THREADS:-default}); tar.zst $(( $(stat -c %s "$WORK/tar.zst") >> 20 )) MiB"
 printf '  %-34s %7ss  %s\n' "hearthctl backup (online)" "$BACKUP_S" "$(rate "$BYTES" "$BACKUP_S")"
 printf '  %-34s %7ss  %s\n' "hearthctl restore (verified)" "$RESTORE_S" "$(rate "$BYTES" "$RESTORE_S")"
 printf '  %-34s %7ss  %s\n' "plain copy (cp -a + sync)" "$CP_S" "$(rate "$BYTES" "$CP_S")"

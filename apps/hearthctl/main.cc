@@ -208,9 +208,10 @@ Result<void> snapshot_database(const Target& t, const std::string& path) {
   if (reply) {
     if (!reply->ok) return fail(reply->code, reply->message);
     // The daemon copies on its own thread (its admin socket keeps answering); ask until
-    // it is done, for at most six hours.
+    // it is done, for at most six hours; every 25 ms at most, as the backup waits for it
+    // (a 200 ms poll added up to a tenth of a second to a 450 MiB backup).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(6);
-    for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(200))) {
+    for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(25))) {
       auto status = ops::admin_call(t.socket, "backup.snapshot_status", {{"path", path}});
       if (!status) return fail(status.error().code, fmt::format("lost hearthd during the snapshot: {}", status.error().message));
       if (!status->ok) return fail(status->code, status->message);
@@ -310,11 +311,11 @@ int main(int argc, char** argv) {
 
   auto* backup = app.add_subcommand("backup", "Write an online, consistent backup of the data directory: one zstd stream with a manifest of SHA-256 checksums");
   std::string backup_out, backup_since;
-  int backup_level = 3, backup_threads = 1;
+  int backup_level = 1, backup_threads = 2;
   backup->add_option("output", backup_out, "Backup file, or - for standard output")->required();
   backup->add_option("--since", backup_since, "Incremental on top of this earlier backup (or its manifest): files unchanged since are left out, and of the database only the 64 KiB chunks that changed");
-  backup->add_option("--level", backup_level, "zstd compression level (1-19)")->check(CLI::Range(1, 19));
-  backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the thread that reads and hashes; 1, the default, overlaps the two like tar | zstd)")->check(CLI::Range(0, 64));
+  backup->add_option("--level", backup_level, "zstd compression level (1-19; default 1: level 3 makes the database ~18 % smaller for twice the CPU)")->check(CLI::Range(1, 19));
+  backup->add_option("--threads", backup_threads, "zstd worker threads (0: compress on the thread that writes the stream; default 2: compression on two cores, overlapped with reading and hashing)")->check(CLI::Range(0, 64));
 
   auto* restore = app.add_subcommand("restore", "Rebuild a new data directory from a full backup and the incrementals on top of it, or from a continuous replica, verifying every checksum");
   std::vector<std::string> restore_inputs;

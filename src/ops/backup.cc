@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <random>
 
@@ -303,56 +306,212 @@ Result<std::uint64_t> write_file_record(ZstdWriter& z, const std::string& path, 
   return entry.size;
 }
 
+// The chunks of a file and their SHA-256s, read and hashed on a thread of its own while
+// the caller compresses the previous ones (bench/backup.sh: reading and hashing twice on
+// the compressing thread held a backup to a third of a plain copy's speed). At most
+// kAhead chunks wait; the destructor stops and joins the thread.
+class HashedChunks {
+ public:
+  struct Chunk {
+    std::vector<char> bytes;
+    std::string sha256;
+  };
+  static constexpr std::size_t kAhead = 64;
+
+  HashedChunks(const std::string& path, std::size_t chunk_size)
+      : thread_([this, path, chunk_size] { run(path, chunk_size); }) {}
+  ~HashedChunks() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  HashedChunks(const HashedChunks&) = delete;
+  HashedChunks& operator=(const HashedChunks&) = delete;
+
+  // The next chunk; empty at the end of the file or after a read error (see whole()).
+  std::optional<Chunk> next() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return !queue_.empty() || result_; });
+    if (queue_.empty()) return std::nullopt;
+    Chunk c = std::move(queue_.front());
+    queue_.pop_front();
+    cv_.notify_all();
+    return c;
+  }
+  // Once next() returned nothing: the SHA-256 of the whole file, or the read's error.
+  Result<std::string> whole() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return result_.has_value(); });
+    return *result_;
+  }
+
+ private:
+  void run(const std::string& path, std::size_t chunk_size) {
+    Sha256 whole;
+    auto r = read_file_chunks(path, chunk_size, [&](std::string_view piece) -> Result<void> {
+      whole.update(piece.data(), piece.size());
+      Sha256 sha;
+      sha.update(piece.data(), piece.size());
+      Chunk c{std::vector<char>(piece.begin(), piece.end()), sha.hex()};
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [this] { return stop_ || queue_.size() < kAhead; });
+      if (stop_) return fail(Errc::unavailable, "stopped");
+      queue_.push_back(std::move(c));
+      cv_.notify_all();
+      return ok();
+    });
+    std::string hex = whole.hex();
+    std::lock_guard lock(mutex_);
+    result_ = r ? Result<std::string>(std::move(hex)) : Result<std::string>(tl::unexpected(r.error()));
+    cv_.notify_all();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Chunk> queue_;
+  bool stop_ = false;
+  std::optional<Result<std::string>> result_;  // set when the reading thread is done
+  std::thread thread_;                         // last: starts once the members above exist
+};
+
+// Writes restored files on a thread of its own, in order, while the caller decompresses
+// and hashes the next records (creating thousands of files is most of a restore's time).
+// At most kPending bytes wait; the first error is kept, returned by the next push() or by
+// drain(), and every later piece is dropped. The destructor stops and joins the thread.
+class RestoreWriter {
+ public:
+  struct Piece {
+    std::string path;
+    bool open = false;                    // first piece of a record: open (and seek)
+    std::optional<std::uint64_t> offset;  // a chunk: where its bytes go (no truncation)
+    std::vector<char> bytes;
+    bool close = false;                   // last piece of a record: chmod (files), close
+    std::uint32_t mode = 0600;
+  };
+  static constexpr std::size_t kPending = 16 << 20;
+
+  RestoreWriter() : thread_([this] { run(); }) {}
+  ~RestoreWriter() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  RestoreWriter(const RestoreWriter&) = delete;
+  RestoreWriter& operator=(const RestoreWriter&) = delete;
+
+  Result<void> push(Piece p) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return pending_ < kPending || queue_.empty() || error_.has_value(); });
+    if (error_) return tl::unexpected(*error_);
+    pending_ += p.bytes.size();
+    queue_.push_back(std::move(p));
+    cv_.notify_all();
+    return ok();
+  }
+  // Waits until everything pushed is written (and its file closed).
+  Result<void> drain() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return (queue_.empty() && !busy_) || error_; });
+    if (error_) return tl::unexpected(*error_);
+    return ok();
+  }
+
+ private:
+  void run() {
+    int fd = -1;
+    std::string path;
+    for (;;) {
+      Piece p;
+      {
+        std::unique_lock lock(mutex_);
+        busy_ = false;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) break;
+        p = std::move(queue_.front());
+        queue_.pop_front();
+        pending_ -= p.bytes.size();
+        busy_ = true;
+        if (error_) continue;  // dropped
+      }
+      cv_.notify_all();
+      std::optional<Error> err;
+      if (p.open) {
+        if (fd >= 0) ::close(fd);
+        path = p.path;
+        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (p.offset ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
+        if (fd < 0) err = sys_fail("cannot create", path).value();
+        else if (p.offset && ::lseek(fd, static_cast<off_t>(*p.offset), SEEK_SET) < 0) err = sys_fail("cannot seek in", path).value();
+      }
+      if (!err && !write_fd(fd, p.bytes.data(), p.bytes.size())) err = sys_fail("cannot write", path).value();
+      if (!err && p.close) {
+        if (!p.offset) ::fchmod(fd, p.mode & 0700 ? p.mode : 0600);
+        // No fsync per file (thousands of small blobs, incident I08): one syncfs() of the
+        // whole tree, before anything is renamed into place.
+        int rc = ::close(fd);
+        fd = -1;
+        if (rc != 0) err = sys_fail("cannot write", path).value();
+      }
+      if (err) {
+        if (fd >= 0) ::close(fd);
+        fd = -1;
+        std::lock_guard lock(mutex_);
+        error_ = std::move(err);
+      }
+    }
+    if (fd >= 0) ::close(fd);
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Piece> queue_;
+  std::size_t pending_ = 0;
+  bool busy_ = true;  // until the thread first waits
+  bool stop_ = false;
+  std::optional<Error> error_;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 // Streams the chunks of a database snapshot that differ from `previous` (when it has
 // chunk hashes of the same chunk size); fills `entry` (size, mode, sha256, chunks).
 Result<std::uint64_t> write_chunked_record(ZstdWriter& z, const std::string& path, BackupFileEntry& entry,
                                            const BackupFileEntry* previous, BackupReport& report) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return sys_fail("cannot open", path);
   struct stat st {};
-  ::fstat(fd, &st);
+  if (::stat(path.c_str(), &st) != 0) return sys_fail("cannot open", path);
   entry.size = static_cast<std::uint64_t>(st.st_size);
   entry.mode = st.st_mode & 07777;
   entry.chunk_size = previous && previous->chunk_size > 0 ? previous->chunk_size : database_chunk_size(entry.size);
   const std::vector<std::string> none;
   const auto& before = previous && previous->chunk_size == entry.chunk_size ? previous->chunks : none;
-  Sha256 whole;
-  std::vector<char> buf(entry.chunk_size);
+  HashedChunks chunks(path, static_cast<std::size_t>(entry.chunk_size));
   std::uint64_t offset = 0, stored = 0;
   entry.included = false;
-  auto close_fail = [fd](Error e) -> Result<std::uint64_t> {
-    ::close(fd);
-    return tl::unexpected(std::move(e));
-  };
-  while (offset < entry.size) {
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(entry.chunk_size, entry.size - offset));
-    std::size_t got = 0;
-    while (got < want) {
-      ssize_t n = ::read(fd, buf.data() + got, want - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return close_fail(Error(Errc::io, fmt::format("cannot read {}: {}", path, std::strerror(errno))));
-      if (n == 0) return close_fail(Error(Errc::io, fmt::format("{} shrank while it was backed up", path)));
-      got += static_cast<std::size_t>(n);
-    }
-    whole.update(buf.data(), want);
-    Sha256 sha;
-    sha.update(buf.data(), want);
-    std::string hex = sha.hex();
+  while (auto chunk = chunks.next()) {
+    const std::size_t size = chunk->bytes.size();
+    if (offset + size > entry.size) return fail(Errc::io, fmt::format("{} grew while it was backed up", path));
     const std::size_t index = entry.chunks.size();
-    if (index >= before.size() || before[index] != hex) {
-      if (auto w = z.write(fmt::format("chunk {} {} {}\n", offset, want, entry.path)); !w) return close_fail(w.error());
-      if (auto w = z.write({buf.data(), want}); !w) return close_fail(w.error());
-      if (auto w = z.write(fmt::format("sha256 {}\n", hex)); !w) return close_fail(w.error());
+    if (index >= before.size() || before[index] != chunk->sha256) {
+      if (auto w = z.write(fmt::format("chunk {} {} {}\n", offset, size, entry.path)); !w) return tl::unexpected(w.error());
+      if (auto w = z.write({chunk->bytes.data(), size}); !w) return tl::unexpected(w.error());
+      if (auto w = z.write(fmt::format("sha256 {}\n", chunk->sha256)); !w) return tl::unexpected(w.error());
       entry.included = true;
-      stored += want;
+      stored += size;
       ++report.database_chunks_included;
     }
-    entry.chunks.push_back(std::move(hex));
-    offset += want;
+    entry.chunks.push_back(std::move(chunk->sha256));
+    offset += size;
   }
-  ::close(fd);
+  auto whole = chunks.whole();
+  if (!whole) return tl::unexpected(whole.error());
+  if (offset != entry.size) return fail(Errc::io, fmt::format("{} shrank while it was backed up", path));
   report.database_chunks = entry.chunks.size();
-  entry.sha256 = whole.hex();
+  entry.sha256 = std::move(*whole);
   return stored;
 }
 
@@ -367,6 +526,17 @@ Result<std::vector<std::string>> hash_chunks(const std::string& path, std::uint6
   });
   if (!r) return tl::unexpected(r.error());
   return out;
+}
+
+// syncfs(2) of the filesystem holding `dir`: every file's data and metadata, in one call.
+Result<void> syncfs_of(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sys_fail("open directory", dir);
+  int rc = ::syncfs(fd);
+  int e = errno;
+  ::close(fd);
+  if (rc != 0) return sys_fail("syncfs", dir, e);
+  return ok();
 }
 
 void remove_tree(const std::string& path) {
@@ -545,13 +715,18 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
     ~Cleanup() { remove_tree(dir); }
   } cleanup{tmp};
 
+  // The database snapshot runs on a helper thread (in hearthd when it runs) while the other
+  // files go into the stream; the files listed only after the snapshot are added after it,
+  // so every file the snapshot refers to (a blob is written before the row naming it) is in
+  // the backup. Joined before `cleanup` removes the scratch directory.
   const std::string snapshot = tmp + "/hearth.db";
-  auto snapshot_started = std::chrono::steady_clock::now();
-  auto snapshot_result = o.snapshot_database(snapshot);
-  double snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - snapshot_started).count();
-  if (auto& r = snapshot_result; !r)
-    return fail(r.error().code, fmt::format("database snapshot failed: {}", r.error().message));
-  ::chmod(snapshot.c_str(), 0600);  // restored as the live database: private
+  Result<void> snapshot_result = ok();
+  double snapshot_seconds = 0;
+  std::jthread snapshot_thread([&] {
+    auto snapshot_started = std::chrono::steady_clock::now();
+    snapshot_result = o.snapshot_database(snapshot);
+    snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - snapshot_started).count();
+  });
 
   std::vector<std::string> files;
   if (auto r = list_files(o.data_dir, "", files); !r) return tl::unexpected(r.error());
@@ -559,7 +734,6 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
 
   std::map<std::string, const BackupFileEntry*> previous;  // in the `since` backup
   BackupReport report;
-  report.snapshot_seconds = snapshot_seconds;
   BackupManifest& m = report.manifest;
   m.backup_id = random_id();
   m.created_at_ms = now_ms();
@@ -623,13 +797,28 @@ Result<BackupReport> create_backup(const BackupOptions& o) {
     m.files.push_back(std::move(e));
     return ok();
   };
+  auto add_files = [&](const std::vector<std::string>& rels) -> Result<void> {
+    for (const auto& rel : rels) {
+      if (!safe_relative_path(rel)) continue;  // a name with a newline: cannot be recorded
+      auto r = add(o.data_dir + "/" + rel, rel);
+      if (!r && r.error().code == Errc::io && ::access((o.data_dir + "/" + rel).c_str(), F_OK) != 0) continue;  // deleted meanwhile
+      if (!r) return r;
+    }
+    return ok();
+  };
+  if (auto r = add_files(files); !r) return fail_out(r.error());
+  snapshot_thread.join();
+  report.snapshot_seconds = snapshot_seconds;
+  if (auto& r = snapshot_result; !r)
+    return fail_out(Error(r.error().code, fmt::format("database snapshot failed: {}", r.error().message)));
+  ::chmod(snapshot.c_str(), 0600);  // restored as the live database: private
   if (auto r = add(snapshot, std::string(kDatabase)); !r) return fail_out(r.error());
-  for (const auto& rel : files) {
-    if (!safe_relative_path(rel)) continue;  // a name with a newline: cannot be recorded
-    auto r = add(o.data_dir + "/" + rel, rel);
-    if (!r && r.error().code == Errc::io && ::access((o.data_dir + "/" + rel).c_str(), F_OK) != 0) continue;  // deleted meanwhile
-    if (!r) return fail_out(r.error());
-  }
+  std::vector<std::string> later;  // created while the snapshot ran
+  if (auto r = list_files(o.data_dir, "", later); !r) return fail_out(r.error());
+  std::sort(later.begin(), later.end());
+  std::vector<std::string> added;
+  std::set_difference(later.begin(), later.end(), files.begin(), files.end(), std::back_inserter(added));
+  if (auto r = add_files(added); !r) return fail_out(r.error());
   std::sort(m.files.begin(), m.files.end(), [](const auto& a, const auto& b) { return a.path < b.path; });
   if (o.since && o.discard_if_unchanged && report.files_included == 0 && !database_resized && m.files.size() == o.since->files.size()) {
     report.unchanged = true;
@@ -864,6 +1053,9 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     }
   } cleanup{tmp};
 
+  Result<void> flushed = ok();
+  std::jthread flush;  // the syncfs of the tree; joined before `cleanup` removes it
+  RestoreWriter writer;
   RestoreReport report;
   std::map<std::string, std::string> state;  // path -> sha256 now in tmp
   struct ChunkState {
@@ -872,7 +1064,6 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
   };
   std::map<std::string, ChunkState> chunk_state;  // chunked files (the database)
   std::optional<BackupManifest> last;
-  std::vector<char> buf(kChunk);
   for (std::size_t input_index = 0; input_index < inputs.size(); ++input_index) {
     const std::string& input = inputs[input_index];
     auto fd = open_input(input);
@@ -881,34 +1072,23 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     auto sink = [&](const BackupFileEntry& e, std::optional<std::uint64_t> chunk_offset, ZstdReader& z) -> Result<std::string> {
       std::string dest = tmp + "/" + e.path;
       fs::create_directories(fs::path(dest).parent_path(), ec);
-      int out = ::open(dest.c_str(), O_WRONLY | O_CREAT | (chunk_offset ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
-      if (out < 0) return sys_fail("cannot create", dest);
-      if (chunk_offset && ::lseek(out, static_cast<off_t>(*chunk_offset), SEEK_SET) < 0) {
-        int err = errno;
-        ::close(out);
-        return sys_fail("cannot seek in", dest, err);
-      }
       Sha256 sha;
       std::uint64_t left = e.size;
-      while (left > 0) {
-        auto n = z.read(buf.data(), std::min<std::uint64_t>(left, buf.size()));
-        if (!n || *n == 0) {
-          ::close(out);
+      bool first = true;
+      do {
+        RestoreWriter::Piece piece{dest, first, chunk_offset, std::vector<char>(std::min<std::uint64_t>(left, kChunk)), false, e.mode};
+        if (!piece.bytes.empty()) {
+          auto n = z.read(piece.bytes.data(), piece.bytes.size());
           if (!n) return tl::unexpected(n.error());
-          return fail(Errc::corrupt, "the backup ends early (truncated file)");
+          if (*n == 0) return fail(Errc::corrupt, "the backup ends early (truncated file)");
+          piece.bytes.resize(*n);
+          sha.update(piece.bytes.data(), *n);
+          left -= *n;
         }
-        sha.update(buf.data(), *n);
-        if (!write_fd(out, buf.data(), *n)) {
-          int err = errno;
-          ::close(out);
-          return sys_fail("cannot write", dest, err);
-        }
-        left -= *n;
-      }
-      if (!chunk_offset) ::fchmod(out, e.mode & 0700 ? e.mode : 0600);
-      // No fsync per file (thousands of small blobs, incident I08): one syncfs() of the
-      // whole tree below, before anything is renamed into place.
-      if (::close(out) != 0) return sys_fail("cannot write", dest);
+        first = false;
+        piece.close = left == 0;
+        if (auto w = writer.push(std::move(piece)); !w) return tl::unexpected(w.error());
+      } while (left > 0);
       report.bytes_restored += e.size;
       std::string hex = sha.hex();
       if (chunk_offset) {
@@ -921,7 +1101,9 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     };
     auto m = read_stream(*fd, input, sink);
     if (*fd != STDIN_FILENO) ::close(*fd);
+    auto written = writer.drain();
     if (!m) return tl::unexpected(m.error());
+    if (!written) return tl::unexpected(written.error());
     if (!last && !m->full())
       return fail(Errc::invalid_argument,
                   fmt::format("{} is an incremental backup (sequence {}); restore starts from a full backup", input, m->sequence));
@@ -989,8 +1171,10 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
                                                "by its manifest, but the restored copy differs)", input, path));
     }
     last = std::move(*m);
-    // A chunked file is checked whole at the end of the chain (once, not per backup).
+    // A chunked file is checked whole at the end of the chain (once, not per backup), while
+    // a helper thread flushes every restored file's data and metadata (one syncfs).
     if (input_index + 1 == inputs.size()) {
+      flush = std::jthread([&tmp, &flushed] { flushed = syncfs_of(tmp); });
       for (const auto& f : last->files) {
         if (f.chunk_size == 0) continue;
         auto sha = hash_file(tmp + "/" + f.path);
@@ -1003,15 +1187,8 @@ Result<RestoreReport> restore_backup(const std::vector<std::string>& inputs, con
     if (on_verified) on_verified(input_index);
   }
   report.files = static_cast<int>(state.size());
-  // Every restored file's data and metadata, in one call, then each directory.
-  {
-    int fd = ::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return sys_fail("open directory", tmp);
-    int rc = ::syncfs(fd);
-    int e = errno;
-    ::close(fd);
-    if (rc != 0) return sys_fail("syncfs", tmp, e);
-  }
+  if (flush.joinable()) flush.join();
+  if (!flushed) return tl::unexpected(flushed.error());
   // Directories: fsync each one holding restored files, then the tree itself.
   std::vector<std::string> dirs{tmp};
   for (auto it = fs::recursive_directory_iterator(tmp, ec); !ec && it != fs::recursive_directory_iterator(); ++it) {

@@ -46,7 +46,9 @@
 // whole as a `file` record, manifest "hearth-backup/1") is still read and restored, alone
 // or as the start of a chain continued in version 2. A newer version is refused naming it.
 //
-// Threads: every function here is blocking and runs on the caller's thread (hearthctl).
+// Threads: every function here is blocking and runs on the caller's thread (hearthctl);
+// create_backup runs `snapshot_database` on a helper thread, reads and hashes the snapshot
+// on another, and zstd compresses on `zstd_workers` threads of its own.
 #pragma once
 
 #include <cstdint>
@@ -170,8 +172,10 @@ struct BackupReport {
   double snapshot_seconds = 0;      // of which: the database snapshot
 };
 
-// Takes the BackupLock, snapshots the database into <data_dir>/.backup-tmp/, writes the
-// stream, and removes the snapshot. Errors name the file or step that failed.
+// Takes the BackupLock, snapshots the database into <data_dir>/.backup-tmp/ (on a helper
+// thread, while the other files are streamed; files listed only after the snapshot are
+// added after it, so every file the snapshot refers to is in), writes the database's
+// chunks, and removes the snapshot. Errors name the file or step that failed.
 Result<BackupReport> create_backup(const BackupOptions& options);
 
 // Reads a whole backup ("-": standard input), verifying every checksum, and returns its

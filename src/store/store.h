@@ -255,7 +255,9 @@ class Store {
   // not exist), for backups. Runs on one reader thread inside one read transaction
   // (SQLite's online backup API, all pages in one step): it sees the last committed state
   // and never blocks the writer, which keeps committing to the WAL meanwhile. The copy is
-  // fsynced before this returns. Blocking; takes one reader for its duration.
+  // scratch for a backup, which reads it back at once: it is written without a journal and
+  // NOT fsynced (the backup file made from it is). Blocking; takes one reader for its
+  // duration.
   virtual Result<void> snapshot_to(const std::string& path) = 0;
 
   // Drains both queues and joins the threads; idempotent. Blocking.

@@ -4,9 +4,11 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -222,6 +224,38 @@ TEST_F(BackupTest, NothingChangedWritesNoIncremental) {
   ASSERT_TRUE(removed);
   EXPECT_FALSE(removed->unchanged);
   EXPECT_TRUE(fs::exists(root_ / "same.bak"));
+}
+
+// The other files go into the stream while the snapshot runs: a blob written during the
+// snapshot (before the row naming it, as the blob store does) is in the backup all the same.
+TEST_F(BackupTest, FileWrittenWhileTheSnapshotRunsIsInTheBackup) {
+  BackupOptions o;
+  o.data_dir = data_.string();
+  o.output = (root_ / "full.bak").string();
+  o.snapshot_database = [this](const std::string& path) -> Result<void> {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the first listing is done
+    put(data_ / "blobs" / "bb" / "bb1", "written during the snapshot");
+    put(data_ / "hearth.db", "database naming bb1");
+    fs::copy_file(data_ / "hearth.db", path);
+    return ok();
+  };
+  auto full = create_backup(o);
+  ASSERT_TRUE(full) << full.error().describe();
+  auto r = restore_backup({o.output}, (root_ / "new").string());
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(get(root_ / "new" / "hearth.db"), "database naming bb1");
+  EXPECT_EQ(get(root_ / "new" / "blobs" / "bb" / "bb1"), "written during the snapshot");
+  EXPECT_EQ(get(root_ / "new" / "blobs" / "aa" / "aa1"), std::string(100000, 'x'));
+
+  // A failed snapshot fails the backup and leaves no file, even with files already streamed.
+  o.output = (root_ / "failed.bak").string();
+  o.snapshot_database = [](const std::string&) -> Result<void> { return fail(Errc::io, "disk on fire"); };
+  auto failed = create_backup(o);
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message.find("database snapshot failed: disk on fire"), std::string::npos);
+  EXPECT_FALSE(fs::exists(root_ / "failed.bak"));
+  EXPECT_FALSE(fs::exists(root_ / "failed.bak.partial"));
+  EXPECT_FALSE(fs::exists(data_ / ".backup-tmp"));
 }
 
 TEST(BackupManifestTest, ChunkListMustMatchTheSizeAndFormatIsChecked) {
