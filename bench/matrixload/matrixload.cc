@@ -44,6 +44,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proc_stats.h"
+
 namespace {
 
 namespace asio = boost::asio;
@@ -137,35 +139,6 @@ Options parse_options(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------- /proc readings
-
-// utime + stime of a process in seconds (all its threads).
-double proc_cpu(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f(fmt::format("/proc/{}/stat", pid));
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto rp = s.rfind(')');
-  if (rp == std::string::npos || rp + 2 > s.size()) return 0;
-  std::stringstream ss(s.substr(rp + 2));
-  std::vector<std::string> fields;
-  for (std::string t; ss >> t;) fields.push_back(t);
-  // After ")": field 3 (state) is index 0; utime is field 14, stime 15.
-  if (fields.size() < 13) return 0;
-  return (std::stod(fields[11]) + std::stod(fields[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-long proc_rss_kib(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return 0;
-}
-
-double self_cpu() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
 
 // The q-quantile as the Python generator computed it: nearest rank, rounded half up.
 double pct(std::vector<double> v, double q) {
@@ -479,15 +452,15 @@ asio::awaitable<void> Run::main() {
     prefix_ = fmt::format("ml{:06x}", rd() & 0xffffff);
   }
   const int pid = o_.server_pid;
-  const long rss_idle = proc_rss_kib(pid);
+  const long rss_idle = bench::process_rss_kib(pid);
 
   // Users: 0 is the room creator and the /sync receiver; 1..nsenders send.
-  double t_reg = now_s(), scpu_reg = proc_cpu(pid);
+  double t_reg = now_s(), scpu_reg = bench::process_cpu_seconds(pid);
   for (int i = 0; i <= nsenders; ++i) {
     const std::string* tok = static_cast<std::size_t>(i) < tokens.size() ? &tokens[std::size_t(i)] : nullptr;
     users_.push_back(co_await register_user(conn(), fmt::format("{}u{}", prefix_, i), tok));
   }
-  double reg_s = now_s() - t_reg, reg_cpu = proc_cpu(pid) - scpu_reg;
+  double reg_s = now_s() - t_reg, reg_cpu = bench::process_cpu_seconds(pid) - scpu_reg;
   User& owner = users_[0];
   Reply r = co_await owner.http->request(http::verb::post, kApi + "/createRoom", owner.token,
                                          R"({"preset": "public_chat", "name": "bench"})", true);
@@ -511,7 +484,7 @@ asio::awaitable<void> Run::main() {
   if (r.status != 200 || parser_.parse(r.body).get(js) != simdjson::SUCCESS)
     fail("initial sync: " + describe(r));
   since_ = str_at(js, "next_batch");
-  const long rss_ready = proc_rss_kib(pid);
+  const long rss_ready = bench::process_rss_kib(pid);
 
   asio::co_spawn(io_, syncer(), asio::detached);
   for (int level : o_.levels) {
@@ -520,7 +493,7 @@ asio::awaitable<void> Run::main() {
     errors_ = 0;
     count_ = 0;
     deadline_ = now_s() + o_.max_seconds;
-    double cpu0 = self_cpu(), scpu0 = proc_cpu(pid);
+    double cpu0 = bench::own_cpu_seconds(), scpu0 = bench::process_cpu_seconds(pid);
     double t0 = now_s();
 
     asio::steady_timer done(io_);
@@ -540,7 +513,7 @@ asio::awaitable<void> Run::main() {
       return std::all_of(markers_.begin(), markers_.end(), [&](const std::string& m) { return arrived_.count(m) > 0; });
     };
     while (!all_arrived() && now_s() < w_end) co_await sleep(0.02);
-    double cpu = self_cpu() - cpu0, scpu = proc_cpu(pid) - scpu0;
+    double cpu = bench::own_cpu_seconds() - cpu0, scpu = bench::process_cpu_seconds(pid) - scpu0;
     std::vector<double> s2s;
     long not_synced = 0;
     for (const auto& m : markers_) {
@@ -570,7 +543,7 @@ asio::awaitable<void> Run::main() {
     else j.integer("server_cpu_us_per_op", 0);
     j.integer("rss_kib_idle", rss_idle);
     j.integer("rss_kib_ready", rss_ready);
-    j.integer("rss_kib_after", proc_rss_kib(pid));
+    j.integer("rss_kib_after", bench::process_rss_kib(pid));
     j.num("register_s", reg_s, 3);
     j.num("register_server_cpu_s", reg_cpu, 3);
     j.integer("users", static_cast<long long>(users_.size()));

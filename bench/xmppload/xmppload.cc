@@ -52,6 +52,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proc_stats.h"
+
 namespace {
 
 std::int64_t now_ns() {
@@ -151,36 +153,6 @@ Options parse_options(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------- /proc readings
-
-// utime + stime of a process in seconds (all its threads).
-double proc_cpu_seconds(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f(fmt::format("/proc/{}/stat", pid));
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto rp = s.rfind(')');
-  if (rp == std::string::npos) return 0;
-  std::stringstream ss(s.substr(rp + 2));
-  std::vector<std::string> fields;
-  for (std::string t; ss >> t;) fields.push_back(t);
-  // After ")": field 3 (state) is index 0; utime is field 14, stime 15.
-  if (fields.size() < 13) return 0;
-  double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;
-}
-
-long proc_rss_kib(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return 0;
-}
-
-double self_cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
 
 // ---------------------------------------------------------------- base64, SCRAM
 
@@ -896,7 +868,7 @@ int run_logins(Loop& loop, const Options& o) {
     ++finished;
     --inflight;
   };
-  double cpu0 = self_cpu_seconds(), scpu0 = proc_cpu_seconds(o.server_pid);
+  double cpu0 = bench::own_cpu_seconds(), scpu0 = bench::process_cpu_seconds(o.server_pid);
   std::int64_t t0 = now_ns(), deadline = t0 + std::int64_t(o.max_seconds * 1e9);
   std::vector<std::unique_ptr<Conn>> conns;
   while (finished < o.total && now_ns() < deadline) {
@@ -916,7 +888,7 @@ int run_logins(Loop& loop, const Options& o) {
     }
   }
   double wall = (now_ns() - t0) / 1e9;
-  double cpu = self_cpu_seconds() - cpu0, scpu = proc_cpu_seconds(o.server_pid) - scpu0;
+  double cpu = bench::own_cpu_seconds() - cpu0, scpu = bench::process_cpu_seconds(o.server_pid) - scpu0;
   Json j;
   common_json(j, o, loop.stats);
   long done = o.workload == "register" ? loop.stats.ok + loop.stats.exists : loop.stats.ok;
@@ -1013,7 +985,7 @@ int run_messages(Loop& loop, const Options& o) {
                        seq, now_ns(), seq, pad);
   };
 
-  double cpu0 = self_cpu_seconds(), scpu0 = proc_cpu_seconds(o.server_pid);
+  double cpu0 = bench::own_cpu_seconds(), scpu0 = bench::process_cpu_seconds(o.server_pid);
   std::int64_t t0 = now_ns();
   long sent = 0;
   if (o.rate <= 0) {
@@ -1045,7 +1017,7 @@ int run_messages(Loop& loop, const Options& o) {
     loop.run_once(o.rate > 0 ? 1 : 20);
   }
   double wall = ((last_recv ? last_recv : now_ns()) - t0) / 1e9;
-  double cpu = self_cpu_seconds() - cpu0, scpu = proc_cpu_seconds(o.server_pid) - scpu0;
+  double cpu = bench::own_cpu_seconds() - cpu0, scpu = bench::process_cpu_seconds(o.server_pid) - scpu0;
   Json j;
   common_json(j, o, loop.stats);
   j.integer("clients", C);
@@ -1157,7 +1129,7 @@ int run_muc(Loop& loop, const Options& o) {
     ++received;
   };
   is_joined.assign(std::size_t(o.clients), 0);
-  double jcpu0 = proc_cpu_seconds(o.server_pid);
+  double jcpu0 = bench::process_cpu_seconds(o.server_pid);
   std::int64_t j0 = now_ns();
   // The room's creator first, then everyone else.
   connect_fleet(loop, o, f, 1, "r", deadline);
@@ -1172,8 +1144,8 @@ int run_muc(Loop& loop, const Options& o) {
   loop.on_ready = join_rest;
   connect_fleet(loop, o2, f, o.clients, "r", deadline);
   while (joined + join_errors < f.ready && now_ns() < deadline) loop.run_once(20);
-  double join_s = (now_ns() - j0) / 1e9, join_cpu = proc_cpu_seconds(o.server_pid) - jcpu0;
-  long rss_joined = proc_rss_kib(o.server_pid);
+  double join_s = (now_ns() - j0) / 1e9, join_cpu = bench::process_cpu_seconds(o.server_pid) - jcpu0;
+  long rss_joined = bench::process_rss_kib(o.server_pid);
   if (joined < o.clients) {
     fmt::print(stderr, "xmppload: only {} of {} occupants joined ({} connected)\n", joined, o.clients, f.ready);
     Json j;
@@ -1197,7 +1169,7 @@ int run_muc(Loop& loop, const Options& o) {
                        now_ns(), seq, pad);
   };
   const long expected = long(o.messages) * C;
-  double cpu0 = self_cpu_seconds(), scpu0 = proc_cpu_seconds(o.server_pid);
+  double cpu0 = bench::own_cpu_seconds(), scpu0 = bench::process_cpu_seconds(o.server_pid);
   std::int64_t t0 = now_ns();
   long sent = 0;
   if (o.rate <= 0) {
@@ -1229,7 +1201,7 @@ int run_muc(Loop& loop, const Options& o) {
     loop.run_once(o.rate > 0 ? 1 : 20);
   }
   double wall = ((last_recv ? last_recv : now_ns()) - t0) / 1e9;
-  double cpu = self_cpu_seconds() - cpu0, scpu = proc_cpu_seconds(o.server_pid) - scpu0;
+  double cpu = bench::own_cpu_seconds() - cpu0, scpu = bench::process_cpu_seconds(o.server_pid) - scpu0;
   Json j;
   common_json(j, o, loop.stats);
   j.integer("clients", C);
@@ -1272,12 +1244,12 @@ int run_idle(Loop& loop, const Options& o) {
     if (c.phase() != Phase::ready) --f.inflight;
     ++f.gone;
   };
-  long idle_rss = proc_rss_kib(o.server_pid);
+  long idle_rss = bench::process_rss_kib(o.server_pid);
   Json j;
   common_json(j, o, loop.stats);
   j.integer("idle_rss_kib", idle_rss);
   int rc = 0;
-  double cpu0 = self_cpu_seconds(), scpu0 = proc_cpu_seconds(o.server_pid);
+  double cpu0 = bench::own_cpu_seconds(), scpu0 = bench::process_cpu_seconds(o.server_pid);
   std::int64_t t0 = now_ns();
   for (int target : o.conns) {
     connect_fleet(loop, o, f, target, "i", deadline);
@@ -1294,7 +1266,7 @@ int run_idle(Loop& loop, const Options& o) {
     }
     std::int64_t settle = now_ns() + std::int64_t(o.settle_seconds * 1e9);
     while (now_ns() < settle) loop.run_once(50);
-    long rss = proc_rss_kib(o.server_pid);
+    long rss = bench::process_rss_kib(o.server_pid);
     alive = f.ready - (f.gone - 0);
     j.integer(fmt::format("rss_kib_{}", target), rss);
     j.integer(fmt::format("alive_{}", target), alive);
@@ -1302,7 +1274,7 @@ int run_idle(Loop& loop, const Options& o) {
     fmt::print(stderr, "xmppload: {} connections: server RSS {} KiB ({:.1f} KiB each)\n", target, rss,
                double(rss - idle_rss) / double(target));
   }
-  double cpu = self_cpu_seconds() - cpu0, scpu = proc_cpu_seconds(o.server_pid) - scpu0;
+  double cpu = bench::own_cpu_seconds() - cpu0, scpu = bench::process_cpu_seconds(o.server_pid) - scpu0;
   j.integer("disconnected", f.gone);
   j.num("client_cpu_s", cpu);
   j.num("server_cpu_s", scpu);
