@@ -73,11 +73,11 @@ WORKLOADS = {
     "matrix16": ("Matrix: sends with 16 concurrent senders", "As above, 16 senders.", None),
     "matrix64": ("Matrix: sends with 64 concurrent senders", "As above, 64 senders.", None),
     "cryptpad": ("CryptPad protocol: signed-message fan-out",
-                 "{cp_channels} channels × {cp_clients} clients (netflux websocket, chainpad-netflux); each "
+                 "{cp_channels} channels × {cp_clients} clients (netflux over a websocket, as chainpad-netflux speaks it); each "
                  "channel has an ed25519 validateKey, so the server verifies every message's signature; "
                  "every client sends {cp_messages} signed messages closed-loop (next after the ACK) and every "
                  "other client of the channel receives each one. Messages are signed before the timed phase. "
-                 "Load generator: `bench/cryptpad/cpload.js` (Node, one process).",
+                 "Load generator: `bench/cpload` (C++, one Asio thread, Boost.Beast websocket, libsodium signatures).",
                  [("signed messages/s (ACKed)", "per_s", "", "higher"),
                   ("deliveries/s", "deliveries_per_s", "", "higher"),
                   ("ACK latency p50", "p50_ms", "ms", "lower"),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: hearth against Prosody and ejabberd (Debian 12 packages, XMPP),
-# Synapse (Matrix) and CryptPad, on loopback, with the load generators in bench/xmppload
-# and bench/matrixload (C++, built here into build-bench/ even with --no-build) and
-# bench/cryptpad (Node). See bench/README.md.
+# Synapse (Matrix) and CryptPad, on loopback, with the load generators in bench/xmppload,
+# bench/matrixload and bench/cpload (C++, built here into build-bench/ even with --no-build).
+# See bench/README.md.
 #
 #   bench/run.sh [--quick] [--runs N] [--servers hearth,prosody,ejabberd,synapse,cryptpad]
 #                [--workloads login,login256,messages,paced,muc,idle,matrix,cryptpad,bigroom]
@@ -120,7 +120,7 @@ for svc in prosody ejabberd; do
   fi
 done
 
-log "building hearthd (Release), xmppload and matrixload"
+log "building hearthd (Release), xmppload, matrixload and cpload"
 mkdir -p "$BUILD"
 build() {
   if (( BUILD_HEARTH )); then
@@ -130,7 +130,9 @@ build() {
   cmake -S "$BENCH/xmppload" -B "$BUILD/xmppload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
     ninja -C "$BUILD/xmppload" -j1 &&
     cmake -S "$BENCH/matrixload" -B "$BUILD/matrixload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
-    ninja -C "$BUILD/matrixload" -j1
+    ninja -C "$BUILD/matrixload" -j1 &&
+    cmake -S "$BENCH/cpload" -B "$BUILD/cpload" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+    ninja -C "$BUILD/cpload" -j1
 }
 for attempt in 1 2 3 4 5; do
   build >"$BUILD/bench-build.log" 2>&1 && break
@@ -139,19 +141,11 @@ for attempt in 1 2 3 4 5; do
   log "build failed (a source file mid-edit?); retrying in 60 s"
   sleep 60
 done
-# CryptPad's client libraries for cpload.js (npm, pinned by bench/cryptpad/package-lock.json).
-CPLOAD_DIR="$BUILD/cpload"
-if has "$WORKLOADS" cryptpad; then
-  mkdir -p "$CPLOAD_DIR"
-  cp "$BENCH/cryptpad/package.json" "$BENCH/cryptpad/package-lock.json" "$BENCH/cryptpad/cpload.js" "$CPLOAD_DIR/"
-  if [[ ! -d "$CPLOAD_DIR/node_modules/chainpad-netflux" ]]; then
-    (cd "$CPLOAD_DIR" && npm ci --no-audit --no-fund >/dev/null 2>&1) || log "npm ci for cpload failed (the cryptpad workload will fail)"
-  fi
-fi
 HEARTHD=${HEARTHD:-"$BUILD/apps/hearthd/hearthd"}   # override: compare another build (with --no-build)
 HEARTHCTL=${HEARTHCTL:-"$BUILD/apps/hearthctl/hearthctl"}   # likewise
 LOAD="$BUILD/xmppload/xmppload"
 MLOAD="$BUILD/matrixload/matrixload"
+CPLOAD="$BUILD/cpload/cpload"
 
 # ------------------------------------------------------------------ work directory
 WORK=$(mktemp -d /tmp/hearth-bench.XXXXXX)
@@ -483,7 +477,7 @@ run_http() {  # server workload run
   else
     local url="ws://127.0.0.1:$HEARTH_HTTP_PORT/cryptpad_websocket"
     [[ $s == cryptpad ]] && url="ws://127.0.0.1:$CRYPTPAD_WS_PORT/cryptpad_websocket"
-    out=$(cd "$CPLOAD_DIR" && node cpload.js "$url" "$CP_CHANNELS" "$CP_CLIENTS" "$CP_MESSAGES" "$SERVER_PID" 120 2>>"$WORK/load.err" | tail -1) || true
+    out=$("$CPLOAD" "$url" "$CP_CHANNELS" "$CP_CLIENTS" "$CP_MESSAGES" "$SERVER_PID" 120 2>>"$WORK/load.err" | tail -1) || true
     [[ "$out" == "{"* ]] || out='{"errors": "no result"}'
     echo "{\"server\": \"$s\", \"bench\": \"$w\", \"run\": $r, ${out#\{}" >>"$RESULTS"
     log "$s $w run $r: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(", ".join(f"{k}={d[k]}" for k in ("per_s","deliveries_per_s","p50_ms","p99_ms","errors") if k in d))' "$out" 2>/dev/null)"

@@ -1,13 +1,15 @@
 // What the load generators report next to their figures: the server's CPU and resident
-// memory from /proc, and their own CPU. Header-only, shared by bench/xmppload and
-// bench/matrixload (each its own small CMake project).
+// memory from /proc, and their own CPU. Header-only, shared by bench/xmppload,
+// bench/matrixload and bench/cpload (each its own small CMake project).
 #pragma once
 
+#include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,6 +38,33 @@ inline long process_rss_kib(int pid) {
   for (std::string line; std::getline(f, line);)
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return 0;
+}
+
+// A process and all its descendants (children, grandchildren, ...), the process first;
+// empty when pid <= 0. For servers that run worker processes (CryptPad).
+inline std::vector<int> process_tree(int pid) {
+  std::vector<int> out;
+  if (pid <= 0) return out;
+  std::map<int, std::vector<int>> kids;
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream f("/proc/" + name + "/stat");
+      std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      auto rp = s.rfind(')');
+      if (rp == std::string::npos || rp + 2 > s.size()) continue;  // gone
+      std::stringstream ss(s.substr(rp + 2));
+      std::string state;
+      int ppid = 0;
+      if (ss >> state >> ppid) kids[ppid].push_back(std::stoi(name));
+    }
+    closedir(d);
+  }
+  out.push_back(pid);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    if (auto it = kids.find(out[i]); it != kids.end()) out.insert(out.end(), it->second.begin(), it->second.end());
+  return out;
 }
 
 // This process's own user + system CPU in seconds.
