@@ -2,7 +2,8 @@
 // inbound subscription requests, and the offline message queue.
 //
 // A blocking API over store::Store (like accounts::Accounts): c2s sessions call it from
-// net's worker pool, never from a shard thread. Thread-safe; holds no state of its own.
+// net's worker pool, never from a shard thread. Thread-safe; its only state is the newest
+// archive stamp (an atomic; see archive()).
 // Its schema is the "xmpp" migrations.
 #pragma once
 
