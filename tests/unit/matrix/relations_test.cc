@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "matrix/relations.h"
+#include "room_store_fixture.h"
 
 namespace hearth::matrix {
 namespace {
@@ -76,25 +77,12 @@ TEST(AggregationJson, EmptyWhenNothingToBundleElseEachKind) {
   EXPECT_EQ(v->get("m.reference")->get("chunk")->items()[1].string_at("event_id"), "$r2");
 }
 
-struct RelationsStoreTest : ::testing::Test {
-  std::string dir = (std::filesystem::temp_directory_path() /
-                     ("hearth-relations-" + std::to_string(::getpid()) + "-" +
-                      ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                        .string();
-  Logger log{LogLevel::error, LogFormat::text};
-  MetricsRegistry metrics;
-  std::unique_ptr<store::Store> db;
-  SigningKey key = SigningKey::from_seed(std::string(32, 'k'), "test");
-  RoomStore rooms{"hs", key};
+struct RelationsStoreTest : RoomStoreFixture {
   std::int64_t now = 1000;
 
   void SetUp() override {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
-    ASSERT_TRUE(s) << s.error().describe();
-    db = std::move(*s);
-    ASSERT_TRUE(db->migrate("matrix", matrix_migrations()));
+    RoomStoreFixture::SetUp();
+    if (HasFatalFailure()) return;
     auto r = db->write_sync([&](store::Transaction& tx) -> Result<bool> {
       RoomAppender room = rooms.new_room("!r:hs", RoomVersion::v11);
       for (auto [type, key, body] : std::initializer_list<std::tuple<std::string, std::string, std::string>>{
@@ -109,10 +97,6 @@ struct RelationsStoreTest : ::testing::Test {
       return true;
     });
     ASSERT_TRUE(r) << r.error().describe();
-  }
-  void TearDown() override {
-    db.reset();
-    std::filesystem::remove_all(dir);
   }
   std::string send(std::string sender, std::string body) {
     ++now;  // distinct origin_server_ts: edits are ordered by it

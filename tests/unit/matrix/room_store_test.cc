@@ -11,38 +11,12 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "matrix/room_store.h"
+#include "room_store_fixture.h"
 
 namespace hearth::matrix {
 namespace {
 
-struct RoomStoreTest : ::testing::Test {
-  std::string dir = (std::filesystem::temp_directory_path() /
-                     ("hearth-matrix-" + std::to_string(::getpid()) + "-" +
-                      ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                        .string();
-  Logger log{LogLevel::error, LogFormat::text};
-  MetricsRegistry metrics;
-  std::unique_ptr<store::Store> db;
-  SigningKey key = SigningKey::from_seed(std::string(32, 'k'), "test");
-  RoomStore rooms{"hs", key};
-
-  void SetUp() override {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    reopen();
-  }
-  void TearDown() override {
-    db.reset();
-    std::filesystem::remove_all(dir);
-  }
-  void reopen() {
-    if (db) db->close();
-    db.reset();
-    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
-    ASSERT_TRUE(s) << s.error().describe();
-    db = std::move(*s);
-    ASSERT_TRUE(db->migrate("matrix", matrix_migrations()));
-  }
+struct RoomStoreTest : RoomStoreFixture {
   static JsonValue content(std::string_view text) { return *parse_json(text); }
 
   Result<AppendedEvent> append(std::string room_id, NewEvent ev) {
@@ -319,7 +293,9 @@ TEST_F(FederatedRoomStoreTest, UnacceptedEventsStayOutAndLocalEventsAreQueuedFor
     EXPECT_TRUE(dests && *dests == std::vector<std::string>{"remote"});
     auto rows = fed_rooms.outbox(tx, "remote", 50);
     EXPECT_TRUE(rows && rows->size() == 1);  // the message only: the remote join was not ours to send
-    if (rows && rows->size() == 1) EXPECT_NE(rows->front().pdu_json.find("\"hi\""), std::string::npos);
+    if (rows && rows->size() == 1) {
+      EXPECT_NE(rows->front().pdu_json.find("\"hi\""), std::string::npos);
+    }
     return true;
   });
   ASSERT_TRUE(r);

@@ -11,6 +11,7 @@
 #include "core/metrics.h"
 #include "matrix/room_store.h"
 #include "matrix/search.h"
+#include "room_store_fixture.h"
 
 namespace hearth::matrix {
 namespace {
@@ -59,30 +60,12 @@ TEST(FtsQuery, RefusesEmptyHugeAndWordyTerms) {
   EXPECT_FALSE(fts_query(many, {}));
 }
 
-struct SearchStoreTest : ::testing::Test {
-  std::string dir = (std::filesystem::temp_directory_path() /
-                     ("hearth-search-" + std::to_string(::getpid()) + "-" +
-                      ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                        .string();
-  Logger log{LogLevel::error, LogFormat::text};
-  MetricsRegistry metrics;
-  std::unique_ptr<store::Store> db;
-  SigningKey key = SigningKey::from_seed(std::string(32, 'k'), "test");
-  RoomStore rooms{"hs", key};
-
+struct SearchStoreTest : RoomStoreFixture {
   void SetUp() override {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    auto s = store::Store::open_sqlite({dir + "/db.sqlite", 1, 64, 1000}, log, metrics);
-    ASSERT_TRUE(s) << s.error().describe();
-    db = std::move(*s);
-    ASSERT_TRUE(db->migrate("matrix", matrix_migrations()));
+    RoomStoreFixture::SetUp();
+    if (HasFatalFailure()) return;
     room("!r:hs", "@a:hs");
     room("!other:hs", "@z:hs");
-  }
-  void TearDown() override {
-    db.reset();
-    std::filesystem::remove_all(dir);
   }
   void room(const std::string& id, const std::string& creator) {
     auto r = db->write_sync([&](store::Transaction& tx) -> Result<bool> {
